@@ -1,0 +1,196 @@
+"""The `anycast-lab` command line: parse, call the lab, print a table or JSON.
+
+Errors the lab can explain (LabError) become one sentence and an exit code:
+1 not as expected, 2 bad input, 3 environment. Nothing here touches the kernel itself.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from lab import ui
+from lab.errors import BadInput, LabError
+
+DEFAULT_TOPOLOGY = Path(__file__).resolve().parent.parent / "topologies" / "default.yaml"
+
+app = typer.Typer(
+    name="anycast-lab", no_args_is_help=True, add_completion=False,
+    pretty_exceptions_enable=False,
+    help="A real anycast lab on Linux network namespaces (BIRD 2, ExaBGP 5, Unbound).",
+)
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON for machines")]
+LabOpt = Annotated[str | None, typer.Option("--lab", help="which lab (default: the only one up)")]
+
+
+def default_topology() -> Path:
+    env = os.environ.get("ANYCAST_LAB_TOPOLOGY")
+    return Path(env) if env else DEFAULT_TOPOLOGY
+
+
+@app.command()
+def validate(topology: Annotated[Path | None, typer.Argument(help="topology file")] = None,
+             json_out: JsonOpt = False) -> None:
+    """Check a topology file; changes nothing."""
+    from lab.topology import load_file
+
+    report = load_file(topology or default_topology())
+    if json_out:
+        ui.emit_json(report.to_json())
+    elif report.ok:
+        assert report.topology is not None
+        t = report.topology
+        ui.out.print(f"[green]ok[/] {report.source}: lab '{t.name}', {len(t.routers)} routers, "
+                     f"{len(t.sites)} sites, {len(t.clients)} clients, {len(t.links)} links")
+    else:
+        ui.err.print(f"[red]{report.source}: {len(report.problems)} problem(s)[/]")
+        for p in report.problems:
+            line = f"{report.source}:{p.line}: " if p.line else f"{report.source}: "
+            ui.err.print(f"  {line}{p}", highlight=False, soft_wrap=True)
+    raise typer.Exit(0 if report.ok else 2)
+
+
+@app.command()
+def schema() -> None:
+    """Print the topology file's JSON Schema (for editors)."""
+    from lab.topology.schema import topology_schema
+
+    ui.emit_json(topology_schema())
+
+
+@app.command()
+def up(topology: Annotated[Path | None, typer.Argument(help="topology file")] = None,
+       name: Annotated[str | None, typer.Option("--name", help="override the lab's name")] = None,
+       json_out: JsonOpt = False) -> None:
+    """Build the lab, start its daemons, wait until converged."""
+    from lab import lifecycle, status
+
+    path = topology or default_topology()
+    topo = lifecycle.validated(path, name)
+    started = time.monotonic()
+    try:
+        with ui.progress(f"bringing up lab '{topo.name}'", quiet=json_out) as step:
+            lab = lifecycle.up(topo, step)
+    except lifecycle.AlreadyUp as exc:
+        ui.err.print(f"lab '{exc.lab}' is already up; showing its status "
+                     "(run `anycast-lab down` to rebuild it)")
+        lab = lifecycle.open_lab(exc.lab)
+    report = status.collect(lab)
+    report["elapsed_s"] = round(time.monotonic() - started, 3)
+    if json_out:
+        ui.emit_json(report)
+    else:
+        status.print_human(report)
+        ui.out.print(f"lab '{topo.name}' up in {report['elapsed_s']:.2f} s")
+    raise typer.Exit(0 if report.get("ok", True) else 1)
+
+
+@app.command()
+def down(lab: LabOpt = None,
+         all_labs: Annotated[bool, typer.Option("--all", help="tear down every lab")] = False,
+         json_out: JsonOpt = False) -> None:
+    """Tear down everything the lab created, from its own records."""
+    from lab import env, lifecycle
+    from lab.journal import Journal, existing_labs
+
+    env.require_linux_root()
+    names = existing_labs() if all_labs else ([lab] if lab else existing_labs()[:2])
+    if not all_labs and lab is None and len(names) > 1:
+        raise BadInput(f"several labs are up ({', '.join(existing_labs())}): "
+                       "choose one with --lab, or use --all")
+    reports = [lifecycle.teardown(Journal(n)) for n in names if Journal(n).exists()]
+    if json_out:
+        ui.emit_json({"removed": [r.__dict__ for r in reports]})
+    elif not reports:
+        ui.out.print("nothing to tear down: no lab is up")
+    else:
+        for r in reports:
+            ui.out.print(f"lab '{r.lab}' down: {r.namespaces} namespaces, {r.processes} "
+                         f"processes removed in {r.elapsed_s:.2f} s")
+
+
+@app.command()
+def status(lab: LabOpt = None, json_out: JsonOpt = False) -> None:
+    """Sites, routers, clients and the fabric of a running lab."""
+    from lab import lifecycle
+    from lab import status as st
+
+    report = st.collect(lifecycle.open_lab(lab))
+    if json_out:
+        ui.emit_json(report)
+    else:
+        st.print_human(report)
+    raise typer.Exit(0 if report.get("ok", True) else 1)
+
+
+@app.command(name="exec", context_settings={"allow_extra_args": True,
+                                            "ignore_unknown_options": True})
+def exec_(ctx: typer.Context, node: Annotated[str, typer.Argument(help="node name")],
+          lab: LabOpt = None) -> None:
+    """Run a command inside a node's namespace: anycast-lab exec NODE -- CMD..."""
+    from lab import env, lifecycle
+    from lab.procs import MARKER, NODE_MARKER, enter_netns
+
+    argv = [a for a in ctx.args if a != "--"] if ctx.args[:1] == ["--"] else list(ctx.args)
+    if not argv:
+        raise BadInput("no command given: use `anycast-lab exec NODE -- CMD...`")
+    env.require_linux_root()
+    opened = lifecycle.open_lab(lab)
+    if opened.plan is None or node not in opened.plan.nodes:
+        known = ", ".join(opened.plan.nodes) if opened.plan else "none"
+        raise BadInput(f"unknown node '{node}' in lab '{opened.name}' (known: {known})")
+    if not Path("/run/netns", opened.plan.nodes[node].netns).exists():
+        raise LabError(f"node '{node}' has no namespace: the lab is broken, run "
+                       "`anycast-lab down` and `up` again")
+    os.environ[MARKER] = opened.name
+    os.environ[NODE_MARKER] = node
+    enter_netns(opened.plan.nodes[node].netns)()
+    try:
+        os.execvp(argv[0], argv)
+    except FileNotFoundError as exc:
+        raise BadInput(f"command '{argv[0]}' not found in node '{node}'") from exc
+
+
+@app.command(hidden=True)
+def generate(sites: Annotated[int, typer.Option(help="number of sites")] = 50,
+             routers: Annotated[int, typer.Option(help="number of routers")] = 5,
+             name: Annotated[str, typer.Option(help="lab name")] = "gen") -> None:
+    """Print a generated topology (for benchmarks and scale tests)."""
+    import yaml
+
+    from lab.topology.generate import generate_topology
+
+    sys.stdout.write(yaml.safe_dump(generate_topology(name, sites, routers), sort_keys=False))
+
+
+def main() -> None:
+    try:
+        app(standalone_mode=False)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except LabError as exc:
+        ui.error(exc.message, exc.details[1:] if len(exc.details) > 1 else None)
+        if len(exc.details) > 1:
+            ui.err.print(f"  ({len(exc.details)} problems in all; "
+                         "`anycast-lab validate FILE` lists them)", highlight=False)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        ui.error("interrupted")
+        sys.exit(130)
+    except Exception as exc:  # click usage errors and the like
+        import click
+
+        if isinstance(exc, click.exceptions.ClickException):
+            ui.error(exc.format_message())
+            sys.exit(exc.exit_code)
+        if isinstance(exc, click.exceptions.Abort):
+            sys.exit(130)
+        raise
+
+

@@ -1,0 +1,150 @@
+"""Process runner: start programs inside a node's namespace, stop them by PID.
+
+A child enters the namespace itself (setns in the child before exec; no `ip netns
+exec`), writes to its own log file, carries the lab's marker in its environment
+(ANYCAST_LAB=<lab>, ANYCAST_LAB_NODE=<node>) and is recorded in the journal with its
+PID and kernel start time, so we only ever signal processes we started.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from pyroute2.netns import setns
+
+from lab.journal import Journal, ProcessRecord
+
+MARKER = "ANYCAST_LAB"
+NODE_MARKER = "ANYCAST_LAB_NODE"
+
+
+def enter_netns(netns: str):
+    """A preexec function: move the child into `netns` (never creating it)."""
+
+    def _enter() -> None:
+        setns(netns, flags=0)
+
+    return _enter
+
+
+def start_time(pid: int) -> int | None:
+    """The process's start time in clock ticks since boot, or None if it is gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        return None
+    # The command name (field 2) may hold spaces; parse after its closing parenthesis.
+    fields = stat[stat.rfind(")") + 2:].split()
+    if fields[0] in ("Z", "X"):  # a zombie has finished
+        return None
+    return int(fields[19])
+
+
+def is_running(record: ProcessRecord) -> bool:
+    return start_time(record.pid) == record.start_time
+
+
+def marked_pids(lab: str) -> list[int]:
+    """PIDs whose environment carries this lab's marker (finds what a crash left)."""
+    needle = f"{MARKER}={lab}".encode()
+    found = []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            env = Path(entry.path, "environ").read_bytes()
+        except OSError:
+            continue
+        if needle in env.split(b"\0"):
+            found.append(int(entry.name))
+    return found
+
+
+def start(journal: Journal, *, name: str, node: str, netns: str | None, argv: Sequence[str],
+          log_path: Path, env: dict[str, str] | None = None,
+          cwd: Path | None = None) -> ProcessRecord:
+    """Start `argv` in `netns` and record it; returns the journal record."""
+    journal.record("process-intent", name=name, node=node, argv=list(argv))
+    child_env = {
+        "PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"),
+        "LANG": "C.UTF-8",
+        MARKER: journal.lab,
+        NODE_MARKER: node,
+        **(env or {}),
+    }
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen(
+            list(argv), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+            env=child_env, cwd=cwd or journal.dir, start_new_session=True,
+            preexec_fn=enter_netns(netns) if netns else None,
+        )
+    started = start_time(proc.pid) or 0
+    record = ProcessRecord(name, node, proc.pid, started)
+    journal.record("process", name=name, node=node, pid=proc.pid, start_time=started)
+    # We never wait() for daemons we leave running; forget the handle without a warning.
+    proc.returncode = 0
+    return record
+
+
+def stop(record: ProcessRecord, grace_s: float = 3.0) -> bool:
+    """SIGTERM, wait up to `grace_s`, then SIGKILL. True if it was running."""
+    if not is_running(record):
+        return False
+    return stop_pid(record.pid, grace_s, record.start_time)
+
+
+def stop_pid(pid: int, grace_s: float, expected_start: int | None = None) -> bool:
+    """Stop one PID we own; `expected_start` guards against a recycled PID."""
+    if expected_start is not None and start_time(pid) != expected_start:
+        return False
+    for sig, wait_s in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 2.0)):
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            return True
+        deadline = time.monotonic() + wait_s
+        while time.monotonic() < deadline:
+            _reap(pid)
+            if start_time(pid) is None:
+                return True
+            time.sleep(0.01)
+    return start_time(pid) is None
+
+
+def _reap(pid: int) -> None:
+    """Collect the exit status if the process is our own child (else: nothing to do)."""
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)
+
+
+def run_in(netns: str, argv: Sequence[str], timeout: float = 10.0,
+           input_text: str | None = None) -> subprocess.CompletedProcess[str]:
+    """Run a short command inside a namespace and wait for it (for checks and helpers)."""
+    return subprocess.run(list(argv), preexec_fn=enter_netns(netns), capture_output=True,
+                          text=True, timeout=timeout, input=input_text, check=False)
+
+
+def stop_many(pids: dict[int, int], grace_s: float = 3.0) -> int:
+    """Stop several owned processes at once ({pid: start_time}); returns how many ran."""
+    running = {p: s for p, s in pids.items() if start_time(p) == s}
+    count = len(running)
+    for sig, wait_s in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 2.0)):
+        running = {p: s for p, s in running.items() if start_time(p) == s}
+        for pid in running:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
+        deadline = time.monotonic() + wait_s
+        while time.monotonic() < deadline:
+            for pid in running:
+                _reap(pid)
+            if all(start_time(p) != s for p, s in running.items()):
+                return count
+            time.sleep(0.01)
+    return count

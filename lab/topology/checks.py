@@ -1,0 +1,229 @@
+"""Semantic checks of a structurally valid topology: names, references, ASNs, prefixes.
+
+Pure: takes the model, returns (path, message) pairs. Nothing here raises for bad input.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections import Counter
+from collections.abc import Iterator
+
+from lab.topology.model import (
+    LAB_NAME_RE,
+    MAX_NAME,
+    NAME_RE,
+    RESERVED_NAMES,
+    Topology,
+    parse_duration_us,
+)
+
+# RFC 7607 (AS 0), RFC 6793 (AS_TRANS), RFC 7300 (last 16-bit and 32-bit ASNs).
+RESERVED_ASNS = {0: "AS 0 is reserved", 23456: "AS 23456 is AS_TRANS",
+                 65535: "AS 65535 is reserved", 4294967295: "AS 4294967295 is reserved"}
+
+Finding = tuple[str, str]
+
+
+def _known(names: list[str] | dict[str, object]) -> str:
+    return ", ".join(names) if names else "none defined"
+
+
+def check_names(topo: Topology) -> Iterator[Finding]:
+    if not LAB_NAME_RE.match(topo.name):
+        yield ("name", f"'{topo.name}' is not a valid lab name: use lowercase letters, "
+                       "digits and '-', starting with a letter, at most 24 characters")
+    seen: dict[str, str] = {}
+    for section in ("routers", "sites", "clients"):
+        for name in getattr(topo, section):
+            path = f"{section}.{name}"
+            if name in RESERVED_NAMES:
+                yield (path, f"'{name}' is reserved inside a namespace; choose another name")
+            elif len(name) > MAX_NAME:
+                yield (path, f"name '{name}' is {len(name)} characters; it becomes an "
+                             f"interface name, which the kernel limits to {MAX_NAME}")
+            elif not NAME_RE.match(name):
+                yield (path, f"name '{name}' may contain only lowercase letters, digits "
+                             "and '-', starting with a letter (it becomes an interface name)")
+            if name in seen:
+                yield (path, f"duplicate name '{name}': already used in {seen[name]}")
+            else:
+                seen[name] = section
+
+
+def check_references(topo: Topology) -> Iterator[Finding]:
+    routers = list(topo.routers)
+    for name, site in topo.sites.items():
+        if site.router not in topo.routers:
+            yield (f"sites.{name}.router",
+                   f"unknown router '{site.router}' (known: {_known(routers)})")
+    for name, client in topo.clients.items():
+        if client.router not in topo.routers:
+            yield (f"clients.{name}.router",
+                   f"unknown router '{client.router}' (known: {_known(routers)})")
+        if client.expect not in topo.sites:
+            yield (f"clients.{name}.expect",
+                   f"unknown site '{client.expect}' (known: {_known(list(topo.sites))})")
+        if client.failover is not None:
+            if client.failover not in topo.sites:
+                yield (f"clients.{name}.failover", f"unknown site '{client.failover}' "
+                                                   f"(known: {_known(list(topo.sites))})")
+            elif client.failover == client.expect:
+                yield (f"clients.{name}.failover",
+                       "the failover site must differ from the expected site")
+    if not topo.sites:
+        yield ("sites", "at least one site is required")
+    if not topo.routers:
+        yield ("routers", "at least one router is required")
+
+
+def check_links(topo: Topology) -> Iterator[Finding]:
+    pairs: dict[frozenset[str], int] = {}
+    for index, link in enumerate(topo.links):
+        a, b = link.endpoints
+        path = f"links[{index}].endpoints"
+        for end in (a, b):
+            if end not in topo.routers:
+                kind = ("a site" if end in topo.sites else
+                        "a client" if end in topo.clients else "unknown")
+                hint = (" (sites and clients attach through their 'router' field)"
+                        if kind != "unknown" else "")
+                yield (path, f"'{end}' is {kind}, not a router{hint} "
+                             f"(routers: {_known(list(topo.routers))})")
+        if a == b:
+            yield (path, f"link from '{a}' to itself")
+            continue
+        key = frozenset((a, b))
+        if key in pairs:
+            yield (path, f"duplicate link between '{a}' and '{b}' (also links[{pairs[key]}])")
+        else:
+            pairs[key] = index
+        if link.impair:
+            imp = link.impair
+            if imp.jitter and not imp.delay:
+                yield (f"links[{index}].impair.jitter", "jitter needs a delay")
+            if imp.delay and imp.jitter and parse_duration_us(imp.jitter) > parse_duration_us(
+                    imp.delay):
+                yield (f"links[{index}].impair.jitter", "jitter is larger than the delay")
+
+
+def check_connectivity(topo: Topology) -> Iterator[Finding]:
+    """Every router is used and all routers form one connected graph."""
+    adjacency: dict[str, set[str]] = {r: set() for r in topo.routers}
+    for link in topo.links:
+        a, b = link.endpoints
+        if a in adjacency and b in adjacency and a != b:
+            adjacency[a].add(b)
+            adjacency[b].add(a)
+    attached = Counter(s.router for s in topo.sites.values())
+    attached.update(c.router for c in topo.clients.values())
+    for name in topo.routers:
+        if not adjacency[name] and not attached[name]:
+            yield (f"routers.{name}", f"router '{name}' is connected to nothing: "
+                                      "add a link, a site or a client")
+    if len(adjacency) < 2:
+        return
+    start = next(iter(adjacency))
+    seen, todo = {start}, [start]
+    while todo:
+        for peer in adjacency[todo.pop()]:
+            if peer not in seen:
+                seen.add(peer)
+                todo.append(peer)
+    cut_off = [r for r in adjacency if r not in seen and adjacency[r]]
+    if cut_off:
+        yield ("links", f"routers {', '.join(cut_off)} cannot reach '{start}': "
+                        "the router graph must be connected")
+
+
+def check_asns(topo: Topology) -> Iterator[Finding]:
+    owners: dict[int, str] = {}
+    for name, router in topo.routers.items():
+        if router.asn in RESERVED_ASNS:
+            yield (f"routers.{name}.asn", RESERVED_ASNS[router.asn])
+        elif router.asn in owners:
+            yield (f"routers.{name}.asn",
+                   f"AS {router.asn} is already used by router '{owners[router.asn]}': "
+                   "routers peer over eBGP, so each needs its own AS")
+        else:
+            owners[router.asn] = name
+    for name, site in topo.sites.items():
+        if site.asn in RESERVED_ASNS:
+            yield (f"sites.{name}.asn", RESERVED_ASNS[site.asn])
+        elif site.asn in owners:
+            yield (f"sites.{name}.asn",
+                   f"AS {site.asn} belongs to router '{owners[site.asn]}': a site must use "
+                   "an AS no router uses (sites may share one AS)")
+    for name, router in topo.routers.items():
+        if router.router_id is None:
+            continue
+        try:
+            rid = ipaddress.IPv4Address(router.router_id)
+        except ValueError:
+            yield (f"routers.{name}.router_id",
+                   f"'{router.router_id}' is not an IPv4 address")
+            continue
+        if int(rid) == 0:
+            yield (f"routers.{name}.router_id", "router id 0.0.0.0 is not allowed")
+    ids = Counter(r.router_id for r in topo.routers.values() if r.router_id)
+    for name, router in topo.routers.items():
+        if router.router_id and ids[router.router_id] > 1:
+            yield (f"routers.{name}.router_id", f"router id {router.router_id} is not unique")
+
+
+def _network(text: str, version: int, path: str,
+             findings: list[Finding]) -> ipaddress.IPv4Network | ipaddress.IPv6Network | None:
+    try:
+        net = ipaddress.ip_network(text, strict=True)
+    except ValueError as exc:
+        findings.append((path, f"'{text}' is not a valid prefix: {exc}"))
+        return None
+    if net.version != version:
+        findings.append((path, f"'{text}' is IPv{net.version}; expected an IPv{version} prefix"))
+        return None
+    return net
+
+
+def check_prefixes(topo: Topology) -> Iterator[Finding]:
+    findings: list[Finding] = []
+    any4 = _network(topo.anycast.ipv4, 4, "anycast.ipv4", findings)
+    any6 = _network(topo.anycast.ipv6, 6, "anycast.ipv6", findings)
+    for net, path, host_len in ((any4, "anycast.ipv4", 32), (any6, "anycast.ipv6", 128)):
+        if net is None:
+            continue
+        if net.prefixlen != host_len:
+            findings.append((path, f"anycast prefix {net} is not a host route: use a "
+                                   f"/{host_len} (e.g. {net.network_address}/{host_len})"))
+        elif (net.is_multicast or net.is_loopback or net.is_unspecified
+              or net.is_link_local):
+            findings.append((path, f"{net} cannot be an anycast service address "
+                                   "(multicast, loopback, link-local or unspecified)"))
+    pool4 = _network(topo.pools.links4, 4, "pools.links4", findings)
+    pool6 = _network(topo.pools.links6, 6, "pools.links6", findings)
+    links = len(topo.links) + len(topo.sites) + len(topo.clients)
+    if pool4 is not None:
+        capacity = pool4.num_addresses // 2
+        if capacity < links:
+            findings.append(("pools.links4", f"pool {pool4} holds {capacity} /31 links; the "
+                                             f"topology needs {links}: use a larger pool"))
+        if any4 is not None and pool4.overlaps(any4):
+            findings.append(("pools.links4", f"pool {pool4} overlaps the anycast prefix {any4}"))
+    if pool6 is not None:
+        if pool6.prefixlen > 64:
+            findings.append(("pools.links6", f"pool {pool6} is longer than /64; links are "
+                                             "/64 each: use a /64 or shorter pool"))
+        elif 2 ** (64 - pool6.prefixlen) < links:
+            findings.append(("pools.links6", f"pool {pool6} holds {2 ** (64 - pool6.prefixlen)}"
+                                             f" /64 links; the topology needs {links}"))
+        if any6 is not None and pool6.overlaps(any6):
+            findings.append(("pools.links6", f"pool {pool6} overlaps the anycast prefix {any6}"))
+    yield from findings
+
+
+CHECKS = (check_names, check_references, check_links, check_connectivity, check_asns,
+          check_prefixes)
+
+
+def check_topology(topo: Topology) -> list[Finding]:
+    """Run every semantic check; return all findings in file order of sections."""
+    return [finding for check in CHECKS for finding in check(topo)]
