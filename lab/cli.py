@@ -41,6 +41,9 @@ def validate(topology: Annotated[Path | None, typer.Argument(help="topology file
     from lab.topology import load_file
 
     report = load_file(topology or default_topology())
+    if not json_out and report.problems and not report.problems[0].path \
+            and report.problems[0].line is None:
+        raise BadInput(report.problems[0].message)  # a missing or unreadable file
     if json_out:
         ui.emit_json(report.to_json())
     elif report.ok:
@@ -171,14 +174,13 @@ def generate(sites: Annotated[int, typer.Option(help="number of sites")] = 50,
 
 def main() -> None:
     try:
-        app(standalone_mode=False)
+        # Without standalone mode, click returns the code of `typer.Exit` instead of exiting.
+        code = app(standalone_mode=False)
+        sys.exit(code if isinstance(code, int) else 0)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
     except LabError as exc:
-        ui.error(exc.message, exc.details[1:] if len(exc.details) > 1 else None)
-        if len(exc.details) > 1:
-            ui.err.print(f"  ({len(exc.details)} problems in all; "
-                         "`anycast-lab validate FILE` lists them)", highlight=False)
+        ui.error(exc.message, exc.details)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         ui.error("interrupted")

@@ -108,8 +108,12 @@ class Journal:
     def record(self, kind: str, op: str = "create", **fields: Any) -> None:
         entry = {"t": round(time.time(), 6), "kind": kind, "op": op, **fields}
         line = json.dumps(entry, sort_keys=True) + "\n"
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
         try:
+            size = os.fstat(fd).st_size
+            if size and os.pread(fd, 1, size - 1) != b"\n":
+                # The last line was torn by a crash: end it, so this entry stays whole.
+                line = "\n" + line
             os.write(fd, line.encode())
             os.fsync(fd)
         finally:

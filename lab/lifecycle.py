@@ -16,6 +16,8 @@ from pathlib import Path
 import yaml
 
 from lab import env, procs
+from lab.converge import wait_converged
+from lab.daemons import launch
 from lab.errors import BadInput, LabError
 from lab.fabric import Fabric, check_impairments, lab_namespaces, remove_namespace
 from lab.journal import Journal, existing_labs
@@ -45,7 +47,7 @@ def topology_or_raise(report: Report) -> Topology:
         raise BadInput(f"{where}{first}" + (f" (and {count - 1} more problem"
                                             f"{'s' if count > 2 else ''})" if count > 1 else ""),
                        details=[f"{report.source}:{p.line or '?'}: {p}"
-                                for p in report.problems])
+                                for p in report.problems[1:]])
     assert report.topology is not None
     return report.topology
 
@@ -86,7 +88,7 @@ def open_lab(name: str | None) -> Lab:
     return lab
 
 
-def up(topology: Topology, progress: Progress) -> Lab:
+def up(topology: Topology, progress: Progress, converge_deadline_s: float = 60.0) -> Lab:
     """Build the lab; on any failure remove what was created and re-raise."""
     env.require_linux_root()
     env.require_tools(["sysctl", "unshare", "tc"])
@@ -106,11 +108,22 @@ def up(topology: Topology, progress: Progress) -> Lab:
         yaml.safe_dump(topology.model_dump(mode="json"), sort_keys=False))
     lab = Lab(journal, topology, plan)
     try:
+        specs = launch.lab_specs(topology, plan, journal.dir)
+        launch.prepare(specs)
+        progress(f"{len(specs)} daemon configs rendered and checked")
         Fabric(plan, journal, topology.bgp.multipath_hash, progress).build()
-        journal.set_state(phase="up", ready=time.time())
-    except BaseException:
-        progress("rolling back")
+        launch.start_all(journal, specs)
+        progress(f"{len(specs)} daemons started")
+        journal.set_state(phase="converging")
+        waited = wait_converged(topology, plan, journal.dir, converge_deadline_s, progress)
+        progress(f"converged in {waited:.2f} s")
+        journal.set_state(phase="up", ready=time.time(), converge_s=round(waited, 3))
+    except BaseException as exc:
+        kept = keep_logs(journal)
+        progress(f"rolling back (daemon logs kept in {kept})")
         teardown(journal)
+        if isinstance(exc, LabError):
+            exc.details.append(f"daemon logs of the failed run: {kept}")
         raise
     lab.state = journal.state()
     return lab
@@ -121,6 +134,17 @@ class AlreadyUp(LabError):
         super().__init__(f"lab '{lab}' is already up: see `anycast-lab status`, or run "
                          "`anycast-lab down` first")
         self.lab = lab
+
+
+def keep_logs(journal: Journal) -> Path:
+    """Copy the daemons' logs out of the run directory before a rollback removes it."""
+    target = journal.dir.parent / f".failed-{journal.lab}"
+    shutil.rmtree(target, ignore_errors=True)
+    for log in journal.dir.glob("nodes/*/*.log"):
+        dest = target / log.parent.name / log.name
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(log, dest)
+    return target
 
 
 @dataclass

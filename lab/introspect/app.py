@@ -39,9 +39,10 @@ import urllib.parse
 from pathlib import Path
 from typing import Any
 
+import anyio
+import anyio.to_thread
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.applications import Starlette
-from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
@@ -61,6 +62,7 @@ INTROSPECTION_PATHS = ("/introspect", "/oauth2/introspect")
 FORM_MEDIA_TYPE = "application/x-www-form-urlencoded"
 REALM = "anycast-lab"
 _MAX_FORM_FIELDS = 16
+KDF_CONCURRENCY = 2  # parallel scrypt checks of uncached credentials
 _STATUS_ERRORS = {404: "not_found", 405: "method_not_allowed"}
 
 
@@ -156,6 +158,7 @@ class _Introspection:
         self.public_key = config.public_key_pem.encode("ascii")
         self.registry = registry
         self.revocations = revocations
+        self.kdf_limiter = anyio.CapacityLimiter(KDF_CONCURRENCY)
 
     async def _authenticated(self, request: Request) -> bool:
         values = request.headers.getlist("authorization")
@@ -166,7 +169,13 @@ class _Introspection:
         client_id, secret = creds
         if self.registry.check_cached(client_id, secret):
             return True
-        if await run_in_threadpool(self.registry.verify, client_id, secret):
+        # scrypt runs in a worker thread, at most KDF_CONCURRENCY at a time: each one
+        # takes ~30 ms of CPU and 16 MiB, so a burst of new or bad credentials must
+        # not fan out over the whole thread pool. verify() re-checks the cache once
+        # it has a slot, so a burst from one new client costs a single scrypt.
+        if await anyio.to_thread.run_sync(
+            self.registry.verify, client_id, secret, limiter=self.kdf_limiter
+        ):
             return True
         who = client_id if client_id in self.registry else "<unknown client>"
         log.info("introspection caller authentication failed: %s", who)

@@ -158,7 +158,11 @@ class ClientRegistry:
         n = max((rec.n for rec in self._records.values()), default=DEFAULT_SCRYPT_N)
         # An unknown client is checked against this, so it costs as much as a known one.
         self._dummy = _Record(
-            n=n, r=_SCRYPT_R, p=_SCRYPT_P, salt=secrets.token_bytes(_SALT_BYTES), hash=b"\0" * _DKLEN
+            n=n,
+            r=_SCRYPT_R,
+            p=_SCRYPT_P,
+            salt=secrets.token_bytes(_SALT_BYTES),
+            hash=b"\0" * _DKLEN,
         )
 
     def __contains__(self, client_id: object) -> bool:
@@ -182,10 +186,17 @@ class ClientRegistry:
         return hmac.compare_digest(remembered, self._mac(client_id, secret.encode("utf-8")))
 
     def verify(self, client_id: str, secret: str) -> bool:
-        """Full check (one scrypt; blocking, ~30 ms at the default cost)."""
+        """Full check: True iff ``secret`` is ``client_id``'s secret.
+
+        Answers from the cache of earlier successes when it can, otherwise runs
+        one scrypt (blocking: ~30 ms and 16 MiB at the default cost -- callers
+        should bound how many run at once).
+        """
         secret_bytes = secret.encode("utf-8")
         if len(secret_bytes) > _MAX_SECRET_BYTES:
             return False
+        if self.check_cached(client_id, secret):
+            return True
         rec = self._records.get(client_id)
         computed = _scrypt(secret_bytes, rec if rec is not None else self._dummy)
         ok = hmac.compare_digest(computed, (rec or self._dummy).hash) and rec is not None

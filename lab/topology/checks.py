@@ -45,6 +45,9 @@ def check_names(topo: Topology) -> Iterator[Finding]:
             elif not NAME_RE.match(name):
                 yield (path, f"name '{name}' may contain only lowercase letters, digits "
                              "and '-', starting with a letter (it becomes an interface name)")
+            elif "--" in name:
+                yield (path, f"name '{name}' must not contain '--': it separates the two "
+                             "node names in a link's name")
             if name in seen:
                 yield (path, f"duplicate name '{name}': already used in {seen[name]}")
             else:
@@ -79,25 +82,29 @@ def check_references(topo: Topology) -> Iterator[Finding]:
 
 def check_links(topo: Topology) -> Iterator[Finding]:
     pairs: dict[frozenset[str], int] = {}
+    routers = _known(list(topo.routers))
     for index, link in enumerate(topo.links):
         a, b = link.endpoints
         path = f"links[{index}].endpoints"
-        for end in (a, b):
-            if end not in topo.routers:
-                kind = ("a site" if end in topo.sites else
-                        "a client" if end in topo.clients else "unknown")
-                hint = (" (sites and clients attach through their 'router' field)"
-                        if kind != "unknown" else "")
-                yield (path, f"'{end}' is {kind}, not a router{hint} "
-                             f"(routers: {_known(list(topo.routers))})")
+        for side, end in enumerate((a, b)):
+            if end in topo.routers:
+                continue
+            kind = "a site" if end in topo.sites else "a client" if end in topo.clients else ""
+            if kind:
+                yield (f"{path}[{side}]", f"'{end}' is {kind}, not a router: sites and clients "
+                                          f"attach through their 'router' field "
+                                          f"(routers: {routers})")
+            else:
+                yield (f"{path}[{side}]", f"unknown router '{end}' (known: {routers})")
         if a == b:
             yield (path, f"link from '{a}' to itself")
-            continue
-        key = frozenset((a, b))
-        if key in pairs:
-            yield (path, f"duplicate link between '{a}' and '{b}' (also links[{pairs[key]}])")
         else:
-            pairs[key] = index
+            key = frozenset((a, b))
+            if key in pairs:
+                yield (path, f"duplicate link between '{a}' and '{b}' "
+                             f"(also links[{pairs[key]}])")
+            else:
+                pairs[key] = index
         if link.impair:
             imp = link.impair
             if imp.jitter and not imp.delay:
@@ -108,7 +115,12 @@ def check_links(topo: Topology) -> Iterator[Finding]:
 
 
 def check_connectivity(topo: Topology) -> Iterator[Finding]:
-    """Every router is used and all routers form one connected graph."""
+    """Every router is used and all routers form one connected graph.
+
+    The largest group of linked routers (the first in file order on a tie) is the
+    reference; every used router outside it is reported, whether it has links or
+    only sites and clients.
+    """
     adjacency: dict[str, set[str]] = {r: set() for r in topo.routers}
     for link in topo.links:
         a, b = link.endpoints
@@ -117,22 +129,34 @@ def check_connectivity(topo: Topology) -> Iterator[Finding]:
             adjacency[b].add(a)
     attached = Counter(s.router for s in topo.sites.values())
     attached.update(c.router for c in topo.clients.values())
+    unused: set[str] = set()
     for name in topo.routers:
         if not adjacency[name] and not attached[name]:
+            unused.add(name)
             yield (f"routers.{name}", f"router '{name}' is connected to nothing: "
                                       "add a link, a site or a client")
     if len(adjacency) < 2:
         return
-    start = next(iter(adjacency))
-    seen, todo = {start}, [start]
-    while todo:
-        for peer in adjacency[todo.pop()]:
-            if peer not in seen:
-                seen.add(peer)
-                todo.append(peer)
-    cut_off = [r for r in adjacency if r not in seen and adjacency[r]]
+    components: list[list[str]] = []
+    seen: set[str] = set()
+    for start in adjacency:  # file order: each component lists its routers in file order
+        if start in seen or start in unused:
+            continue
+        group, todo = {start}, [start]
+        while todo:
+            for peer in adjacency[todo.pop()]:
+                if peer not in group:
+                    group.add(peer)
+                    todo.append(peer)
+        seen |= group
+        components.append([r for r in adjacency if r in group])
+    if not components:
+        return
+    reference = max(components, key=len)  # max() keeps the first of equal lengths
+    cut_off = [r for r in adjacency if r not in reference and r not in unused]
     if cut_off:
-        yield ("links", f"routers {', '.join(cut_off)} cannot reach '{start}': "
+        noun = "router" if len(cut_off) == 1 else "routers"
+        yield ("links", f"{noun} {', '.join(cut_off)} cannot reach '{reference[0]}': "
                         "the router graph must be connected")
 
 
@@ -154,40 +178,78 @@ def check_asns(topo: Topology) -> Iterator[Finding]:
             yield (f"sites.{name}.asn",
                    f"AS {site.asn} belongs to router '{owners[site.asn]}': a site must use "
                    "an AS no router uses (sites may share one AS)")
+
+
+def check_bgp(topo: Topology) -> Iterator[Finding]:
+    bgp = topo.bgp
+    if bgp.keepalive_time >= bgp.hold_time:
+        yield ("bgp.keepalive_time",
+               f"keepalive_time {bgp.keepalive_time} must be shorter than hold_time "
+               f"{bgp.hold_time} (a third of it is usual)")
+
+
+def check_router_ids(topo: Topology) -> Iterator[Finding]:
+    """Explicit router ids: valid, unique, and never equal to a default one.
+
+    A router without a router_id uses its first link address, which comes from
+    pools.links4; an explicit id inside that pool can collide with it.
+    """
+    try:
+        pool4: ipaddress.IPv4Network | ipaddress.IPv6Network | None = ipaddress.ip_network(
+            topo.pools.links4, strict=False)
+    except ValueError:
+        pool4 = None  # reported by check_prefixes
+    owners: dict[ipaddress.IPv4Address, str] = {}
     for name, router in topo.routers.items():
         if router.router_id is None:
             continue
+        path = f"routers.{name}.router_id"
         try:
             rid = ipaddress.IPv4Address(router.router_id)
         except ValueError:
-            yield (f"routers.{name}.router_id",
-                   f"'{router.router_id}' is not an IPv4 address")
+            yield (path, f"'{router.router_id}' is not an IPv4 address")
             continue
         if int(rid) == 0:
-            yield (f"routers.{name}.router_id", "router id 0.0.0.0 is not allowed")
-    ids = Counter(r.router_id for r in topo.routers.values() if r.router_id)
-    for name, router in topo.routers.items():
-        if router.router_id and ids[router.router_id] > 1:
-            yield (f"routers.{name}.router_id", f"router id {router.router_id} is not unique")
+            yield (path, "router id 0.0.0.0 is not allowed")
+        elif rid in owners:
+            yield (path, f"router id {rid} is already used by router '{owners[rid]}'")
+        else:
+            owners[rid] = name
+        if pool4 is not None and pool4.version == 4 and rid in pool4:
+            yield (path, f"router id {rid} is inside pools.links4 ({pool4}), where it can "
+                         "equal another node's default router id (its first link "
+                         "address): choose one outside the pool")
 
 
-def _network(text: str, version: int, path: str,
-             findings: list[Finding]) -> ipaddress.IPv4Network | ipaddress.IPv6Network | None:
+def _network(text: str, version: int, path: str, findings: list[Finding],
+             host_len: int | None = None,
+             ) -> ipaddress.IPv4Network | ipaddress.IPv6Network | None:
+    """The prefix at `path`, or None after adding a finding.
+
+    `host_len` marks a prefix that must be a host route (anycast): a prefix with host
+    bits then suggests the host route of its address, not its network.
+    """
     try:
-        net = ipaddress.ip_network(text, strict=True)
-    except ValueError as exc:
-        findings.append((path, f"'{text}' is not a valid prefix: {exc}"))
+        net = ipaddress.ip_network(text, strict=False)
+    except ValueError:
+        findings.append((path, f"'{text}' is not a valid IPv{version} prefix"))
         return None
     if net.version != version:
         findings.append((path, f"'{text}' is IPv{net.version}; expected an IPv{version} prefix"))
+        return None
+    try:
+        ipaddress.ip_network(text, strict=True)
+    except ValueError:
+        meant = f"{ipaddress.ip_interface(text).ip}/{host_len}" if host_len else str(net)
+        findings.append((path, f"'{text}' has host bits set: did you mean {meant}?"))
         return None
     return net
 
 
 def check_prefixes(topo: Topology) -> Iterator[Finding]:
     findings: list[Finding] = []
-    any4 = _network(topo.anycast.ipv4, 4, "anycast.ipv4", findings)
-    any6 = _network(topo.anycast.ipv6, 6, "anycast.ipv6", findings)
+    any4 = _network(topo.anycast.ipv4, 4, "anycast.ipv4", findings, 32)
+    any6 = _network(topo.anycast.ipv6, 6, "anycast.ipv6", findings, 128)
     for net, path, host_len in ((any4, "anycast.ipv4", 32), (any6, "anycast.ipv6", 128)):
         if net is None:
             continue
@@ -198,6 +260,12 @@ def check_prefixes(topo: Topology) -> Iterator[Finding]:
               or net.is_link_local):
             findings.append((path, f"{net} cannot be an anycast service address "
                                    "(multicast, loopback, link-local or unspecified)"))
+        elif net == ipaddress.IPv4Network("255.255.255.255/32"):
+            findings.append((path, f"{net} is the limited broadcast address: it cannot be "
+                                   "an anycast service address"))
+        elif net.version == 4 and net.is_reserved:
+            findings.append((path, f"{net} is in the reserved range 240.0.0.0/4: it cannot "
+                                   "be an anycast service address"))
     pool4 = _network(topo.pools.links4, 4, "pools.links4", findings)
     pool6 = _network(topo.pools.links6, 6, "pools.links6", findings)
     links = len(topo.links) + len(topo.sites) + len(topo.clients)
@@ -221,9 +289,9 @@ def check_prefixes(topo: Topology) -> Iterator[Finding]:
 
 
 CHECKS = (check_names, check_references, check_links, check_connectivity, check_asns,
-          check_prefixes)
+          check_router_ids, check_bgp, check_prefixes)
 
 
 def check_topology(topo: Topology) -> list[Finding]:
-    """Run every semantic check; return all findings in file order of sections."""
+    """Run every semantic check; return all findings, grouped by check."""
     return [finding for check in CHECKS for finding in check(topo)]

@@ -21,9 +21,13 @@ LAB_NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,23}$")
 RESERVED_NAMES = frozenset({"lo", "all", "default"})
 
 DURATION_RE = re.compile(r"^(\d+(?:\.\d+)?)\s*(us|ms|s)$")
-RATE_RE = re.compile(r"^(\d+(?:\.\d+)?)\s*(bit|kbit|mbit|gbit)$", re.IGNORECASE)
+# What pyroute2's tc rate parser accepts: a whole number, a lowercase unit, no space.
+RATE_RE = re.compile(r"^(\d+)(bit|kbit|mbit|gbit)$")
 
-Asn = Annotated[int, Field(ge=1, le=4294967294, description="BGP AS number (1-4294967294)")]
+# Strict: YAML's `yes` (True), '65001' and 65001.0 are not AS numbers. The range is the
+# whole 32-bit space so that checks.py can explain the reserved ones (0, 4294967295).
+Asn = Annotated[int, Field(strict=True, ge=0, le=4294967295,
+                           description="BGP AS number (1-4294967294, not reserved)")]
 
 
 class Strict(BaseModel):
@@ -94,8 +98,14 @@ class Impairment(Strict):
     @field_validator("rate")
     @classmethod
     def _rate(cls, value: str | None) -> str | None:
-        if value is not None and not RATE_RE.match(value):
-            raise ValueError(f"'{value}' is not a rate like '10mbit' or '512kbit'")
+        if value is None:
+            return value
+        m = RATE_RE.match(value)
+        if not m:
+            raise ValueError(f"'{value}' is not a rate like '10mbit' or '512kbit' "
+                             "(a whole number and a lowercase unit, no space)")
+        if int(m.group(1)) == 0:
+            raise ValueError(f"rate '{value}' must be above zero")
         return value
 
 

@@ -1,0 +1,49 @@
+"""What every daemon says about itself: its config, its dry-run check, how to start it."""
+
+from __future__ import annotations
+
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from lab.errors import LabError
+
+
+@dataclass
+class DaemonSpec:
+    """One daemon instance for one node, ready to check and start."""
+
+    name: str            # e.g. "bird", "exabgp", "unbound"
+    node: str
+    netns: str
+    config_path: Path
+    config: str
+    check_argv: list[str]
+    argv: list[str]
+    env: dict[str, str] = field(default_factory=dict)
+    log_path: Path | None = None
+
+    @property
+    def label(self) -> str:
+        return f"{self.name}@{self.node}"
+
+    def write(self) -> None:
+        self.config_path.parent.mkdir(parents=True, exist_ok=True)
+        self.config_path.write_text(self.config)
+
+    def check(self) -> None:
+        """Run the daemon's own dry run on the written config; raise with its words."""
+        result = subprocess.run(self.check_argv, capture_output=True, text=True,
+                                timeout=60, check=False, env=self.check_env())
+        if result.returncode != 0:
+            output = (result.stderr or result.stdout).strip().splitlines()
+            raise LabError(f"{self.label}: config check failed: "
+                           f"{output[-1] if output else 'exit ' + str(result.returncode)}",
+                           details=output[-10:])
+
+    def check_env(self) -> dict[str, str] | None:
+        if not self.env:
+            return None
+        import os
+
+        return {**os.environ, **self.env}

@@ -1,0 +1,54 @@
+"""All daemons of a lab: build their specs, write and dry-run-check their configs (before
+any namespace exists), and start them through the process runner in dependency order."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from lab import env, procs
+from lab.daemons.base import DaemonSpec
+from lab.daemons.bird import bird_spec
+from lab.daemons.exabgp import exabgp_spec
+from lab.daemons.unbound import unbound_spec
+from lab.journal import Journal
+from lab.plan import AddressPlan
+from lab.topology.model import Topology
+
+TOOLS = ["bird", "birdc", "unbound", "unbound-checkconf", "exabgp"]
+
+
+def node_dir(lab_dir: Path, node: str) -> Path:
+    return lab_dir / "nodes" / node
+
+
+def lab_specs(topo: Topology, plan: AddressPlan, lab_dir: Path) -> list[DaemonSpec]:
+    """Every daemon, in start order: routers, then per site DNS before its speaker."""
+    tools = env.require_tools(TOOLS)
+    specs: list[DaemonSpec] = []
+    for router in plan.by_role("router"):
+        specs.append(bird_spec(topo, plan, router, node_dir(lab_dir, router.name),
+                               tools["bird"]))
+    for site in plan.by_role("site"):
+        d = node_dir(lab_dir, site.name)
+        specs.append(unbound_spec(plan, site, d, tools["unbound"], tools["unbound-checkconf"]))
+        specs.append(exabgp_spec(topo, plan, site, d, tools["exabgp"]))
+    return specs
+
+
+def prepare(specs: list[DaemonSpec]) -> None:
+    """Write every config and run every daemon's own dry run (in parallel)."""
+    for spec in specs:
+        spec.write()
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        list(pool.map(DaemonSpec.check, specs))
+
+
+def start_all(journal: Journal, specs: list[DaemonSpec]) -> list[procs.ProcessRecord]:
+    records = []
+    for spec in specs:
+        assert spec.log_path is not None
+        records.append(procs.start(journal, name=spec.label, node=spec.node, netns=spec.netns,
+                                   argv=spec.argv, log_path=spec.log_path, env=spec.env,
+                                   cwd=spec.config_path.parent))
+    return records

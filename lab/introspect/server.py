@@ -1,0 +1,232 @@
+"""Process runner: owns serving the introspection app over TLS on many addresses.
+
+``python -m lab.introspect --config FILE.json`` loads a ``ServerConfig`` (the
+``IntrospectConfig`` fields plus the ones below), binds one TCP socket per
+``listen`` address itself -- ``SO_REUSEADDR`` and ``IP_FREEBIND`` so that an
+anycast address can be bound before it is configured on an interface -- and
+runs a single uvicorn server with TLS on all of them. Once every socket is
+listening it prints ``ready`` on stdout (flushed). SIGTERM or SIGINT stop it
+gracefully with exit status 0.
+
+Config file (JSON; unknown keys are an error)::
+
+    {
+      "site": "site-a", "issuer": "https://issuer.lab", "audience": "api.lab",
+      "public_key_file": "signing.pub.pem",      # or "public_key_pem": "-----BEGIN..."
+      "clients_path": "clients.json", "revocation_path": "revoked.json",
+      "max_body_bytes": 4096,                     # optional
+      "listen": ["203.0.113.53", "2001:db8:53::53", "100.64.0.5"],
+      "port": 443,                                # optional
+      "tls_cert": "server.crt.pem", "tls_key": "server.key.pem",
+      "log_file": "/var/log/introspect.log",      # optional, default stderr
+      "limit_concurrency": 512                    # optional
+    }
+
+Relative paths are resolved against the config file's directory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import ipaddress
+import json
+import logging
+import os
+import signal
+import socket
+import ssl
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import uvicorn
+from pydantic import Field, ValidationError, field_validator
+
+from lab.introspect.app import IntrospectConfig, create_app
+
+__all__ = ["ServerConfig", "bind_sockets", "load_server_config", "main", "serve"]
+
+log = logging.getLogger(__name__)
+
+IP_FREEBIND = getattr(socket, "IP_FREEBIND", 15)
+IPV6_FREEBIND = 78  # Linux >= 4.15; IP_FREEBIND on an AF_INET6 socket works too
+LISTEN_BACKLOG = 1024
+TIMEOUT_KEEP_ALIVE_S = 5
+H11_MAX_INCOMPLETE_EVENT_SIZE = 8 * 1024  # request line + headers
+
+
+class ServerConfig(IntrospectConfig):
+    """``IntrospectConfig`` plus how to serve it."""
+
+    listen: list[str] = Field(min_length=1)
+    port: int = Field(default=443, ge=0, le=65535)
+    tls_cert: Path
+    tls_key: Path
+    log_file: Path | None = None
+    limit_concurrency: int = Field(default=512, ge=1)
+
+    @field_validator("listen")
+    @classmethod
+    def _ip_literals(cls, value: list[str]) -> list[str]:
+        out = [str(ipaddress.ip_address(a)) for a in value]
+        if len(set(out)) != len(out):
+            raise ValueError("listen addresses must be unique")
+        return out
+
+
+_PATH_FIELDS = ("clients_path", "revocation_path", "tls_cert", "tls_key", "log_file")
+
+
+def load_server_config(path: str | os.PathLike[str]) -> ServerConfig:
+    """Read a JSON config file; raises ``ValueError`` with a readable message if invalid."""
+    path = Path(path)
+    try:
+        raw: Any = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path}: not JSON: {exc}") from None
+    if not isinstance(raw, dict):
+        raise ValueError(f"{path}: top level must be an object")
+    base = path.parent
+    for key in _PATH_FIELDS:
+        if isinstance(raw.get(key), str):
+            raw[key] = str(base / raw[key])
+    key_file = raw.pop("public_key_file", None)
+    if key_file is not None:
+        if "public_key_pem" in raw:
+            raise ValueError(f"{path}: give public_key_file or public_key_pem, not both")
+        raw["public_key_pem"] = (base / key_file).read_text(encoding="ascii")
+    try:
+        return ServerConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise ValueError(f"{path}: {exc}") from None
+
+
+def bind_sockets(addresses: Sequence[str], port: int) -> list[socket.socket]:
+    """Bind and listen on one TCP socket per address (v4 or v6); close all on failure."""
+    sockets: list[socket.socket] = []
+    try:
+        for address in addresses:
+            ip = ipaddress.ip_address(address)
+            family = socket.AF_INET6 if ip.version == 6 else socket.AF_INET
+            # proto must be IPPROTO_TCP (not 0): asyncio only sets TCP_NODELAY on
+            # accepted sockets whose proto says TCP; without it Nagle + delayed ACK
+            # add ~40 ms to every keep-alive response.
+            sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+            sockets.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # inherited on accept
+            sock.setsockopt(socket.IPPROTO_IP, IP_FREEBIND, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+                with contextlib.suppress(OSError):  # older kernel: IP_FREEBIND covers it
+                    sock.setsockopt(socket.IPPROTO_IPV6, IPV6_FREEBIND, 1)
+            sock.bind((str(ip), port))
+            sock.listen(LISTEN_BACKLOG)
+            sock.setblocking(False)
+    except BaseException:
+        for sock in sockets:
+            sock.close()
+        raise
+    return sockets
+
+
+def _tls_context(config: uvicorn.Config, default: Callable[[], ssl.SSLContext]) -> ssl.SSLContext:
+    ctx = default()
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    return ctx
+
+
+class _Server(uvicorn.Server):
+    """uvicorn.Server that reports once every socket listens."""
+
+    def __init__(self, config: uvicorn.Config, on_ready: Callable[[], None] | None) -> None:
+        super().__init__(config)
+        self._on_ready = on_ready
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets=sockets)
+        if self.started and self._on_ready is not None:
+            self._on_ready()
+
+
+def build_server(config: ServerConfig, on_ready: Callable[[], None] | None = None) -> _Server:
+    """The uvicorn server for ``config`` (not yet running, no sockets bound)."""
+    app = create_app(config)  # a ServerConfig is an IntrospectConfig
+    uv_config = uvicorn.Config(
+        app,
+        http="h11",  # h11_max_incomplete_event_size applies to h11
+        ws="none",
+        lifespan="off",
+        log_config=None,  # keep the process's logging setup
+        access_log=False,
+        proxy_headers=False,
+        server_header=False,
+        timeout_keep_alive=TIMEOUT_KEEP_ALIVE_S,
+        timeout_graceful_shutdown=10,
+        limit_concurrency=config.limit_concurrency,
+        h11_max_incomplete_event_size=H11_MAX_INCOMPLETE_EVENT_SIZE,
+        backlog=LISTEN_BACKLOG,
+        ssl_certfile=str(config.tls_cert),
+        ssl_keyfile=str(config.tls_key),
+        ssl_context_factory=_tls_context,
+    )
+    return _Server(uv_config, on_ready)
+
+
+def _print_ready() -> None:
+    sys.stdout.write("ready\n")
+    sys.stdout.flush()
+
+
+def serve(config: ServerConfig, on_ready: Callable[[], None] | None = _print_ready) -> None:
+    """Bind every listen address and serve until SIGTERM/SIGINT (main thread only)."""
+    server = build_server(config, on_ready)
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        # Covers a signal that arrives before uvicorn installs its own handlers;
+        # uvicorn re-raises captured signals after shutdown, which land here too.
+        server.should_exit = True
+
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        sockets = bind_sockets(config.listen, config.port)
+        for sock in sockets:
+            host, port = sock.getsockname()[:2]
+            log.info("listening on https://%s:%d", f"[{host}]" if ":" in host else host, port)
+        server.run(sockets=sockets)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _setup_logging(log_file: Path | None) -> None:
+    handler: logging.Handler = (
+        logging.FileHandler(log_file) if log_file else logging.StreamHandler(sys.stderr)
+    )
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.INFO)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m lab.introspect", description="RFC 7662 token introspection over TLS"
+    )
+    parser.add_argument("--config", required=True, help="server config JSON file")
+    args = parser.parse_args(argv)
+    try:
+        config = load_server_config(args.config)
+    except (OSError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    _setup_logging(config.log_file)
+    try:
+        serve(config)
+    except (OSError, ValueError) as exc:
+        log.error("cannot start: %s", exc)
+        return 1
+    return 0

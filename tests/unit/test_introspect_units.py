@@ -1,0 +1,601 @@
+"""Unit tests for the introspection service's parts: pki, tokens, clients, revocation, server."""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import ipaddress
+import json
+import logging
+import os
+import socket
+import threading
+from pathlib import Path
+from typing import Any
+
+import jwt
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID
+from cryptography.x509.verification import (
+    DNSName,
+    IPAddress,
+    PolicyBuilder,
+    Store,
+    VerificationError,
+)
+
+from lab.introspect import clients, pki, revocation, server, tokens
+
+ISSUER = "https://issuer.anycast.lab"
+AUDIENCE = "https://api.anycast.lab"
+NOW = 1_750_000_000
+
+
+@pytest.fixture(scope="module")
+def signing_key() -> bytes:
+    return pki.create_signing_key()
+
+
+@pytest.fixture(scope="module")
+def ca() -> tuple[bytes, bytes]:
+    return pki.create_ca("anycast-lab unit CA")
+
+
+# --- pki -----------------------------------------------------------------------
+
+
+def _verifier_for(ca_cert_pem: bytes, subject: DNSName | IPAddress) -> Any:
+    store = Store([x509.load_pem_x509_certificate(ca_cert_pem)])
+    return PolicyBuilder().store(store).build_server_verifier(subject)
+
+
+def test_server_cert_verifies_against_its_ca_for_every_san(ca: tuple[bytes, bytes]) -> None:
+    ca_key, ca_cert = ca
+    _, cert_pem = pki.issue_server_cert(
+        ca_key,
+        ca_cert,
+        ["introspect.lab", "site-a.introspect.lab"],
+        ["203.0.113.53", "2001:db8::1"],
+    )
+    leaf = x509.load_pem_x509_certificate(cert_pem)
+    subjects: list[DNSName | IPAddress] = [
+        DNSName("introspect.lab"),
+        DNSName("site-a.introspect.lab"),
+        IPAddress(ipaddress.ip_address("203.0.113.53")),
+        IPAddress(ipaddress.ip_address("2001:db8::1")),
+    ]
+    for subject in subjects:
+        chain = _verifier_for(ca_cert, subject).verify(leaf, [])
+        assert chain[0] == leaf
+        assert chain[-1] == x509.load_pem_x509_certificate(ca_cert)
+
+
+def test_server_cert_does_not_verify_for_other_names_or_other_ca(ca: tuple[bytes, bytes]) -> None:
+    ca_key, ca_cert = ca
+    _, cert_pem = pki.issue_server_cert(ca_key, ca_cert, ["introspect.lab"], ["203.0.113.53"])
+    leaf = x509.load_pem_x509_certificate(cert_pem)
+    with pytest.raises(VerificationError):
+        _verifier_for(ca_cert, DNSName("evil.lab")).verify(leaf, [])
+    with pytest.raises(VerificationError):
+        _verifier_for(ca_cert, IPAddress(ipaddress.ip_address("203.0.113.54"))).verify(leaf, [])
+    _, other_ca_cert = pki.create_ca("another CA")
+    with pytest.raises(VerificationError):
+        _verifier_for(other_ca_cert, DNSName("introspect.lab")).verify(leaf, [])
+
+
+def test_server_cert_properties(ca: tuple[bytes, bytes]) -> None:
+    ca_key, ca_cert = ca
+    key_pem, cert_pem = pki.issue_server_cert(ca_key, ca_cert, ["introspect.lab"], ["100.64.0.5"])
+    cert = x509.load_pem_x509_certificate(cert_pem)
+    eku = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    assert list(eku) == [ExtendedKeyUsageOID.SERVER_AUTH]
+    assert cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca is False
+    san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert san.get_values_for_type(x509.DNSName) == ["introspect.lab"]
+    assert san.get_values_for_type(x509.IPAddress) == [ipaddress.ip_address("100.64.0.5")]
+    lifetime = cert.not_valid_after_utc - cert.not_valid_before_utc
+    assert dt.timedelta(days=29) < lifetime < dt.timedelta(days=31)
+    assert cert.not_valid_before_utc <= dt.datetime.now(dt.UTC) < cert.not_valid_after_utc
+    key = serialization.load_pem_private_key(key_pem, password=None)
+    assert isinstance(key, ec.EllipticCurvePrivateKey)
+    assert key.curve.name == "secp256r1"
+    assert cert.public_key() == key.public_key()
+
+
+def test_ca_is_a_ca(ca: tuple[bytes, bytes]) -> None:
+    cert = x509.load_pem_x509_certificate(ca[1])
+    assert cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca is True
+    assert cert.extensions.get_extension_for_class(x509.KeyUsage).value.key_cert_sign is True
+    assert cert.subject == cert.issuer
+
+
+def test_issue_server_cert_rejects_bad_input(ca: tuple[bytes, bytes]) -> None:
+    ca_key, ca_cert = ca
+    with pytest.raises(ValueError):
+        pki.issue_server_cert(ca_key, ca_cert, [], [])
+    with pytest.raises(ValueError):
+        pki.issue_server_cert(ca_key, ca_cert, [], ["not-an-ip"])
+    other_key, _ = pki.create_ca("x")
+    with pytest.raises(ValueError, match="does not match"):
+        pki.issue_server_cert(other_key, ca_cert, ["a.lab"], [])
+
+
+def test_signing_key_and_public_pem(signing_key: bytes) -> None:
+    pub = serialization.load_pem_public_key(pki.public_pem(signing_key))
+    assert isinstance(pub, ec.EllipticCurvePublicKey)
+    assert pub.curve.name == "secp256r1"
+    assert pki.public_pem(signing_key) != pki.public_pem(pki.create_signing_key())
+    assert b"PRIVATE" not in pki.public_pem(signing_key)
+
+
+# --- tokens --------------------------------------------------------------------
+
+
+def _issue(signing_key: bytes, **kw: Any) -> tuple[str, dict[str, Any]]:
+    args: dict[str, Any] = {
+        "issuer": ISSUER,
+        "audience": AUDIENCE,
+        "client_id": "web",
+        "sub": "bob",
+        "scope": "read",
+        "ttl_s": 300,
+        "now": NOW,
+    }
+    args.update(kw)
+    return tokens.issue_token(signing_key, **args)
+
+
+def _verify(signing_key: bytes, token: str, **kw: Any) -> dict[str, Any] | None:
+    args: dict[str, Any] = {"issuer": ISSUER, "audience": AUDIENCE, "revoked": set(), "now": NOW}
+    args.update(kw)
+    return tokens.verify_token(token, pki.public_pem(signing_key), **args)
+
+
+def test_issue_token_claims_and_header(signing_key: bytes) -> None:
+    token, claims = _issue(signing_key, jti="fixed-jti", token_type="DPoP")
+    assert claims == {
+        "iss": ISSUER,
+        "aud": AUDIENCE,
+        "sub": "bob",
+        "client_id": "web",
+        "scope": "read",
+        "iat": NOW,
+        "nbf": NOW,
+        "exp": NOW + 300,
+        "jti": "fixed-jti",
+        "token_type": "DPoP",
+    }
+    header = jwt.get_unverified_header(token)
+    assert header["alg"] == "ES256"
+    assert header["typ"] == "at+jwt"
+    assert _issue(signing_key)[1]["jti"] != _issue(signing_key)[1]["jti"]
+
+
+def test_verify_token_active_response(signing_key: bytes) -> None:
+    token, claims = _issue(signing_key, token_type="DPoP")
+    result = _verify(signing_key, token, now=NOW + 10)
+    assert result == {
+        "active": True,
+        "scope": "read",
+        "client_id": "web",
+        "sub": "bob",
+        "aud": AUDIENCE,
+        "iss": ISSUER,
+        "exp": NOW + 300,
+        "iat": NOW,
+        "jti": claims["jti"],
+        "token_type": "DPoP",
+    }
+    assert tuple(result) == tokens.ACTIVE_KEYS
+
+
+def test_verify_token_time_boundaries(signing_key: bytes) -> None:
+    token, _ = _issue(signing_key)
+    assert _verify(signing_key, token, now=NOW) is not None
+    assert _verify(signing_key, token, now=NOW + 299.9) is not None
+    assert _verify(signing_key, token, now=NOW + 300) is None  # exp is exclusive
+    assert _verify(signing_key, token, now=NOW - 1) is None  # nbf/iat in the future
+    assert _verify(signing_key, token, now=NOW + 305, leeway_s=10) is not None
+    assert _verify(signing_key, token, now=NOW - 5, leeway_s=10) is not None
+
+
+def test_verify_token_rejects_iat_in_future_without_nbf(signing_key: bytes) -> None:
+    _, claims = _issue(signing_key, now=NOW + 100)
+    del claims["nbf"]
+    token = jwt.encode(claims, signing_key, algorithm="ES256")
+    assert _verify(signing_key, token, now=NOW) is None
+    assert _verify(signing_key, token, now=NOW + 100) is not None
+
+
+def test_verify_token_rejects(signing_key: bytes) -> None:
+    token, claims = _issue(signing_key)
+    assert _verify(signing_key, token, issuer="https://other") is None
+    assert _verify(signing_key, token, audience="other") is None
+    assert _verify(signing_key, token, revoked={claims["jti"]}) is None
+    assert _verify(signing_key, token, revoked={"x": 1}) is not None
+    assert _verify(pki.create_signing_key(), token) is None
+    for junk in ("", "x", "a.b.c", "..", token + "x", token.replace(".", "", 1)):
+        assert _verify(signing_key, junk) is None
+
+
+@pytest.mark.parametrize(
+    ("claim", "value"),
+    [
+        ("scope", ["read"]),
+        ("sub", 42),
+        ("client_id", None),
+        ("jti", ""),
+        ("exp", True),
+        ("iat", "now"),
+        ("aud", []),
+        ("token_type", 5),
+    ],
+)
+def test_verify_token_rejects_mistyped_claims(signing_key: bytes, claim: str, value: Any) -> None:
+    _, claims = _issue(signing_key)
+    claims[claim] = value
+    bad = jwt.encode(claims, signing_key, algorithm="ES256")
+    assert _verify(signing_key, bad, now=NOW + 1) is None
+
+
+def test_verify_token_accepts_audience_list(signing_key: bytes) -> None:
+    _, claims = _issue(signing_key)
+    claims["aud"] = ["other", AUDIENCE]
+    token = jwt.encode(claims, signing_key, algorithm="ES256")
+    result = _verify(signing_key, token, now=NOW + 1)
+    assert result is not None
+    assert result["aud"] == ["other", AUDIENCE]
+
+
+def test_verify_token_only_es256(signing_key: bytes) -> None:
+    _, claims = _issue(signing_key)
+    es384 = ec.generate_private_key(ec.SECP384R1())
+    assert _verify(signing_key, jwt.encode(claims, None, algorithm="none"), now=NOW + 1) is None
+    assert _verify(signing_key, jwt.encode(claims, es384, algorithm="ES384"), now=NOW + 1) is None
+    hs = jwt.encode(claims, "shared-secret-of-at-least-32-bytes!!", algorithm="HS256")
+    assert _verify(signing_key, hs, now=NOW + 1) is None
+
+
+def test_verify_token_bad_key_is_a_config_error(signing_key: bytes) -> None:
+    token, _ = _issue(signing_key)
+    with pytest.raises(ValueError):
+        tokens.verify_token(
+            token, b"not a key", issuer=ISSUER, audience=AUDIENCE, revoked=set(), now=NOW
+        )
+
+
+# --- clients -------------------------------------------------------------------
+
+
+def test_registry_stores_only_hashes_and_verifies(tmp_path: Path) -> None:
+    secret = clients.generate_secret()
+    path = tmp_path / "clients.json"
+    clients.write_registry(path, {"rs-a": secret, "rs-b": "correct horse"})
+    text = path.read_text()
+    assert secret not in text
+    assert base64.b64encode(secret.encode()).decode() not in text
+    assert "correct horse" not in text
+    doc = json.loads(text)
+    assert doc["clients"]["rs-a"]["kdf"] == "scrypt"
+    assert doc["clients"]["rs-a"]["n"] == clients.DEFAULT_SCRYPT_N
+    assert doc["clients"]["rs-a"]["salt"] != doc["clients"]["rs-b"]["salt"]
+    assert path.stat().st_mode & 0o777 == 0o600
+
+    reg = clients.load_registry(path)
+    assert len(reg) == 2
+    assert "rs-a" in reg
+    assert reg.verify("rs-a", secret) is True
+    assert reg.verify("rs-b", "correct horse") is True
+    assert reg.verify("rs-a", secret + "x") is False
+    assert reg.verify("rs-a", "correct horse") is False
+    assert reg.verify("nobody", secret) is False
+    assert reg.verify("rs-a", "x" * 5000) is False
+
+
+def test_same_secret_hashes_differently_per_client(tmp_path: Path) -> None:
+    path = tmp_path / "c.json"
+    clients.write_registry(path, {"a": "same", "b": "same"}, n=2**10)
+    entries = json.loads(path.read_text())["clients"]
+    assert entries["a"]["hash"] != entries["b"]["hash"]
+
+
+def test_cached_check_only_after_successful_verify(tmp_path: Path) -> None:
+    path = tmp_path / "c.json"
+    clients.write_registry(path, {"a": "s3cret"}, n=2**10)
+    reg = clients.load_registry(path)
+    assert reg.check_cached("a", "s3cret") is False
+    assert reg.verify("a", "wrong") is False
+    assert reg.check_cached("a", "wrong") is False
+    assert reg.verify("a", "s3cret") is True
+    assert reg.check_cached("a", "s3cret") is True
+    assert reg.check_cached("a", "wrong") is False
+    assert reg.check_cached("b", "s3cret") is False
+
+
+@pytest.mark.parametrize(
+    "doc",
+    [
+        "not json",
+        json.dumps({"clients": {}}),
+        json.dumps({"format": "anycast-lab-clients/1", "clients": []}),
+        json.dumps({"format": "anycast-lab-clients/1", "clients": {"a": {"kdf": "md5"}}}),
+        json.dumps(
+            {
+                "format": "anycast-lab-clients/1",
+                "clients": {
+                    "a": {"kdf": "scrypt", "n": 3, "r": 8, "p": 1, "salt": "AAAA", "hash": "AAAA"}
+                },
+            }
+        ),
+    ],
+)
+def test_load_registry_rejects_bad_files(tmp_path: Path, doc: str) -> None:
+    path = tmp_path / "c.json"
+    path.write_text(doc)
+    with pytest.raises(ValueError):
+        clients.load_registry(path)
+
+
+def _basic(raw: bytes) -> str:
+    return "Basic " + base64.b64encode(raw).decode()
+
+
+def test_parse_basic_auth() -> None:
+    assert clients.parse_basic_auth(_basic(b"rs-a:s3cret")) == ("rs-a", "s3cret")
+    assert clients.parse_basic_auth(_basic(b"rs-a:with:colon")) == ("rs-a", "with:colon")
+    # RFC 6749 2.3.1: both parts are form-urlencoded
+    assert clients.parse_basic_auth(_basic(b"rs%3Aa:p%25w+d")) == ("rs:a", "p%w d")
+    for bad in (None, "", "Basic", "Basic ", "Digest abc", _basic(b"nocolon"), "Basic ***"):
+        assert clients.parse_basic_auth(bad) is None
+    assert clients.parse_basic_auth(_basic(b":s")) is None
+    assert clients.parse_basic_auth(_basic(b"a:")) is None
+    assert clients.parse_basic_auth(_basic(b"a:%ff")) is None
+
+
+# --- revocation ----------------------------------------------------------------
+
+
+def test_missing_file_is_empty_version_zero(tmp_path: Path) -> None:
+    rl = revocation.RevocationList(tmp_path / "revoked.json")
+    assert rl.healthy is True
+    assert rl.version == 0
+    assert len(rl) == 0
+    assert "anything" not in rl
+
+
+def test_revoke_writes_versioned_file_atomically(tmp_path: Path) -> None:
+    path = tmp_path / "revoked.json"
+    assert revocation.revoke(path, "j1", now=NOW) == 1
+    assert revocation.revoke(path, "j2", now=NOW + 5) == 2
+    assert revocation.revoke(path, "j1", now=NOW + 9) == 3  # keeps first timestamp
+    assert json.loads(path.read_text()) == {"version": 3, "revoked": {"j1": NOW, "j2": NOW + 5}}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["revoked.json", "revoked.json.lock"]
+    with pytest.raises(ValueError):
+        revocation.revoke(path, "")
+
+
+def test_revoke_refuses_to_overwrite_a_corrupt_file(tmp_path: Path) -> None:
+    path = tmp_path / "revoked.json"
+    path.write_text('{"version": 1, "revoked": {"j1": 1')
+    with pytest.raises(ValueError):
+        revocation.revoke(path, "j2")
+    assert path.read_text() == '{"version": 1, "revoked": {"j1": 1'
+
+
+def test_concurrent_revokes_lose_nothing(tmp_path: Path) -> None:
+    path = tmp_path / "revoked.json"
+    threads = [
+        threading.Thread(
+            target=lambda i=i: [revocation.revoke(path, f"t{i}-{k}") for k in range(10)]
+        )
+        for i in range(4)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    version, revoked = revocation.read_revocations(path)
+    assert version == 40
+    assert len(revoked) == 40
+
+
+def test_list_follows_file_changes(tmp_path: Path) -> None:
+    path = tmp_path / "revoked.json"
+    rl = revocation.RevocationList(path)
+    revocation.revoke(path, "j1")
+    assert "j1" not in rl  # not refreshed yet
+    rl.refresh()
+    assert "j1" in rl
+    assert rl.version == 1
+    assert set(rl.revoked) == {"j1"}
+    # Same-size rewrite in the same instant still shows up (new inode via os.replace).
+    revocation._write_atomic(path, 2, {"j9": 1})
+    rl.refresh()
+    assert set(rl.revoked) == {"j9"}
+    assert rl.version == 2
+
+
+def test_min_interval_limits_stats(tmp_path: Path) -> None:
+    path = tmp_path / "revoked.json"
+    clock = [100.0]
+    rl = revocation.RevocationList(path, min_interval_s=0.2, clock=lambda: clock[0])
+    revocation.revoke(path, "j1")
+    clock[0] += 0.1
+    rl.refresh()
+    assert "j1" not in rl
+    clock[0] += 0.2
+    rl.refresh()
+    assert "j1" in rl
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        "{",
+        "[]",
+        '{"version": -1, "revoked": {}}',
+        '{"version": true, "revoked": {}}',
+        '{"version": 1, "revoked": []}',
+        '{"version": 1, "revoked": {"j": "yesterday"}}',
+        '{"version": 1}',
+        "\xff",
+    ],
+)
+def test_corrupt_file_never_loaded_is_unhealthy(
+    tmp_path: Path, content: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "revoked.json"
+    path.write_bytes(content.encode("latin-1"))
+    with caplog.at_level(logging.WARNING, logger="lab.introspect.revocation"):
+        rl = revocation.RevocationList(path)
+        rl.refresh()
+        rl.refresh()
+    assert rl.healthy is False
+    assert rl.version == 0
+    assert len([r for r in caplog.records if "rejected" in r.getMessage()]) == 1  # not per request
+
+
+def test_corrupt_file_after_good_keeps_state(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "revoked.json"
+    revocation.revoke(path, "j1")
+    rl = revocation.RevocationList(path)
+    path.write_text("garbage")
+    with caplog.at_level(logging.WARNING, logger="lab.introspect.revocation"):
+        rl.refresh()
+    assert rl.healthy is True
+    assert "j1" in rl
+    assert rl.version == 1
+    assert "keeping version 1" in caplog.text
+
+
+def test_version_going_back_is_ignored(tmp_path: Path) -> None:
+    path = tmp_path / "revoked.json"
+    revocation._write_atomic(path, 5, {"j5": 1})
+    rl = revocation.RevocationList(path)
+    revocation._write_atomic(path, 4, {})
+    rl.refresh()
+    assert rl.version == 5
+    assert "j5" in rl
+
+
+def test_deleted_file_does_not_unrevoke(tmp_path: Path) -> None:
+    path = tmp_path / "revoked.json"
+    revocation.revoke(path, "j1")
+    rl = revocation.RevocationList(path)
+    path.unlink()
+    rl.refresh()
+    assert rl.healthy is True
+    assert "j1" in rl
+
+
+def test_revocation_list_is_a_container_for_verify_token(
+    tmp_path: Path, signing_key: bytes
+) -> None:
+    path = tmp_path / "revoked.json"
+    token, claims = _issue(signing_key)
+    rl = revocation.RevocationList(path)
+    assert _verify(signing_key, token, revoked=rl, now=NOW + 1) is not None
+    revocation.revoke(path, claims["jti"])
+    rl.refresh()
+    assert _verify(signing_key, token, revoked=rl, now=NOW + 1) is None
+
+
+# --- server --------------------------------------------------------------------
+
+
+def _write_server_config(tmp_path: Path, signing_key: bytes, **overrides: Any) -> Path:
+    (tmp_path / "signing.pub").write_bytes(pki.public_pem(signing_key))
+    clients.write_registry(tmp_path / "clients.json", {"rs": "s"}, n=2**10)
+    config: dict[str, Any] = {
+        "site": "site-b",
+        "issuer": ISSUER,
+        "audience": AUDIENCE,
+        "public_key_file": "signing.pub",
+        "clients_path": "clients.json",
+        "revocation_path": "revoked.json",
+        "listen": ["203.0.113.53", "2001:db8:53::53", "100.64.0.5"],
+        "tls_cert": "server.crt",
+        "tls_key": "server.key",
+    }
+    config.update(overrides)
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(config))
+    return path
+
+
+def test_load_server_config(tmp_path: Path, signing_key: bytes) -> None:
+    cfg = server.load_server_config(_write_server_config(tmp_path, signing_key))
+    assert cfg.port == 443
+    assert cfg.max_body_bytes == 4096
+    assert cfg.limit_concurrency == 512
+    assert cfg.log_file is None
+    assert cfg.listen == ["203.0.113.53", "2001:db8:53::53", "100.64.0.5"]
+    assert cfg.clients_path == tmp_path / "clients.json"
+    assert cfg.tls_cert == tmp_path / "server.crt"
+    assert cfg.public_key_pem == pki.public_pem(signing_key).decode()
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"listen": []},
+        {"listen": ["not-an-ip"]},
+        {"listen": ["203.0.113.53", "203.0.113.53"]},
+        {"port": 70000},
+        {"unknown_key": 1},
+        {"site": "bad site\r\nX-Injected: 1"},
+        {"public_key_pem": "-----BEGIN PUBLIC KEY-----"},  # together with public_key_file
+    ],
+)
+def test_load_server_config_rejects(tmp_path: Path, signing_key: bytes, overrides: Any) -> None:
+    with pytest.raises(ValueError):
+        server.load_server_config(_write_server_config(tmp_path, signing_key, **overrides))
+
+
+def test_main_reports_bad_config(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "config.json"
+    path.write_text("{}")
+    assert server.main(["--config", str(path)]) == 2
+    assert "error:" in capsys.readouterr().err
+
+
+def _ipv6_usable() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6) as s:
+            s.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+def test_bind_sockets_uses_freebind_for_addresses_not_yet_configured() -> None:
+    # Documentation prefixes are not on any interface here: IP_FREEBIND makes bind() work.
+    addresses = ["203.0.113.53", "100.64.0.5"]
+    if _ipv6_usable():
+        addresses.append("2001:db8:53::53")
+    sockets = server.bind_sockets(addresses, 0)
+    try:
+        assert [s.getsockname()[0] for s in sockets] == addresses
+        for s in sockets:
+            assert s.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR) == 1
+            assert s.getsockopt(socket.IPPROTO_IP, server.IP_FREEBIND) == 1
+            assert s.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN) == 1
+            # asyncio sets TCP_NODELAY on accepted sockets only if proto is IPPROTO_TCP
+            assert s.proto == socket.IPPROTO_TCP
+            assert s.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
+            assert s.getblocking() is False
+    finally:
+        for s in sockets:
+            s.close()
+
+
+def test_bind_sockets_closes_everything_on_failure() -> None:
+    before = len(os.listdir("/proc/self/fd"))
+    with pytest.raises(ValueError):
+        server.bind_sockets(["127.0.0.1", "not-an-ip"], 0)
+    assert len(os.listdir("/proc/self/fd")) == before

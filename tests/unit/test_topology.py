@@ -1,0 +1,153 @@
+"""Valid topologies validate; the report's JSON and the JSON Schema have their shapes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from lab.topology import Report, Topology, load_file, load_text
+from lab.topology.generate import generate_topology
+from lab.topology.schema import SCHEMA_ID, topology_schema
+
+REPO = Path(__file__).resolve().parents[2]
+SHIPPED = sorted((REPO / "topologies").glob("*.yaml"))
+TEST_GOOD = sorted((REPO / "tests" / "topologies" / "good").glob("*.yaml"))
+DEFAULT = REPO / "topologies" / "default.yaml"
+
+
+def problems(report: Report) -> str:
+    return "\n".join(f"{p.line}: {p}" for p in report.problems)
+
+
+def test_shipped_topologies_found() -> None:
+    assert DEFAULT in SHIPPED
+
+
+@pytest.mark.parametrize("path", SHIPPED + TEST_GOOD, ids=lambda p: p.name)
+def test_valid_topology_files(path: Path) -> None:
+    report = load_file(path)
+    assert report.ok, problems(report)
+    assert report.problems == []
+    assert isinstance(report.topology, Topology)
+    assert report.source == str(path)
+
+
+def test_default_topology_content() -> None:
+    topo = load_file(DEFAULT).topology
+    assert topo is not None
+    assert topo.name == "default"
+    assert len(topo.routers) >= 2 and len(topo.sites) >= 2
+    for client in topo.clients.values():
+        assert client.router in topo.routers
+        assert client.expect in topo.sites
+        assert client.failover is None or client.failover in topo.sites
+
+
+@pytest.mark.parametrize(("sites", "routers"), [(50, 5), (1, 1), (1, 2), (3, 3), (120, 4)])
+def test_generated_topology_validates(sites: int, routers: int) -> None:
+    data = generate_topology("gen", sites, routers)
+    report = load_text(yaml.safe_dump(data, sort_keys=False), "<generated>")
+    assert report.ok, problems(report)
+    topo = report.topology
+    assert topo is not None
+    assert (len(topo.sites), len(topo.routers)) == (sites, routers)
+    assert len(topo.clients) == min(sites, routers)
+    expected_links = {1: 0, 2: 1}.get(routers, routers)  # a ring from 3 routers on
+    assert len(topo.links) == expected_links
+
+
+def test_generated_topology_is_deterministic() -> None:
+    assert generate_topology("gen", 50, 5) == generate_topology("gen", 50, 5)
+
+
+@pytest.mark.parametrize(("sites", "routers"), [(0, 5), (5, 0)])
+def test_generate_rejects_empty(sites: int, routers: int) -> None:
+    with pytest.raises(ValueError, match="at least one"):
+        generate_topology("gen", sites, routers)
+
+
+def _check_error_entries(errors: list[dict[str, Any]]) -> None:
+    for err in errors:
+        assert {"path", "message"} <= set(err) <= {"path", "message", "line"}, err
+        assert isinstance(err["path"], str)
+        assert isinstance(err["message"], str) and err["message"]
+        if "line" in err:
+            assert isinstance(err["line"], int) and err["line"] >= 1
+
+
+def test_to_json_shape_ok() -> None:
+    data = load_file(DEFAULT).to_json()
+    assert data["ok"] is True
+    assert data["errors"] == []
+    assert data["file"] == str(DEFAULT)
+    assert json.loads(json.dumps(data)) == data
+
+
+def test_to_json_shape_bad() -> None:
+    text = DEFAULT.read_text().replace("r-us: {asn: 65020", "r-us: {asn: 65010", 1)
+    report = load_text(text, "edited.yaml")
+    data = report.to_json()
+    assert set(data) == {"ok", "file", "errors"}
+    assert data["ok"] is False
+    assert data["file"] == "edited.yaml"
+    assert len(data["errors"]) == len(report.problems) == 1
+    _check_error_entries(data["errors"])
+    err = data["errors"][0]
+    assert err["path"] == "routers.r-us.asn"
+    assert "65010" in err["message"]
+    line = next(i for i, t in enumerate(text.splitlines(), 1) if t.strip().startswith("r-us:"))
+    assert err["line"] == line
+    assert json.loads(json.dumps(data)) == data
+
+
+def test_to_json_problem_without_line() -> None:
+    report = load_text("name: x\nsites: {}\n", "no-routers.yaml")
+    data = report.to_json()
+    assert data["ok"] is False
+    _check_error_entries(data["errors"])
+    assert {"path": "routers", "message": "is required but missing"} in data["errors"]
+
+
+def test_yaml_error_never_raises() -> None:
+    report = load_text("name: [unclosed\n", "broken.yaml")
+    assert report.ok is False
+    assert report.topology is None
+    assert report.problems[0].message.startswith("YAML syntax error")
+    assert report.problems[0].path == ""
+
+
+def test_missing_file_is_a_problem(tmp_path: Path) -> None:
+    report = load_file(tmp_path / "nope.yaml")
+    assert report.ok is False
+    assert len(report.problems) == 1
+    assert "does not exist" in report.problems[0].message
+
+
+def test_schema_shape() -> None:
+    schema = topology_schema()
+    assert isinstance(schema, dict)
+    assert schema["$schema"].startswith("https://json-schema.org/")
+    assert schema["$id"] == SCHEMA_ID
+    assert {"routers", "sites", "clients", "links"} <= set(schema["properties"])
+    assert {"name", "routers", "sites"} <= set(schema["required"])
+    assert json.loads(json.dumps(schema)) == schema
+
+
+def test_schema_knows_every_key_of_default() -> None:
+    schema = topology_schema()
+    data = yaml.safe_load(DEFAULT.read_text())
+    assert set(data) <= set(schema["properties"])
+    assert schema.get("additionalProperties") is False
+
+
+def test_schema_validates_default() -> None:
+    jsonschema = pytest.importorskip("jsonschema")
+    data = yaml.safe_load(DEFAULT.read_text())
+    jsonschema.validate(data, topology_schema())
+    bad = {**data, "region": "eu"}
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(bad, topology_schema())
