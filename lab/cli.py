@@ -84,7 +84,7 @@ def up(topology: Annotated[Path | None, typer.Argument(help="topology file")] = 
         ui.err.print(f"lab '{exc.lab}' is already up; showing its status "
                      "(run `anycast-lab down` to rebuild it)")
         lab = lifecycle.open_lab(exc.lab)
-    report = status.collect(lab)
+    report = status.collect(lab, fabric=False)
     report["elapsed_s"] = round(time.monotonic() - started, 3)
     if json_out:
         ui.emit_json(report)
@@ -119,16 +119,19 @@ def down(lab: LabOpt = None,
 
 
 @app.command()
-def status(lab: LabOpt = None, json_out: JsonOpt = False) -> None:
-    """Sites, routers, clients and the fabric of a running lab."""
-    from lab import lifecycle
+def status(lab: LabOpt = None, json_out: JsonOpt = False,
+           fabric: Annotated[bool, typer.Option("--fabric", help="also list every "
+                                                "interface and address")] = False) -> None:
+    """Sites, routers, clients (and with --fabric every interface) of a running lab."""
+    from lab import env, lifecycle
     from lab import status as st
 
+    env.require_linux_root()
     report = st.collect(lifecycle.open_lab(lab))
     if json_out:
         ui.emit_json(report)
     else:
-        st.print_human(report)
+        st.print_human(report, show_fabric=fabric)
     raise typer.Exit(0 if report.get("ok", True) else 1)
 
 
@@ -158,6 +161,26 @@ def exec_(ctx: typer.Context, node: Annotated[str, typer.Argument(help="node nam
         os.execvp(argv[0], argv)
     except FileNotFoundError as exc:
         raise BadInput(f"command '{argv[0]}' not found in node '{node}'") from exc
+
+
+@app.command()
+def birdc(router: Annotated[str, typer.Argument(help="router name")],
+          command: Annotated[list[str] | None, typer.Argument(help="birdc command")] = None,
+          lab: LabOpt = None) -> None:
+    """Look inside a router: anycast-lab birdc ROUTER [show route all ...]."""
+    from lab import env, lifecycle
+    from lab.daemons.launch import node_dir
+
+    env.require_linux_root()
+    opened = lifecycle.open_lab(lab)
+    if opened.plan is None or opened.plan.nodes.get(router) is None \
+            or opened.plan.nodes[router].role != "router":
+        routers = [n.name for n in opened.plan.by_role("router")] if opened.plan else []
+        raise BadInput(f"unknown router '{router}' (routers: {', '.join(routers) or 'none'})")
+    ctl = node_dir(opened.journal.dir, router) / "bird.ctl"
+    tool = env.require_tools(["birdc"])["birdc"]
+    argv = [tool, "-s", str(ctl), *(command or [])]
+    os.execv(tool, argv)
 
 
 @app.command(hidden=True)

@@ -1,4 +1,5 @@
-"""`status`: what a running lab looks like, gathered read-only, as the JSON contract says."""
+"""`status`: what a running lab looks like, gathered read-only, in the JSON contract's shape
+(PRODUCT.md). Which site answers a client comes from the DNS service's own identity."""
 
 from __future__ import annotations
 
@@ -7,39 +8,103 @@ from typing import Any
 from lab import ui
 from lab.inspect import fabric_status
 from lab.lifecycle import Lab
+from lab.observe import best_paths, client_sites, sessions, speaker_state
 
 
-def collect(lab: Lab) -> dict[str, Any]:
+def collect(lab: Lab, fabric: bool = True) -> dict[str, Any]:
     report: dict[str, Any] = {"lab": lab.name, "phase": lab.state.get("phase"),
                               "anycast": [], "sites": {}, "routers": {}, "clients": {}}
     if lab.plan is None or lab.topology is None:
         report["ok"] = False
-        report["problem"] = "the lab's topology record is missing: run `anycast-lab down`"
+        report["problems"] = ["the lab's topology record is missing: run `anycast-lab down`"]
         return report
-    topo, plan = lab.topology, lab.plan
+    topo, plan, lab_dir = lab.topology, lab.plan, lab.journal.dir
     report["anycast"] = plan.anycast
-    fabric = fabric_status(plan)
+    problems: list[str] = []
+
+    sess = sessions(plan, lab_dir)
+    paths = best_paths(plan, lab_dir)
     for name, site in topo.sites.items():
-        report["sites"][name] = {"router": site.router, "asn": site.asn,
-                                 "session": None, "announced": None, "health": None}
+        session = next((s for s in sess if s.peer == name), None)
+        speaker = speaker_state(lab_dir, name)
+        report["sites"][name] = {
+            "router": site.router, "asn": site.asn,
+            "session": session.state if session else "down",
+            "announced": speaker.get("state", "").startswith("announced"),
+            "speaker": speaker.get("state"),
+            "health": "static",
+        }
     for name, router in topo.routers.items():
+        peers = {s.protocol: s.state for s in sess if s.router == name}
         report["routers"][name] = {"asn": router.asn, "router_id": plan.nodes[name].router_id,
-                                   "best": {}}
+                                   "sessions": peers, "best": paths.get(name, {})}
+        problems += [f"{name}: session {p} is {st}" for p, st in peers.items()
+                     if st != "Established"]
+    answers = client_sites(plan)
     for name, client in topo.clients.items():
-        report["clients"][name] = {"router": client.router, "expected": client.expect,
-                                   "site": None, "site6": None, "rtt_ms": None}
-    report["fabric"] = fabric
-    report["ok"] = all(n["exists"] for n in fabric["nodes"].values())
+        v4, v6 = answers[name]["v4"], answers[name]["v6"]
+        report["clients"][name] = {
+            "router": client.router, "expected": client.expect, "failover": client.failover,
+            "site": v4.site, "site6": v6.site, "rtt_ms": v4.rtt_ms, "rtt6_ms": v6.rtt_ms,
+            "error": v4.error, "error6": v6.error,
+        }
+        for fam, ident in (("IPv4", v4), ("IPv6", v6)):
+            if ident.site != client.expect:
+                problems.append(f"client {name} ({fam}) is answered by "
+                                f"{ident.site or 'nobody'}, expected {client.expect}")
+    if fabric:
+        report["fabric"] = fabric_status(plan)
+        problems += [f"namespace {n['netns']} is missing"
+                     for n in report["fabric"]["nodes"].values() if not n["exists"]]
+    report["ok"] = not problems
+    report["problems"] = problems
     return report
 
 
-def print_human(report: dict[str, Any]) -> None:
-    fabric = report.get("fabric", {"nodes": {}})
+def _yes(value: bool | None) -> str:
+    return "[green]yes[/]" if value else "[red]no[/]"
+
+
+def _state(state: str | None) -> str:
+    return f"[green]{state}[/]" if state == "Established" else f"[red]{state}[/]"
+
+
+def print_human(report: dict[str, Any], show_fabric: bool = False) -> None:
+    lab = report["lab"]
+    ui.out.print(f"lab [bold]{lab}[/] ({report.get('phase')}), anycast "
+                 f"{', '.join(report['anycast'])}", highlight=False)
+    ui.out.print(ui.table("sites", ["site", "router", "BGP session", "announced", "health"], [
+        [name, s["router"], _state(s["session"]), _yes(s["announced"]), s["health"]]
+        for name, s in report["sites"].items()]))
     rows = []
-    for name, node in fabric["nodes"].items():
-        ifaces = [i for i in node["interfaces"] if i["ifname"] != "lo"]
-        addrs = "; ".join(f"{i['ifname']} {' '.join(i['addresses'])}" for i in ifaces)
-        rows.append([name, node["role"], "yes" if node["exists"] else "[red]missing[/]",
-                     addrs])
-    ui.out.print(ui.table(f"lab '{report['lab']}' ({report.get('phase')}): nodes",
-                          ["node", "role", "netns", "interfaces"], rows))
+    for name, r in report["routers"].items():
+        for prefix, best in r["best"].items():
+            rows.append([name, prefix, best["site"] or "[red]none[/]", best["next_hop"],
+                         " ".join(str(a) for a in best["as_path"])])
+    ui.out.print(ui.table("routers: best path to the anycast prefixes",
+                          ["router", "prefix", "site", "next hop", "AS path"], rows))
+
+    def where(site: str | None, expected: str, rtt: float | None) -> str:
+        if site is None:
+            return "[red]no answer[/]"
+        colour = "green" if site == expected else "yellow"
+        return f"[{colour}]{site}[/] ({rtt:.2f} ms)" if rtt is not None else site
+
+    ui.out.print(ui.table("clients: which site answers (DNS id.server)",
+                          ["client", "expected", "IPv4 anycast", "IPv6 anycast"], [
+        [name, c["expected"], where(c["site"], c["expected"], c["rtt_ms"]),
+         where(c["site6"], c["expected"], c["rtt6_ms"])]
+        for name, c in report["clients"].items()]))
+    if show_fabric and "fabric" in report:
+        rows = []
+        for name, node in report["fabric"]["nodes"].items():
+            for iface in node["interfaces"]:
+                if iface["ifname"] == "lo" and node["role"] != "site":
+                    continue
+                addrs = [a for a in iface["addresses"] if not a.startswith("fe80")]
+                rows.append([name, node["role"], iface["ifname"], iface["state"],
+                             " ".join(addrs)])
+        ui.out.print(ui.table("fabric", ["node", "role", "interface", "state", "addresses"],
+                              rows))
+    for problem in report.get("problems", []):
+        ui.out.print(f"[red]![/] {problem}", highlight=False)

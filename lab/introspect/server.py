@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import gc
 import ipaddress
 import json
 import logging
@@ -56,6 +57,7 @@ IPV6_FREEBIND = 78  # Linux >= 4.15; IP_FREEBIND on an AF_INET6 socket works too
 LISTEN_BACKLOG = 1024
 TIMEOUT_KEEP_ALIVE_S = 5
 H11_MAX_INCOMPLETE_EVENT_SIZE = 8 * 1024  # request line + headers
+GC_EVERY_TICKS = 20  # full garbage collection every 2 s (see _Server.on_tick)
 
 
 class ServerConfig(IntrospectConfig):
@@ -148,8 +150,21 @@ class _Server(uvicorn.Server):
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets=sockets)
+        # Everything alive now (modules, app, keys) lives as long as the process:
+        # keep it out of every later collection so the periodic pass stays cheap.
+        gc.collect()
+        gc.freeze()
         if self.started and self._on_ready is not None:
             self._on_ready()
+
+    async def on_tick(self, counter: int) -> bool:
+        # uvicorn ticks every 0.1 s. Each closed TLS connection leaves a reference
+        # cycle holding asyncio's 256 KiB read buffer; the generational GC rarely
+        # reaches it, so without a periodic full pass RSS grows ~280 KiB per
+        # keep-alive connection. A full pass over the unfrozen objects costs ~1 ms.
+        if counter % GC_EVERY_TICKS == GC_EVERY_TICKS - 1:
+            gc.collect()
+        return await super().on_tick(counter)
 
 
 def build_server(config: ServerConfig, on_ready: Callable[[], None] | None = None) -> _Server:

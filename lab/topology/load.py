@@ -1,10 +1,10 @@
 """Read a topology file: YAML (with line numbers) -> typed model -> semantic checks.
 
 `load_text()` never touches the kernel and never raises for bad input. It validates in
-three stages, each reporting every problem it finds (with the path of the field it
-concerns and its line), so a user fixes a whole stage in one go:
+three stages; stages 2 and 3 report every problem they find (with the path of the field
+it concerns and its line), so a user fixes a whole stage in one go:
 
-1. YAML syntax. A syntax error stops here: there is no document to check.
+1. YAML syntax. The first syntax error stops here: there is no document to check.
 2. Structure: the YAML node tree (duplicate keys, which do not stop validation) and the
    typed model (types, ranges, unknown keys, missing fields, names YAML does not read
    as strings). A structural problem stops here too.
@@ -148,7 +148,7 @@ class _Tree:
     def _value(self, node: yaml.Node) -> Any:
         try:
             return self._constructor.construct_object(node, deep=True)
-        except Exception:  # noqa: BLE001 - an unconstructible key just never matches
+        except (yaml.YAMLError, TypeError, ValueError):  # such a key just never matches
             return _NO_MATCH
 
     def find_key(self, mapping: yaml.Node | None, part: Any,
@@ -285,7 +285,11 @@ def _describe(err: Any, tree: _Tree) -> tuple[str, str]:
             # Our own validators' messages already quote the value.
             return path, message.removeprefix("Value error, ")
     if "input" in err and not isinstance(value, dict | list):
-        if isinstance(value, str) and kind.startswith("int") and value.strip().isdigit():
+        if isinstance(value, bool) and node is not None and _plain_scalar(node) \
+                and node.tag == _BOOL_TAG:
+            message += (f" (got {node.value}, which YAML reads as the boolean "
+                        f"{str(value).lower()})")
+        elif isinstance(value, str) and kind.startswith("int") and value.strip().isdigit():
             message += f" (got the string {value!r}: write the number without quotes)"
         else:
             message += f" (got {value!r})"
@@ -317,8 +321,12 @@ def _line_for(path: str, lines: dict[str, int]) -> int | None:
     return None
 
 
-def _yaml_error(exc: yaml.YAMLError) -> Problem:
+def _yaml_error(exc: yaml.YAMLError, text: str) -> Problem:
     """A YAML syntax error with PyYAML's context ('while parsing a flow mapping ...')."""
+    if isinstance(exc, yaml.reader.ReaderError):
+        code = exc.character if isinstance(exc.character, int) else ord(exc.character)
+        return Problem("", f"YAML syntax error: {exc.reason} (character #x{code:04x})",
+                       text[:exc.position].count("\n") + 1)
     mark = getattr(exc, "problem_mark", None)
     problem = getattr(exc, "problem", None)
     context = getattr(exc, "context", None)
@@ -350,14 +358,15 @@ def _problems(text: str, report: Report) -> list[Problem]:
     """Run the stages (see the module docstring); sets report.topology when valid."""
     problems: list[Problem] = []
     # Stage 1: YAML syntax.
-    loader = yaml.SafeLoader(text)
     try:
-        root = loader.get_single_node()
-        data = loader.construct_document(root) if root is not None else None
+        loader = yaml.SafeLoader(text)  # checks for unprintable characters already
+        try:
+            root = loader.get_single_node()
+            data = loader.construct_document(root) if root is not None else None
+        finally:
+            loader.dispose()
     except yaml.YAMLError as exc:
-        return [_yaml_error(exc)]
-    finally:
-        loader.dispose()
+        return [_yaml_error(exc, text)]
     if root is None:
         rest = [ln for ln in text.splitlines() if ln.strip()]
         what = ("is empty" if not rest else

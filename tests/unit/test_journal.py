@@ -206,6 +206,18 @@ def test_entry_after_torn_line_is_kept(run_dir: Path) -> None:
         f.write('{"kind": "netns", "name": "acl.lab1.r2", "o')  # torn by a crash
     j.record("netns", name="acl.lab1.r3")  # the next `up` or `down` goes on
     assert j.owned().namespaces == ["acl.lab1.r1", "acl.lab1.r3"]
+    lines = j.path.read_text().splitlines()
+    assert len(lines) == 3 and lines[1].endswith('"o')  # the torn line stays on its own
+
+
+def test_record_adds_no_blank_lines(run_dir: Path) -> None:
+    j = Journal("lab1")
+    j.open()  # an empty file: no leading newline for the first entry
+    j.record("netns", name="acl.lab1.r1")
+    j.record("netns", name="acl.lab1.r2")
+    text = j.path.read_text()
+    assert text.endswith("\n") and "\n\n" not in text and not text.startswith("\n")
+    assert len(text.splitlines()) == 2
 
 
 def test_state_round_trip(run_dir: Path) -> None:

@@ -72,10 +72,10 @@ def test_generate_rejects_empty(sites: int, routers: int) -> None:
 
 def _check_error_entries(errors: list[dict[str, Any]]) -> None:
     for err in errors:
-        assert {"path", "message"} <= set(err) <= {"path", "message", "line"}, err
+        assert set(err) == {"path", "message", "line"}, err  # "line" is null when unknown
         assert isinstance(err["path"], str)
         assert isinstance(err["message"], str) and err["message"]
-        if "line" in err:
+        if err["line"] is not None:
             assert isinstance(err["line"], int) and err["line"] >= 1
 
 
@@ -109,7 +109,56 @@ def test_to_json_problem_without_line() -> None:
     data = report.to_json()
     assert data["ok"] is False
     _check_error_entries(data["errors"])
-    assert {"path": "routers", "message": "is required but missing"} in data["errors"]
+    assert {"path": "routers", "message": "is required but missing",
+            "line": None} in data["errors"]
+    assert data["errors"][-1]["line"] is None  # problems without a line come last
+
+
+def test_to_json_always_has_line() -> None:
+    report = load_text("routers: {r1: {asn: 1, color: red}}\nsites: {}\n", "two.yaml")
+    errors = report.to_json()["errors"]
+    assert [set(e) for e in errors] == [{"path", "message", "line"}] * 2
+    assert [e["line"] for e in errors] == [1, None]
+
+
+def test_problems_sorted_by_line_stably_none_last() -> None:
+    text = ("name: BAD\nrouters:\n  r1: {asn: 65001}\n  r2: {asn: 65001}\n"
+            "sites:\n  s2: {router: r2, asn: 65100}\n  s1: {router: r1, asn: 65100}\n"
+            "  s3: {router: r9, asn: 65100}\n")
+    report = load_text(text)  # the checks find: name, s3's router, links, r2's AS
+    assert [(p.line, p.path) for p in report.problems] == [
+        (1, "name"), (4, "routers.r2.asn"), (8, "sites.s3.router"), (None, "links")]
+    # Equal lines keep the order in which the checks found them.
+    report = load_text("name: x\nrouters: {r1: {asn: 0}, r2: {asn: 0}}\nsites: {}\n")
+    assert [p.path for p in report.problems if p.line == 2] == [
+        "routers.r1", "routers.r2", "routers.r1.asn", "routers.r2.asn"]
+
+
+def test_semantic_checks_wait_for_a_valid_structure() -> None:
+    """Staged validation: a structural problem hides the semantic ones until fixed."""
+    text = ("name: x\nrouters: {r1: {asn: 1%s}}\n"
+            "sites: {s1: {router: r1, asn: 2}, s2: {router: r9, asn: 2}}\n")
+    structural = load_text(text % ", x: 1")
+    assert [p.path for p in structural.problems] == ["routers.r1.x"]
+    semantic = load_text(text % "")
+    assert [p.path for p in semantic.problems] == ["sites.s2.router"]
+
+
+@pytest.mark.parametrize("asn", ["yes", "'65001'", "65001.0", "-1", "4294967296"])
+def test_asn_is_a_strict_32_bit_integer(asn: str) -> None:
+    report = load_text(f"name: x\nrouters: {{r1: {{asn: {asn}}}}}\n"
+                       "sites: {s1: {router: r1, asn: 65100}}\n")
+    assert [p.path for p in report.problems] == ["routers.r1.asn"]
+
+
+@pytest.mark.parametrize(("rate", "ok"), [("10mbit", True), ("512kbit", True), ("1gbit", True),
+                                          ("1.5mbit", False), ("10 mbit", False),
+                                          ("10Mbit", False), ("0bit", False), ("10", False)])
+def test_rate_is_what_tc_parses(rate: str, ok: bool) -> None:
+    report = load_text("name: x\nrouters: {r1: {asn: 1}, r2: {asn: 2}}\n"
+                       "sites: {s1: {router: r1, asn: 3}}\n"
+                       f"links: [{{endpoints: [r1, r2], impair: {{rate: '{rate}'}}}}]\n")
+    assert report.ok is ok, report.problems
 
 
 def test_yaml_error_never_raises() -> None:

@@ -1,0 +1,32 @@
+# anycast-lab: one command to a running lab (`make lab-up`), one to a green suite (`make test`).
+SHELL := /bin/bash
+VENV ?= .venv
+LAB := $(VENV)/bin/anycast-lab
+PYTEST := $(VENV)/bin/pytest
+TOPOLOGY ?= topologies/default.yaml
+
+.PHONY: install lab-up lab-down status test unit integration lint
+
+install:
+	@scripts/install.sh
+
+lab-up: install
+	@$(LAB) up $(TOPOLOGY)
+
+lab-down:
+	@if [ -x $(LAB) ]; then $(LAB) down --all; else echo "nothing to tear down: not installed"; fi
+
+status:
+	@$(LAB) status
+
+test: install
+	$(PYTEST) -q tests
+
+unit: install
+	$(PYTEST) -q tests/unit
+
+integration: install
+	$(PYTEST) -q tests/integration
+
+lint: install
+	$(VENV)/bin/ruff check lab probes tests

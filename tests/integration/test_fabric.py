@@ -1,0 +1,114 @@
+"""Issue 2: the fabric of a real lab — links work, the root namespace is untouched,
+teardown leaves nothing, also after `up` was SIGKILLed at several points."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+
+from lab.journal import Journal
+from lab.procs import run_in
+
+from .conftest import DEFAULT, ROOT, lab_cli, unique_name
+from .helpers import leftovers, nothing_left, root_snapshot, wait_for
+
+
+def test_every_link_end_pings_the_other(default_lab):
+    plan = default_lab.plan
+    failures = []
+    for link in plan.links:
+        a, b = plan.nodes[link.a], plan.nodes[link.b]
+        ia, ib = a.iface(b.name), b.iface(a.name)
+        for src, dst in ((a, ib.v4.ip), (b, ia.v4.ip), (a, ib.v6.ip), (b, ia.v6.ip)):
+            result = run_in(src.netns, ["ping", "-c", "1", "-W", "1", "-n", str(dst)])
+            if result.returncode != 0:
+                failures.append(f"{src.name} -> {dst}")
+    assert failures == []
+
+
+def test_namespaces_have_lab_sysctls(default_lab):
+    router = default_lab.plan.by_role("router")[0]
+    client = default_lab.plan.by_role("client")[0]
+    read = ["sysctl", "-n", "net.ipv4.ip_forward", "net.ipv4.conf.all.rp_filter",
+            "net.ipv6.conf.all.accept_dad"]
+    assert run_in(router.netns, read).stdout.split() == ["1", "0", "0"]
+    assert run_in(client.netns, read).stdout.split() == ["0", "0", "0"]
+
+
+def test_site_has_anycast_on_lo(default_lab):
+    site = default_lab.plan.by_role("site")[0]
+    out = run_in(site.netns, ["ip", "-br", "addr", "show", "dev", "lo"]).stdout
+    assert "203.0.113.53/32" in out and "2001:db8:53::53/128" in out
+
+
+def test_up_down_leaves_root_namespace_and_machine_as_before(make_lab):
+    before = root_snapshot()
+    lab = make_lab()
+    lab.up()
+    assert not nothing_left(lab.name, lab.dir)
+    result = lab_cli("down", "--lab", lab.name)
+    assert result.returncode == 0, result.stderr
+    assert leftovers(lab.name, lab.dir) == {"namespaces": [], "processes": [],
+                                            "run_dir": False}
+    assert root_snapshot() == before
+
+
+def test_up_twice_reports_already_up(make_lab):
+    lab = make_lab()
+    lab.up()
+    again = lab_cli("up", str(DEFAULT), "--name", lab.name, "--json")
+    assert again.returncode == 0, again.stderr
+    assert "already up" in again.stderr
+    assert json.loads(again.stdout)["lab"] == lab.name
+
+
+def test_down_with_nothing_up_is_fine():
+    name = unique_name("none")
+    result = lab_cli("down", "--lab", name)
+    assert result.returncode == 0
+    assert "nothing to tear down" in result.stdout
+
+
+# The default lab's journal: 9 namespaces, 9 links, then an intent and a PID per daemon
+# (36 entries). Kill while creating namespaces, links, daemons, and while converging.
+@pytest.mark.parametrize("kill_after_entries", [1, 10, 19, 26, 36])
+def test_down_after_up_was_sigkilled(kill_after_entries):
+    """Kill `up` once its journal holds N entries, then `down` must leave nothing."""
+    name = unique_name("kill")
+    journal = Journal(name)
+    before = root_snapshot()
+    proc = subprocess.Popen([sys.executable, "-m", "lab", "up", str(DEFAULT), "--name", name],
+                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: len(journal.entries()) >= kill_after_entries or proc.poll() is not None,
+                 timeout=60, interval=0.001, message=f"{kill_after_entries} journal entries")
+        assert proc.poll() is None, "up finished before it could be killed"
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+        assert len(journal.entries()) >= kill_after_entries
+        result = lab_cli("down", "--lab", name)
+        assert result.returncode == 0, result.stderr
+        assert leftovers(name, journal.dir) == {"namespaces": [], "processes": [],
+                                                "run_dir": False}
+        assert root_snapshot() == before
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        if journal.exists():
+            lab_cli("down", "--lab", name)
+
+
+def test_bad_topology_changes_nothing(tmp_path):
+    before = root_snapshot()
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(DEFAULT.read_text().replace("router: r-eu, asn: 65100", "router: r9, asn: 1"))
+    result = lab_cli("up", str(bad), "--name", unique_name("bad"))
+    assert result.returncode == 2
+    assert "sites.ams.router: unknown router 'r9'" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert root_snapshot() == before

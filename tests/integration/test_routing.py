@@ -1,0 +1,93 @@
+"""Issue 3: real BGP carries the anycast prefixes; every client reaches its nearest site,
+moves when a site withdraws or its speaker dies, and comes back."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import yaml
+
+from lab.daemons.launch import node_dir
+from lab.journal import Journal
+from lab.observe import best_paths, client_sites, sessions
+from lab.procs import run_in
+from lab.speaker.client import command as speaker
+
+from .conftest import DEFAULT
+from .helpers import nothing_left, wait_for
+
+# Expectations come from the topology file itself, not from code.
+TOPOLOGY = yaml.safe_load(DEFAULT.read_text())
+EXPECTED = {name: c["expect"] for name, c in TOPOLOGY["clients"].items()}
+FAILOVER = {name: c["failover"] for name, c in TOPOLOGY["clients"].items()}
+
+
+def sites_seen(plan) -> dict[str, tuple[str | None, str | None]]:
+    answers = client_sites(plan, timeout=0.3)
+    return {c: (a["v4"].site, a["v6"].site) for c, a in answers.items()}
+
+
+def test_every_session_established(default_lab):
+    states = {(s.router, s.protocol): s.state for s in sessions(default_lab.plan,
+                                                                 default_lab.journal.dir)}
+    assert states and set(states.values()) == {"Established"}
+
+
+def test_each_client_reaches_its_expected_site_on_both_families(default_lab):
+    seen = sites_seen(default_lab.plan)
+    assert seen == {c: (site, site) for c, site in EXPECTED.items()}
+
+
+def test_routes_are_in_the_routers_kernel_fib(default_lab):
+    plan = default_lab.plan
+    for router in plan.by_role("router"):
+        site = next(s for s in plan.by_role("site") if s.router == router.name)
+        site_addr = site.iface(router.name)
+        v4 = run_in(router.netns, ["ip", "-4", "route", "show", "203.0.113.53/32"]).stdout
+        v6 = run_in(router.netns, ["ip", "-6", "route", "show", "2001:db8:53::53/128"]).stdout
+        assert f"via {site_addr.v4.ip}" in v4 and "proto bird" in v4
+        assert f"via {site_addr.v6.ip}" in v6 and "proto bird" in v6
+
+
+def test_best_paths_name_the_site_and_as_path(default_lab):
+    paths = best_paths(default_lab.plan, default_lab.journal.dir)
+    site_asn = TOPOLOGY["sites"]["ams"]["asn"]
+    best = paths["r-eu"]["203.0.113.53/32"]
+    assert best["site"] == "ams" and best["as_path"] == [site_asn]
+
+
+def test_withdraw_moves_clients_to_failover_and_announce_brings_them_back(make_lab):
+    handle = make_lab()
+    lab = handle.up()
+    control = node_dir(lab.journal.dir, "ams") / "speaker.sock"
+    moved = [c for c, site in EXPECTED.items() if site == "ams"]
+    assert moved, "the default topology has a client of ams"
+
+    answer = speaker(control, "withdraw")
+    assert answer["ok"] and answer["state"] == "withdrawn"
+    assert answer["detail"] == ["done", "done"]  # ExaBGP acknowledged both prefixes
+    want = {c: (FAILOVER[c], FAILOVER[c]) if c in moved else (s, s)
+            for c, s in EXPECTED.items()}
+    wait_for(lambda: sites_seen(lab.plan) == want, timeout=10, message="clients to move")
+
+    assert speaker(control, "announce")["state"] == "announced"
+    back = {c: (s, s) for c, s in EXPECTED.items()}
+    wait_for(lambda: sites_seen(lab.plan) == back, timeout=10, message="clients to return")
+
+
+def test_killed_speaker_takes_its_route_away(make_lab):
+    handle = make_lab()
+    lab = handle.up()
+    record = next(r for r in Journal(handle.name).owned().processes if r.name == "exabgp@ams")
+    os.kill(record.pid, signal.SIGKILL)
+
+    def route_gone() -> bool:
+        best = best_paths(lab.plan, lab.journal.dir)["r-eu"]
+        return all(b["site"] != "ams" for b in best.values())
+
+    wait_for(route_gone, timeout=10, message="r-eu to drop the route from ams")
+    wait_for(lambda: sites_seen(lab.plan)["c-eu"] == (FAILOVER["c-eu"],) * 2, timeout=10,
+             message="c-eu to move to its failover site")
+    handle.down()
+    assert nothing_left(handle.name, handle.dir)
