@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lab.birdctl import BestRoute, birdc, bgp_state, parse_best_route, parse_protocols
+from lab.birdctl import BestRoute, bgp_state, birdc, parse_best_route, parse_protocols
 from lab.daemons.launch import node_dir
 from lab.dnsid import Identity, ask_identity
 from lab.plan import AddressPlan

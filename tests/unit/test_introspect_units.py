@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import datetime as dt
 import ipaddress
@@ -9,6 +10,7 @@ import json
 import logging
 import os
 import socket
+import ssl
 import threading
 from pathlib import Path
 from typing import Any
@@ -599,3 +601,30 @@ def test_bind_sockets_closes_everything_on_failure() -> None:
     with pytest.raises(ValueError):
         server.bind_sockets(["127.0.0.1", "not-an-ip"], 0)
     assert len(os.listdir("/proc/self/fd")) == before
+
+
+def test_server_runs_a_full_gc_periodically(
+    tmp_path: Path, signing_key: bytes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ca_key, ca_cert = pki.create_ca("gc test CA")
+    key, cert = pki.issue_server_cert(ca_key, ca_cert, ["introspect.lab"], [])
+    (tmp_path / "server.key").write_bytes(key)
+    (tmp_path / "server.crt").write_bytes(cert)
+    cfg = server.load_server_config(_write_server_config(tmp_path, signing_key))
+    srv = server.build_server(cfg)
+    srv.config.load()
+    assert srv.config.ssl is not None
+    assert srv.config.ssl.minimum_version == ssl.TLSVersion.TLSv1_2
+    assert srv.config.access_log is False
+    assert srv.config.timeout_keep_alive == 5
+    assert srv.config.limit_concurrency == 512
+    assert srv.config.h11_max_incomplete_event_size == server.H11_MAX_INCOMPLETE_EVENT_SIZE
+    collections: list[tuple[Any, ...]] = []
+    monkeypatch.setattr(server.gc, "collect", lambda *a: collections.append(a) or 0)
+
+    async def ticks() -> None:
+        for counter in range(server.GC_EVERY_TICKS * 3):
+            assert await srv.on_tick(counter) is False
+
+    asyncio.run(ticks())
+    assert len(collections) == 3
