@@ -183,6 +183,64 @@ def birdc(router: Annotated[str, typer.Argument(help="router name")],
     os.execv(tool, argv)
 
 
+token_app = typer.Typer(help="Issue, revoke and list the lab's tokens.", no_args_is_help=True)
+app.add_typer(token_app, name="token")
+
+
+@token_app.command("issue")
+def token_issue(client: Annotated[str, typer.Option("--client", help="client id")],
+                scope: Annotated[str, typer.Option("--scope", help="space-separated scopes")]
+                = "read",
+                ttl: Annotated[int, typer.Option("--ttl", help="lifetime in seconds")] = 3600,
+                sub: Annotated[str | None, typer.Option("--sub", help="subject")] = None,
+                lab: LabOpt = None, json_out: JsonOpt = False) -> None:
+    """Issue a signed token (printed once; only its metadata is kept)."""
+    from lab import lifecycle, tokenstore
+
+    opened = lifecycle.open_lab(lab)
+    token, claims = tokenstore.issue(opened.journal.dir, client, scope, ttl, sub)
+    if json_out:
+        ui.emit_json({"token": token, "claims": claims})
+    else:
+        ui.err.print(f"jti {claims['jti']}, client {client}, scope '{scope}', expires in "
+                     f"{ttl} s", highlight=False)
+        print(token)
+
+
+@token_app.command("revoke")
+def token_revoke(what: Annotated[str, typer.Argument(help="a token id (jti) or a token")],
+                 lab: LabOpt = None, json_out: JsonOpt = False) -> None:
+    """Revoke a token on every site (bumps each site's revocation list version)."""
+    from lab import lifecycle, tokenstore
+
+    opened = lifecycle.open_lab(lab)
+    assert opened.plan is not None
+    jti = tokenstore.jti_of(what)
+    versions = tokenstore.revoke(opened.journal.dir, opened.plan, jti)
+    if json_out:
+        ui.emit_json({"jti": jti, "versions": versions})
+    else:
+        ui.out.print(f"revoked {jti} on {len(versions)} sites: " + ", ".join(
+            f"{site} v{v}" for site, v in versions.items()), highlight=False)
+
+
+@token_app.command("list")
+def token_list(lab: LabOpt = None, json_out: JsonOpt = False) -> None:
+    """Tokens issued in this lab, and where each is revoked."""
+    from lab import lifecycle, tokenstore
+
+    opened = lifecycle.open_lab(lab)
+    assert opened.plan is not None
+    items = tokenstore.listing(opened.journal.dir, opened.plan)
+    if json_out:
+        ui.emit_json({"tokens": items})
+        return
+    ui.out.print(ui.table("tokens", ["jti", "client", "sub", "scope", "expires", "revoked on"], [
+        [t["jti"], t["client_id"], t["sub"], t["scope"],
+         "expired" if t["expired"] else time.strftime("%H:%M:%S", time.localtime(t["exp"])),
+         ", ".join(t["revoked_on"]) or "-"] for t in items]))
+
+
 @app.command(hidden=True)
 def generate(sites: Annotated[int, typer.Option(help="number of sites")] = 50,
              routers: Annotated[int, typer.Option(help="number of routers")] = 5,
@@ -216,6 +274,10 @@ def main() -> None:
             sys.exit(exc.exit_code)
         if isinstance(exc, click.exceptions.Abort):
             sys.exit(130)
-        raise
+        if os.environ.get("ANYCAST_LAB_DEBUG"):
+            raise
+        ui.error(f"internal error ({type(exc).__name__}: {exc}); run again with "
+                 "ANYCAST_LAB_DEBUG=1 for the traceback and report it")
+        sys.exit(1)
 
 

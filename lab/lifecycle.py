@@ -15,7 +15,7 @@ from pathlib import Path
 
 import yaml
 
-from lab import env, procs
+from lab import credentials, env, procs, tokenstore
 from lab.converge import wait_converged
 from lab.daemons import launch
 from lab.errors import BadInput, LabError
@@ -108,6 +108,10 @@ def up(topology: Topology, progress: Progress, converge_deadline_s: float = 60.0
         yaml.safe_dump(topology.model_dump(mode="json"), sort_keys=False))
     lab = Lab(journal, topology, plan)
     try:
+        made = credentials.create(journal.dir, plan)
+        canary = credentials.canaries(journal.dir)["revoked_jti"]
+        tokenstore.revoke(journal.dir, plan, canary)  # every site starts knowing it
+        progress(f"lab CA, certificate and signing key in {made.root}")
         specs = launch.lab_specs(topology, plan, journal.dir)
         launch.prepare(specs)
         progress(f"{len(specs)} daemon configs rendered and checked")

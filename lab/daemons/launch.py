@@ -6,10 +6,11 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from lab import env, procs
+from lab import credentials, env, procs
 from lab.daemons.base import DaemonSpec
 from lab.daemons.bird import bird_spec
 from lab.daemons.exabgp import exabgp_spec
+from lab.daemons.introspect import introspect_spec
 from lab.daemons.unbound import unbound_spec
 from lab.journal import Journal
 from lab.plan import AddressPlan
@@ -23,7 +24,8 @@ def node_dir(lab_dir: Path, node: str) -> Path:
 
 
 def lab_specs(topo: Topology, plan: AddressPlan, lab_dir: Path) -> list[DaemonSpec]:
-    """Every daemon, in start order: routers, then per site DNS before its speaker."""
+    """Every daemon, in start order: routers, then per site its services before its
+    speaker (credentials must exist: see `credentials.create`)."""
     tools = env.require_tools(TOOLS)
     specs: list[DaemonSpec] = []
     for router in plan.by_role("router"):
@@ -32,6 +34,7 @@ def lab_specs(topo: Topology, plan: AddressPlan, lab_dir: Path) -> list[DaemonSp
     for site in plan.by_role("site"):
         d = node_dir(lab_dir, site.name)
         specs.append(unbound_spec(plan, site, d, tools["unbound"], tools["unbound-checkconf"]))
+        specs.append(introspect_spec(plan, site, d, credentials.paths(lab_dir)))
         specs.append(exabgp_spec(topo, plan, site, d, tools["exabgp"]))
     return specs
 

@@ -217,6 +217,13 @@ def serve(config: ServerConfig, on_ready: Callable[[], None] | None = _print_rea
             signal.signal(sig, handler)
 
 
+def check_config(config: ServerConfig) -> None:
+    """A dry run: everything `serve` would load, loaded, nothing bound."""
+    create_app(config)
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(config.tls_cert, config.tls_key)
+
+
 def _setup_logging(log_file: Path | None) -> None:
     handler: logging.Handler = (
         logging.FileHandler(log_file) if log_file else logging.StreamHandler(sys.stderr)
@@ -232,10 +239,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         prog="python -m lab.introspect", description="RFC 7662 token introspection over TLS"
     )
     parser.add_argument("--config", required=True, help="server config JSON file")
+    parser.add_argument("--check-config", action="store_true",
+                        help="load the config, keys, registry and certificate, then exit")
     args = parser.parse_args(argv)
     try:
         config = load_server_config(args.config)
-    except (OSError, ValueError) as exc:
+        if args.check_config:
+            check_config(config)
+            print(f"{args.config}: ok")
+            return 0
+    except (OSError, ValueError, ssl.SSLError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     _setup_logging(config.log_file)
