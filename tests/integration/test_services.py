@@ -11,7 +11,7 @@ import pytest
 from lab import credentials, tokenstore
 from lab.procs import run_in
 
-from .conftest import ROOT, lab_cli
+from .conftest import lab_cli
 from .test_routing import EXPECTED
 
 ANY4, ANY6 = "203.0.113.53", "2001:db8:53::53"
