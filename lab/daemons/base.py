@@ -22,6 +22,9 @@ class DaemonSpec:
     argv: list[str]
     env: dict[str, str] = field(default_factory=dict)
     log_path: Path | None = None
+    # The dry run accepts several config files at once (check_argv ends with the file),
+    # so one process can check every instance: python start-up is paid once.
+    batch_check: bool = False
 
     @property
     def label(self) -> str:
@@ -40,6 +43,19 @@ class DaemonSpec:
             raise LabError(f"{self.label}: config check failed: "
                            f"{output[-1] if output else 'exit ' + str(result.returncode)}",
                            details=output[-10:])
+
+    def check_many(self, others: list[DaemonSpec]) -> None:
+        """Check this spec's config and those of `others` (same daemon) in one run; on a
+        failure, check one by one so the error names the instance."""
+        argv = [*self.check_argv, *(str(o.config_path) for o in others)]
+        result = subprocess.run(argv, capture_output=True, text=True, timeout=120,
+                                check=False, env=self.check_env())
+        if result.returncode != 0:
+            for spec in (self, *others):
+                spec.check()
+            raise LabError(f"{self.name}: config check failed for one of "
+                           f"{len(others) + 1} instances",
+                           details=(result.stderr or result.stdout).strip().splitlines()[-10:])
 
     def check_env(self) -> dict[str, str] | None:
         if not self.env:

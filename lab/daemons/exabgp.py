@@ -69,4 +69,5 @@ def exabgp_spec(topo: Topology, plan: AddressPlan, site: NodePlan, node_dir: Pat
         argv=[exabgp, "server", str(conf)],
         env=exabgp_env(node_dir),
         log_path=node_dir / "exabgp.log",
+        batch_check=True,
     )

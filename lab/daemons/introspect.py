@@ -42,7 +42,8 @@ def introspect_spec(plan: AddressPlan, site: NodePlan, node_dir: Path,
     return DaemonSpec(
         name="introspect", node=site.name, netns=site.netns, config_path=conf,
         config=json.dumps(introspect_config(plan, site, node_dir, pki), indent=2),
-        check_argv=[*argv, "--check-config"],
+        check_argv=[sys.executable, "-m", "lab.introspect", "--check-config", str(conf)],
         argv=argv,
         log_path=node_dir / "introspect.log",
+        batch_check=True,
     )

@@ -43,8 +43,15 @@ def prepare(specs: list[DaemonSpec]) -> None:
     """Write every config and run every daemon's own dry run (in parallel)."""
     for spec in specs:
         spec.write()
+    groups: dict[str, list[DaemonSpec]] = {}
+    singles: list[DaemonSpec] = []
+    for spec in specs:
+        (groups.setdefault(spec.name, []) if spec.batch_check else singles).append(spec)
     with ThreadPoolExecutor(max_workers=4) as pool:
-        list(pool.map(DaemonSpec.check, specs))
+        jobs = [pool.submit(g[0].check_many, g[1:]) for g in groups.values()]
+        jobs += [pool.submit(spec.check) for spec in singles]
+        for job in jobs:
+            job.result()
 
 
 def start_all(journal: Journal, specs: list[DaemonSpec]) -> list[procs.ProcessRecord]:

@@ -238,16 +238,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m lab.introspect", description="RFC 7662 token introspection over TLS"
     )
-    parser.add_argument("--config", required=True, help="server config JSON file")
-    parser.add_argument("--check-config", action="store_true",
-                        help="load the config, keys, registry and certificate, then exit")
+    mode = parser.add_mutually_exclusive_group(required=True)
+    mode.add_argument("--config", help="server config JSON file")
+    mode.add_argument("--check-config", nargs="+", metavar="FILE",
+                      help="dry run: load each config, its keys, registry and certificate")
     args = parser.parse_args(argv)
     try:
-        config = load_server_config(args.config)
         if args.check_config:
-            check_config(config)
-            print(f"{args.config}: ok")
+            for path in args.check_config:
+                check_config(load_server_config(path))
+                print(f"{path}: ok")
             return 0
+        config = load_server_config(args.config)
     except (OSError, ValueError, ssl.SSLError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

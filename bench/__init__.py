@@ -1,0 +1,1 @@
+"""Benchmarks (`make bench`): print tables and write bench/results.json."""
