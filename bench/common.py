@@ -24,7 +24,7 @@ def stats(values: list[float]) -> dict[str, float]:
     ordered = sorted(values)
     return {
         "median": round(statistics.median(ordered), 4),
-        "p95": round(ordered[min(len(ordered) - 1, int(round(0.95 * (len(ordered) - 1))))], 4),
+        "p95": round(ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))], 4),
         "min": round(ordered[0], 4),
         "max": round(ordered[-1], 4),
         "n": len(ordered),

@@ -7,7 +7,6 @@ and withdraw-to-client-moved time measured with a 1000 Hz DNS prober.
 from __future__ import annotations
 
 import argparse
-import threading
 import time
 from pathlib import Path
 
@@ -22,7 +21,7 @@ from lab.plan import build_plan
 from lab.speaker.client import command as speaker
 from lab.topology import load_text
 from lab.topology.generate import generate_topology
-from probes.dns import probe
+from probes.dns import BackgroundProbe
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT = ROOT / "topologies" / "default.yaml"
@@ -146,17 +145,12 @@ def bench_withdraw(trials: int) -> dict:
         for _ in range(trials):
             for action, target, sink in (("withdraw", failover, moved),
                                          ("announce", expect, back)):
-                stop = threading.Event()
-                result: list = []
-                prober = threading.Thread(target=lambda: result.extend(probe(
-                    "203.0.113.53", 1000, 5.0, timeout_s=0.1, netns=client.netns, stop=stop)))
-                prober.start()
+                prober = BackgroundProbe("203.0.113.53", 1000, 5.0, netns=client.netns).start()
                 time.sleep(0.2)
                 t_cmd = time.monotonic()
                 assert speaker(control, action)["ok"]
                 time.sleep(0.3)
-                stop.set()
-                prober.join()
+                result = prober.stop()
                 after = [s for s in result if s.t >= t_cmd]
                 first = next(s for s in after if s.site == target)
                 sink.append((first.t + first.rtt_ms / 1000 - t_cmd) * 1000)

@@ -21,8 +21,8 @@ import time
 from dataclasses import asdict, dataclass
 
 import dns.exception
-import dns.rcode
 import dns.message
+import dns.rcode
 import dns.rdataclass
 import dns.rdatatype
 
@@ -175,3 +175,28 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+
+
+class BackgroundProbe:
+    """`probe()` in a thread: start it, do something, stop it, read the samples."""
+
+    def __init__(self, server: str, rate_hz: float, max_duration_s: float,
+                 timeout_s: float = 0.1, netns: str | None = None) -> None:
+        self._stop = threading.Event()
+        self.samples: list[Sample] = []
+        self._thread = threading.Thread(target=self._run, daemon=True, args=(
+            server, rate_hz, max_duration_s, timeout_s, netns))
+
+    def _run(self, server: str, rate_hz: float, duration_s: float, timeout_s: float,
+             netns: str | None) -> None:
+        self.samples = probe(server, rate_hz, duration_s, timeout_s=timeout_s, netns=netns,
+                             stop=self._stop)
+
+    def start(self) -> BackgroundProbe:
+        self._thread.start()
+        return self
+
+    def stop(self) -> list[Sample]:
+        self._stop.set()
+        self._thread.join()
+        return self.samples
