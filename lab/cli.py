@@ -183,6 +183,82 @@ def birdc(router: Annotated[str, typer.Argument(help="router name")],
     os.execv(tool, argv)
 
 
+@app.command()
+def fail(site: Annotated[str, typer.Argument(help="site name")],
+         what: Annotated[str, typer.Argument(help="dns, dns-hang, introspect, introspect-hang, "
+                                             "healthd, healthd-hang, speaker, speaker-hang, "
+                                             "link, blackhole")],
+         lab: LabOpt = None, json_out: JsonOpt = False) -> None:
+    """Inject a real fault at a site (kill or freeze a process, drop packets, link down)."""
+    from lab import env, faults, lifecycle
+
+    env.require_linux_root()
+    entry = faults.inject(lifecycle.open_lab(lab), site, what)
+    if json_out:
+        ui.emit_json(entry)
+    else:
+        ui.out.print(f"{site}: {faults.FAULTS[what]}", highlight=False)
+
+
+@app.command()
+def heal(site: Annotated[str, typer.Argument(help="site name")],
+         what: Annotated[str | None, typer.Argument(help="the fault (default: all)")] = None,
+         lab: LabOpt = None, json_out: JsonOpt = False) -> None:
+    """Clear a fault at a site (or every fault there)."""
+    from lab import env, faults, lifecycle
+
+    env.require_linux_root()
+    healed = faults.heal(lifecycle.open_lab(lab), site, what)
+    if json_out:
+        ui.emit_json({"healed": healed})
+    elif healed:
+        ui.out.print(f"{site}: healed {', '.join(h['fault'] for h in healed)}")
+    else:
+        ui.out.print(f"{site}: no active fault{' ' + what if what else ''} to heal")
+
+
+@app.command()
+def catchment(lab: LabOpt = None, json_out: JsonOpt = False) -> None:
+    """Client -> site (from the service's answer), RTT and router path, both families."""
+    from lab import catchment as cm
+    from lab import env, lifecycle
+
+    env.require_linux_root()
+    report = cm.collect(lifecycle.open_lab(lab))
+    if json_out:
+        ui.emit_json(report)
+    else:
+        cm.print_human(report)
+    raise typer.Exit(0 if report["ok"] else 1)
+
+
+measure_app = typer.Typer(help="Measure what clients see.", no_args_is_help=True)
+app.add_typer(measure_app, name="measure")
+
+
+@measure_app.command("failover")
+def measure_failover(
+        site: Annotated[str, typer.Option("--site", help="the site to fail")],
+        fault: Annotated[str, typer.Option("--fault", help="a fault (see `fail`) or drain")],
+        trials: Annotated[int, typer.Option("--trials", min=1, max=100)] = 3,
+        rate: Annotated[float, typer.Option("--rate", help="queries/s per client",
+                                            min=1, max=1000)] = 100.0,
+        plot: Annotated[Path | None, typer.Option("--plot", help="timeline PNG")] = None,
+        lab: LabOpt = None, json_out: JsonOpt = False) -> None:
+    """Probe every client, inject the fault, heal it, repeat; report the outage."""
+    from lab import env, lifecycle
+    from lab import measure_run as mr
+
+    env.require_linux_root()
+    opened = lifecycle.open_lab(lab)
+    with ui.progress(f"measuring {fault} at {site}", quiet=json_out) as step:
+        report = mr.failover(opened, site, fault, trials, rate, plot, step)
+    if json_out:
+        ui.emit_json(report)
+    else:
+        mr.print_human(report)
+
+
 token_app = typer.Typer(help="Issue, revoke and list the lab's tokens.", no_args_is_help=True)
 app.add_typer(token_app, name="token")
 

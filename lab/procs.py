@@ -70,7 +70,8 @@ def start(journal: Journal, *, name: str, node: str, netns: str | None, argv: Se
           log_path: Path, env: dict[str, str] | None = None,
           cwd: Path | None = None) -> ProcessRecord:
     """Start `argv` in `netns` and record it; returns the journal record."""
-    journal.record("process-intent", name=name, node=node, argv=list(argv))
+    journal.record("process-intent", name=name, node=node, argv=list(argv), netns=netns,
+                   log_path=str(log_path), env=env or {}, cwd=str(cwd) if cwd else None)
     child_env = {
         "PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"),
         "LANG": "C.UTF-8",
@@ -91,6 +92,26 @@ def start(journal: Journal, *, name: str, node: str, netns: str | None, argv: Se
     # We never wait() for daemons we leave running; forget the handle without a warning.
     proc.returncode = 0
     return record
+
+
+def restart(journal: Journal, name: str) -> ProcessRecord:
+    """Start a process again exactly as it was last started (from its journal intent)."""
+    intent = next((e for e in reversed(journal.entries())
+                   if e["kind"] == "process-intent" and e["name"] == name), None)
+    if intent is None:
+        raise KeyError(name)
+    return start(journal, name=name, node=intent["node"], netns=intent.get("netns"),
+                 argv=intent["argv"], log_path=Path(intent["log_path"]),
+                 env=intent.get("env") or {},
+                 cwd=Path(intent["cwd"]) if intent.get("cwd") else None)
+
+
+def running(journal: Journal, name: str) -> ProcessRecord | None:
+    """The live process of that name started by this lab, if any."""
+    for record in reversed(journal.owned().processes):
+        if record.name == name and is_running(record):
+            return record
+    return None
 
 
 def stop(record: ProcessRecord, grace_s: float = 3.0) -> bool:

@@ -65,8 +65,10 @@ def make_socket(server: str, netns: str | None = None) -> socket.socket:
 
 def probe(server: str, rate_hz: float, duration_s: float, count: int | None = None,
           timeout_s: float = 0.1, netns: str | None = None,
-          stop: threading.Event | None = None) -> list[Sample]:
-    """Send queries every 1/rate s; return one Sample per query, in send order."""
+          stop: threading.Event | None = None,
+          samples: list[Sample] | None = None) -> list[Sample]:
+    """Send queries every 1/rate s; return one Sample per query, in send order (appended
+    to `samples` as they are sent, so another thread can watch them live)."""
     if not 0 < rate_hz <= MAX_RATE_HZ:
         raise ValueError(f"rate must be in (0, {MAX_RATE_HZ}] queries/s")
     if not 0 < duration_s <= 3600:
@@ -74,7 +76,7 @@ def probe(server: str, rate_hz: float, duration_s: float, count: int | None = No
     limit = min(count or MAX_COUNT, int(rate_hz * duration_s) + 1, MAX_COUNT)
     sock = make_socket(server, netns)
     interval = 1.0 / rate_hz
-    samples: list[Sample] = []
+    samples = [] if samples is None else samples
     pending: dict[int, Sample] = {}
     ids = random.Random()
     start = time.monotonic()
@@ -189,8 +191,8 @@ class BackgroundProbe:
 
     def _run(self, server: str, rate_hz: float, duration_s: float, timeout_s: float,
              netns: str | None) -> None:
-        self.samples = probe(server, rate_hz, duration_s, timeout_s=timeout_s, netns=netns,
-                             stop=self._stop)
+        probe(server, rate_hz, duration_s, timeout_s=timeout_s, netns=netns, stop=self._stop,
+              samples=self.samples)
 
     def start(self) -> BackgroundProbe:
         self._thread.start()

@@ -27,7 +27,6 @@ import time
 import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
 
 import dns.exception
 import dns.message
@@ -47,10 +46,14 @@ class Result:
     latency: float  # seconds the check took
 
 
-class Probe(Protocol):
-    def run(self) -> Result: ...
+class Probe:
+    """A check's implementation; `close` releases what it holds (connections)."""
 
-    def close(self) -> None: ...
+    def run(self) -> Result:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        return None
 
 
 def _short(text: str) -> str:
@@ -66,7 +69,7 @@ def _os_reason(exc: OSError) -> str:
     return _short(exc.strerror or str(exc) or type(exc).__name__)
 
 
-class DnsProbe:
+class DnsProbe(Probe):
     def __init__(self, cfg: DnsCheck) -> None:
         self.cfg = cfg
         self.family = socket.AF_INET6 if ":" in cfg.server else socket.AF_INET
@@ -108,7 +111,8 @@ class DnsProbe:
         if not found:
             return False, "NOERROR without an answer"
         if self.expect and not found & self.expect:
-            return False, f"answer {', '.join(sorted(found))}, expected {', '.join(self.expect)}"
+            got, want = ", ".join(sorted(found)), ", ".join(sorted(self.expect))
+            return False, f"answer {got}, expected {want}"
         return True, "ok"
 
 
@@ -139,7 +143,7 @@ class _CheckFailed(Exception):
     """A failure whose message is the reason."""
 
 
-class IntrospectProbe:
+class IntrospectProbe(Probe):
     FORM = {"Content-Type": "application/x-www-form-urlencoded"}
 
     def __init__(self, cfg: IntrospectCheck) -> None:
@@ -231,7 +235,7 @@ class IntrospectProbe:
             self.client.close()
 
 
-class TcpProbe:
+class TcpProbe(Probe):
     def __init__(self, cfg: TcpCheck) -> None:
         self.cfg = cfg
 
@@ -246,7 +250,7 @@ class TcpProbe:
         return Result(ok, reason, time.monotonic() - started)
 
 
-class ExecProbe:
+class ExecProbe(Probe):
     def __init__(self, cfg: ExecCheck) -> None:
         self.cfg = cfg
 
@@ -267,13 +271,6 @@ class ExecProbe:
         except OSError as exc:
             ok, reason = False, f"cannot run: {_os_reason(exc)}"
         return Result(ok, reason, time.monotonic() - started)
-
-
-def _no_close(self: object) -> None:
-    """Nothing to release."""
-
-
-DnsProbe.close = TcpProbe.close = ExecProbe.close = _no_close  # type: ignore[method-assign]
 
 
 def make_probe(cfg: Check) -> Probe:

@@ -17,8 +17,9 @@ Per site (`Site`): healthy when every required check is up. What the route shoul
 `Site.next_action` turns that into the command to send now, if any: going down
 (withdraw, gshut) is never delayed; announcing waits for the hold-down (at least
 `hold_down` since the last route change; it doubles, up to `hold_down_max`, each time a
-route announced less than `hold_down_max` before is withdrawn for health) and, after a
-failed command, for the retry delay. A new `Site` starts withdrawn with every check
+route announced less than `hold_down_max` before is withdrawn for health). A command the
+shim failed is not sent again before the retry delay; any other command (e.g. a
+withdraw after a failed announce) goes at once. A new `Site` starts withdrawn with every check
 unknown, so a (re)started daemon announces only after its checks have passed `rise`.
 """
 
@@ -107,7 +108,8 @@ class Site:
         self.route = "withdrawn"  # what the shim has: withdrawn/announced/gshut/unknown
         self.route_since = -math.inf  # no hold-down before the first announce
         self.announced_at: float | None = None
-        self.retry_at = -math.inf
+        self.retry_at = -math.inf  # a failed action is not sent again before this
+        self.failed_action: str | None = None
         self.drained_since: float | None = None
         self.health = UNKNOWN  # up / down / unknown, from the required checks
         self.health_reason = "starting"
@@ -179,7 +181,7 @@ class Site:
             if want == GSHUT and self.drained_since is not None:
                 wake = self.drained_since + self.drain_delay
             return Decision(None, reason, wake)
-        if now < self.retry_at:
+        if want == self.failed_action and now < self.retry_at:
             return Decision(None, f"{reason} (retrying after a failed command)", self.retry_at)
         if want == ANNOUNCE and now < self.route_since + self.hold_down:
             until = self.route_since + self.hold_down
@@ -190,7 +192,7 @@ class Site:
         """The shim answered `action`: ok (every line acked) or not."""
         if not ok:
             self.route, self.route_since = "unknown", now
-            self.retry_at = now + self.retry
+            self.failed_action, self.retry_at = action, now + self.retry
             return
         new = ROUTE_AFTER[action]
         if action == WITHDRAW and self.route == "announced" and not self.drained:
@@ -201,11 +203,12 @@ class Site:
             self.announced_at = now
         if new != self.route:
             self.route_changes += 1
-        self.route, self.route_since, self.retry_at = new, now, -math.inf
+        self.route, self.route_since = new, now
+        self.failed_action, self.retry_at = None, -math.inf
 
     def link_lost(self, now: float) -> None:
         """The shim withdrew on its own (we lost the connection; it fails closed)."""
         if self.route != "withdrawn":
             self.route, self.route_since = "withdrawn", now
             self.route_changes += 1
-        self.retry_at = -math.inf
+        self.failed_action, self.retry_at = None, -math.inf

@@ -1,0 +1,146 @@
+"""Real faults and their healing: stop or freeze the real process, drop packets with
+nftables, take the link down. Never a flag a daemon reads.
+
+Active faults are recorded in <lab dir>/faults.json so `heal` knows what to undo and
+`status` can show them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+from pyroute2 import IPRoute
+
+from lab import procs
+from lab.errors import BadInput, EnvironmentProblem, LabError
+from lab.lifecycle import Lab
+from lab.procs import run_in
+
+# fault -> (what it does, in words)
+FAULTS: dict[str, str] = {
+    "dns": "kill the site's DNS server (Unbound): its port answers 'unreachable'",
+    "dns-hang": "freeze the site's DNS server (SIGSTOP): queries time out",
+    "introspect": "kill the site's introspection service",
+    "introspect-hang": "freeze the site's introspection service (SIGSTOP)",
+    "healthd": "kill the site's health daemon (SIGKILL)",
+    "healthd-hang": "freeze the site's health daemon (SIGSTOP)",
+    "speaker": "kill the site's BGP speaker (ExaBGP, SIGKILL)",
+    "speaker-hang": "freeze the site's BGP speaker (SIGSTOP): only the hold timer notices",
+    "link": "take the site's link to its router down",
+    "blackhole": "silently drop everything on the site's link (nftables)",
+}
+PROCESS_FAULTS = {"dns": "unbound", "introspect": "introspect", "healthd": "healthd",
+                  "speaker": "exabgp"}
+NFT_TABLE = "anycast_lab_fault"
+BLACKHOLE = """table inet {table} {{
+  chain in {{ type filter hook input priority -300; iifname "{ifname}" drop; }}
+  chain out {{ type filter hook output priority -300; oifname "{ifname}" drop; }}
+}}
+"""
+
+
+def _faults_file(lab: Lab) -> Path:
+    return lab.journal.dir / "faults.json"
+
+
+def active(lab: Lab) -> dict[str, dict[str, Any]]:
+    try:
+        return json.loads(_faults_file(lab).read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return {}
+
+
+def _save(lab: Lab, faults: dict[str, dict[str, Any]]) -> None:
+    tmp = _faults_file(lab).with_suffix(".tmp")
+    tmp.write_text(json.dumps(faults, indent=2))
+    os.replace(tmp, _faults_file(lab))
+
+
+def _site(lab: Lab, site: str):
+    assert lab.plan is not None
+    node = lab.plan.nodes.get(site)
+    if node is None or node.role != "site":
+        sites = ", ".join(n.name for n in lab.plan.by_role("site"))
+        raise BadInput(f"unknown site '{site}' (sites: {sites})")
+    return node
+
+
+def _process(lab: Lab, site: str, daemon: str) -> procs.ProcessRecord:
+    record = procs.running(lab.journal, f"{daemon}@{site}")
+    if record is None:
+        raise LabError(f"{daemon} is not running at {site}: nothing to fail (see "
+                       f"`anycast-lab status`, or `anycast-lab heal {site}`)")
+    return record
+
+
+def inject(lab: Lab, site: str, what: str) -> dict[str, Any]:
+    """Inject one fault; returns its record (with the monotonic and wall-clock instant)."""
+    node = _site(lab, site)
+    if what not in FAULTS:
+        raise BadInput(f"unknown fault '{what}' (faults: {', '.join(FAULTS)})")
+    key = f"{site}:{what}"
+    faults = active(lab)
+    if key in faults:
+        raise LabError(f"fault '{what}' is already active at {site}: "
+                       f"`anycast-lab heal {site} {what}` first")
+    base = what.removesuffix("-hang")
+    entry: dict[str, Any] = {"site": site, "fault": what}
+    if base in PROCESS_FAULTS:
+        record = _process(lab, site, PROCESS_FAULTS[base])
+        entry["pid"] = record.pid
+        entry["t_mono"], entry["t"] = time.monotonic(), time.time()
+        os.kill(record.pid, signal.SIGSTOP if what.endswith("-hang") else signal.SIGKILL)
+    elif what == "link":
+        entry["t_mono"], entry["t"] = time.monotonic(), time.time()
+        _set_link(node.netns, node.interfaces[0].ifname, "down")
+    elif what == "blackhole":
+        ifname = node.interfaces[0].ifname
+        rules = BLACKHOLE.format(table=NFT_TABLE, ifname=ifname)
+        entry["t_mono"], entry["t"] = time.monotonic(), time.time()
+        result = run_in(node.netns, ["nft", "-f", "-"], input_text=rules)
+        if result.returncode != 0:
+            raise EnvironmentProblem(f"nftables refused the blackhole rule: "
+                                     f"{result.stderr.strip()}")
+    faults[key] = entry
+    _save(lab, faults)
+    return entry
+
+
+def heal(lab: Lab, site: str, what: str | None = None) -> list[dict[str, Any]]:
+    """Undo one fault at a site, or all of them; returns what was healed."""
+    node = _site(lab, site)
+    faults = active(lab)
+    keys = [k for k, f in faults.items() if f["site"] == site and (what is None
+                                                                     or f["fault"] == what)]
+    if what is not None and what not in FAULTS:
+        raise BadInput(f"unknown fault '{what}' (faults: {', '.join(FAULTS)})")
+    healed = []
+    for key in keys:
+        fault = faults[key]["fault"]
+        base = fault.removesuffix("-hang")
+        t_mono, t_wall = time.monotonic(), time.time()
+        if base in PROCESS_FAULTS:
+            name = f"{PROCESS_FAULTS[base]}@{site}"
+            pid = faults[key]["pid"]
+            if fault.endswith("-hang") and procs.start_time(pid) is not None:
+                os.kill(pid, signal.SIGCONT)
+            else:
+                procs.restart(lab.journal, name)
+        elif fault == "link":
+            _set_link(node.netns, node.interfaces[0].ifname, "up")
+        elif fault == "blackhole":
+            run_in(node.netns, ["nft", "delete", "table", "inet", NFT_TABLE])
+        healed.append({**faults.pop(key), "healed_t_mono": t_mono, "healed_t": t_wall})
+    _save(lab, faults)
+    return healed
+
+
+def _set_link(netns: str, ifname: str, state: str) -> None:
+    with IPRoute(netns=netns, flags=0) as ipr:
+        index = ipr.link_lookup(ifname=ifname)[0]
+        ipr.link("set", index=index, state=state)

@@ -1,0 +1,80 @@
+"""Traceroute with scapy from inside a namespace: the routers on the way to an address.
+
+Sends one ICMP echo per TTL (bounded: at most `max_hops`, each waiting `timeout_s`) on a
+raw socket created inside the client's namespace and returns the responding address of
+each hop (None where nothing answered); the last hop is the site that answered.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+
+from scapy.layers.inet import ICMP, IP
+from scapy.layers.inet6 import ICMPv6EchoReply, ICMPv6EchoRequest, IPv6
+
+from lab.nsnet import socket_in
+
+IPPROTO_ICMPV6 = 58
+
+
+def trace(netns: str, address: str, max_hops: int = 8, timeout_s: float = 0.3) -> list[str | None]:
+    v6 = ":" in address
+    hops: list[str | None] = []
+    if v6:
+        sock = socket_in(netns, socket.AF_INET6, socket.SOCK_RAW, IPPROTO_ICMPV6)
+    else:
+        sock = socket_in(netns, socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
+    try:
+        sock.settimeout(timeout_s)
+        ident = int(time.monotonic_ns() & 0xFFFF)
+        for ttl in range(1, max_hops + 1):
+            if v6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_UNICAST_HOPS, ttl)
+                packet = bytes(ICMPv6EchoRequest(id=ident, seq=ttl))
+            else:
+                sock.setsockopt(socket.IPPROTO_IP, socket.IP_TTL, ttl)
+                packet = bytes(ICMP(type=8, id=ident, seq=ttl))
+            sock.sendto(packet, (address, 0))
+            hop, done = _await_reply(sock, v6, ident, ttl, timeout_s)
+            hops.append(hop)
+            if done:
+                break
+    finally:
+        sock.close()
+    return hops
+
+
+def _await_reply(sock: socket.socket, v6: bool, ident: int, ttl: int,
+                 timeout_s: float) -> tuple[str | None, bool]:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            data, peer = sock.recvfrom(2048)
+        except TimeoutError:
+            return None, False
+        if v6:
+            # Raw ICMPv6 sockets deliver the ICMPv6 message without the IPv6 header.
+            kind = data[0]
+            if kind == 129:  # echo reply
+                reply = ICMPv6EchoReply(data)
+                if reply.id == ident and reply.seq == ttl:
+                    return peer[0], True
+            elif kind in (1, 3):  # unreachable / time exceeded: quoted packet inside
+                quoted = IPv6(data[8:])
+                inner = quoted.payload
+                if isinstance(inner, ICMPv6EchoRequest) and inner.id == ident:
+                    return peer[0], kind == 1
+        else:
+            packet = IP(data)
+            icmp = packet.payload
+            if not isinstance(icmp, ICMP):
+                continue
+            if icmp.type == 0 and icmp.id == ident and icmp.seq == ttl:
+                return packet.src, True
+            if icmp.type in (3, 11):
+                quoted = icmp.payload
+                if isinstance(quoted, IP) and isinstance(quoted.payload, ICMP) \
+                        and quoted.payload.id == ident:
+                    return packet.src, icmp.type == 3
+    return None, False

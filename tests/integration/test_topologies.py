@@ -1,0 +1,85 @@
+"""The teaching topologies (topologies/two-sites.yaml, topologies/twelve-sites.yaml) do
+what their files say: every client is answered by its `expect:` site on both families,
+moves to its `failover:` site when that site withdraws, and comes back on announce.
+
+Expectations come from the topology files themselves, never from code here.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from lab.daemons.launch import node_dir
+from lab.observe import client_sites
+from lab.speaker.client import command as speaker
+
+from .conftest import ROOT
+from .helpers import nothing_left, wait_for
+
+TOPOLOGIES = ROOT / "topologies"
+# One client per topology whose expected site is withdrawn and re-announced.
+CASES = [("two-sites.yaml", "c-west"), ("twelve-sites.yaml", "c-east")]
+
+
+def sites_seen(plan) -> dict[str, tuple[str | None, str | None]]:
+    answers = client_sites(plan, timeout=0.3)
+    return {c: (a["v4"].site, a["v6"].site) for c, a in answers.items()}
+
+
+def both(site: str | None) -> tuple[str | None, str | None]:
+    return (site, site)
+
+
+@pytest.mark.parametrize(("file", "client"), CASES, ids=[f for f, _ in CASES])
+def test_catchment_and_failover_are_as_the_file_says(make_lab, file: str, client: str,
+                                                     record_property):
+    path = TOPOLOGIES / file
+    clients = yaml.safe_load(path.read_text())["clients"]
+    expected = {name: c["expect"] for name, c in clients.items()}
+    failover = {name: c["failover"] for name, c in clients.items()}
+    assert client in clients and failover[client], f"{file} has no failover for {client}"
+
+    handle = make_lab(path, prefix="tp")
+    started = time.monotonic()
+    lab = handle.up()
+    record_property("up_s", round(time.monotonic() - started, 2))
+    record_property("converge_s", lab.state.get("converge_s"))
+    assert lab.plan is not None
+
+    # Every client, both families, answered by its expected site.
+    home = {c: both(s) for c, s in expected.items()}
+    assert sites_seen(lab.plan) == home
+
+    # Withdraw the client's site: it (and every other client of that site) moves to its
+    # failover site; every other client stays where it was.
+    gone = expected[client]
+    control = node_dir(lab.journal.dir, gone) / "speaker.sock"
+    answer = speaker(control, "withdraw")
+    assert answer["ok"] and answer["state"] == "withdrawn", answer
+    assert answer["detail"] == ["done", "done"]  # ExaBGP acknowledged both prefixes
+    moved = {c: both(failover[c]) if s == gone else both(s) for c, s in expected.items()}
+    assert moved[client] == both(failover[client])
+    wait_for(lambda: sites_seen(lab.plan) == moved, timeout=15,
+             message=f"{client} to move from {gone} to {failover[client]}")
+
+    # Announce again: everyone is back home.
+    answer = speaker(control, "announce")
+    assert answer["ok"] and answer["state"] == "announced", answer
+    wait_for(lambda: sites_seen(lab.plan) == home, timeout=15,
+             message=f"{client} to come back to {gone}")
+
+    handle.down()
+    assert nothing_left(handle.name, handle.dir)
+
+
+@pytest.mark.parametrize("file", [f for f, _ in CASES])
+def test_every_client_names_an_expect_and_a_failover(file: str):
+    """Documentation-only topologies still must state the whole catchment (no lab)."""
+    data = yaml.safe_load(Path(TOPOLOGIES / file).read_text())
+    for name, c in data["clients"].items():
+        assert c.get("expect") in data["sites"], name
+        assert c.get("failover") in data["sites"] and c["failover"] != c["expect"], name
