@@ -5,7 +5,7 @@ LAB := $(VENV)/bin/anycast-lab
 PYTEST := $(VENV)/bin/pytest
 TOPOLOGY ?= topologies/default.yaml
 
-.PHONY: install lab-up lab-down status test unit integration lint
+.PHONY: install lab-up lab-down status test unit integration lint bench
 
 install:
 	@scripts/install.sh
@@ -30,3 +30,7 @@ integration: install
 
 lint: install
 	$(VENV)/bin/ruff check lab probes tests
+
+# Benchmarks: print tables and write bench/results.json (several minutes).
+bench: install
+	$(VENV)/bin/python -m bench.lab_bench all

@@ -1,0 +1,314 @@
+"""The speaker API process (the shim) run as ExaBGP runs it: this test plays ExaBGP on
+its stdin/stdout, and a Controller (what the health daemon uses) drives its socket."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from lab.speaker.api import ExaBGPChannel
+from lab.speaker.client import Controller, ShimError, command
+
+ROOT = Path(__file__).resolve().parents[2]
+V4 = ("203.0.113.53/32", "100.64.0.1")
+V6 = ("2001:db8:53::53/128", "fd00:64::1")
+WITHDRAW_V4 = f"withdraw route {V4[0]} next-hop {V4[1]}"
+ANNOUNCE_V4 = f"announce route {V4[0]} next-hop {V4[1]}"
+ANNOUNCE_V6 = f"announce route {V6[0]} next-hop {V6[1]}"
+
+
+class FakeExaBGP:
+    """Starts a shim and plays ExaBGP: records every line it writes (with the time it
+    arrived) and acknowledges each one with the next scripted answer, else `done`."""
+
+    def __init__(self, args: list[str], log_path: Path) -> None:
+        self.log_path = log_path
+        self._log = open(log_path, "wb")  # noqa: SIM115 -- closed in close()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "lab.speaker.api", *args],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._log, cwd=ROOT,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+        )
+        self.lines: list[tuple[float, str]] = []
+        self.answers: deque[str] = deque()
+        self.cond = threading.Condition()
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None and self.proc.stdin is not None
+        for raw in self.proc.stdout:
+            line = raw.decode().strip()
+            with self.cond:
+                self.lines.append((time.monotonic(), line))
+                answer = self.answers.popleft() if self.answers else "done"
+                self.cond.notify_all()
+            try:
+                self.proc.stdin.write(answer.encode() + b"\n")
+                self.proc.stdin.flush()
+            except (BrokenPipeError, ValueError):
+                return
+
+    def wait_for(self, what: Callable[[list[str]], bool], timeout: float = 5.0) -> bool:
+        with self.cond:
+            return self.cond.wait_for(lambda: what([line for _, line in self.lines]), timeout)
+
+    def count(self, prefix: str) -> int:
+        with self.cond:
+            return sum(line.startswith(prefix) for _, line in self.lines)
+
+    def first_after(self, since: float, prefix: str) -> float | None:
+        with self.cond:
+            return next((t for t, line in self.lines if t >= since and line.startswith(prefix)),
+                        None)
+
+    def wait_count(self, prefix: str, n: int, timeout: float = 5.0) -> bool:
+        return self.wait_for(lambda lines: sum(x.startswith(prefix) for x in lines) >= n,
+                             timeout)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def close(self) -> int:
+        if self.proc.poll() is None and self.proc.stdin is not None:
+            self.proc.stdin.close()  # ExaBGP went away: the shim exits
+        try:
+            rc = self.proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            rc = self.proc.wait()
+        self._log.close()
+        return rc
+
+
+def wait_until(condition: Callable[[], bool], timeout: float, step: float = 0.005) -> bool:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if condition():
+            return True
+        time.sleep(step)
+    return condition()
+
+
+def start_shim(tmp_path: Path, *extra: str) -> tuple[FakeExaBGP, Path]:
+    sock = tmp_path / "speaker.sock"
+    fake = FakeExaBGP(["--control", str(sock), "--route", *V4, "--route", *V6, *extra],
+                      tmp_path / "shim.log")
+    assert fake.wait_count("withdraw route", 2), "the shim did not withdraw at start"
+    assert wait_until(sock.exists, 5), fake.log()
+    return fake, sock
+
+
+@pytest.fixture
+def shim(tmp_path: Path) -> Iterator[tuple[FakeExaBGP, Path]]:
+    fake, sock = start_shim(tmp_path, "--watchdog-ms", "200")
+    yield fake, sock
+    fake.close()
+
+
+def test_start_withdraws_then_only_the_controller_announces(shim) -> None:
+    fake, sock = shim
+    assert [line for _, line in fake.lines][:1] == [WITHDRAW_V4]
+    assert command(sock, "state")["watchdog_ms"] == 200
+    # Not the controller: refused, nothing written to ExaBGP.
+    refused = command(sock, "announce")
+    assert refused["ok"] is False and "controller" in refused["detail"]
+    assert fake.count("announce") == 0
+
+    ctl = Controller(sock)
+    hello = ctl.open()
+    assert hello == {"ok": True, "state": "withdrawn", "watchdog_ms": 200}
+    assert ctl.keepalive_s == pytest.approx(0.05)
+    reply = ctl.command("announce", timeout=5)
+    assert reply["ok"] is True and reply["state"] == "announced"
+    assert reply["detail"] == ["done", "done"]
+    assert fake.wait_count(ANNOUNCE_V4, 1) and fake.count(ANNOUNCE_V6) == 1
+    state = command(sock, "state")
+    assert state["state"] == "announced" and state["controller"] is True
+
+    # A second controller is refused while the first is alive.
+    with pytest.raises(ShimError, match="another controller"):
+        Controller(sock).open()
+    # Anyone may withdraw (always safe).
+    assert command(sock, "withdraw")["state"] == "withdrawn"
+    gshut = ctl.command("announce gshut", timeout=5)
+    assert gshut["state"] == "announced-gshut"
+    assert fake.wait_for(lambda lines: lines[-1].endswith("community [65535:0]"))
+    ctl.close()
+
+
+def test_closed_controller_connection_withdraws_at_once(shim) -> None:
+    fake, sock = shim
+    ctl = Controller(sock)
+    ctl.open()
+    assert ctl.command("announce", timeout=5)["ok"]
+    before = fake.count("withdraw route")
+    closed = time.monotonic()
+    ctl.close()  # what the kernel does when the daemon dies
+    assert fake.wait_count("withdraw route", before + 2, timeout=2)
+    took = fake.first_after(closed, "withdraw route")
+    assert took is not None and took - closed < 0.1  # not the 200 ms watchdog
+    state = command(sock, "state")
+    assert state["state"] == "withdrawn" and state["controller"] is False
+    assert "controller connection closed" in fake.log()
+    # A new controller starts withdrawn and must announce explicitly.
+    ctl2 = Controller(sock)
+    assert ctl2.open()["state"] == "withdrawn"
+    ctl2.close()
+
+
+def test_silent_controller_is_withdrawn_after_the_watchdog(shim) -> None:
+    fake, sock = shim
+    ctl = Controller(sock)
+    ctl.open()
+    assert ctl.command("announce", timeout=5)["ok"]
+    last_line = time.monotonic()  # the announce was our last line; now we go silent
+    before = fake.count("withdraw route")
+    assert fake.wait_count("withdraw route", before + 2, timeout=2)
+    took = fake.first_after(last_line, "withdraw route")
+    assert took is not None
+    assert 0.19 <= took - last_line <= 0.2 + 0.1
+    assert "watchdog: no line from the controller for 200 ms" in fake.log()
+    # The shim hung up on the silent controller: it finds out on its next line.
+    assert ctl.sock is not None
+    ctl.sock.settimeout(2)
+    assert ctl.sock.recv(100) == b""
+    with pytest.raises(ShimError):
+        ctl.command("announce", timeout=1)
+
+
+def test_keepalives_hold_the_route(shim) -> None:
+    fake, sock = shim
+    ctl = Controller(sock)
+    ctl.open()
+    assert ctl.command("announce", timeout=5)["ok"]
+    withdrawn = fake.count("withdraw route")
+    end = time.monotonic() + 0.8  # four watchdog periods
+    while time.monotonic() < end:
+        ctl.keepalive_if_due()
+        time.sleep(0.01)
+    assert fake.count("withdraw route") == withdrawn
+    assert command(sock, "state")["state"] == "announced"
+    ctl.close()
+
+
+def test_keepalive_from_a_stranger_closes_its_connection(shim) -> None:
+    fake, sock = shim
+    ctl = Controller(sock)
+    ctl.open()
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(2)
+        s.connect(str(sock))
+        s.sendall(b"keepalive\n")
+        assert s.recv(100) == b""
+    assert ctl.command("state", timeout=2)["controller"] is True  # the real one is fine
+    ctl.close()
+
+
+def test_error_ack_is_retried_and_reported(shim) -> None:
+    fake, sock = shim
+    ctl = Controller(sock)
+    ctl.open()
+    with fake.cond:
+        fake.answers.extend(["error"])  # the v4 line fails once
+    reply = ctl.command("announce", timeout=5)
+    assert reply["ok"] is True and reply["attempts"] == 2
+    assert fake.count(ANNOUNCE_V4) == 2 and fake.count(ANNOUNCE_V6) == 1
+    assert "announce: error done | done" in fake.log()
+
+    with fake.cond:
+        fake.answers.extend(["error"] * 6)  # every attempt of both lines fails
+    reply = ctl.command("announce", timeout=10)
+    assert reply["ok"] is False
+    assert reply["attempts"] == 3 and reply["detail"] == ["error", "error"]
+    assert reply["state"] == "unknown"
+    assert "FAILED after 3 attempt(s)" in fake.log()
+    ctl.close()
+
+
+def test_static_mode_announces_at_start_and_refuses_control(tmp_path: Path) -> None:
+    fake, sock = start_shim(tmp_path, "--announce-at-start")
+    try:
+        assert fake.wait_count(ANNOUNCE_V4, 1)
+        state = command(sock, "state")
+        assert state["state"] == "announced" and state["watchdog_ms"] is None
+        with pytest.raises(ShimError, match="not in watchdog mode"):
+            Controller(sock).open()
+        assert command(sock, "withdraw")["state"] == "withdrawn"
+        assert command(sock, "announce")["state"] == "announced"  # anyone, in static mode
+    finally:
+        assert fake.close() == 0
+
+
+def test_shim_exits_when_exabgp_closes_its_stdin(shim) -> None:
+    fake, _ = shim
+    assert fake.close() == 0
+    assert "ExaBGP closed our stdin: exiting" in fake.log()
+
+
+def test_watchdog_ms_out_of_range_is_a_usage_error(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "lab.speaker.api", "--control", str(tmp_path / "s"),
+         "--watchdog-ms", "5"], capture_output=True, text=True, cwd=ROOT, timeout=30,
+        check=False)
+    assert result.returncode == 2 and "--watchdog-ms must be between" in result.stderr
+
+
+# --- the ExaBGP channel alone, on pipes ---------------------------------------
+
+
+@pytest.fixture
+def pipes() -> Iterator[tuple[ExaBGPChannel, int, int]]:
+    ack_r, ack_w = os.pipe()  # ExaBGP -> shim
+    out_r, out_w = os.pipe()  # shim -> ExaBGP
+    yield ExaBGPChannel(ack_r, out_w), ack_w, out_r
+    for fd in (ack_r, ack_w, out_r, out_w):
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+
+
+def test_channel_times_out_and_drops_a_late_ack(pipes, capsys) -> None:
+    channel, ack_w, out_r = pipes
+    started = time.monotonic()
+    assert channel.send(["withdraw route 1"], timeout=0.05) == ["timeout"]
+    assert 0.05 <= time.monotonic() - started < 0.5
+    assert os.read(out_r, 100) == b"withdraw route 1\n"
+    os.write(ack_w, b"done\n")  # the late ack of the line above
+    channel.read_unsolicited()  # the loop calls this when stdin is readable
+    assert "unexpected line from ExaBGP (late ack?): 'done'" in capsys.readouterr().err
+    os.write(ack_w, b"error\n")
+    assert channel.send(["withdraw route 2"], timeout=1) == ["error"]
+
+
+def test_channel_reports_shutdown(pipes) -> None:
+    channel, ack_w, _ = pipes
+    os.write(ack_w, b"done\nshutdown\n")
+    assert channel.send(["a", "b"], timeout=1) == ["done", "shutdown"]
+    assert channel.closed
+    assert channel.send(["c"]) == ["shutdown"]
+
+
+def test_state_answer_is_json_with_since(shim) -> None:
+    _, sock = shim
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(2)
+        s.connect(str(sock))
+        s.sendall(b"state\nbogus\n")
+        data = b""
+        while data.count(b"\n") < 2:
+            data += s.recv(4096)
+    state, bogus = (json.loads(x) for x in data.splitlines())
+    assert state["ok"] is True and isinstance(state["since"], float)
+    assert bogus["ok"] is False and "unknown command" in bogus["detail"]
