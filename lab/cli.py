@@ -167,7 +167,7 @@ def exec_(ctx: typer.Context, node: Annotated[str, typer.Argument(help="node nam
 def birdc(router: Annotated[str, typer.Argument(help="router name")],
           command: Annotated[list[str] | None, typer.Argument(help="birdc command")] = None,
           lab: LabOpt = None) -> None:
-    """Look inside a router: anycast-lab birdc ROUTER [show route all ...]."""
+    """Look inside a router: anycast-lab birdc ROUTER CMD... (e.g. show route all)."""
     from lab import env, lifecycle
     from lab.daemons.launch import node_dir
 

@@ -46,7 +46,9 @@ def exabgp_env(node_dir: Path) -> dict[str, str]:
     return {
         "exabgp_daemon_daemonize": "false",
         "exabgp_daemon_user": "root",
-        "exabgp_daemon_pid": str(node_dir / "exabgp.pid"),
+        # No pid file: we track the PID ourselves, and a stale file (after SIGKILL, with
+        # the old PID still a zombie) makes a restarted ExaBGP exit.
+        "exabgp_daemon_pid": "",
         "exabgp_log_destination": "stdout",
         "exabgp_log_statistics": "false",
         "exabgp_log_level": "INFO",

@@ -3,6 +3,7 @@ its stdin/stdout, and a Controller (what the health daemon uses) drives its sock
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -203,7 +204,7 @@ def test_keepalives_hold_the_route(shim) -> None:
 
 
 def test_keepalive_from_a_stranger_closes_its_connection(shim) -> None:
-    fake, sock = shim
+    _, sock = shim
     ctl = Controller(sock)
     ctl.open()
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
@@ -273,10 +274,8 @@ def pipes() -> Iterator[tuple[ExaBGPChannel, int, int]]:
     out_r, out_w = os.pipe()  # shim -> ExaBGP
     yield ExaBGPChannel(ack_r, out_w), ack_w, out_r
     for fd in (ack_r, ack_w, out_r, out_w):
-        try:
+        with contextlib.suppress(OSError):
             os.close(fd)
-        except OSError:
-            pass
 
 
 def test_channel_times_out_and_drops_a_late_ack(pipes, capsys) -> None:

@@ -1,0 +1,275 @@
+"""The health daemon as a process, end to end without root: a DNS server run by the
+test, the real shim (lab.speaker.api --watchdog-ms) with the test playing ExaBGP, and
+`python -m lab.health`. Faults: bad DNS, killed DNS, SIGSTOP/SIGKILL/SIGTERM of the
+daemon, a restarted shim, drain and undrain."""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from test_health_checks import ANYCAST, DnsServer
+from test_speaker_watchdog import (
+    ANNOUNCE_V4,
+    ROOT,
+    WITHDRAW_V4,
+    FakeExaBGP,
+    start_shim,
+    wait_until,
+)
+
+WATCHDOG_MS = 200
+GSHUT_V4 = ANNOUNCE_V4 + " community [65535:0]"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Healthd:
+    def __init__(self, config: Path, log: Path) -> None:
+        self.log_file = open(log, "ab")  # noqa: SIM115 -- closed in stop()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "lab.health", "--config", str(config)],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=self.log_file,
+            cwd=ROOT)
+
+    def signal(self, sig: signal.Signals) -> float:
+        self.proc.send_signal(sig)
+        return time.monotonic()
+
+    def stop(self, sig: signal.Signals = signal.SIGTERM) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGCONT)
+            self.proc.send_signal(sig)
+        try:
+            rc = self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            rc = self.proc.wait()
+        self.log_file.close()
+        return rc
+
+
+class Site:
+    """One site: DNS server, shim + fake ExaBGP, health daemon; all owned and stopped."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.tmp = tmp
+        self.dns = DnsServer()
+        self.exabgp, self.sock = start_shim(tmp, "--watchdog-ms", str(WATCHDOG_MS))
+        self.metrics_port = free_port()
+        self.config = tmp / "healthd.json"
+        self.config.write_text(json.dumps({
+            "site": "site-a", "shim_socket": str(self.sock), "drain_file": "drain",
+            "state_file": "health-state.json", "event_log": "health-events.jsonl",
+            "metrics_listen": f"127.0.0.1:{self.metrics_port}",
+            "hold_down_ms": 200, "drain_delay_ms": 300, "drain_poll_ms": 5000,
+            "checks": [{"name": "dns", "type": "dns", "server": "127.0.0.1",
+                        "port": self.dns.port, "expect": [ANYCAST]}],
+        }))
+        self.healthd: Healthd | None = None
+
+    def start_healthd(self) -> Healthd:
+        self.healthd = Healthd(self.config, self.tmp / "healthd.log")
+        return self.healthd
+
+    def state(self) -> dict[str, Any]:
+        try:
+            return json.loads((self.tmp / "health-state.json").read_text())
+        except (FileNotFoundError, ValueError):
+            return {}
+
+    def events(self) -> list[dict[str, Any]]:
+        path = self.tmp / "health-events.jsonl"
+        return [json.loads(line) for line in path.read_text().splitlines()]
+
+    def wait_line(self, line: str, after: float, timeout: float = 5.0) -> float:
+        """When the fake ExaBGP first got `line` after `after` (fails if it never did)."""
+        assert self.exabgp.wait_for(lambda _: self.exabgp.first_after(after, line) is not None,
+                                    timeout), f"no {line!r}\n{self.log()}"
+        got = self.exabgp.first_after(after, line)
+        assert got is not None
+        return got
+
+    def log(self) -> str:
+        path = self.tmp / "healthd.log"
+        return (path.read_text() if path.exists() else "") + self.exabgp.log()
+
+    def close(self) -> None:
+        if self.healthd is not None:
+            self.healthd.stop()
+        self.exabgp.close()
+        self.dns.close()
+
+
+@pytest.fixture
+def site(tmp_path: Path) -> Iterator[Site]:
+    s = Site(tmp_path)
+    yield s
+    s.close()
+
+
+def up_and_announced(site: Site) -> float:
+    started = time.monotonic()
+    site.start_healthd()
+    return site.wait_line(ANNOUNCE_V4, started, timeout=10)
+
+
+def test_announces_after_rise_and_reports_everywhere(site: Site) -> None:
+    up_and_announced(site)
+    assert wait_until(lambda: site.state().get("route") == "announced", 2)
+    state = site.state()
+    assert state["health"] == "up" and state["healthy"] is True
+    assert state["checks"]["dns"]["state"] == "up"
+    assert state["checks"]["dns"]["reason"] == "3 consecutive successes"
+    assert state["shim_connected"] is True
+    events = site.events()
+    kinds = [e["event"] for e in events]
+    assert kinds[0] == "start"
+    up = kinds.index("check")
+    action = next(e for e in events if e["event"] == "action")
+    assert kinds.index("action") > up  # announced only after the check rose
+    assert action["action"] == "announce" and action["ok"] is True
+    assert action["answer"]["detail"] == ["done", "done"]
+    assert site.dns.queries >= 3
+    metrics = urllib.request.urlopen(
+        f"http://127.0.0.1:{site.metrics_port}/metrics", timeout=5).read().decode()
+    assert "anycast_health_announced 1.0" in metrics
+    assert ('anycast_health_check_state{anycast_health_check_state="up",check="dns"} 1.0'
+            in metrics)
+    assert 'anycast_health_check_latency_seconds_count{check="dns"}' in metrics
+    assert 'anycast_health_shim_commands_total{command="announce",result="ok"} 1.0' in metrics
+
+
+def test_hung_dns_is_withdrawn_quickly_and_re_announced(site: Site) -> None:
+    up_and_announced(site)
+    site.dns.mode = "silent"
+    hung = time.monotonic()
+    withdrawn = site.wait_line(WITHDRAW_V4, hung)
+    # interval 100 + 2 timeouts of 100 ms, plus scheduling slack.
+    assert withdrawn - hung < 0.5
+    down = next(e for e in site.events() if e["event"] == "check" and e["new"] == "down")
+    assert down["reason"] == "timeout (2 consecutive failures)"
+    site.dns.mode = "ok"
+    healed = time.monotonic()
+    back = site.wait_line(ANNOUNCE_V4, healed)
+    assert back - withdrawn >= 0.2  # the hold-down
+    assert site.state()["checks"]["dns"]["flaps"] == 2
+
+
+def test_killed_dns_is_seen_from_icmp_in_milliseconds(site: Site) -> None:
+    up_and_announced(site)
+    killed = time.monotonic()
+    site.dns.close()
+    withdrawn = site.wait_line(WITHDRAW_V4, killed)
+    # interval 100 + fast 25 ms; the timeout (100 ms) is never waited for.
+    assert withdrawn - killed < 0.25
+    down = next(e for e in site.events() if e["event"] == "check" and e["new"] == "down")
+    assert down["reason"].startswith("refused (ICMP port unreachable)")
+
+
+def test_frozen_daemon_is_withdrawn_by_the_watchdog_then_recovers(site: Site) -> None:
+    up_and_announced(site)
+    assert site.healthd is not None
+    stopped = site.healthd.signal(signal.SIGSTOP)
+    withdrawn = site.wait_line(WITHDRAW_V4, stopped)
+    # Last keepalive at most 50 ms before the stop; withdrawn 200 ms after it.
+    assert 0.1 <= withdrawn - stopped <= WATCHDOG_MS / 1000 + 0.1
+    assert "watchdog: no line from the controller" in site.exabgp.log()
+    resumed = site.healthd.signal(signal.SIGCONT)
+    site.wait_line(ANNOUNCE_V4, resumed)  # reconnected, still healthy: announces again
+    shim_events = [e for e in site.events() if e["event"] == "shim"]
+    assert [e["connected"] for e in shim_events[-2:]] == [False, True]
+
+
+def test_killed_daemon_is_withdrawn_at_once_and_a_new_one_waits_for_rise(site: Site) -> None:
+    up_and_announced(site)
+    assert site.healthd is not None
+    killed = site.healthd.signal(signal.SIGKILL)
+    withdrawn = site.wait_line(WITHDRAW_V4, killed)
+    assert withdrawn - killed < 0.1  # the closed socket, not the watchdog
+    site.healthd.stop()
+    restarted = time.monotonic()
+    site.start_healthd()
+    announced = site.wait_line(ANNOUNCE_V4, restarted, timeout=10)
+    events = site.events()
+    start = max(i for i, e in enumerate(events) if e["event"] == "start")
+    after = [e["event"] for e in events[start:]]
+    assert after.index("check") < after.index("action")  # rise first, then announce
+    assert announced > withdrawn
+
+
+def test_restarted_shim_is_reconnected_and_announced_again(site: Site) -> None:
+    up_and_announced(site)
+    assert site.exabgp.close() == 0  # ExaBGP stopped the old shim
+    restarted = time.monotonic()
+    site.exabgp, _ = start_shim(site.tmp, "--watchdog-ms", str(WATCHDOG_MS))
+    site.wait_line(ANNOUNCE_V4, restarted, timeout=10)
+    assert wait_until(lambda: site.state().get("route") == "announced", 2)
+
+
+def test_drain_gshut_then_withdraw_survives_restart_then_undrain(site: Site) -> None:
+    up_and_announced(site)
+    assert site.healthd is not None
+    (site.tmp / "drain").touch()
+    drained = site.healthd.signal(signal.SIGHUP)  # polling is every 5 s in this config
+    gshut = site.wait_line(GSHUT_V4, drained)
+    assert gshut - drained < 0.5
+    withdrawn = site.wait_line(WITHDRAW_V4, gshut)
+    assert 0.3 <= withdrawn - gshut < 0.3 + 0.3  # drain_delay_ms 300
+    assert wait_until(lambda: site.state().get("health") == "drained", 2)
+
+    # A restarted daemon finds the drain file and stays withdrawn, though healthy.
+    assert site.healthd.stop() == 0
+    restarted = time.monotonic()
+    site.start_healthd()
+    assert wait_until(lambda: site.state().get("checks", {}).get("dns", {}).get("state")
+                      == "up" and site.state().get("shim_connected"), 10)
+    assert site.exabgp.first_after(restarted, "announce") is None
+    assert site.state()["health"] == "drained"
+
+    (site.tmp / "drain").unlink()
+    undrained = site.healthd.signal(signal.SIGHUP)
+    site.wait_line(ANNOUNCE_V4, undrained)
+    assert site.exabgp.first_after(undrained, GSHUT_V4) is None
+
+
+def test_sigterm_withdraws_and_leaves_a_stopped_state(site: Site) -> None:
+    up_and_announced(site)
+    assert site.healthd is not None
+    stopping = time.monotonic()
+    assert site.healthd.stop(signal.SIGTERM) == 0
+    site.wait_line(WITHDRAW_V4, stopping, timeout=1)
+    assert "withdraw (" not in site.exabgp.log().split("controller connection closed")[0][-1:]
+    state = site.state()
+    assert state["running"] is False and state["health"] == "stopped"
+    assert state["route"] == "withdrawn"
+    last = site.events()[-2:]
+    assert last[0]["event"] == "action" and last[0]["action"] == "withdraw"
+    assert last[0]["reason"] == "daemon stopping (SIGTERM)"
+    assert last[1]["event"] == "stop"
+
+
+def test_bad_metrics_address_fails_to_start(tmp_path: Path) -> None:
+    config = tmp_path / "healthd.json"
+    config.write_text(json.dumps({
+        "site": "a", "shim_socket": "s.sock", "drain_file": "drain", "state_file": "st.json",
+        "event_log": "ev.jsonl", "metrics_listen": "192.0.2.77:9273",  # not ours
+        "checks": [{"name": "dns", "type": "dns", "server": "127.0.0.1"}],
+    }))
+    result = subprocess.run([sys.executable, "-m", "lab.health", "--config", str(config)],
+                            capture_output=True, text=True, cwd=ROOT, timeout=30, check=False)
+    assert result.returncode == 1
+    assert "cannot start" in result.stderr and "Cannot assign requested address" in result.stderr
