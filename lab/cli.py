@@ -259,6 +259,45 @@ def measure_failover(
         mr.print_human(report)
 
 
+@app.command()
+def drain(site: Annotated[str, typer.Argument(help="site name")], lab: LabOpt = None) -> None:
+    """Planned maintenance: GRACEFUL_SHUTDOWN first (traffic moves), then withdraw."""
+    from lab import drain as dr
+    from lab import env, lifecycle
+
+    env.require_linux_root()
+    opened = lifecycle.open_lab(lab)
+    _require_health(opened, "drain")
+    if dr.drain(opened, site):
+        assert opened.topology is not None
+        ui.out.print(f"{site}: draining: re-announced with GRACEFUL_SHUTDOWN (65535:0), "
+                     f"withdrawal in {opened.topology.health.drain_delay_ms} ms")
+    else:
+        ui.out.print(f"{site}: already drained")
+
+
+@app.command()
+def undrain(site: Annotated[str, typer.Argument(help="site name")],
+            lab: LabOpt = None) -> None:
+    """End maintenance: announce again once the site's checks pass."""
+    from lab import drain as dr
+    from lab import env, lifecycle
+
+    env.require_linux_root()
+    opened = lifecycle.open_lab(lab)
+    _require_health(opened, "undrain")
+    if dr.undrain(opened, site):
+        ui.out.print(f"{site}: undrained: announced again once its checks pass")
+    else:
+        ui.out.print(f"{site}: was not drained")
+
+
+def _require_health(opened, what: str) -> None:
+    if opened.topology is not None and not opened.topology.health.enabled:
+        raise BadInput(f"lab '{opened.name}' runs without health daemons (health.enabled: "
+                       f"false), and {what} is their job: enable health in the topology")
+
+
 token_app = typer.Typer(help="Issue, revoke and list the lab's tokens.", no_args_is_help=True)
 app.add_typer(token_app, name="token")
 

@@ -67,6 +67,19 @@ class Paths:
     def tokens(self) -> Path:
         return self.root / "tokens.jsonl"
 
+    # One value per file, for the health daemons' introspection check.
+    @property
+    def healthd_secret(self) -> Path:
+        return self.root / "healthd.secret"
+
+    @property
+    def canary_active(self) -> Path:
+        return self.root / "canary-active.jwt"
+
+    @property
+    def canary_revoked(self) -> Path:
+        return self.root / "canary-revoked.jwt"
+
 
 def paths(lab_dir: Path) -> Paths:
     return Paths(lab_dir / "pki")
@@ -109,6 +122,9 @@ def create(lab_dir: Path, plan: AddressPlan) -> Paths:
     revoked, revoked_claims = tokens.issue_token(
         signing, issuer=ISSUER, audience=AUDIENCE, client_id="healthd", sub="canary-revoked",
         scope="health", ttl_s=CANARY_TTL_S)
+    _write(p.healthd_secret, secrets["healthd"], private=True)
+    _write(p.canary_active, active, private=True)
+    _write(p.canary_revoked, revoked, private=True)
     _write(p.canaries, json.dumps({"active": active, "revoked": revoked,
                                    "revoked_jti": revoked_claims["jti"],
                                    "active_jti": active_claims["jti"]}, indent=2),

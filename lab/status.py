@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from lab import ui
@@ -32,7 +33,7 @@ def collect(lab: Lab, fabric: bool = True) -> dict[str, Any]:
             "session": session.state if session else "down",
             "announced": speaker.get("state", "").startswith("announced"),
             "speaker": speaker.get("state"),
-            "health": "static",
+            **site_health(lab, name),
         }
     for name, router in topo.routers.items():
         peers = {s.protocol: s.state for s in sess if s.router == name}
@@ -61,8 +62,44 @@ def collect(lab: Lab, fabric: bool = True) -> dict[str, Any]:
     return report
 
 
+def site_health(lab: Lab, site: str) -> dict[str, Any]:
+    """The health daemon's own account (its state file), or why there is none."""
+    assert lab.topology is not None
+    if not lab.topology.health.enabled:
+        return {"health": "static", "drained": False}
+    from lab import procs
+    from lab.daemons.health import state_file
+    from lab.daemons.launch import node_dir
+
+    path = state_file(node_dir(lab.journal.dir, site))
+    running = procs.running(lab.journal, f"healthd@{site}") is not None
+    try:
+        state = json.loads(path.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return {"health": "unknown", "drained": False, "healthd": running}
+    return {
+        "health": state.get("health") if running else "unknown (healthd not running)",
+        "health_since": state.get("health_since"),
+        "health_reason": state.get("health_reason"),
+        "drained": state.get("drained", False),
+        "route": state.get("route"),
+        "flaps": state.get("flaps"),
+        "checks": {n: {"state": c.get("state"), "since": c.get("since"),
+                       "reason": c.get("reason"), "latency_ms": c.get("latency_ms")}
+                   for n, c in state.get("checks", {}).items()},
+        "healthd": running,
+    }
+
+
 def _yes(value: bool | None) -> str:
     return "[green]yes[/]" if value else "[red]no[/]"
+
+
+def _health(site: dict[str, Any]) -> str:
+    health = site.get("health") or "unknown"
+    colour = "green" if health in ("up", "static") else "red"
+    text = f"[{colour}]{health}[/]"
+    return text + (" [yellow](drained)[/]" if site.get("drained") else "")
 
 
 def _state(state: str | None) -> str:
@@ -73,8 +110,11 @@ def print_human(report: dict[str, Any], show_fabric: bool = False) -> None:
     lab = report["lab"]
     ui.out.print(f"lab [bold]{lab}[/] ({report.get('phase')}), anycast "
                  f"{', '.join(report['anycast'])}", highlight=False)
-    ui.out.print(ui.table("sites", ["site", "router", "BGP session", "announced", "health"], [
-        [name, s["router"], _state(s["session"]), _yes(s["announced"]), s["health"]]
+    ui.out.print(ui.table("sites", ["site", "router", "BGP session", "announced", "health",
+                                    "checks", "since"], [
+        [name, s["router"], _state(s["session"]), _yes(s["announced"]),
+         _health(s), " ".join(f"{c}:{v['state']}" for c, v in s.get("checks", {}).items()),
+         (s.get("health_since") or "")[11:19]]
         for name, s in report["sites"].items()]))
     rows = []
     for name, r in report["routers"].items():

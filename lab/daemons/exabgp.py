@@ -19,12 +19,15 @@ def speaker_routes(plan: AddressPlan, site: NodePlan) -> list[tuple[str, str]]:
 
 
 def api_argv(plan: AddressPlan, site: NodePlan, node_dir: Path, python: str,
-             announce_at_start: bool) -> list[str]:
+             watchdog_ms: int | None) -> list[str]:
+    """The API process: in watchdog mode (health daemon in control) or static mode."""
     argv = [python, "-m", "lab.speaker.api", "--control", str(node_dir / "speaker.sock")]
     for prefix, nexthop in speaker_routes(plan, site):
         argv += ["--route", prefix, nexthop]
-    if announce_at_start:
+    if watchdog_ms is None:
         argv.append("--announce-at-start")
+    else:
+        argv += ["--watchdog-ms", str(watchdog_ms)]
     return argv
 
 
@@ -61,9 +64,10 @@ def exabgp_env(node_dir: Path) -> dict[str, str]:
 
 
 def exabgp_spec(topo: Topology, plan: AddressPlan, site: NodePlan, node_dir: Path,
-                exabgp: str, announce_at_start: bool = True) -> DaemonSpec:
+                exabgp: str) -> DaemonSpec:
     conf = node_dir / "exabgp.conf"
-    api = api_argv(plan, site, node_dir, sys.executable, announce_at_start)
+    watchdog = topo.health.watchdog_ms if topo.health.enabled else None
+    api = api_argv(plan, site, node_dir, sys.executable, watchdog)
     return DaemonSpec(
         name="exabgp", node=site.name, netns=site.netns, config_path=conf,
         config=render_exabgp(topo, plan, site, api),

@@ -10,6 +10,7 @@ from lab import credentials, env, procs
 from lab.daemons.base import DaemonSpec
 from lab.daemons.bird import bird_spec
 from lab.daemons.exabgp import exabgp_spec
+from lab.daemons.health import health_spec
 from lab.daemons.introspect import introspect_spec
 from lab.daemons.unbound import unbound_spec
 from lab.journal import Journal
@@ -36,6 +37,8 @@ def lab_specs(topo: Topology, plan: AddressPlan, lab_dir: Path) -> list[DaemonSp
         specs.append(unbound_spec(plan, site, d, tools["unbound"], tools["unbound-checkconf"]))
         specs.append(introspect_spec(plan, site, d, credentials.paths(lab_dir)))
         specs.append(exabgp_spec(topo, plan, site, d, tools["exabgp"]))
+        if topo.health.enabled:
+            specs.append(health_spec(topo, plan, site, d, credentials.paths(lab_dir)))
     return specs
 
 

@@ -9,8 +9,8 @@ Per site (`Site`): healthy when every required check is up. What the route shoul
 (`Site.desired`):
 
 * not healthy                      -> withdraw, at once;
-* healthy, drained, route is up    -> announce with GRACEFUL_SHUTDOWN until
-                                      `drain_delay` after the drain began, then withdraw;
+* healthy, drained, route is up    -> announce with GRACEFUL_SHUTDOWN, withdraw
+                                      `drain_delay` after that announce was acked;
 * healthy, drained, otherwise      -> withdraw (a withdrawn site never announces to drain);
 * healthy, not drained             -> announce.
 
@@ -167,9 +167,11 @@ class Site:
         """(action, reason): what the route should be now, ignoring timers."""
         if not self.healthy:
             return WITHDRAW, self.health_reason
-        if self.drained_since is not None:
-            ends = self.drained_since + self.drain_delay
-            if self.route in ("announced", "gshut") and now < ends:
+        if self.drained:
+            if self.route == "announced":
+                return GSHUT, "draining"
+            ends = self.route_since + self.drain_delay
+            if self.route == "gshut" and now < ends:
                 return GSHUT, f"draining: withdraw in {(ends - now) * 1000:.0f} ms"
             return WITHDRAW, "drained"
         return ANNOUNCE, "healthy"
@@ -178,8 +180,8 @@ class Site:
         want, reason = self.desired(now)
         if ROUTE_AFTER[want] == self.route:
             wake = None
-            if want == GSHUT and self.drained_since is not None:
-                wake = self.drained_since + self.drain_delay
+            if want == GSHUT:
+                wake = self.route_since + self.drain_delay
             return Decision(None, reason, wake)
         if want == self.failed_action and now < self.retry_at:
             return Decision(None, f"{reason} (retrying after a failed command)", self.retry_at)

@@ -300,7 +300,7 @@ def _allowed_keys(loc: tuple[Any, ...]) -> list[str]:
     """The keys a model accepts at a location, for 'unknown key' hints."""
     from lab.topology import model as m
 
-    section_models = {"anycast": m.Anycast, "pools": m.Pools, "bgp": m.Bgp,
+    section_models = {"anycast": m.Anycast, "pools": m.Pools, "bgp": m.Bgp, "health": m.Health,
                       "routers": m.Router, "sites": m.Site, "clients": m.Client,
                       "links": m.Link}
     if not loc:

@@ -57,6 +57,19 @@ class Bgp(Strict):
     keepalive_time: int = Field(1, ge=1, le=21845, description="BGP keepalive in seconds")
 
 
+class Health(Strict):
+    """Per-site health checking (anycast-healthd) and its fail-closed watchdog."""
+
+    enabled: bool = Field(True, description="run a health daemon per site; false: sites "
+                                            "announce statically (pure BGP lab)")
+    watchdog_ms: int = Field(300, ge=50, le=60000, description="the speaker withdraws when "
+                             "the health daemon is silent this long")
+    drain_delay_ms: int = Field(2000, ge=0, le=600000, description="drain: time between the "
+                                "GRACEFUL_SHUTDOWN re-announcement and the withdrawal")
+    hold_down_ms: int = Field(500, ge=0, le=600000, description="minimum time before a "
+                              "re-announcement after a route change")
+
+
 class Router(Strict):
     """A transit router (BIRD 2) in its own AS."""
 
@@ -124,6 +137,7 @@ class Topology(Strict):
     anycast: Anycast = Anycast()
     pools: Pools = Pools()
     bgp: Bgp = Bgp()
+    health: Health = Health()
     routers: dict[str, Router]
     sites: dict[str, Site]
     clients: dict[str, Client] = {}

@@ -22,7 +22,6 @@ from test_speaker_watchdog import (
     ANNOUNCE_V4,
     ROOT,
     WITHDRAW_V4,
-    FakeExaBGP,
     start_shim,
     wait_until,
 )
@@ -45,7 +44,7 @@ class Healthd:
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=self.log_file,
             cwd=ROOT)
 
-    def signal(self, sig: signal.Signals) -> float:
+    def send(self, sig: signal.Signals) -> float:
         self.proc.send_signal(sig)
         return time.monotonic()
 
@@ -135,6 +134,7 @@ def test_announces_after_rise_and_reports_everywhere(site: Site) -> None:
     assert state["checks"]["dns"]["state"] == "up"
     assert state["checks"]["dns"]["reason"] == "3 consecutive successes"
     assert state["shim_connected"] is True
+    assert wait_until(lambda: any(e["event"] == "action" for e in site.events()), 2)
     events = site.events()
     kinds = [e["event"] for e in events]
     assert kinds[0] == "start"
@@ -160,6 +160,7 @@ def test_hung_dns_is_withdrawn_quickly_and_re_announced(site: Site) -> None:
     withdrawn = site.wait_line(WITHDRAW_V4, hung)
     # interval 100 + 2 timeouts of 100 ms, plus scheduling slack.
     assert withdrawn - hung < 0.5
+    assert wait_until(lambda: site.state().get("route") == "withdrawn", 2)
     down = next(e for e in site.events() if e["event"] == "check" and e["new"] == "down")
     assert down["reason"] == "timeout (2 consecutive failures)"
     site.dns.mode = "ok"
@@ -176,6 +177,7 @@ def test_killed_dns_is_seen_from_icmp_in_milliseconds(site: Site) -> None:
     withdrawn = site.wait_line(WITHDRAW_V4, killed)
     # interval 100 + fast 25 ms; the timeout (100 ms) is never waited for.
     assert withdrawn - killed < 0.25
+    assert wait_until(lambda: site.state().get("route") == "withdrawn", 2)
     down = next(e for e in site.events() if e["event"] == "check" and e["new"] == "down")
     assert down["reason"].startswith("refused (ICMP port unreachable)")
 
@@ -183,13 +185,14 @@ def test_killed_dns_is_seen_from_icmp_in_milliseconds(site: Site) -> None:
 def test_frozen_daemon_is_withdrawn_by_the_watchdog_then_recovers(site: Site) -> None:
     up_and_announced(site)
     assert site.healthd is not None
-    stopped = site.healthd.signal(signal.SIGSTOP)
+    stopped = site.healthd.send(signal.SIGSTOP)
     withdrawn = site.wait_line(WITHDRAW_V4, stopped)
     # Last keepalive at most 50 ms before the stop; withdrawn 200 ms after it.
     assert 0.1 <= withdrawn - stopped <= WATCHDOG_MS / 1000 + 0.1
-    assert "watchdog: no line from the controller" in site.exabgp.log()
-    resumed = site.healthd.signal(signal.SIGCONT)
+    assert wait_until(lambda: "watchdog: no line from the controller" in site.exabgp.log(), 2)
+    resumed = site.healthd.send(signal.SIGCONT)
     site.wait_line(ANNOUNCE_V4, resumed)  # reconnected, still healthy: announces again
+    assert wait_until(lambda: site.state().get("route") == "announced", 2)
     shim_events = [e for e in site.events() if e["event"] == "shim"]
     assert [e["connected"] for e in shim_events[-2:]] == [False, True]
 
@@ -197,16 +200,21 @@ def test_frozen_daemon_is_withdrawn_by_the_watchdog_then_recovers(site: Site) ->
 def test_killed_daemon_is_withdrawn_at_once_and_a_new_one_waits_for_rise(site: Site) -> None:
     up_and_announced(site)
     assert site.healthd is not None
-    killed = site.healthd.signal(signal.SIGKILL)
+    killed = site.healthd.send(signal.SIGKILL)
     withdrawn = site.wait_line(WITHDRAW_V4, killed)
     assert withdrawn - killed < 0.1  # the closed socket, not the watchdog
     site.healthd.stop()
     restarted = time.monotonic()
     site.start_healthd()
     announced = site.wait_line(ANNOUNCE_V4, restarted, timeout=10)
-    events = site.events()
-    start = max(i for i, e in enumerate(events) if e["event"] == "start")
-    after = [e["event"] for e in events[start:]]
+
+    def since_restart() -> list[str]:
+        events = site.events()
+        start = max(i for i, e in enumerate(events) if e["event"] == "start")
+        return [e["event"] for e in events[start:]]
+
+    assert wait_until(lambda: "action" in since_restart(), 2)
+    after = since_restart()
     assert after.index("check") < after.index("action")  # rise first, then announce
     assert announced > withdrawn
 
@@ -224,7 +232,7 @@ def test_drain_gshut_then_withdraw_survives_restart_then_undrain(site: Site) -> 
     up_and_announced(site)
     assert site.healthd is not None
     (site.tmp / "drain").touch()
-    drained = site.healthd.signal(signal.SIGHUP)  # polling is every 5 s in this config
+    drained = site.healthd.send(signal.SIGHUP)  # polling is every 5 s in this config
     gshut = site.wait_line(GSHUT_V4, drained)
     assert gshut - drained < 0.5
     withdrawn = site.wait_line(WITHDRAW_V4, gshut)
@@ -241,7 +249,7 @@ def test_drain_gshut_then_withdraw_survives_restart_then_undrain(site: Site) -> 
     assert site.state()["health"] == "drained"
 
     (site.tmp / "drain").unlink()
-    undrained = site.healthd.signal(signal.SIGHUP)
+    undrained = site.healthd.send(signal.SIGHUP)
     site.wait_line(ANNOUNCE_V4, undrained)
     assert site.exabgp.first_after(undrained, GSHUT_V4) is None
 
@@ -252,7 +260,11 @@ def test_sigterm_withdraws_and_leaves_a_stopped_state(site: Site) -> None:
     stopping = time.monotonic()
     assert site.healthd.stop(signal.SIGTERM) == 0
     site.wait_line(WITHDRAW_V4, stopping, timeout=1)
-    assert "withdraw (" not in site.exabgp.log().split("controller connection closed")[0][-1:]
+    # The daemon's own withdraw came first; closing the connection withdrew again.
+    assert wait_until(lambda: "controller connection closed" in site.exabgp.log(), 2)
+    shim_log = site.exabgp.log()
+    assert shim_log.index("speaker-api: withdraw: done done") < shim_log.index(
+        "withdraw (controller connection closed)")
     state = site.state()
     assert state["running"] is False and state["health"] == "stopped"
     assert state["route"] == "withdrawn"

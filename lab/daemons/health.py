@@ -1,0 +1,61 @@
+"""anycast-healthd on every site (lab.health): DNS and introspection checks against the
+site's own unicast address; it alone tells the speaker to announce (fail-closed)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from lab.credentials import SERVICE_NAME, Paths
+from lab.daemons.base import DaemonSpec
+from lab.plan import AddressPlan, NodePlan
+from lab.topology.model import Topology
+
+METRICS_PORT = 9273
+
+
+def state_file(node_dir: Path) -> Path:
+    return node_dir / "health-state.json"
+
+
+def event_log(node_dir: Path) -> Path:
+    return node_dir / "health-events.jsonl"
+
+
+def health_config(topo: Topology, plan: AddressPlan, site: NodePlan, node_dir: Path,
+                  pki: Paths) -> dict[str, Any]:
+    unicast = str(site.interfaces[0].v4.ip)
+    return {
+        "site": site.name,
+        "shim_socket": str(node_dir / "speaker.sock"),
+        "drain_file": str(node_dir / "drain"),
+        "state_file": str(state_file(node_dir)),
+        "event_log": str(event_log(node_dir)),
+        "metrics_listen": f"{unicast}:{METRICS_PORT}",
+        "hold_down_ms": topo.health.hold_down_ms,
+        "drain_delay_ms": topo.health.drain_delay_ms,
+        "checks": [
+            {"type": "dns", "name": "dns", "server": unicast,
+             "qname": "health.anycast.lab.", "expect": [str(plan.anycast4.network_address)]},
+            {"type": "introspect", "name": "introspect", "address": unicast,
+             "server_name": SERVICE_NAME, "ca_file": str(pki.ca_cert),
+             "client_id": "healthd", "client_secret_file": str(pki.healthd_secret),
+             "active_token_file": str(pki.canary_active),
+             "revoked_token_file": str(pki.canary_revoked)},
+        ],
+    }
+
+
+def health_spec(topo: Topology, plan: AddressPlan, site: NodePlan, node_dir: Path,
+                pki: Paths) -> DaemonSpec:
+    conf = node_dir / "healthd.json"
+    return DaemonSpec(
+        name="healthd", node=site.name, netns=site.netns, config_path=conf,
+        config=json.dumps(health_config(topo, plan, site, node_dir, pki), indent=2),
+        check_argv=[sys.executable, "-m", "lab.health", "--check-config", "--config",
+                    str(conf)],
+        argv=[sys.executable, "-m", "lab.health", "--config", str(conf)],
+        log_path=node_dir / "healthd.log",
+    )
