@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 
 from lab import lifecycle
 from lab.env import tool_path
@@ -104,3 +105,13 @@ def default_lab() -> Iterator[lifecycle.Lab]:
         yield handle.up()
     finally:
         handle.down()
+
+
+def static_copy(topology: Path, directory: Path) -> Path:
+    """The topology with health daemons off: sites announce statically, so a test can
+    withdraw and re-announce by hand through the speaker's API (pure BGP behaviour)."""
+    data = yaml.safe_load(topology.read_text())
+    data.setdefault("health", {})["enabled"] = False
+    path = directory / f"static-{topology.name}"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path

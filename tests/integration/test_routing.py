@@ -14,7 +14,7 @@ from lab.observe import best_paths, client_sites, sessions
 from lab.procs import run_in
 from lab.speaker.client import command as speaker
 
-from .conftest import DEFAULT
+from .conftest import DEFAULT, static_copy
 from .helpers import nothing_left, wait_for
 
 # Expectations come from the topology file itself, not from code.
@@ -57,8 +57,8 @@ def test_best_paths_name_the_site_and_as_path(default_lab):
     assert best["site"] == "ams" and best["as_path"] == [site_asn]
 
 
-def test_withdraw_moves_clients_to_failover_and_announce_brings_them_back(make_lab):
-    handle = make_lab()
+def test_withdraw_moves_clients_to_failover_and_announce_brings_them_back(make_lab, tmp_path):
+    handle = make_lab(static_copy(DEFAULT, tmp_path))
     lab = handle.up()
     control = node_dir(lab.journal.dir, "ams") / "speaker.sock"
     moved = [c for c, site in EXPECTED.items() if site == "ams"]
