@@ -52,6 +52,8 @@ def timeline(records: list[TrialRecord], path: Path, title: str, max_panels: int
     fig.suptitle(title, y=1.04, fontsize=11)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110, bbox_inches="tight")
+    # The rows, in the file itself, so a reader (or a test) can check what is drawn.
+    fig.savefig(path, dpi=110, bbox_inches="tight",
+                metadata={"Title": title, "Description": "rows: " + ",".join(clients)})
     plt.close(fig)
     return path
