@@ -178,7 +178,7 @@ def test_silent_controller_is_withdrawn_after_the_watchdog(shim) -> None:
     assert fake.wait_count("withdraw route", before + 2, timeout=2)
     took = fake.first_after(last_line, "withdraw route")
     assert took is not None
-    assert 0.19 <= took - last_line <= 0.2 + 0.1
+    assert 0.19 <= took - last_line <= 0.2 + 0.3  # never before the watchdog; slack for CI
     # The shim logs the reason right after the withdrawal: allow it a moment to arrive.
     deadline = time.monotonic() + 2
     while "watchdog: no line from the controller" not in fake.log() \
