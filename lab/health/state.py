@@ -19,8 +19,8 @@ Per site (`Site`): healthy when every required check is up. What the route shoul
 `hold_down` since the last route change; it doubles, up to `hold_down_max`, each time a
 route announced less than `hold_down_max` before is withdrawn for health). A command the
 shim failed is not sent again before the retry delay; any other command (e.g. a
-withdraw after a failed announce) goes at once. A new `Site` starts withdrawn with every check
-unknown, so a (re)started daemon announces only after its checks have passed `rise`.
+withdraw after a failed announce) goes at once. A new `Site` starts withdrawn with every
+check unknown, so a (re)started daemon announces only after its checks passed `rise`.
 """
 
 from __future__ import annotations

@@ -31,8 +31,9 @@ Two modes:
   exited, crashed or was SIGKILLed: the kernel closes the socket) the routes are
   withdrawn at once; when no line arrives for N ms (the checker is frozen or hung) they
   are withdrawn and the connection is closed. A new controller starts from
-  "withdrawn" and must announce explicitly. Anyone may still `withdraw` or ask `state`;
-  `announce` from a connection that is not the controller is refused.
+  "withdrawn" and must announce explicitly. Anyone may ask `state`; `announce` from
+  another connection is refused, and so is `withdraw` while a controller is connected
+  (the controller would not know; drain the site or stop the daemon instead).
 
 Withdrawal bound in watchdog mode: the routes leave ExaBGP no later than N ms after the
 controller's last line (its last keepalive, sent at most N/4 ms before it froze), plus
@@ -58,6 +59,7 @@ from typing import Any
 ACK_TIMEOUT_S = 1.0  # ExaBGP answers in milliseconds; one second means it is stuck
 ATTEMPTS = 3  # a line answered `error` or not answered is sent at most this often
 GRACEFUL_SHUTDOWN = "65535:0"
+CLIENT_SEND_TIMEOUT_S = 1.0  # bounds how long an answer to a client can block this loop
 
 
 @dataclass(frozen=True)
@@ -233,6 +235,7 @@ class Server:
             for key, _ in self.sel.select(timeout):
                 if key.fileobj is self.listener:
                     sock, _ = self.listener.accept()
+                    sock.settimeout(CLIENT_SEND_TIMEOUT_S)  # a client that never reads
                     self.conns[sock] = Conn(sock)
                     self.sel.register(sock, selectors.EVENT_READ)
                 elif key.fileobj is self.speaker.channel:
@@ -289,9 +292,14 @@ class Server:
             log(f"controller connected; watchdog {self.watchdog_s * 1000:.0f} ms")
             return {"ok": True, "state": self.speaker.state,
                     "watchdog_ms": round(self.watchdog_s * 1000)}
-        if words and words[0] == "announce" and conn is not self.controller:
+        if words[:1] == ["announce"] and conn is not self.controller:
             return {"ok": False, "state": self.speaker.state,
                     "detail": "watchdog mode: only the controller may announce"}
+        if words == ["withdraw"] and self.controller not in (None, conn):
+            # Else the controller would believe the route is still up.
+            return {"ok": False, "state": self.speaker.state,
+                    "detail": "watchdog mode: the controller owns the route; drain the "
+                              "site or stop the health daemon"}
         return self.speaker.handle(line)
 
     def close(self, conn: Conn, why: str) -> None:

@@ -3,6 +3,7 @@ the real introspection service over TLS, a TCP listener and commands."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import selectors
@@ -38,9 +39,9 @@ class DnsServer:
     """A UDP DNS server on 127.0.0.1 whose behaviour the test switches with `mode`:
     ok, servfail, wrong (another address), empty (NOERROR, no answer), silent."""
 
-    def __init__(self) -> None:
+    def __init__(self, port: int = 0) -> None:
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.sock.bind(("127.0.0.1", 0))
+        self.sock.bind(("127.0.0.1", port))
         self.port = self.sock.getsockname()[1]
         self.mode = "ok"
         self.queries = 0
@@ -52,6 +53,8 @@ class DnsServer:
             try:
                 data, peer = self.sock.recvfrom(4096)
             except OSError:
+                return
+            if not data:  # shut down by close()
                 return
             self.queries += 1
             query = dns.message.from_wire(data)
@@ -70,7 +73,12 @@ class DnsServer:
                 return
 
     def close(self) -> None:
+        """Like a killed server: the port is free at once and answers "unreachable".
+        (A plain close() would leave it bound until the blocked recvfrom() returns.)"""
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_RDWR)
         self.sock.close()
+        self.thread.join(timeout=2)
 
 
 @pytest.fixture

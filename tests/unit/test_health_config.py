@@ -50,7 +50,7 @@ def test_example_config_gets_the_default_profile_and_absolute_paths(tmp_path: Pa
     dns, intro = cfg.checks
     assert isinstance(dns, DnsCheck) and isinstance(intro, IntrospectCheck)
     assert (dns.interval_ms, dns.fast_interval_ms, dns.timeout_ms, dns.rise, dns.fall) == (
-        100, 25, 100, 3, 2)
+        100, 10, 100, 3, 2)
     assert dns.qname == "health.anycast.lab." and dns.qtype == "A" and dns.port == 53
     assert (intro.interval_ms, intro.fast_interval_ms, intro.timeout_ms, intro.rise,
             intro.fall) == (500, 100, 300, 2, 2)

@@ -6,6 +6,7 @@ daemon, a restarted shim, drain and undrain."""
 from __future__ import annotations
 
 import json
+import logging
 import signal
 import socket
 import subprocess
@@ -17,7 +18,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_health_checks import ANYCAST, DnsServer
+from test_health_checks import (  # noqa: F401 -- pki, services: fixtures
+    ANYCAST,
+    CLIENT_SECRET,
+    DnsServer,
+    introspect_check,
+    pki,
+    services,
+)
 from test_speaker_watchdog import (
     ANNOUNCE_V4,
     ROOT,
@@ -64,7 +72,7 @@ class Healthd:
 class Site:
     """One site: DNS server, shim + fake ExaBGP, health daemon; all owned and stopped."""
 
-    def __init__(self, tmp: Path) -> None:
+    def __init__(self, tmp: Path, extra_checks: list[dict[str, Any]] | None = None) -> None:
         self.tmp = tmp
         self.dns = DnsServer()
         self.exabgp, self.sock = start_shim(tmp, "--watchdog-ms", str(WATCHDOG_MS))
@@ -76,8 +84,8 @@ class Site:
             "metrics_listen": f"127.0.0.1:{self.metrics_port}",
             "hold_down_ms": 200, "drain_delay_ms": 300, "drain_poll_ms": 5000,
             "checks": [{"name": "dns", "type": "dns", "server": "127.0.0.1",
-                        "port": self.dns.port, "expect": [ANYCAST]}],
-        }))
+                        "port": self.dns.port, "expect": [ANYCAST]}, *(extra_checks or [])],
+        }, default=str))
         self.healthd: Healthd | None = None
 
     def start_healthd(self) -> Healthd:
@@ -175,8 +183,8 @@ def test_killed_dns_is_seen_from_icmp_in_milliseconds(site: Site) -> None:
     killed = time.monotonic()
     site.dns.close()
     withdrawn = site.wait_line(WITHDRAW_V4, killed)
-    # interval 100 + fast 25 ms; the timeout (100 ms) is never waited for.
-    assert withdrawn - killed < 0.25
+    # interval 100 + fast 10 ms; the timeout (100 ms) is never waited for.
+    assert withdrawn - killed < 0.2
     assert wait_until(lambda: site.state().get("route") == "withdrawn", 2)
     down = next(e for e in site.events() if e["event"] == "check" and e["new"] == "down")
     assert down["reason"].startswith("refused (ICMP port unreachable)")
@@ -285,3 +293,136 @@ def test_bad_metrics_address_fails_to_start(tmp_path: Path) -> None:
                             capture_output=True, text=True, cwd=ROOT, timeout=30, check=False)
     assert result.returncode == 1
     assert "cannot start" in result.stderr and "Cannot assign requested address" in result.stderr
+
+
+def with_introspect(tmp: Path, keys: dict[str, Any], port: int) -> Site:
+    check = introspect_check(keys, port, timeout_ms=300).model_dump(mode="json")
+    return Site(tmp, [check])
+
+
+def assert_no_secrets(text: str, keys: dict[str, Any]) -> None:
+    for secret in (CLIENT_SECRET, keys["active"], keys["revoked"]):
+        assert secret not in text
+
+
+def test_introspection_check_in_the_daemon_logs_no_secrets(tmp_path, pki, services,  # noqa: F811
+                                                            ) -> None:
+    site = with_introspect(tmp_path, pki, services["good"])
+    try:
+        up_and_announced(site)
+        assert wait_until(lambda: site.state().get("checks", {}).get("introspect", {})
+                          .get("state") == "up", 5)
+        site.healthd.stop()
+        healthd_log = (tmp_path / "healthd.log").read_text()
+        assert "HTTP Request" not in healthd_log  # httpx's per-request INFO lines
+        assert_no_secrets(healthd_log, pki)
+        assert_no_secrets((tmp_path / "health-events.jsonl").read_text(), pki)
+        assert_no_secrets((tmp_path / "health-state.json").read_text(), pki)
+    finally:
+        site.close()
+
+
+def test_site_with_stale_revocation_never_announces(tmp_path, pki, services,  # noqa: F811
+                                                    ) -> None:
+    site = with_introspect(tmp_path, pki, services["stale"])
+    try:
+        started = time.monotonic()
+        site.start_healthd()
+        assert wait_until(lambda: site.state().get("checks", {}).get("introspect", {})
+                          .get("state") == "down", 10), site.log()
+        state = site.state()
+        assert state["checks"]["dns"]["state"] == "up"  # DNS alone would announce
+        assert state["health"] == "down" and state["route"] == "withdrawn"
+        assert state["checks"]["introspect"]["reason"].startswith(
+            "revoked canary answered active (stale revocation list)")
+        assert site.exabgp.first_after(started, "announce") is None
+    finally:
+        site.close()
+
+
+def test_slow_check_does_not_starve_the_watchdog(tmp_path: Path) -> None:
+    """An optional check that takes 600 ms per run (three watchdog periods) must not
+    delay the keepalives: the route stays announced."""
+    slow = {"name": "slow", "type": "exec", "argv": ["sleep", "0.6"], "required": False,
+            "interval_ms": 100, "fast_interval_ms": 50, "timeout_ms": 2000}
+    site = Site(tmp_path, [slow])
+    try:
+        announced = up_and_announced(site)
+        assert not wait_until(lambda: site.exabgp.first_after(announced, "withdraw")
+                              is not None, 2.0)
+        state = site.state()
+        assert state["route"] == "announced" and state["shim_connected"] is True
+        assert state["checks"]["slow"]["state"] == "up"  # it did run, slowly
+    finally:
+        site.close()
+
+
+# --- the daemon in-process: a check that never returns -----------------------
+
+
+class _StuckProbe:
+    """Blocks until released, like a check stuck in a syscall."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self.release = threading.Event()
+        self.runs = 0
+
+    def run(self):
+        from lab.health.checks import Result
+
+        self.runs += 1
+        self.release.wait()
+        return Result(True, "ok", 0.0)
+
+    def close(self) -> None:
+        self.release.set()
+
+
+@pytest.fixture
+def restore_signals() -> Iterator[None]:
+    saved = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
+    yield
+    for s, handler in saved.items():
+        signal.signal(s, handler)
+
+
+def test_a_hung_check_is_counted_as_failing_and_its_late_result_dropped(
+        tmp_path: Path, monkeypatch, restore_signals, caplog) -> None:
+    from lab.health import daemon as daemon_module
+    from lab.health.config import HealthConfig
+
+    caplog.set_level(logging.INFO, logger="lab.health")
+    stuck = _StuckProbe()
+    monkeypatch.setattr(daemon_module, "make_probe", lambda cfg: stuck)
+    cfg = HealthConfig.model_validate({
+        "site": "a", "shim_socket": str(tmp_path / "none.sock"), "drain_file": str(tmp_path / "d"),
+        "state_file": str(tmp_path / "state.json"), "event_log": str(tmp_path / "ev.jsonl"),
+        "checks": [{"name": "t", "type": "tcp", "host": "127.0.0.1", "port": 9,
+                    "timeout_ms": 50, "fall": 2}],
+    })
+    d = daemon_module.Daemon(cfg)
+    d.start()
+    try:
+        end = time.monotonic() + 5
+        while d.site.checks["t"].state != "down" and time.monotonic() < end:
+            d.step()
+        tracker = d.site.checks["t"]
+        assert tracker.state == "down"
+        assert tracker.reason.startswith("hung: no result in ")
+        assert stuck.runs == 1  # one stuck run, two verdicts (fall 2)
+        stuck.release.set()  # the stuck run finally returns "ok": too late to count
+        end = time.monotonic() + 2
+        while "late result" not in caplog.text and time.monotonic() < end:
+            d.step()
+        assert "t: late result of a run counted as hung, dropped: ok" in caplog.text
+        assert tracker.state == "down" and tracker.successes == 0
+        while tracker.successes == 0 and time.monotonic() < end:
+            d.step()  # the next run is a normal one again
+        assert tracker.successes == 1 and stuck.runs == 2
+    finally:
+        d.stop_signal = "test"
+        d.shutdown()
+    state = json.loads((tmp_path / "state.json").read_text())
+    assert state["running"] is False and state["shim_connected"] is False
