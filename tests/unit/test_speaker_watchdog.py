@@ -140,8 +140,10 @@ def test_start_withdraws_then_only_the_controller_announces(shim) -> None:
     # A second controller is refused while the first is alive.
     with pytest.raises(ShimError, match="another controller"):
         Controller(sock).open()
-    # Anyone may withdraw (always safe).
-    assert command(sock, "withdraw")["state"] == "withdrawn"
+    # Nobody else may change the route under the controller, not even withdraw it.
+    refused = command(sock, "withdraw")
+    assert refused["ok"] is False and "drain the site" in refused["detail"]
+    assert refused["state"] == "announced"
     gshut = ctl.command("announce gshut", timeout=5)
     assert gshut["state"] == "announced-gshut"
     assert fake.wait_for(lambda lines: lines[-1].endswith("community [65535:0]"))
@@ -162,6 +164,8 @@ def test_closed_controller_connection_withdraws_at_once(shim) -> None:
     state = command(sock, "state")
     assert state["state"] == "withdrawn" and state["controller"] is False
     assert "controller connection closed" in fake.log()
+    # Without a controller anyone may withdraw again (e.g. after a failed withdraw).
+    assert command(sock, "withdraw")["ok"] is True
     # A new controller starts withdrawn and must announce explicitly.
     ctl2 = Controller(sock)
     assert ctl2.open()["state"] == "withdrawn"
