@@ -22,14 +22,16 @@ status:
 test: install
 	$(PYTEST) -q tests
 
-unit: install
+unit:
+	@test -x $(PYTEST) || { echo "run 'sudo make install' first"; exit 3; }
 	$(PYTEST) -q tests/unit
 
 integration: install
 	$(PYTEST) -q tests/integration
 
-lint: install
-	$(VENV)/bin/ruff check lab probes tests
+lint:
+	@test -x $(VENV)/bin/ruff || { echo "run 'sudo make install' first"; exit 3; }
+	$(VENV)/bin/ruff check lab probes tests bench
 
 # Benchmarks: print tables and write bench/results.json (several minutes).
 bench: install
