@@ -7,6 +7,7 @@ import json
 from typing import Any
 
 from lab import ui
+from lab.daemons.exabgp import anchor_mode
 from lab.inspect import fabric_status
 from lab.lifecycle import Lab
 from lab.observe import best_paths, client_sites, sessions, speaker_state
@@ -31,7 +32,10 @@ def collect(lab: Lab, fabric: bool = True) -> dict[str, Any]:
         report["sites"][name] = {
             "router": site.router, "asn": site.asn,
             "session": session.state if session else "down",
-            "announced": speaker.get("state", "").startswith("announced"),
+            "announced": (speaker.get("state", "").startswith("announced")
+                          if not anchor_mode(topo) else
+                          any(b["protocol"] == f"site_{name.replace('-', '_')}"
+                              for b in paths.get(site.router, {}).values())),
             "speaker": speaker.get("state"),
             **site_health(lab, name),
         }
@@ -49,7 +53,8 @@ def collect(lab: Lab, fabric: bool = True) -> dict[str, Any]:
             "site": v4.site, "site6": v6.site, "rtt_ms": v4.rtt_ms, "rtt6_ms": v6.rtt_ms,
             "error": v4.error, "error6": v6.error,
         }
-        for fam, ident in (("IPv4", v4), ("IPv6", v6)):
+        families = [("IPv4", v4)] if anchor_mode(topo) else [("IPv4", v4), ("IPv6", v6)]
+        for fam, ident in families:
             if ident.site != client.expect:
                 problems.append(f"client {name} ({fam}) is answered by "
                                 f"{ident.site or 'nobody'}, expected {client.expect}")
@@ -67,6 +72,8 @@ def site_health(lab: Lab, site: str) -> dict[str, Any]:
     assert lab.topology is not None
     if not lab.topology.health.enabled:
         return {"health": "static", "drained": False}
+    if lab.topology.health.checker == "exabgp-healthcheck":
+        return {"health": "exabgp-healthcheck", "drained": False}
     from lab import procs
     from lab.daemons.health import state_file
     from lab.daemons.launch import node_dir

@@ -9,7 +9,7 @@ from pathlib import Path
 from lab import credentials, env, procs
 from lab.daemons.base import DaemonSpec
 from lab.daemons.bird import bird_spec
-from lab.daemons.exabgp import exabgp_spec
+from lab.daemons.exabgp import anchor_mode, exabgp_spec
 from lab.daemons.health import health_spec
 from lab.daemons.introspect import introspect_spec
 from lab.daemons.unbound import unbound_spec
@@ -18,6 +18,8 @@ from lab.plan import AddressPlan
 from lab.topology.model import Topology
 
 TOOLS = ["bird", "birdc", "unbound", "unbound-checkconf", "exabgp"]
+# health.checker 'exabgp-healthcheck': its check command (lab.daemons.exabgp).
+ANCHOR_TOOLS = ["dig", "timeout"]
 
 
 def node_dir(lab_dir: Path, node: str) -> Path:
@@ -26,8 +28,10 @@ def node_dir(lab_dir: Path, node: str) -> Path:
 
 def lab_specs(topo: Topology, plan: AddressPlan, lab_dir: Path) -> list[DaemonSpec]:
     """Every daemon, in start order: routers, then per site its services before its
-    speaker (credentials must exist: see `credentials.create`)."""
-    tools = env.require_tools(TOOLS)
+    speaker (credentials must exist: see `credentials.create`). With health.checker
+    'exabgp-healthcheck' ExaBGP runs the bundled healthcheck itself: no healthd."""
+    anchor = anchor_mode(topo)
+    tools = env.require_tools(TOOLS + (ANCHOR_TOOLS if anchor else []))
     specs: list[DaemonSpec] = []
     for router in plan.by_role("router"):
         specs.append(bird_spec(topo, plan, router, node_dir(lab_dir, router.name),
@@ -37,7 +41,7 @@ def lab_specs(topo: Topology, plan: AddressPlan, lab_dir: Path) -> list[DaemonSp
         specs.append(unbound_spec(plan, site, d, tools["unbound"], tools["unbound-checkconf"]))
         specs.append(introspect_spec(plan, site, d, credentials.paths(lab_dir)))
         specs.append(exabgp_spec(topo, plan, site, d, tools["exabgp"]))
-        if topo.health.enabled:
+        if topo.health.enabled and not anchor:
             specs.append(health_spec(topo, plan, site, d, credentials.paths(lab_dir)))
     return specs
 

@@ -57,10 +57,34 @@ class Bgp(Strict):
     keepalive_time: int = Field(1, ge=1, le=21845, description="BGP keepalive in seconds")
 
 
-class Health(Strict):
-    """Per-site health checking (anycast-healthd) and its fail-closed watchdog."""
+class ExabgpHealthcheck(Strict):
+    """ExaBGP's bundled `exabgp healthcheck` (the anchor we compare against), used when
+    health.checker is 'exabgp-healthcheck'. Defaults are its own (exabgp 5.0.15). It
+    checks DNS only, with one `dig` per check at the site's own unicast address, and
+    announces only the IPv4 anycast prefix (it has a single next hop)."""
 
-    enabled: bool = Field(True, description="run a health daemon per site; false: sites "
+    interval_s: float = Field(5.0, gt=0, le=3600, description="seconds between checks "
+                              "(its --interval; it sleeps this long after each check)")
+    fast_interval_s: float = Field(1.0, gt=0, le=3600, description="seconds between checks "
+                                   "while rising or falling (its --fast-interval)")
+    timeout_s: int = Field(5, ge=0, le=3600, description="its own command timeout, whole "
+                           "seconds only (its --timeout; 0: none)")
+    rise: int = Field(3, ge=1, le=100, description="successes before announcing")
+    fall: int = Field(3, ge=1, le=100, description="failures before withdrawing")
+    command_timeout_s: float | None = Field(None, gt=0, le=3600, description="wrap the "
+                                            "check command in `timeout N` (sub-second "
+                                            "allowed); null: no wrapper")
+    withdraw_on_down: bool = Field(True, description="withdraw when down (its "
+                                   "--withdraw-on-down); false: its own default, re-announce "
+                                   "with MED 1000, which does not move clients of a "
+                                   "neighbouring AS")
+
+
+class Health(Strict):
+    """Per-site health checking (anycast-healthd, or ExaBGP's bundled healthcheck as an
+    anchor) and, with anycast-healthd, its fail-closed watchdog."""
+
+    enabled: bool = Field(True, description="run a health checker per site; false: sites "
                                             "announce statically (pure BGP lab)")
     watchdog_ms: int = Field(300, ge=50, le=60000, description="the speaker withdraws when "
                              "the health daemon is silent this long")
@@ -68,6 +92,12 @@ class Health(Strict):
                                 "GRACEFUL_SHUTDOWN re-announcement and the withdrawal")
     hold_down_ms: int = Field(500, ge=0, le=600000, description="minimum time before a "
                               "re-announcement after a route change")
+    checker: Literal["healthd", "exabgp-healthcheck"] = Field(
+        "healthd", description="healthd: our daemon drives the speaker (both families; the "
+        "watchdog, drain and hold-down settings apply); exabgp-healthcheck: ExaBGP runs its "
+        "bundled healthcheck as its API process instead (IPv4 anycast prefix only, no "
+        "watchdog, no drain; see exabgp_healthcheck)")
+    exabgp_healthcheck: ExabgpHealthcheck = ExabgpHealthcheck()
 
 
 class Router(Strict):
