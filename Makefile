@@ -36,4 +36,5 @@ lint:
 # Benchmarks: print tables and write bench/results.json (several minutes).
 bench: install
 	$(VENV)/bin/python -m bench.lab_bench all
+	$(VENV)/bin/python -m bench.services_bench
 	$(VENV)/bin/python -m bench.health_bench

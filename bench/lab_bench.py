@@ -27,12 +27,16 @@ ROOT = Path(__file__).resolve().parents[1]
 DEFAULT = ROOT / "topologies" / "default.yaml"
 
 
-def topology(kind: str, name: str):
+def topology(kind: str, name: str, static: bool = False):
+    """The default or a generated 50-site topology; `static`: no health daemons (sites
+    announce at start and the benchmark drives the speaker's API itself)."""
     if kind == "default":
         data = yaml.safe_load(DEFAULT.read_text())
     else:
         data = generate_topology(name, 50, 5)
     data["name"] = name
+    if static:
+        data["health"] = {"enabled": False}
     report = load_text(yaml.safe_dump(data), kind)
     assert report.ok and report.topology is not None, report.problems
     return report.topology
@@ -135,7 +139,7 @@ def bench_idle(seconds: float = 20.0) -> dict:
 
 def bench_withdraw(trials: int) -> dict:
     """Withdraw ams through ExaBGP's API; time until c-eu is answered by its failover."""
-    topo = topology("default", unique("bw"))
+    topo = topology("default", unique("bw"), static=True)
     lab = lifecycle.up(topo, lambda _m: None)
     client = lab.plan.nodes["c-eu"]
     expect, failover = topo.clients["c-eu"].expect, topo.clients["c-eu"].failover
