@@ -37,4 +37,5 @@ lint:
 bench: install
 	$(VENV)/bin/python -m bench.lab_bench all
 	$(VENV)/bin/python -m bench.services_bench
+	$(VENV)/bin/python -m bench.failover_bench
 	$(VENV)/bin/python -m bench.health_bench

@@ -112,3 +112,24 @@ def test_bad_topology_changes_nothing(tmp_path):
     assert "sites.ams.router: unknown router 'r9'" in result.stderr
     assert "Traceback" not in result.stderr
     assert root_snapshot() == before
+
+
+def test_no_bad_topology_in_the_corpus_changes_anything():
+    """Every bad file of the unit corpus is refused by `up`'s validation (BadInput, exit 2)
+    and leaves the kernel and the run directory exactly as they were."""
+    from pyroute2 import netns
+
+    from lab import lifecycle
+    from lab.errors import BadInput
+    from lab.journal import run_root
+
+    corpus = sorted((ROOT / "tests" / "topologies" / "bad").glob("*.yaml"))
+    assert len(corpus) >= 25
+    before = (root_snapshot(), sorted(netns.listnetns()),
+              sorted(p.name for p in run_root().iterdir()) if run_root().exists() else [])
+    for path in corpus:
+        with pytest.raises(BadInput):
+            lifecycle.validated(path, None)
+    after = (root_snapshot(), sorted(netns.listnetns()),
+             sorted(p.name for p in run_root().iterdir()) if run_root().exists() else [])
+    assert after == before
