@@ -60,4 +60,5 @@ def health_spec(topo: Topology, plan: AddressPlan, site: NodePlan, node_dir: Pat
                     str(conf)],
         argv=[sys.executable, "-m", "lab.health", "--config", str(conf)],
         log_path=node_dir / "healthd.log",
+        batch_check=True,
     )

@@ -26,17 +26,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--config", required=True, help="the daemon's JSON config")
     parser.add_argument("--check-config", action="store_true",
                         help="validate the config, print a summary and exit (0 valid, 2 not)")
+    parser.add_argument("more", nargs="*", metavar="CONFIG",
+                        help="with --check-config: more config files to validate")
     args = parser.parse_args(argv)
+    if args.more and not args.check_config:
+        parser.error("extra config files are only accepted with --check-config")
     try:
         config = load_config(args.config)
+        if args.check_config:
+            for path, cfg in [(args.config, config),
+                              *((p, load_config(p)) for p in args.more)]:
+                checks = ", ".join(f"{c.name} ({c.type}{'' if c.required else ', optional'})"
+                                   for c in cfg.checks)
+                print(f"{path}: valid: site {cfg.site}, checks: {checks}")
+            return 0
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    if args.check_config:
-        checks = ", ".join(f"{c.name} ({c.type}{'' if c.required else ', optional'})"
-                           for c in config.checks)
-        print(f"{args.config}: valid: site {config.site}, checks: {checks}")
-        return 0
     logging.basicConfig(
         stream=sys.stderr, level=logging.INFO,
         format=f"%(asctime)s healthd[{config.site}] %(levelname)s: %(message)s")
