@@ -37,6 +37,9 @@ def sysctls_for(node: NodePlan, multipath_hash: str) -> dict[str, str]:
         # No duplicate address detection: addresses usable at once (FIELD-NOTES: ~2.9 s).
         "net.ipv6.conf.all.accept_dad": "0",
         "net.ipv6.conf.default.accept_dad": "0",
+        # Keep IPv6 addresses when a link goes down (the `link` fault), as IPv4 does.
+        "net.ipv6.conf.all.keep_addr_on_down": "1",
+        "net.ipv6.conf.default.keep_addr_on_down": "1",
         "net.ipv6.conf.all.accept_ra": "0",
         "net.ipv6.conf.default.accept_ra": "0",
         # Traceroute and probes should not be rate limited inside the lab.

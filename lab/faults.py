@@ -133,11 +133,22 @@ def heal(lab: Lab, site: str, what: str | None = None) -> list[dict[str, Any]]:
                 procs.restart(lab.journal, name)
         elif fault == "link":
             _set_link(node.netns, node.interfaces[0].ifname, "up")
+            _restore_default_routes(node)
         elif fault == "blackhole":
             run_in(node.netns, ["nft", "delete", "table", "inet", NFT_TABLE])
         healed.append({**faults.pop(key), "healed_t_mono": t_mono, "healed_t": t_wall})
     _save(lab, faults)
     return healed
+
+
+def _restore_default_routes(node) -> None:
+    """The kernel flushed the site's default routes when its link went down; without
+    them the site, announced again, would swallow its clients' queries."""
+    import socket
+
+    with IPRoute(netns=node.netns, flags=0) as ipr:
+        ipr.route("replace", dst="0.0.0.0/0", gateway=str(node.gateway4))
+        ipr.route("replace", dst="::/0", gateway=str(node.gateway6), family=socket.AF_INET6)
 
 
 def _set_link(netns: str, ifname: str, state: str) -> None:

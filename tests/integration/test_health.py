@@ -171,3 +171,21 @@ def test_drain_moves_clients_without_loss_then_withdraws(lab):
     assert {s.site for s in samples} == {EXPECTED[CLIENT], FAILOVER[CLIENT]}
     assert drains.undrain(lab, SITE)
     wait_for(lambda: site_routes(lab) == 2, timeout=10, message="undrained site announced")
+
+
+def sites_both(lab: lifecycle.Lab) -> tuple[str | None, str | None]:
+    answer = client_sites(lab.plan, timeout=0.2)[CLIENT]
+    return answer["v4"].site, answer["v6"].site
+
+
+@pytest.mark.parametrize("fault", ["link", "blackhole", "speaker"])
+def test_network_faults_move_the_client_and_heal_restores_both_families(lab, fault):
+    """Link down, a silent blackhole (only the hold timer notices) and a killed speaker:
+    the client moves; after heal it is answered by its own site again on both families
+    (a healed link must get its routes back, or the site would swallow queries)."""
+    faults.inject(lab, SITE, fault)
+    wait_for(lambda: sites_both(lab) == (FAILOVER[CLIENT],) * 2, timeout=15,
+             message=f"{CLIENT} to move to {FAILOVER[CLIENT]} after {fault}")
+    faults.heal(lab, SITE, fault)
+    wait_for(lambda: sites_both(lab) == (EXPECTED[CLIENT],) * 2, timeout=20,
+             message=f"{CLIENT} back at {EXPECTED[CLIENT]} on both families after {fault}")
