@@ -13,7 +13,7 @@ from bench.common import save, show, unique
 from bench.lab_bench import topology
 from lab import lifecycle
 from lab.measure import run_trial, summarise, trial_json
-from lab.measure_run import fault_actions
+from lab.measure_run import fault_actions, wait_expected
 from lab.plot import timeline
 
 SITE = "ams"
@@ -33,8 +33,11 @@ def main() -> None:
         clients = {c.name: c.netns for c in lab.plan.by_role("client")}
         for fault in FAULTS:
             inject, heal = fault_actions(lab, SITE, fault)
-            records = [run_trial(clients, "203.0.113.53", args.rate, inject, heal,
-                                 max_wait_s=12) for _ in range(args.trials)]
+            records = []
+            for _ in range(args.trials):
+                wait_expected(lab)  # every trial starts from the normal state
+                records.append(run_trial(clients, "203.0.113.53", args.rate, inject, heal,
+                                         max_wait_s=12))
             summary = summarise([r.clients for r in records])
             results[fault] = {"summary": summary, "trials": [trial_json(r) for r in records]}
             if fault == "dns-hang":

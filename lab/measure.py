@@ -4,7 +4,8 @@ Pure analysis (unit tested) plus the run loop: probe every client, inject the fa
 recorded instant, wait until the clients have moved, heal, wait until they are back.
 Definitions, per client and trial:
 - site before: the site answering most queries in the second before the fault;
-- site after: the site answering most queries between the fault and the heal;
+- site after: the site that answered the last query before the heal (where the client
+  settled);
 - outage: from the first failed query after the fault to the first query answered by
   the site after (0 when no query failed); None when the client never got an answer;
 - lost: queries without an answer between the fault and the heal;
@@ -44,7 +45,8 @@ def analyse(client: str, samples: list[Sample], t_fault: float, t_heal: float | 
     before = [s for s in samples if t_fault - before_window_s <= s.t < t_fault]
     during = [s for s in samples if s.t >= t_fault and (t_heal is None or s.t < t_heal)]
     after_heal = [s for s in samples if t_heal is not None and s.t >= t_heal]
-    site_before, site_after = _mode(before), _mode(during)
+    site_before = _mode(before)
+    site_after = next((s.site for s in reversed(during) if s.site), None)
     first_failed = next((s for s in during if s.site is None or s.site != site_before), None)
     outage_ms: float | None = 0.0
     if first_failed is not None:

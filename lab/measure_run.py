@@ -24,6 +24,29 @@ def fault_actions(lab: Lab, site: str, fault: str) -> tuple[Callable[[], None],
     return (lambda: faults.inject(lab, site, fault)), (lambda: faults.heal(lab, site, fault))
 
 
+def wait_expected(lab: Lab, timeout_s: float = 30.0) -> None:
+    """Block until every client is answered by its expected site (IPv4), so that each
+    trial starts from the lab's normal state; NotAsExpected if that does not happen."""
+    import time
+
+    from lab.errors import NotAsExpected
+    from lab.observe import client_sites
+
+    assert lab.topology is not None and lab.plan is not None
+    deadline = time.monotonic() + timeout_s
+    while True:
+        answers = client_sites(lab.plan, timeout=0.2)
+        wrong = [f"{c} is answered by {answers[c]['v4'].site or 'nobody'}, expected {cl.expect}"
+                 for c, cl in lab.topology.clients.items()
+                 if answers[c]["v4"].site != cl.expect]
+        if not wrong:
+            return
+        if time.monotonic() > deadline:
+            raise NotAsExpected(f"the lab is not in its normal state before a trial: {wrong[0]}",
+                                details=wrong[1:])
+        time.sleep(0.1)
+
+
 def failover(lab: Lab, site: str, fault: str, trials: int, rate_hz: float,
              plot: Path | None, progress: Callable[[str], None]) -> dict[str, Any]:
     assert lab.plan is not None
@@ -35,6 +58,7 @@ def failover(lab: Lab, site: str, fault: str, trials: int, rate_hz: float,
     server = str(lab.plan.anycast4.network_address)
     records = []
     for n in range(trials):
+        wait_expected(lab)
         try:
             records.append(run_trial(clients, server, rate_hz, inject, heal))
         finally:
