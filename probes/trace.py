@@ -78,3 +78,24 @@ def _await_reply(sock: socket.socket, v6: bool, ident: int, ttl: int,
                         and quoted.payload.id == ident:
                     return packet.src, icmp.type == 3
     return None, False
+
+
+def main() -> None:
+    """`python -m probes.trace --address A [--netns N]`: one JSON line per hop."""
+    import argparse
+    import json
+    import sys
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--address", required=True)
+    parser.add_argument("--netns", required=True, help="the client's namespace")
+    parser.add_argument("--max-hops", type=int, default=8, choices=range(1, 31),
+                        metavar="1..30")
+    parser.add_argument("--timeout", type=float, default=0.3, help="per hop, seconds")
+    args = parser.parse_args()
+    for ttl, hop in enumerate(trace(args.netns, args.address, args.max_hops, args.timeout), 1):
+        sys.stdout.write(json.dumps({"ttl": ttl, "address": hop}) + "\n")
+
+
+if __name__ == "__main__":
+    main()
