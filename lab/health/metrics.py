@@ -20,7 +20,10 @@ site's namespace, so the metrics listen on the site's own address there.
 
 from __future__ import annotations
 
-from wsgiref.simple_server import WSGIServer
+import socket
+import threading
+from socketserver import TCPServer, ThreadingMixIn
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from prometheus_client import (
     CollectorRegistry,
@@ -29,7 +32,7 @@ from prometheus_client import (
     Gauge,
     Histogram,
     ProcessCollector,
-    start_http_server,
+    make_wsgi_app,
 )
 
 from lab.health.state import DOWN, UNKNOWN, UP
@@ -78,5 +81,31 @@ class Metrics:
         self.announced.set(1 if route in ("announced", "gshut") else 0)
 
     def serve(self, address: str, port: int) -> WSGIServer:
-        server, _thread = start_http_server(port, addr=address, registry=self.registry)
+        """Serve /metrics on address:port in a daemon thread. Not prometheus_client's
+        start_http_server: http.server's bind asks a resolver for the address's name
+        (socket.getfqdn), which from inside a lab namespace stalled start-up for 5 s
+        and sent a lookup towards a resolver outside the lab."""
+        family = socket.AF_INET6 if ":" in address else socket.AF_INET
+        server_class = type("MetricsServer", (_NoLookupWSGIServer,),
+                            {"address_family": family})
+        server = make_server(address, port, make_wsgi_app(self.registry),
+                             server_class=server_class, handler_class=_QuietHandler)
+        threading.Thread(target=server.serve_forever, name="metrics", daemon=True).start()
         return server
+
+
+class _NoLookupWSGIServer(ThreadingMixIn, WSGIServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def server_bind(self) -> None:
+        """TCPServer's bind only: no reverse lookup of our own address."""
+        TCPServer.server_bind(self)
+        host, port = self.server_address[:2]
+        self.server_name, self.server_port = str(host), int(port)
+        self.setup_environ()
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:
+        """No access log line per scrape."""
