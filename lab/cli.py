@@ -107,7 +107,11 @@ def down(lab: LabOpt = None,
     if not all_labs and lab is None and len(names) > 1:
         raise BadInput(f"several labs are up ({', '.join(existing_labs())}): "
                        "choose one with --lab, or use --all")
-    reports = [lifecycle.teardown(Journal(n)) for n in names if Journal(n).exists()]
+    # Labs known only by their markers (journal gone) are ours too: --all, or by name.
+    orphans = lifecycle.orphan_labs()
+    names += [o for o in orphans if all_labs or o == lab]
+    reports = [lifecycle.teardown(Journal(n)) for n in dict.fromkeys(names)
+               if Journal(n).exists() or n in orphans]
     if json_out:
         ui.emit_json({"removed": [r.__dict__ for r in reports]})
     elif not reports:

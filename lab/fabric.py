@@ -18,7 +18,7 @@ from pyroute2.netlink.exceptions import NetlinkError
 
 from lab.errors import EnvironmentProblem
 from lab.journal import Journal
-from lab.plan import AddressPlan, LinkPlan, NodePlan, lab_netns_prefix
+from lab.plan import NETNS_PREFIX, AddressPlan, LinkPlan, NodePlan, lab_netns_prefix
 from lab.procs import run_in
 from lab.topology.model import parse_duration_us
 
@@ -177,6 +177,12 @@ def lab_namespaces(lab: str) -> list[str]:
     """Namespaces carrying this lab's name prefix (the marker), whether journaled or not."""
     prefix = lab_netns_prefix(lab)
     return sorted(n for n in netns.listnetns() if n.startswith(prefix))
+
+
+def namespace_labs() -> set[str]:
+    """Every lab name found in a namespace name (`acl.<lab>.<node>`)."""
+    return {n.split(".")[1] for n in netns.listnetns()
+            if n.startswith(f"{NETNS_PREFIX}.") and n.count(".") >= 2}
 
 
 def remove_namespace(name: str) -> bool:

@@ -140,6 +140,15 @@ class AlreadyUp(LabError):
         self.lab = lab
 
 
+def orphan_labs() -> list[str]:
+    """Labs whose markers (process environment, namespace names) are on this machine
+    though their journal is gone, e.g. after the run directory was deleted by hand."""
+    from lab.fabric import namespace_labs
+
+    journaled = set(existing_labs())
+    return sorted((procs.marked_labs() | namespace_labs()) - journaled)
+
+
 def keep_logs(journal: Journal) -> Path:
     """Copy the daemons' logs out of the run directory before a rollback removes it."""
     target = journal.dir.parent / f".failed-{journal.lab}"
@@ -163,7 +172,8 @@ def teardown(journal: Journal, grace_s: float = 3.0) -> TeardownReport:
     """Remove everything the journal (or the lab's markers) says the lab owns."""
     started = time.monotonic()
     report = TeardownReport(journal.lab)
-    journal.set_state(phase="tearing-down")
+    if journal.exists():
+        journal.set_state(phase="tearing-down")
     owned = journal.owned()
     # Processes first: they keep their namespaces alive. Only PIDs we started: from the
     # journal (PID + start time) or carrying our marker in their environment.
@@ -177,7 +187,8 @@ def teardown(journal: Journal, grace_s: float = 3.0) -> TeardownReport:
     for name in dict.fromkeys([*owned.namespaces, *lab_namespaces(journal.lab)]):
         if remove_namespace(name):
             report.namespaces += 1
-        journal.record("netns", op="gone", name=name)
+        if journal.exists():
+            journal.record("netns", op="gone", name=name)
     shutil.rmtree(journal.dir, ignore_errors=True)
     report.elapsed_s = time.monotonic() - started
     return report

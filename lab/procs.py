@@ -66,6 +66,23 @@ def marked_pids(lab: str) -> list[int]:
     return found
 
 
+def marked_labs() -> set[str]:
+    """Every lab name found in a live process's marker (ours, whatever its journal says)."""
+    prefix = f"{MARKER}=".encode()
+    labs = set()
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            env = Path(entry.path, "environ").read_bytes()
+        except OSError:
+            continue
+        for item in env.split(b"\0"):
+            if item.startswith(prefix):
+                labs.add(item[len(prefix):].decode(errors="replace"))
+    return labs
+
+
 def start(journal: Journal, *, name: str, node: str, netns: str | None, argv: Sequence[str],
           log_path: Path, env: dict[str, str] | None = None,
           cwd: Path | None = None) -> ProcessRecord:

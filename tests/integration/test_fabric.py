@@ -133,3 +133,28 @@ def test_no_bad_topology_in_the_corpus_changes_anything():
     after = (root_snapshot(), sorted(netns.listnetns()),
              sorted(p.name for p in run_root().iterdir()) if run_root().exists() else [])
     assert after == before
+
+
+def test_down_finds_what_carries_the_markers_when_the_journal_is_gone(tmp_path):
+    """A lab whose run directory was deleted by hand: `down --lab NAME` still removes its
+    namespaces (named acl.NAME.*) and its processes (ANYCAST_LAB=NAME in their env)."""
+    import shutil
+
+    from pyroute2 import netns
+
+    from lab import procs
+
+    name = unique_name("orph")
+    journal = Journal(name)
+    journal.open()
+    ns = f"acl.{name}.x"
+    journal.record("netns", name=ns, node="x")
+    netns.create(ns)
+    record = procs.start(journal, name="sleep@x", node="x", netns=ns,
+                         argv=["sleep", "120"], log_path=tmp_path / "sleep.log")
+    assert procs.is_running(record)
+    shutil.rmtree(journal.dir)  # the journal is gone; only the markers remain
+    result = lab_cli("down", "--lab", name)
+    assert result.returncode == 0, result.stderr
+    assert leftovers(name, journal.dir) == {"namespaces": [], "processes": [],
+                                            "run_dir": False}
