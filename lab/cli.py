@@ -385,13 +385,12 @@ def main() -> None:
     except KeyboardInterrupt:
         ui.error("interrupted")
         sys.exit(130)
-    except Exception as exc:  # click usage errors and the like
-        import click
-
-        if isinstance(exc, click.exceptions.ClickException):
-            ui.error(exc.format_message())
+    except Exception as exc:  # usage errors from typer's (vendored) click, and the like
+        # Matched by shape: typer ships its own copy of click's exception classes.
+        if hasattr(exc, "format_message") and isinstance(getattr(exc, "exit_code", None), int):
+            ui.error(exc.format_message() + " (see --help)")
             sys.exit(exc.exit_code)
-        if isinstance(exc, click.exceptions.Abort):
+        if type(exc).__name__ == "Abort":
             sys.exit(130)
         if os.environ.get("ANYCAST_LAB_DEBUG"):
             raise

@@ -98,7 +98,8 @@ def issue_token(
         "iat": iat,
         "nbf": iat,
         "exp": iat + int(ttl_s),
-        "jti": jti if jti is not None else secrets.token_urlsafe(16),
+        # Hex, not base64url: an id that starts with "-" reads as an option on a command line.
+        "jti": jti if jti is not None else secrets.token_hex(16),
         "token_type": token_type,
     }
     token = jwt.encode(

@@ -92,7 +92,7 @@ def test_token_cli_round_trip(default_lab):
                      "--json")
     assert issued.returncode == 0, issued.stderr
     jti = json.loads(issued.stdout)["claims"]["jti"]
-    revoked = lab_cli("token", "revoke", jti, "--lab", default_lab.name, "--json")
+    revoked = lab_cli("token", "revoke", "--lab", default_lab.name, "--json", "--", jti)
     assert revoked.returncode == 0 and json.loads(revoked.stdout)["jti"] == jti
     listed = json.loads(lab_cli("token", "list", "--lab", default_lab.name, "--json").stdout)
     entry = next(t for t in listed["tokens"] if t["jti"] == jti)

@@ -1,0 +1,27 @@
+"""Usage errors are one sentence with exit code 2, never an 'internal error'."""
+
+import subprocess
+import sys
+
+import pytest
+
+from lab.introspect.pki import create_signing_key
+from lab.introspect.tokens import issue_token
+
+
+@pytest.mark.parametrize("argv", [["nosuch"], ["up", "--bogus"], ["token", "revoke", "-x"]])
+def test_usage_errors_exit_2_with_one_sentence(argv):
+    result = subprocess.run([sys.executable, "-m", "lab", *argv], capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode == 2
+    assert result.stderr.startswith("error: ") and "internal error" not in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_token_ids_never_look_like_options():
+    key = create_signing_key()
+    for _ in range(200):
+        _token, claims = issue_token(key, issuer="i", audience="a", client_id="c", sub="s",
+                                     scope="x", ttl_s=60)
+        assert not claims["jti"].startswith("-")
+        int(claims["jti"], 16)  # hex
