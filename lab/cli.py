@@ -103,15 +103,19 @@ def down(lab: LabOpt = None,
     from lab.journal import Journal, existing_labs
 
     env.require_linux_root()
-    names = existing_labs() if all_labs else ([lab] if lab else existing_labs()[:2])
-    if not all_labs and lab is None and len(names) > 1:
-        raise BadInput(f"several labs are up ({', '.join(existing_labs())}): "
-                       "choose one with --lab, or use --all")
+    up = existing_labs()
     # Labs known only by their markers (journal gone) are ours too: --all, or by name.
     orphans = lifecycle.orphan_labs()
-    names += [o for o in orphans if all_labs or o == lab]
-    reports = [lifecycle.teardown(Journal(n)) for n in dict.fromkeys(names)
-               if Journal(n).exists() or n in orphans]
+    if all_labs:
+        names = up + orphans
+    elif lab is not None:
+        names = [lab] if lab in up or lab in orphans else []
+    elif len(up) > 1:
+        raise BadInput(f"several labs are up ({', '.join(up)}): choose one with --lab, "
+                       "or use --all")
+    else:
+        names = up
+    reports = [lifecycle.teardown(Journal(n)) for n in names]
     if json_out:
         ui.emit_json({"removed": [r.__dict__ for r in reports]})
     elif not reports:

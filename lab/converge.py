@@ -7,9 +7,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from lab.daemons.exabgp import anchor_mode
 from lab.errors import NotAsExpected
-from lab.observe import client_sites, sessions
+from lab.observe import client_sites, misplaced, sessions
 from lab.plan import AddressPlan
 from lab.topology.model import Topology
 
@@ -34,16 +33,7 @@ def wait_converged(topo: Topology, plan: AddressPlan, lab_dir: Path, deadline_s:
         down = [s for s in sess if s.state != "Established"]
         wrong: list[str] = []
         if not down:
-            answers = client_sites(plan, timeout=0.3)
-            for name, client in topo.clients.items():
-                # ExaBGP's bundled healthcheck (benchmark anchor) announces IPv4 only.
-                for fam in ("v4",) if anchor_mode(topo) else ("v4", "v6"):
-                    got = answers[name][fam]
-                    if got.site != client.expect:
-                        wrong.append(f"client {name} ({fam}) is answered by "
-                                     f"{got.site or 'nobody'}"
-                                     f"{' (' + got.error + ')' if got.error else ''}, "
-                                     f"expected {client.expect}")
+            wrong = misplaced(topo, client_sites(plan, timeout=0.3))
             if not wrong:
                 return time.monotonic() - started
         note = (f"{len(sess) - len(down)}/{len(sess)} BGP sessions established"

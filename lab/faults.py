@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import time
 from pathlib import Path
 from typing import Any
@@ -144,8 +145,6 @@ def heal(lab: Lab, site: str, what: str | None = None) -> list[dict[str, Any]]:
 def _restore_default_routes(node) -> None:
     """The kernel flushed the site's default routes when its link went down; without
     them the site, announced again, would swallow its clients' queries."""
-    import socket
-
     with IPRoute(netns=node.netns, flags=0) as ipr:
         ipr.route("replace", dst="0.0.0.0/0", gateway=str(node.gateway4))
         ipr.route("replace", dst="::/0", gateway=str(node.gateway6), family=socket.AF_INET6)

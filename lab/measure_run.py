@@ -3,14 +3,16 @@ anycast DNS address, then summarise and (optionally) draw the timeline."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from lab import faults, ui
-from lab.errors import BadInput
+from lab.errors import BadInput, NotAsExpected
 from lab.lifecycle import Lab
 from lab.measure import run_trial, summarise, trial_json
+from lab.observe import client_sites, misplaced
 
 
 def fault_actions(lab: Lab, site: str, fault: str) -> tuple[Callable[[], None],
@@ -27,18 +29,10 @@ def fault_actions(lab: Lab, site: str, fault: str) -> tuple[Callable[[], None],
 def wait_expected(lab: Lab, timeout_s: float = 30.0) -> None:
     """Block until every client is answered by its expected site (IPv4), so that each
     trial starts from the lab's normal state; NotAsExpected if that does not happen."""
-    import time
-
-    from lab.errors import NotAsExpected
-    from lab.observe import client_sites
-
     assert lab.topology is not None and lab.plan is not None
     deadline = time.monotonic() + timeout_s
     while True:
-        answers = client_sites(lab.plan, timeout=0.2)
-        wrong = [f"{c} is answered by {answers[c]['v4'].site or 'nobody'}, expected {cl.expect}"
-                 for c, cl in lab.topology.clients.items()
-                 if answers[c]["v4"].site != cl.expect]
+        wrong = misplaced(lab.topology, client_sites(lab.plan, timeout=0.2), families=("v4",))
         if not wrong:
             return
         if time.monotonic() > deadline:

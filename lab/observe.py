@@ -9,10 +9,12 @@ from pathlib import Path
 from typing import Any
 
 from lab.birdctl import BestRoute, bgp_state, birdc, parse_best_route, parse_protocols
+from lab.daemons.exabgp import anchor_mode
 from lab.daemons.launch import node_dir
 from lab.dnsid import Identity, ask_identity
 from lab.plan import AddressPlan
 from lab.speaker.client import command as speaker_command
+from lab.topology.model import Topology
 
 
 @dataclass
@@ -93,6 +95,26 @@ def client_sites(plan: AddressPlan, timeout: float = 0.5) -> dict[str, dict[str,
     out: dict[str, dict[str, Identity]] = {}
     for (client, _ns, fam, _addr), ident in zip(targets, answers, strict=True):
         out.setdefault(client, {})[fam] = ident
+    return out
+
+
+def announced_families(topo: Topology) -> tuple[str, ...]:
+    """The families the sites announce: both, except under ExaBGP's bundled healthcheck
+    (the benchmark anchor), which announces IPv4 only."""
+    return ("v4",) if anchor_mode(topo) else ("v4", "v6")
+
+
+def misplaced(topo: Topology, answers: dict[str, dict[str, Identity]],
+              families: tuple[str, ...] | None = None) -> list[str]:
+    """One line per client answer that does not come from the client's expected site."""
+    out = []
+    for name, client in topo.clients.items():
+        for fam in families or announced_families(topo):
+            got = answers[name][fam]
+            if got.site != client.expect:
+                why = f" ({got.error})" if got.error else ""
+                out.append(f"client {name} ({fam}) is answered by {got.site or 'nobody'}"
+                           f"{why}, expected {client.expect}")
     return out
 
 

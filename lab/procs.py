@@ -13,7 +13,7 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from pyroute2.netns import setns
@@ -50,26 +50,9 @@ def is_running(record: ProcessRecord) -> bool:
     return start_time(record.pid) == record.start_time
 
 
-def marked_pids(lab: str) -> list[int]:
-    """PIDs whose environment carries this lab's marker (finds what a crash left)."""
-    needle = f"{MARKER}={lab}".encode()
-    found = []
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            env = Path(entry.path, "environ").read_bytes()
-        except OSError:
-            continue
-        if needle in env.split(b"\0"):
-            found.append(int(entry.name))
-    return found
-
-
-def marked_labs() -> set[str]:
-    """Every lab name found in a live process's marker (ours, whatever its journal says)."""
+def _markers() -> Iterator[tuple[int, str]]:
+    """(pid, lab) for every live process whose environment carries a lab marker."""
     prefix = f"{MARKER}=".encode()
-    labs = set()
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit():
             continue
@@ -79,8 +62,17 @@ def marked_labs() -> set[str]:
             continue
         for item in env.split(b"\0"):
             if item.startswith(prefix):
-                labs.add(item[len(prefix):].decode(errors="replace"))
-    return labs
+                yield int(entry.name), item[len(prefix):].decode(errors="replace")
+
+
+def marked_pids(lab: str) -> list[int]:
+    """PIDs whose environment carries this lab's marker (finds what a crash left)."""
+    return [pid for pid, marked in _markers() if marked == lab]
+
+
+def marked_labs() -> set[str]:
+    """Every lab name found in a live process's marker (ours, whatever its journal says)."""
+    return {marked for _pid, marked in _markers()}
 
 
 def start(journal: Journal, *, name: str, node: str, netns: str | None, argv: Sequence[str],

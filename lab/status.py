@@ -6,11 +6,13 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from lab import ui
+from lab import procs, ui
 from lab.daemons.exabgp import anchor_mode
+from lab.daemons.health import state_file
+from lab.daemons.launch import node_dir
 from lab.inspect import fabric_status
 from lab.lifecycle import Lab
-from lab.observe import best_paths, client_sites, sessions, speaker_state
+from lab.observe import best_paths, client_sites, misplaced, sessions, speaker_state
 
 
 def collect(lab: Lab, fabric: bool = True) -> dict[str, Any]:
@@ -53,11 +55,7 @@ def collect(lab: Lab, fabric: bool = True) -> dict[str, Any]:
             "site": v4.site, "site6": v6.site, "rtt_ms": v4.rtt_ms, "rtt6_ms": v6.rtt_ms,
             "error": v4.error, "error6": v6.error,
         }
-        families = [("IPv4", v4)] if anchor_mode(topo) else [("IPv4", v4), ("IPv6", v6)]
-        for fam, ident in families:
-            if ident.site != client.expect:
-                problems.append(f"client {name} ({fam}) is answered by "
-                                f"{ident.site or 'nobody'}, expected {client.expect}")
+    problems += misplaced(topo, answers)
     if fabric:
         report["fabric"] = fabric_status(plan)
         problems += [f"namespace {n['netns']} is missing"
@@ -74,10 +72,6 @@ def site_health(lab: Lab, site: str) -> dict[str, Any]:
         return {"health": "static", "drained": False}
     if lab.topology.health.checker == "exabgp-healthcheck":
         return {"health": "exabgp-healthcheck", "drained": False}
-    from lab import procs
-    from lab.daemons.health import state_file
-    from lab.daemons.launch import node_dir
-
     path = state_file(node_dir(lab.journal.dir, site))
     running = procs.running(lab.journal, f"healthd@{site}") is not None
     try:

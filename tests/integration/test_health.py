@@ -158,13 +158,15 @@ def test_drain_moves_clients_without_loss_then_withdraws(lab):
     client = lab.plan.nodes[CLIENT]
     prober = BackgroundProbe("203.0.113.53", 200, 15, netns=client.netns).start()
     try:
-        time.sleep(0.3)
+        wait_for(lambda: len(prober.samples) >= 60, timeout=5, message="the prober running")
         assert drains.drain(lab, SITE)
         wait_for(lambda: not router_uses_site(lab) and site_of(lab) == FAILOVER[CLIENT],
                  timeout=10, message="traffic to move away under GRACEFUL_SHUTDOWN")
         wait_for(lambda: site_routes(lab) == 0, timeout=10,
                  message="the drained site's routes to be withdrawn")
-        time.sleep(0.3)
+        after = len(prober.samples)
+        wait_for(lambda: len(prober.samples) >= after + 60, timeout=5,
+                 message="queries after the withdrawal")
     finally:
         samples = prober.stop()
     assert samples and [s for s in samples if s.site is None] == []
