@@ -15,7 +15,8 @@ from typing import Annotated
 import typer
 
 from lab import ui
-from lab.errors import BadInput, LabError
+from lab.errors import BadInput, EnvironmentProblem, LabError
+from lab.lock import locked
 
 DEFAULT_TOPOLOGY = Path(__file__).resolve().parent.parent / "topologies" / "default.yaml"
 
@@ -77,6 +78,7 @@ def up(topology: Annotated[Path | None, typer.Argument(help="topology file")] = 
     path = topology or default_topology()
     topo = lifecycle.validated(path, name)
     started = time.monotonic()
+    lifecycle.stop_on_sigterm(topo.name)
     try:
         with ui.progress(f"bringing up lab '{topo.name}'", quiet=json_out) as step:
             lab = lifecycle.up(topo, step)
@@ -100,30 +102,28 @@ def down(lab: LabOpt = None,
          json_out: JsonOpt = False) -> None:
     """Tear down everything the lab created, from its own records."""
     from lab import env, lifecycle
-    from lab.journal import Journal, existing_labs
 
     env.require_linux_root()
-    up = existing_labs()
-    # Labs known only by their markers (journal gone) are ours too: --all, or by name.
-    orphans = lifecycle.orphan_labs()
-    if all_labs:
-        names = up + orphans
-    elif lab is not None:
-        names = [lab] if lab in up or lab in orphans else []
-    elif len(up) > 1:
-        raise BadInput(f"several labs are up ({', '.join(up)}): choose one with --lab, "
-                       "or use --all")
-    else:
-        names = up
-    reports = [lifecycle.teardown(Journal(n)) for n in names]
+    names = lifecycle.labs_to_tear_down(lab, all_labs)
+    reports = [lifecycle.down(n) for n in names]
+    pruned = lifecycle.prune_failed(keep=0) if all_labs else 0
+    leftovers = [r for r in reports if r.leftover]
     if json_out:
-        ui.emit_json({"removed": [r.__dict__ for r in reports]})
+        ui.emit_json({"ok": not leftovers, "removed": [r.__dict__ for r in reports],
+                      "failed_logs_removed": pruned})
+        if leftovers:
+            raise typer.Exit(EnvironmentProblem.exit_code)
     elif not reports:
-        ui.out.print("nothing to tear down: no lab is up")
+        ui.out.print("nothing to tear down: " + (f"lab '{lab}' is not up" if lab else
+                                                 "no lab is up"))
     else:
         for r in reports:
             ui.out.print(f"lab '{r.lab}' down: {r.namespaces} namespaces, {r.processes} "
                          f"processes removed in {r.elapsed_s:.2f} s")
+    if leftovers:
+        first = leftovers[0]
+        raise EnvironmentProblem(f"lab '{first.lab}': its processes and namespaces are gone, "
+                                 f"but {first.leftover}")
 
 
 @app.command()
@@ -201,7 +201,9 @@ def fail(site: Annotated[str, typer.Argument(help="site name")],
     from lab import env, faults, lifecycle
 
     env.require_linux_root()
-    entry = faults.inject(lifecycle.open_lab(lab), site, what)
+    opened = lifecycle.open_lab(lab)
+    with locked(opened.name, "fail"):
+        entry = faults.inject(opened, site, what)
     if json_out:
         ui.emit_json(entry)
     else:
@@ -216,7 +218,9 @@ def heal(site: Annotated[str, typer.Argument(help="site name")],
     from lab import env, faults, lifecycle
 
     env.require_linux_root()
-    healed = faults.heal(lifecycle.open_lab(lab), site, what)
+    opened = lifecycle.open_lab(lab)
+    with locked(opened.name, "heal"):
+        healed = faults.heal(opened, site, what)
     if json_out:
         ui.emit_json({"healed": healed})
     elif healed:
@@ -276,7 +280,9 @@ def drain(site: Annotated[str, typer.Argument(help="site name")], lab: LabOpt = 
     env.require_linux_root()
     opened = lifecycle.open_lab(lab)
     _require_health(opened, "drain")
-    if dr.drain(opened, site):
+    with locked(opened.name, "drain"):
+        drained = dr.drain(opened, site)
+    if drained:
         assert opened.topology is not None
         ui.out.print(f"{site}: draining: re-announced with GRACEFUL_SHUTDOWN (65535:0), "
                      f"withdrawal in {opened.topology.health.drain_delay_ms} ms")
@@ -294,7 +300,9 @@ def undrain(site: Annotated[str, typer.Argument(help="site name")],
     env.require_linux_root()
     opened = lifecycle.open_lab(lab)
     _require_health(opened, "undrain")
-    if dr.undrain(opened, site):
+    with locked(opened.name, "undrain"):
+        undrained = dr.undrain(opened, site)
+    if undrained:
         ui.out.print(f"{site}: undrained: announced again once its checks pass")
     else:
         ui.out.print(f"{site}: was not drained")
@@ -339,7 +347,8 @@ def token_revoke(what: Annotated[str, typer.Argument(help="a token id (jti) or a
     opened = lifecycle.open_lab(lab)
     assert opened.plan is not None
     jti = tokenstore.jti_of(what)
-    versions = tokenstore.revoke(opened.journal.dir, opened.plan, jti)
+    with locked(opened.name, "token revoke"):
+        versions = tokenstore.revoke(opened.journal.dir, opened.plan, jti)
     if json_out:
         ui.emit_json({"jti": jti, "versions": versions})
     else:
@@ -384,22 +393,37 @@ def main() -> None:
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
     except LabError as exc:
-        ui.error(exc.message, exc.details)
-        sys.exit(exc.exit_code)
+        _fail(exc.message, exc.exit_code, exc.details)
     except KeyboardInterrupt:
-        ui.error("interrupted")
-        sys.exit(130)
+        _fail("interrupted", 130)
+    except OSError as exc:
+        from lab.safefs import is_machine_error, machine_problem
+
+        if not is_machine_error(exc):
+            _internal(exc)
+        problem = machine_problem(exc, exc.filename or "the run directory")
+        _fail(problem.message, problem.exit_code)
     except Exception as exc:  # usage errors from typer's (vendored) click, and the like
         # Matched by shape: typer ships its own copy of click's exception classes.
         if hasattr(exc, "format_message") and isinstance(getattr(exc, "exit_code", None), int):
-            ui.error(exc.format_message() + " (see --help)")
-            sys.exit(exc.exit_code)
+            _fail(exc.format_message() + " (see --help)", exc.exit_code)
         if type(exc).__name__ == "Abort":
             sys.exit(130)
-        if os.environ.get("ANYCAST_LAB_DEBUG"):
-            raise
-        ui.error(f"internal error ({type(exc).__name__}: {exc}); run again with "
-                 "ANYCAST_LAB_DEBUG=1 for the traceback and report it")
-        sys.exit(1)
+        _internal(exc)
 
 
+def _internal(exc: Exception) -> None:
+    if os.environ.get("ANYCAST_LAB_DEBUG"):
+        raise exc
+    _fail(f"internal error ({type(exc).__name__}: {exc}); run again with "
+          "ANYCAST_LAB_DEBUG=1 for the traceback and report it", 1)
+
+
+def _fail(message: str, code: int, details: list[str] | None = None) -> None:
+    """One sentence on stderr, or the contract's JSON error object under --json."""
+    if "--json" in sys.argv[1:]:
+        ui.emit_json({"ok": False, "error": {"message": message, "exit_code": code,
+                                             "details": details or []}})
+    else:
+        ui.error(message, details)
+    sys.exit(code)

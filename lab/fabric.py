@@ -16,8 +16,8 @@ from contextlib import ExitStack
 from pyroute2 import IPRoute, netns
 from pyroute2.netlink.exceptions import NetlinkError
 
-from lab.errors import EnvironmentProblem
-from lab.journal import Journal
+from lab.errors import EnvironmentProblem, LabError
+from lab.journal import Journal, valid_lab_name
 from lab.plan import NETNS_PREFIX, AddressPlan, LinkPlan, NodePlan, lab_netns_prefix
 from lab.procs import run_in
 from lab.topology.model import parse_duration_us
@@ -91,7 +91,12 @@ class Fabric:
         nodes = list(self.plan.nodes.values())
         for node in nodes:
             self.journal.record("netns", name=node.netns, node=node.name)
-            netns.create(node.netns)
+            try:
+                netns.create(node.netns)
+            except FileExistsError:
+                raise LabError(f"namespace {node.netns} already exists: lab "
+                               f"'{self.plan.lab}' has leftovers, run `anycast-lab down "
+                               f"--lab {self.plan.lab}` first") from None
         self.progress(f"{len(nodes)} namespaces")
         for node in nodes:
             self._sysctls(node)
@@ -181,8 +186,9 @@ def lab_namespaces(lab: str) -> list[str]:
 
 def namespace_labs() -> set[str]:
     """Every lab name found in a namespace name (`acl.<lab>.<node>`)."""
-    return {n.split(".")[1] for n in netns.listnetns()
+    labs = {n.split(".")[1] for n in netns.listnetns()
             if n.startswith(f"{NETNS_PREFIX}.") and n.count(".") >= 2}
+    return {lab for lab in labs if valid_lab_name(lab)}
 
 
 def remove_namespace(name: str) -> bool:

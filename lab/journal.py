@@ -17,24 +17,68 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from lab import safefs
+from lab.errors import BadInput, EnvironmentProblem
+from lab.topology.model import LAB_NAME_RE
+
 DEFAULT_RUN_ROOT = "/run/anycast-lab"
 JOURNAL = "journal.jsonl"
 STATE = "state.json"
 
 
+def valid_lab_name(name: object) -> bool:
+    """The lab-name rule matched in full: no path separator, dot, newline or empty name.
+    Names from markers, arguments, the environment or directory listings count only if
+    they pass it."""
+    return isinstance(name, str) and LAB_NAME_RE.fullmatch(name) is not None
+
+
+def require_lab_name(name: str) -> str:
+    if not valid_lab_name(name):
+        raise BadInput(f"'{name}' is not a lab name (lowercase letters, digits and '-', "
+                       "starting with a letter, at most 24 characters)")
+    return name
+
+
 def run_root() -> Path:
-    return Path(os.environ.get("ANYCAST_LAB_RUN_DIR", DEFAULT_RUN_ROOT))
+    raw = os.environ.get("ANYCAST_LAB_RUN_DIR") or DEFAULT_RUN_ROOT
+    if not os.path.isabs(raw) or "\0" in raw:
+        raise EnvironmentProblem(f"ANYCAST_LAB_RUN_DIR must be an absolute path, not "
+                                 f"'{raw}': set it to a directory such as {DEFAULT_RUN_ROOT}")
+    return Path(os.path.normpath(raw))
+
+
+def ensure_run_root() -> Path:
+    """The run root, created (or checked) root-owned and writable only by us."""
+    root = run_root()
+    if not root.parent.is_dir():
+        raise EnvironmentProblem(f"the run directory's parent {root.parent} does not exist: "
+                                 "create it, or set ANYCAST_LAB_RUN_DIR")
+    return safefs.ensure_private_dir(root)
 
 
 def lab_dir(lab: str) -> Path:
-    return run_root() / lab
+    return run_root() / require_lab_name(lab)
+
+
+def _ours(path: Path) -> bool:
+    """A directory entry we created: a real directory owned by us, not writable by others."""
+    try:
+        safefs.check_private_dir(path)
+    except EnvironmentProblem:
+        return False
+    return True
 
 
 def existing_labs() -> list[str]:
+    """Labs with a journal in the run root; entries that are not valid lab names, not real
+    directories or not owned by us are ignored."""
     root = run_root()
-    if not root.is_dir():
+    if not root.is_dir() or not _ours(root):
         return []
-    return sorted(p.name for p in root.iterdir() if (p / JOURNAL).exists())
+    return sorted(p.name for p in root.iterdir()
+                  if valid_lab_name(p.name) and _ours(p) and (p / JOURNAL).is_file()
+                  and not (p / JOURNAL).is_symlink())
 
 
 @dataclass(frozen=True)
@@ -94,7 +138,7 @@ class Journal:
     """Append-only, fsynced record of a lab's kernel objects and processes."""
 
     def __init__(self, lab: str, directory: Path | None = None) -> None:
-        self.lab = lab
+        self.lab = require_lab_name(lab)
         self.dir = directory or lab_dir(lab)
         self.path = self.dir / JOURNAL
 
@@ -102,13 +146,16 @@ class Journal:
         return self.path.exists()
 
     def open(self) -> None:
-        self.dir.mkdir(parents=True, exist_ok=True, mode=0o755)
-        self.path.touch(exist_ok=True)
+        if self.dir.parent == run_root():
+            ensure_run_root()
+        safefs.ensure_private_dir(self.dir)
+        os.close(safefs.open_append(self.path))
 
     def record(self, kind: str, op: str = "create", **fields: Any) -> None:
         entry = {"t": round(time.time(), 6), "kind": kind, "op": op, **fields}
         line = json.dumps(entry, sort_keys=True) + "\n"
-        fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
+        fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW
+                     | os.O_CLOEXEC, 0o644)
         try:
             size = os.fstat(fd).st_size
             if size and os.pread(fd, 1, size - 1) != b"\n":
@@ -116,19 +163,33 @@ class Journal:
                 line = "\n" + line
             os.write(fd, line.encode())
             os.fsync(fd)
+        except OSError as exc:
+            if safefs.is_machine_error(exc):
+                raise safefs.machine_problem(exc, self.path) from exc
+            raise
         finally:
             os.close(fd)
 
+    def record_best_effort(self, kind: str, op: str = "create", **fields: Any) -> bool:
+        """Record if the disk lets us (teardown must go on when it is full or read-only)."""
+        try:
+            self.record(kind, op, **fields)
+        except (OSError, EnvironmentProblem):
+            return False
+        return True
+
     def entries(self) -> list[dict[str, Any]]:
         """All complete entries; a line torn by a crash mid-write is skipped."""
-        if not self.path.exists():
+        if not self.path.is_file() or self.path.is_symlink():
             return []
         out = []
-        for raw in self.path.read_text().splitlines():
+        for raw in self.path.read_text(errors="replace").splitlines():
             try:
-                out.append(json.loads(raw))
+                entry = json.loads(raw)
             except json.JSONDecodeError:
                 continue
+            if isinstance(entry, dict):
+                out.append(entry)
         return out
 
     def owned(self) -> Owned:
@@ -138,12 +199,18 @@ class Journal:
     def set_state(self, **state: Any) -> None:
         current = self.state()
         current.update(state)
-        tmp = self.dir / (STATE + ".tmp")
-        tmp.write_text(json.dumps(current, indent=2, sort_keys=True))
-        os.replace(tmp, self.dir / STATE)
+        safefs.write_json_atomic(self.dir / STATE, current)
+
+    def set_state_best_effort(self, **state: Any) -> bool:
+        try:
+            self.set_state(**state)
+        except (OSError, EnvironmentProblem):
+            return False
+        return True
 
     def state(self) -> dict[str, Any]:
         try:
-            return json.loads((self.dir / STATE).read_text())
-        except (FileNotFoundError, json.JSONDecodeError):
+            value = json.loads((self.dir / STATE).read_text())
+        except (OSError, json.JSONDecodeError, UnicodeDecodeError):
             return {}
+        return value if isinstance(value, dict) else {}

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from pyroute2.netns import setns
 
-from lab.journal import Journal, ProcessRecord
+from lab.journal import Journal, ProcessRecord, valid_lab_name
 
 MARKER = "ANYCAST_LAB"
 NODE_MARKER = "ANYCAST_LAB_NODE"
@@ -50,28 +50,73 @@ def is_running(record: ProcessRecord) -> bool:
     return start_time(record.pid) == record.start_time
 
 
+def _all_uids_root(pid: int) -> bool:
+    """Real, effective, saved and filesystem UIDs all 0 (a process cannot fake this,
+    unlike the owner of /proc/PID, which a non-dumpable process hands to root)."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("Uid:"):
+                return all(u == "0" for u in line.split()[1:])
+    except OSError:
+        return False
+    return False
+
+
+def _netns_inode(pid: int | str) -> int | None:
+    try:
+        return os.stat(f"/proc/{pid}/ns/net").st_ino
+    except OSError:
+        return None
+
+
+def ancestors() -> set[int]:
+    """This process and every process above it: never signalled by teardown (a `down`
+    run from an `exec` shell carries the lab's marker)."""
+    pids, pid = set(), os.getpid()
+    while pid > 0 and pid not in pids:
+        pids.add(pid)
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+            pid = int(stat[stat.rfind(")") + 2:].split()[1])
+        except (OSError, ValueError, IndexError):
+            break
+    return pids
+
+
 def _markers() -> Iterator[tuple[int, str]]:
-    """(pid, lab) for every live process whose environment carries a lab marker."""
+    """(pid, lab) for every live process that is marked as a lab's and can be one of
+    ours: run by root (all UIDs 0), outside the host's own network namespace (every lab
+    process runs in a lab namespace), a valid lab name in full, and neither this process
+    nor one of its ancestors. Anything else carrying the marker is a stranger's."""
     prefix = f"{MARKER}=".encode()
+    host_netns = _netns_inode(1)
+    mine = ancestors()
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit():
             continue
+        pid = int(entry.name)
         try:
             env = Path(entry.path, "environ").read_bytes()
         except OSError:
             continue
-        for item in env.split(b"\0"):
-            if item.startswith(prefix):
-                yield int(entry.name), item[len(prefix):].decode(errors="replace")
+        if prefix not in env:
+            continue
+        name = next((item[len(prefix):] for item in env.split(b"\0")
+                     if item.startswith(prefix)), b"")
+        lab = name.decode(errors="replace")
+        if (not valid_lab_name(lab) or pid in mine or not _all_uids_root(pid)
+                or _netns_inode(pid) in (None, host_netns)):
+            continue
+        yield pid, lab
 
 
 def marked_pids(lab: str) -> list[int]:
-    """PIDs whose environment carries this lab's marker (finds what a crash left)."""
+    """PIDs of ours whose environment carries this lab's marker (finds what a crash left)."""
     return [pid for pid, marked in _markers() if marked == lab]
 
 
 def marked_labs() -> set[str]:
-    """Every lab name found in a live process's marker (ours, whatever its journal says)."""
+    """Every lab name found in a marker of ours (whatever its journal says)."""
     return {marked for _pid, marked in _markers()}
 
 
