@@ -217,3 +217,26 @@ def test_down_on_a_read_only_run_dir_removes_the_lab(small_run_dir) -> None:
         subprocess.run(["mount", "-o", "remount,rw", str(point)], check=False)
         if Journal(name, run_dir / name).exists():
             lifecycle.teardown(Journal(name, run_dir / name))
+
+
+def test_a_lab_without_its_records_gives_sentences_not_tracebacks(make_lab) -> None:
+    handle = make_lab(DEFAULT, prefix="rec")
+    handle.up()
+    (handle.dir / "topology.yaml").unlink()
+    lab = ["--lab", handle.name]
+    for args in (["status", *lab], ["fail", *lab, "ams", "dns"], ["heal", *lab, "ams"],
+                 ["drain", *lab, "ams"], ["catchment", *lab], ["token", "list", *lab],
+                 ["token", "revoke", *lab, "ab12"], ["exec", *lab, "c-eu", "--", "true"],
+                 ["birdc", *lab, "r-eu", "show", "status"],
+                 ["measure", "failover", *lab, "--site", "ams", "--fault", "dns"]):
+        result = lab_cli(*args)
+        assert result.returncode == 1, (args, result.stderr)
+        assert "lost its topology record" in result.stderr, (args, result.stderr)
+    as_json = lab_cli("status", "--lab", handle.name, "--json")
+    error = json.loads(as_json.stdout)
+    assert error["ok"] is False and error["error"]["exit_code"] == 1
+    # The journal gone too: `up` again removes what the markers name, then builds.
+    (handle.dir / "journal.jsonl").unlink()
+    again = lab_cli("up", str(DEFAULT), "--name", handle.name)
+    assert again.returncode == 0, again.stderr
+    assert "without a journal" in again.stderr
