@@ -156,3 +156,19 @@ def test_teardown_lock_is_optional_where_no_lock_can_be_made(
         pass
     with pytest.raises(EnvironmentProblem), lock.locked("lab1", "fail"):
         pass
+
+
+def test_failed_run_logs_keep_the_newest_few(run_dir: Path) -> None:
+    from lab import lifecycle
+
+    run_dir.mkdir()
+    for i, name in enumerate(["a", "b", "c", "d"]):
+        path = run_dir / f".failed-{name}"
+        path.mkdir()
+        os.utime(path, (1000 + i, 1000 + i))
+    (run_dir / ".failed-Bad.Name").mkdir()  # not a lab name: never touched
+    assert lifecycle.prune_failed(keep=2) == 2
+    assert sorted(p.name for p in lifecycle.failed_runs()) == [".failed-c", ".failed-d"]
+    assert lifecycle.prune_failed(keep=0) == 2
+    assert lifecycle.failed_runs() == []
+    assert (run_dir / ".failed-Bad.Name").is_dir()
