@@ -22,6 +22,7 @@ class Readiness:
 
     ok: bool
     detail: str
+    final: bool = False  # no use waiting: the process has exited
 
     def __bool__(self) -> bool:
         return self.ok

@@ -28,7 +28,6 @@ CONDITIONS: dict[str, Callable[[ReadyTarget], Readiness]] = {
 # Python daemons start in about a second on an idle 2-core machine, and ExaBGP's session
 # needs its start plus BIRD's 1 s connect retry: 15 s leaves room for a loaded machine.
 READY_TIMEOUT_S = 15.0
-EXITED = "exited"
 
 
 def daemon_of(record: ProcessRecord) -> str:
@@ -39,7 +38,7 @@ def daemon_of(record: ProcessRecord) -> str:
 def check(plan: AddressPlan, lab_dir: Path, record: ProcessRecord) -> Readiness:
     """Ask once: is the process alive (same PID, same start time), and is it ready?"""
     if not procs.is_running(record):
-        return Readiness(False, f"{EXITED} (PID {record.pid})")
+        return Readiness(False, f"exited (PID {record.pid})", final=True)
     if procs.is_stopped(record.pid):
         return Readiness(False, f"stopped by a signal (PID {record.pid})")
     condition = CONDITIONS.get(daemon_of(record))
@@ -52,4 +51,4 @@ def wait_ready(plan: AddressPlan, lab_dir: Path, record: ProcessRecord,
                timeout_s: float = READY_TIMEOUT_S) -> Readiness:
     """Poll `check` until ready, until the process has exited, or until the deadline."""
     return wait_until(lambda: check(plan, lab_dir, record), timeout_s, interval_s=0.05,
-                      stop=lambda r: not procs.is_running(record))
+                      stop=lambda r: r.final)
