@@ -25,7 +25,7 @@ from pyroute2 import IPRoute
 from lab import procs
 from lab.converge import log_tail
 from lab.daemons.base import Readiness
-from lab.daemons.ready import EXITED, READY_TIMEOUT_S, wait_ready
+from lab.daemons.ready import READY_TIMEOUT_S, wait_ready
 from lab.errors import BadInput, EnvironmentProblem, LabError
 from lab.lifecycle import Lab
 from lab.procs import run_in
@@ -155,6 +155,7 @@ def heal(lab: Lab, site: str, what: str | None = None,
         entries = [faults[k] for k in by_daemon[daemon]]
         ready = _restore(lab, f"{daemon}@{site}", entries, ready_timeout_s)
         for key in by_daemon[daemon]:
+            faults[key].pop("heal_failed", None)
             healed.append({**faults[key], "healed_t_mono": t_mono, "healed_t": t_wall,
                            "ready": ready.ok, "detail": ready.detail})
             if ready.ok:
@@ -203,8 +204,8 @@ def _restore(lab: Lab, name: str, entries: list[dict[str, Any]],
     intent = procs.last_intent(lab.journal, name)
     tail = log_tail(Path(intent["log_path"]), 1) if intent else []
     last = f"; last line of its log: {tail[0].strip()}" if tail else "; its log is empty"
-    if ready.detail.startswith(EXITED):
-        return Readiness(False, f"{name} {action} (PID {record.pid}) but exited{last}")
+    if ready.final:
+        return Readiness(False, f"{name} {action} (PID {record.pid}) but it exited{last}")
     return Readiness(False, f"{name} {action} (PID {record.pid}) but not ready after "
                             f"{timeout_s:g} s: {ready.detail}{last}")
 
