@@ -4,7 +4,8 @@
 A site is `announced` when its router holds a route for every anycast prefix the site
 announces, learned over the site's own BGP session (best or not: a drained site's route
 is held though not preferred). The speaker's own account stays beside it
-(`speaker_announced`); when the two disagree, `problems` says so."""
+(`speaker_announced`: null when it cannot be asked, as under ExaBGP's bundled
+healthcheck); when the two disagree, `problems` says so."""
 
 from __future__ import annotations
 
