@@ -47,7 +47,9 @@ def bgp_state(proto: Protocol) -> str:
 
 
 @dataclass
-class BestRoute:
+class Route:
+    """One route BIRD holds for a prefix; `primary` is the best one (starred)."""
+
     prefix: str
     protocol: str
     next_hop: str | None
@@ -56,22 +58,22 @@ class BestRoute:
     communities: list[str] = field(default_factory=list)
     local_pref: int | None = None
     next_hops: list[str] = field(default_factory=list)
+    primary: bool = False
 
 
 ROUTE_HEAD = re.compile(r"^(\S+)?\s+\w+\s+\[(\S+)\s[^\]]*\]\s+(\*)?")
 VIA = re.compile(r"^\s+via\s+(\S+)\s+on\s+(\S+)")
 
 
-def parse_best_route(text: str, prefix: str) -> BestRoute | None:
-    """The primary (starred) route from `show route for PREFIX all`."""
-    best: BestRoute | None = None
-    current: BestRoute | None = None
+def parse_routes(text: str, prefix: str) -> list[Route]:
+    """Every route from `show route for PREFIX all`, best or not, in BIRD's order."""
+    routes: list[Route] = []
+    current: Route | None = None
     for line in text.splitlines():
         head = ROUTE_HEAD.match(line)
         if head and not line.startswith("\t") and "[" in line:
-            current = BestRoute(prefix, head.group(2), None, None)
-            if head.group(3) and best is None:
-                best = current
+            current = Route(prefix, head.group(2), None, None, primary=bool(head.group(3)))
+            routes.append(current)
             continue
         if current is None:
             continue
@@ -89,4 +91,5 @@ def parse_best_route(text: str, prefix: str) -> BestRoute | None:
             current.communities = [f"{a}:{b}" for a, b in pairs]
         elif stripped.startswith("BGP.local_pref:"):
             current.local_pref = int(stripped.split(":", 1)[1])
-    return best
+    return routes
+

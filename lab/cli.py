@@ -214,19 +214,40 @@ def fail(site: Annotated[str, typer.Argument(help="site name")],
 def heal(site: Annotated[str, typer.Argument(help="site name")],
          what: Annotated[str | None, typer.Argument(help="the fault (default: all)")] = None,
          lab: LabOpt = None, json_out: JsonOpt = False) -> None:
-    """Clear a fault at a site (or every fault there)."""
+    """Clear a fault at a site (or every fault there); a restarted or continued daemon
+    must be up and ready (bounded wait), else exit 1 naming it, and the fault stays."""
     from lab import env, faults, lifecycle
 
     env.require_linux_root()
     opened = lifecycle.open_lab(lab)
     with locked(opened.name, "heal"):
         healed = faults.heal(opened, site, what)
+    failed = [h for h in healed if not h["ready"]]
+    # One sentence per daemon (a daemon both frozen and killed has two faults).
+    by_detail: dict[str, list[str]] = {}
+    for h in failed:
+        by_detail.setdefault(h["detail"], []).append(h["fault"])
+    problems = [f"{detail} (still recorded: {', '.join(names)}; `anycast-lab heal {site}` "
+                "tries again)" for detail, names in by_detail.items()]
     if json_out:
-        ui.emit_json({"healed": healed})
+        report: dict = {"ok": not failed, "healed": healed}
+        if failed:
+            report["error"] = {"message": problems[0], "details": problems[1:],
+                               "exit_code": 1}
+        ui.emit_json(report)
     elif healed:
-        ui.out.print(f"{site}: healed {', '.join(h['fault'] for h in healed)}")
+        done: dict[str, list[str]] = {}
+        for h in healed:
+            if h["ready"]:
+                done.setdefault(h["detail"], []).append(h["fault"])
+        for detail, names in done.items():
+            ui.out.print(f"{site}: healed {', '.join(names)}: {detail}", highlight=False,
+                         soft_wrap=True)
+        for problem in problems:
+            ui.error(problem)
     else:
         ui.out.print(f"{site}: no active fault{' ' + what if what else ''} to heal")
+    raise typer.Exit(1 if failed else 0)
 
 
 @app.command()

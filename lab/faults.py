@@ -3,6 +3,11 @@ nftables, take the link down. Never a flag a daemon reads.
 
 Active faults are recorded in <lab dir>/faults.json so `heal` knows what to undo and
 `status` can show them.
+
+Healing a process fault makes the daemon run again and waits (bounded) until it is
+ready (lab.daemons.ready): a daemon both frozen and killed is restarted once, a frozen
+one is continued, never started a second time beside itself. A fault whose daemon does
+not come back ready stays recorded, with what was seen, so `heal` can be tried again.
 """
 
 from __future__ import annotations
@@ -18,9 +23,13 @@ from typing import Any
 from pyroute2 import IPRoute
 
 from lab import procs
+from lab.converge import log_tail
+from lab.daemons.base import Readiness
+from lab.daemons.ready import READY_TIMEOUT_S, wait_ready
 from lab.errors import BadInput, EnvironmentProblem, LabError
 from lab.lifecycle import Lab
 from lab.procs import run_in
+from lab.wait import wait_until
 
 # fault -> (what it does, in words)
 FAULTS: dict[str, str] = {
@@ -37,6 +46,9 @@ FAULTS: dict[str, str] = {
 }
 PROCESS_FAULTS = {"dns": "unbound", "introspect": "introspect", "healthd": "healthd",
                   "speaker": "exabgp"}
+# Daemons are brought back in the order `up` starts them: services, speaker, health daemon.
+RESTORE_ORDER = ("unbound", "introspect", "exabgp", "healthd")
+EXIT_WAIT_S = 2.0  # a SIGKILLed process is gone in milliseconds; its ports with it
 NFT_TABLE = "anycast_lab_fault"
 BLACKHOLE = """table inet {table} {{
   chain in {{ type filter hook input priority -300; iifname "{ifname}" drop; }}
@@ -93,7 +105,7 @@ def inject(lab: Lab, site: str, what: str) -> dict[str, Any]:
     entry: dict[str, Any] = {"site": site, "fault": what}
     if base in PROCESS_FAULTS:
         record = _process(lab, site, PROCESS_FAULTS[base])
-        entry["pid"] = record.pid
+        entry["pid"], entry["start_time"] = record.pid, record.start_time
         entry["t_mono"], entry["t"] = time.monotonic(), time.time()
         os.kill(record.pid, signal.SIGSTOP if what.endswith("-hang") else signal.SIGKILL)
     elif what == "link":
@@ -112,34 +124,90 @@ def inject(lab: Lab, site: str, what: str) -> dict[str, Any]:
     return entry
 
 
-def heal(lab: Lab, site: str, what: str | None = None) -> list[dict[str, Any]]:
-    """Undo one fault at a site, or all of them; returns what was healed."""
+def heal(lab: Lab, site: str, what: str | None = None,
+         ready_timeout_s: float = READY_TIMEOUT_S) -> list[dict[str, Any]]:
+    """Undo one fault at a site, or all of them; returns one entry per fault, each with
+    `ready` (the daemon runs and passed its readiness check; network faults: undone) and
+    `detail` (one sentence). Faults not ready stay recorded."""
     node = _site(lab, site)
+    if what is not None and what not in FAULTS:
+        raise BadInput(f"unknown fault '{what}' (faults: {', '.join(FAULTS)})")
     faults = active(lab)
     keys = [k for k, f in faults.items() if f["site"] == site and (what is None
                                                                      or f["fault"] == what)]
-    if what is not None and what not in FAULTS:
-        raise BadInput(f"unknown fault '{what}' (faults: {', '.join(FAULTS)})")
-    healed = []
+    by_daemon: dict[str, list[str]] = {}
+    network = []
     for key in keys:
-        fault = faults[key]["fault"]
-        base = fault.removesuffix("-hang")
-        t_mono, t_wall = time.monotonic(), time.time()
+        base = faults[key]["fault"].removesuffix("-hang")
         if base in PROCESS_FAULTS:
-            name = f"{PROCESS_FAULTS[base]}@{site}"
-            pid = faults[key]["pid"]
-            if fault.endswith("-hang") and procs.start_time(pid) is not None:
-                os.kill(pid, signal.SIGCONT)
+            by_daemon.setdefault(PROCESS_FAULTS[base], []).append(key)
+        else:
+            network.append(key)
+    healed = []
+    # The network first: a restarted speaker's session needs the link to come up.
+    for key in network:
+        t_mono, t_wall = time.monotonic(), time.time()
+        detail = _heal_network(node, faults[key]["fault"])
+        healed.append({**faults.pop(key), "healed_t_mono": t_mono, "healed_t": t_wall,
+                       "ready": True, "detail": detail})
+    for daemon in sorted(by_daemon, key=RESTORE_ORDER.index):
+        t_mono, t_wall = time.monotonic(), time.time()
+        entries = [faults[k] for k in by_daemon[daemon]]
+        ready = _restore(lab, f"{daemon}@{site}", entries, ready_timeout_s)
+        for key in by_daemon[daemon]:
+            faults[key].pop("heal_failed", None)
+            healed.append({**faults[key], "healed_t_mono": t_mono, "healed_t": t_wall,
+                           "ready": ready.ok, "detail": ready.detail})
+            if ready.ok:
+                del faults[key]
             else:
-                procs.restart(lab.journal, name)
-        elif fault == "link":
-            _set_link(node.netns, node.interfaces[0].ifname, "up")
-            _restore_default_routes(node)
-        elif fault == "blackhole":
-            run_in(node.netns, ["nft", "delete", "table", "inet", NFT_TABLE])
-        healed.append({**faults.pop(key), "healed_t_mono": t_mono, "healed_t": t_wall})
+                faults[key]["heal_failed"] = ready.detail
     _save(lab, faults)
     return healed
+
+
+def _heal_network(node, fault: str) -> str:
+    ifname = node.interfaces[0].ifname
+    if fault == "link":
+        _set_link(node.netns, ifname, "up")
+        _restore_default_routes(node)
+        return f"link {ifname} up, default routes restored"
+    run_in(node.netns, ["nft", "delete", "table", "inet", NFT_TABLE])
+    return f"nftables drop on {ifname} removed"
+
+
+def _gone(entry: dict[str, Any]) -> bool:
+    expected = entry.get("start_time")
+    now = procs.start_time(entry["pid"])
+    return now is None or (expected is not None and now != expected)
+
+
+def _restore(lab: Lab, name: str, entries: list[dict[str, Any]],
+             timeout_s: float) -> Readiness:
+    """Make one daemon run again (continue it if frozen, start it if gone; once, however
+    many faults name it) and wait until it is ready. The detail is one sentence."""
+    assert lab.plan is not None
+    for entry in entries:
+        if not entry["fault"].endswith("-hang"):  # killed: let it finish dying first
+            wait_until(lambda e=entry: _gone(e), EXIT_WAIT_S, interval_s=0.01)
+    record = procs.running(lab.journal, name)
+    if record is None:
+        record, action = procs.restart(lab.journal, name), "restarted"
+    elif procs.is_stopped(record.pid):
+        os.kill(record.pid, signal.SIGCONT)
+        action = "continued"
+    else:
+        action = "found running"
+    ready = wait_ready(lab.plan, lab.journal.dir, record, timeout_s)
+    if ready.ok:
+        return Readiness(True, f"{name} {action} (PID {record.pid}) and ready: {ready.detail}")
+    intent = procs.last_intent(lab.journal, name)
+    tail = log_tail(Path(intent["log_path"]), 1) if intent else []
+    last = f"; last line of its log: {tail[0].strip()}" if tail else "; its log is empty"
+    if ready.final:
+        return Readiness(False, f"{name} {action} (PID {record.pid}) but it exited{last}")
+    return Readiness(False, f"{name} {action} (PID {record.pid}) but not ready after "
+                            f"{timeout_s:g} s: {ready.detail}{last}")
 
 
 def _restore_default_routes(node) -> None:

@@ -1,5 +1,6 @@
-"""Observing a running lab (read-only): BGP sessions and best paths from BIRD, which
-site answers each client (from the DNS service's own identity), speaker state."""
+"""Observing a running lab (read-only): BGP sessions, the routes each router holds and
+its best paths from BIRD, which site answers each client (from the DNS service's own
+identity), speaker state."""
 
 from __future__ import annotations
 
@@ -8,9 +9,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lab.birdctl import BestRoute, bgp_state, birdc, parse_best_route, parse_protocols
+from lab.birdctl import Route, bgp_state, birdc, parse_protocols, parse_routes
 from lab.daemons.exabgp import anchor_mode
 from lab.daemons.launch import node_dir
+from lab.daemons.render import proto_name
 from lab.dnsid import Identity, ask_identity
 from lab.plan import AddressPlan
 from lab.speaker.client import command as speaker_command
@@ -47,16 +49,43 @@ def sessions(plan: AddressPlan, lab_dir: Path) -> list[Session]:
     return out
 
 
-def best_route(lab_dir: Path, router: str, prefix: str) -> BestRoute | None:
-    ctl = node_dir(lab_dir, router) / "bird.ctl"
-    return parse_best_route(birdc(ctl, f"show route for {prefix} all"), prefix)
+Routes = dict[tuple[str, str], list[Route]]
 
 
-def best_paths(plan: AddressPlan, lab_dir: Path) -> dict[str, dict[str, dict[str, Any]]]:
+def anycast_routes(plan: AddressPlan, lab_dir: Path) -> Routes:
+    """Every route each router holds for each anycast prefix, best or not."""
+    out: Routes = {}
+    for router in plan.by_role("router"):
+        ctl = node_dir(lab_dir, router.name) / "bird.ctl"
+        for prefix in plan.anycast:
+            out[(router.name, prefix)] = parse_routes(
+                birdc(ctl, f"show route for {prefix} all"), prefix)
+    return out
+
+
+def held_from_sites(plan: AddressPlan, routes: Routes) -> dict[str, dict[str, bool]]:
+    """Per site and family ("v4", "v6"): does the site's router hold a route for the
+    anycast prefix learned over that site's own BGP session? Best or not: a drained
+    site's GRACEFUL_SHUTDOWN route is still held (and so announced) while routers
+    prefer another path."""
+    families = {str(plan.anycast4): "v4", str(plan.anycast6): "v6"}
+    out: dict[str, dict[str, bool]] = {}
+    for site in plan.by_role("site"):
+        router, protocol = site.interfaces[0].peer, f"site_{proto_name(site.name)}"
+        out[site.name] = {
+            families[prefix]: any(r.protocol == protocol for r in routes.get((router, prefix), []))
+            for prefix in plan.anycast}
+    return out
+
+
+def best_paths(plan: AddressPlan, lab_dir: Path, all_routes: Routes | None = None
+               ) -> dict[str, dict[str, dict[str, Any]]]:
     """Per router and anycast prefix: next hop, AS path, and the site the path ends at
     (followed hop by hop through the routers' BIRD tables)."""
-    routes = {(r.name, p): best_route(lab_dir, r.name, p)
-              for r in plan.by_role("router") for p in plan.anycast}
+    if all_routes is None:
+        all_routes = anycast_routes(plan, lab_dir)
+    routes = {key: next((r for r in held if r.primary), None)
+              for key, held in all_routes.items()}
     by_address = {str(i.v4.ip): n.name for n in plan.nodes.values() for i in n.interfaces}
     by_address |= {str(i.v6.ip): n.name for n in plan.nodes.values() for i in n.interfaces}
     result: dict[str, dict[str, dict[str, Any]]] = {}

@@ -33,17 +33,28 @@ def enter_netns(netns: str):
     return _enter
 
 
-def start_time(pid: int) -> int | None:
-    """The process's start time in clock ticks since boot, or None if it is gone."""
+def _stat(pid: int) -> list[str] | None:
+    """/proc/PID/stat from field 3 (the state) on, or None if the process is gone."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except (FileNotFoundError, ProcessLookupError, PermissionError):
         return None
     # The command name (field 2) may hold spaces; parse after its closing parenthesis.
-    fields = stat[stat.rfind(")") + 2:].split()
-    if fields[0] in ("Z", "X"):  # a zombie has finished
+    return stat[stat.rfind(")") + 2:].split()
+
+
+def start_time(pid: int) -> int | None:
+    """The process's start time in clock ticks since boot, or None if it is gone."""
+    fields = _stat(pid)
+    if fields is None or fields[0] in ("Z", "X"):  # a zombie has finished
         return None
     return int(fields[19])
+
+
+def is_stopped(pid: int) -> bool:
+    """The process is stopped by a signal (SIGSTOP: state T)."""
+    fields = _stat(pid)
+    return fields is not None and fields[0] == "T"
 
 
 def is_running(record: ProcessRecord) -> bool:
@@ -148,10 +159,15 @@ def start(journal: Journal, *, name: str, node: str, netns: str | None, argv: Se
     return record
 
 
+def last_intent(journal: Journal, name: str) -> dict | None:
+    """How a process was last started (its journal intent: argv, netns, log path...)."""
+    return next((e for e in reversed(journal.entries())
+                 if e["kind"] == "process-intent" and e["name"] == name), None)
+
+
 def restart(journal: Journal, name: str) -> ProcessRecord:
     """Start a process again exactly as it was last started (from its journal intent)."""
-    intent = next((e for e in reversed(journal.entries())
-                   if e["kind"] == "process-intent" and e["name"] == name), None)
+    intent = last_intent(journal, name)
     if intent is None:
         raise KeyError(name)
     return start(journal, name=name, node=intent["node"], netns=intent.get("netns"),

@@ -1,18 +1,33 @@
 """`status`: what a running lab looks like, gathered read-only, in the JSON contract's shape
-(PRODUCT.md). Which site answers a client comes from the DNS service's own identity."""
+(PRODUCT.md). Which site answers a client comes from the DNS service's own identity.
+
+A site is `announced` when its router holds a route for every anycast prefix the site
+announces, learned over the site's own BGP session (best or not: a drained site's route
+is held though not preferred). The speaker's own account stays beside it
+(`speaker_announced`: null when it cannot be asked, as under ExaBGP's bundled
+healthcheck); when the two disagree, `problems` says so."""
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from typing import Any
 
 from lab import procs, ui
-from lab.daemons.exabgp import anchor_mode
 from lab.daemons.health import state_file
 from lab.daemons.launch import node_dir
 from lab.inspect import fabric_status
 from lab.lifecycle import Lab
-from lab.observe import best_paths, client_sites, misplaced, sessions, speaker_state
+from lab.observe import (
+    announced_families,
+    anycast_routes,
+    best_paths,
+    client_sites,
+    held_from_sites,
+    misplaced,
+    sessions,
+    speaker_state,
+)
 
 
 def collect(lab: Lab, fabric: bool = True) -> dict[str, Any]:
@@ -27,20 +42,25 @@ def collect(lab: Lab, fabric: bool = True) -> dict[str, Any]:
     problems: list[str] = []
 
     sess = sessions(plan, lab_dir)
-    paths = best_paths(plan, lab_dir)
+    routes = anycast_routes(plan, lab_dir)
+    paths = best_paths(plan, lab_dir, routes)
+    held = held_from_sites(plan, routes)
+    families = announced_families(topo)
     for name, site in topo.sites.items():
         session = next((s for s in sess if s.peer == name), None)
-        speaker = speaker_state(lab_dir, name)
+        speaker = speaker_state(lab_dir, name).get("state")
+        seen = announcement(name, site.router, held[name], families, speaker)
         report["sites"][name] = {
             "router": site.router, "asn": site.asn,
             "session": session.state if session else "down",
-            "announced": (speaker.get("state", "").startswith("announced")
-                          if not anchor_mode(topo) else
-                          any(b["protocol"] == f"site_{name.replace('-', '_')}"
-                              for b in paths.get(site.router, {}).values())),
-            "speaker": speaker.get("state"),
+            "announced": seen.announced,
+            "announced_by_family": seen.by_family,
+            "speaker": speaker,
+            "speaker_announced": seen.speaker_announced,
             **site_health(lab, name),
         }
+        if seen.disagreement:
+            problems.append(seen.disagreement)
     for name, router in topo.routers.items():
         peers = {s.protocol: s.state for s in sess if s.router == name}
         report["routers"][name] = {"asn": router.asn, "router_id": plan.nodes[name].router_id,
@@ -63,6 +83,33 @@ def collect(lab: Lab, fabric: bool = True) -> dict[str, Any]:
     report["ok"] = not problems
     report["problems"] = problems
     return report
+
+
+@dataclass(frozen=True)
+class Announcement:
+    announced: bool  # the router holds the site's route for every announced family
+    by_family: dict[str, bool]
+    speaker_announced: bool | None  # None: the speaker could not say (gone, or unsure)
+    disagreement: str | None  # one sentence when the speaker and the router disagree
+
+
+def announcement(site: str, router: str, held: dict[str, bool], families: tuple[str, ...],
+                 speaker: str | None) -> Announcement:
+    """Compare what the router holds from the site (per family) with what the site's
+    speaker says it announces ('announced', 'announced-gshut', 'withdrawn', 'unknown')."""
+    by_family = {f: bool(held.get(f)) for f in families}
+    missing = [f for f in families if not by_family[f]]
+    present = [f for f in families if by_family[f]]
+    said = None if speaker in (None, "unknown") else speaker.startswith("announced")
+    note = None
+    if said and missing:
+        which = "" if not present else f" for {', '.join(missing)}"
+        note = (f"{site}: speaker says {speaker}, router {router} holds no route from "
+                f"{site}{which}")
+    elif said is False and present:
+        note = (f"{site}: speaker says {speaker}, router {router} still holds its route "
+                f"({', '.join(present)})")
+    return Announcement(not missing, by_family, said, note)
 
 
 def site_health(lab: Lab, site: str) -> dict[str, Any]:
@@ -96,6 +143,18 @@ def _yes(value: bool | None) -> str:
     return "[green]yes[/]" if value else "[red]no[/]"
 
 
+def _announced(site: dict[str, Any]) -> str:
+    """What the router holds, and the speaker's word where it says otherwise."""
+    families = site.get("announced_by_family", {})
+    text = _yes(site["announced"])
+    if not site["announced"] and any(families.values()):
+        text += f" ({' '.join(f for f, held in families.items() if held)} only)"
+    said = site.get("speaker_announced")
+    if said is not None and said != site["announced"]:
+        text += f" [yellow](speaker: {site.get('speaker')})[/]"
+    return text
+
+
 def _health(site: dict[str, Any]) -> str:
     health = site.get("health") or "unknown"
     colour = "green" if health in ("up", "static") else "red"
@@ -113,7 +172,7 @@ def print_human(report: dict[str, Any], show_fabric: bool = False) -> None:
                  f"{', '.join(report['anycast'])}", highlight=False)
     ui.out.print(ui.table("sites", ["site", "router", "BGP session", "announced", "health",
                                     "checks", "since"], [
-        [name, s["router"], _state(s["session"]), _yes(s["announced"]),
+        [name, s["router"], _state(s["session"]), _announced(s),
          _health(s), " ".join(f"{c}:{v['state']}" for c, v in s.get("checks", {}).items()),
          (s.get("health_since") or "")[11:19]]
         for name, s in report["sites"].items()]))

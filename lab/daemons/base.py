@@ -1,4 +1,5 @@
-"""What every daemon says about itself: its config, its dry-run check, how to start it."""
+"""What every daemon says about itself: its config, its dry-run check, how to start it,
+and (the types of) how it says it is ready."""
 
 from __future__ import annotations
 
@@ -7,6 +8,37 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lab.errors import LabError
+from lab.plan import AddressPlan, NodePlan
+
+
+def node_dir(lab_dir: Path, node: str) -> Path:
+    """Where a node's configs, sockets, logs and state files live."""
+    return lab_dir / "nodes" / node
+
+
+@dataclass(frozen=True)
+class Readiness:
+    """A daemon's answer to "are you ready?": truthy when it is, with what was seen."""
+
+    ok: bool
+    detail: str
+    final: bool = False  # no use waiting: the process has exited
+
+    def __bool__(self) -> bool:
+        return self.ok
+
+
+@dataclass(frozen=True)
+class ReadyTarget:
+    """One running daemon instance to ask: where it lives and the PID we started."""
+
+    plan: AddressPlan
+    lab_dir: Path
+    node: NodePlan
+    pid: int
+
+    def dir_of(self, node: str) -> Path:
+        return node_dir(self.lab_dir, node)
 
 
 @dataclass

@@ -1,11 +1,13 @@
 """BIRD 2 on every router: eBGP to neighbouring routers (one session per family) and to
-each attached site's speaker; routes installed in the router namespace's kernel FIB."""
+each attached site's speaker; routes installed in the router namespace's kernel FIB.
+Ready when its control socket answers."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from lab.daemons.base import DaemonSpec
+from lab.birdctl import birdc
+from lab.daemons.base import DaemonSpec, Readiness, ReadyTarget
 from lab.daemons.render import proto_name, render
 from lab.plan import AddressPlan, NodePlan
 from lab.topology.model import Topology
@@ -45,3 +47,12 @@ def bird_spec(topo: Topology, plan: AddressPlan, router: NodePlan, node_dir: Pat
 
 def control_socket(node_dir: Path) -> Path:
     return node_dir / "bird.ctl"
+
+
+def bird_ready(t: ReadyTarget) -> Readiness:
+    """BIRD answers `show status` on its control socket (read-only) and says it is up."""
+    out = birdc(control_socket(t.dir_of(t.node.name)), "show status", timeout=2.0)
+    if "Daemon is up and running" in out:
+        return Readiness(True, "control socket answers: up and running")
+    return Readiness(False, "control socket does not answer" if not out
+                     else f"control socket says: {out.strip().splitlines()[-1]}")

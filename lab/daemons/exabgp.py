@@ -1,6 +1,7 @@
 """ExaBGP 5 on every site: one IPv4 session to the site's router carrying both families;
 what is announced is decided by the API process: our speaker shim (lab.speaker.api),
-or, with health.checker 'exabgp-healthcheck', ExaBGP's bundled healthcheck (the anchor)."""
+or, with health.checker 'exabgp-healthcheck', ExaBGP's bundled healthcheck (the anchor).
+Ready when the site's router sees the session Established."""
 
 from __future__ import annotations
 
@@ -11,8 +12,10 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from lab.daemons.base import DaemonSpec
-from lab.daemons.render import render
+from lab.birdctl import bgp_state, birdc, parse_protocols
+from lab.daemons.base import DaemonSpec, Readiness, ReadyTarget
+from lab.daemons.bird import control_socket
+from lab.daemons.render import proto_name, render
 from lab.errors import LabError
 from lab.plan import AddressPlan, NodePlan
 from lab.topology.model import Topology
@@ -183,3 +186,20 @@ def exabgp_spec(topo: Topology, plan: AddressPlan, site: NodePlan, node_dir: Pat
         batch_check=True,
         healthcheck_path=hc_path, healthcheck_config=hc_config,
     )
+
+
+def exabgp_ready(t: ReadyTarget) -> Readiness:
+    """The site's router (its BIRD, read-only) has the BGP session to this speaker
+    Established: ExaBGP runs, reached the router and exchanged OPENs."""
+    router = t.node.interfaces[0].peer
+    protocol = f"site_{proto_name(t.node.name)}"
+    protos = {p.name: p for p in parse_protocols(birdc(control_socket(t.dir_of(router)),
+                                                        "show protocols", timeout=2.0))}
+    proto = protos.get(protocol)
+    if proto is None:
+        return Readiness(False, f"router {router} does not answer about {protocol}")
+    state = bgp_state(proto)
+    if state == "Established":
+        return Readiness(True, f"BGP session to {router} Established")
+    return Readiness(False, f"BGP session to {router} is {state}"
+                            + (f" ({proto.info})" if proto.info and proto.info != state else ""))

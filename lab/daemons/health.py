@@ -1,5 +1,6 @@
 """anycast-healthd on every site (lab.health): DNS and introspection checks against the
-site's own unicast address; it alone tells the speaker to announce (fail-closed)."""
+site's own unicast address; it alone tells the speaker to announce (fail-closed). Ready
+when the running process has written its state file."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from lab.credentials import SERVICE_NAME, Paths
-from lab.daemons.base import DaemonSpec
+from lab.daemons.base import DaemonSpec, Readiness, ReadyTarget
 from lab.plan import AddressPlan, NodePlan
 from lab.topology.model import Topology
 
@@ -62,3 +63,20 @@ def health_spec(topo: Topology, plan: AddressPlan, site: NodePlan, node_dir: Pat
         log_path=node_dir / "healthd.log",
         batch_check=True,
     )
+
+
+def healthd_ready(t: ReadyTarget) -> Readiness:
+    """The state file was written by this very process (its PID) and says it is running:
+    healthd has loaded its config, bound its metrics port and started its checks."""
+    path = state_file(t.dir_of(t.node.name))
+    try:
+        state = json.loads(path.read_text())
+    except FileNotFoundError:
+        return Readiness(False, f"no state file {path.name} yet")
+    except (OSError, ValueError) as exc:
+        return Readiness(False, f"state file {path.name} unreadable ({exc})")
+    if not isinstance(state, dict) or state.get("pid") != t.pid:
+        return Readiness(False, f"state file {path.name} not yet written by PID {t.pid}")
+    if not state.get("running"):
+        return Readiness(False, f"state file {path.name} says it stopped")
+    return Readiness(True, f"its state file {path.name} is written by PID {t.pid}")

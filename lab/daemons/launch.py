@@ -7,7 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from lab import credentials, env, procs
-from lab.daemons.base import DaemonSpec
+from lab.daemons.base import DaemonSpec, node_dir
 from lab.daemons.bird import bird_spec
 from lab.daemons.exabgp import anchor_mode, exabgp_spec
 from lab.daemons.health import health_spec
@@ -20,10 +20,6 @@ from lab.topology.model import Topology
 TOOLS = ["bird", "birdc", "unbound", "unbound-checkconf", "exabgp"]
 # health.checker 'exabgp-healthcheck': its check command (lab.daemons.exabgp).
 ANCHOR_TOOLS = ["dig", "timeout"]
-
-
-def node_dir(lab_dir: Path, node: str) -> Path:
-    return lab_dir / "nodes" / node
 
 
 def lab_specs(topo: Topology, plan: AddressPlan, lab_dir: Path) -> list[DaemonSpec]:

@@ -1,12 +1,14 @@
 """Unbound on every site: the lab zone on the anycast and the site's unicast addresses,
-answering id.server / hostname.bind CH TXT and NSID with the site's name."""
+answering id.server / hostname.bind CH TXT and NSID with the site's name. Ready when it
+answers id.server on the site's unicast address."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from lab.daemons.base import DaemonSpec
+from lab.daemons.base import DaemonSpec, Readiness, ReadyTarget
 from lab.daemons.render import render
+from lab.dnsid import ask_identity
 from lab.plan import AddressPlan, NodePlan
 
 ZONE = "anycast.lab."
@@ -36,3 +38,14 @@ def unbound_spec(plan: AddressPlan, site: NodePlan, node_dir: Path,
         argv=[unbound, "-d", "-c", str(conf)],
         log_path=node_dir / "unbound.log",
     )
+
+
+def unbound_ready(t: ReadyTarget) -> Readiness:
+    """Unbound names its site in answer to id.server CH TXT on the site's unicast address,
+    asked from inside the site's namespace."""
+    address = str(t.node.interfaces[0].v4.ip)
+    got = ask_identity(t.node.netns, address, timeout=0.5)
+    if got.site == t.node.name:
+        return Readiness(True, f"answers id.server on {address}")
+    seen = got.error or f"answered {got.site!r}"
+    return Readiness(False, f"no id.server answer from {address} ({seen})")

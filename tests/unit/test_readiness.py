@@ -1,0 +1,98 @@
+"""Waiting with a deadline, and the readiness conditions that need no running lab."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from lab.daemons.base import ReadyTarget, node_dir
+from lab.daemons.health import healthd_ready, state_file
+from lab.daemons.ready import check, wait_ready
+from lab.journal import ProcessRecord
+from lab.plan import build_plan
+from lab.procs import start_time
+from lab.topology import load_file
+from lab.wait import wait_until
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def counter(results):
+    calls = []
+
+    def condition():
+        calls.append(None)
+        return results[min(len(calls), len(results)) - 1]
+
+    return condition, calls
+
+
+def test_wait_until_returns_the_first_truthy_value():
+    condition, calls = counter([0, 0, "ready", "later"])
+    assert wait_until(condition, timeout_s=30, interval_s=0) == "ready"
+    assert len(calls) == 3
+
+
+def test_wait_until_returns_the_last_value_at_the_deadline():
+    condition, calls = counter([0, None, ""])
+    assert wait_until(condition, timeout_s=0.05, interval_s=0.001) == ""
+    assert len(calls) >= 2  # asked at the start and again at the deadline
+
+
+def test_wait_until_stops_when_waiting_is_pointless():
+    condition, calls = counter([0, -1, -1])
+    assert wait_until(condition, timeout_s=30, interval_s=0, stop=lambda v: v == -1) == -1
+    assert len(calls) == 2
+
+
+@pytest.fixture(scope="module")
+def plan():
+    report = load_file(REPO / "topologies" / "default.yaml")
+    assert report.topology is not None
+    return build_plan(report.topology)
+
+
+def target(plan, lab_dir: Path, pid: int) -> ReadyTarget:
+    return ReadyTarget(plan, lab_dir, plan.nodes["ams"], pid)
+
+
+def write_state(lab_dir: Path, doc: dict) -> None:
+    path = state_file(node_dir(lab_dir, "ams"))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(doc))
+
+
+def test_healthd_is_ready_only_once_its_own_process_wrote_the_state(plan, tmp_path):
+    t = target(plan, tmp_path, 4242)
+    assert not healthd_ready(t) and "no state file" in healthd_ready(t).detail
+    write_state(tmp_path, {"pid": 4141, "running": True})  # the previous instance's
+    assert not healthd_ready(t) and "PID 4242" in healthd_ready(t).detail
+    write_state(tmp_path, {"pid": 4242, "running": False})
+    assert not healthd_ready(t)
+    write_state(tmp_path, {"pid": 4242, "running": True, "health": "starting"})
+    assert healthd_ready(t)
+    state_file(node_dir(tmp_path, "ams")).write_text("{half")
+    assert not healthd_ready(t) and "unreadable" in healthd_ready(t).detail
+
+
+def test_a_process_that_exited_is_final_at_once(plan, tmp_path):
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    started = start_time(child.pid)
+    assert started is not None
+    child.wait()
+    record = ProcessRecord("healthd@ams", "ams", child.pid, started)
+    write_state(tmp_path, {"pid": child.pid, "running": True})  # stale: it said ready
+    seen = wait_ready(plan, tmp_path, record, timeout_s=30)
+    assert not seen and seen.final and "exited" in seen.detail
+
+
+def test_a_live_process_is_asked_its_condition(plan, tmp_path):
+    record = ProcessRecord("healthd@ams", "ams", os.getpid(), start_time(os.getpid()) or 0)
+    assert not check(plan, tmp_path, record).final
+    write_state(tmp_path, {"pid": os.getpid(), "running": True})
+    assert check(plan, tmp_path, record)
