@@ -8,7 +8,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lab.birdctl import BestRoute, bgp_state, birdc, parse_best_route, parse_protocols
+from lab.birdctl import (
+    BestRoute,
+    bgp_state,
+    birdc,
+    fib_route_command,
+    parse_best_route,
+    parse_protocols,
+)
 from lab.daemons.exabgp import anchor_mode
 from lab.daemons.launch import node_dir
 from lab.dnsid import Identity, ask_identity
@@ -48,8 +55,10 @@ def sessions(plan: AddressPlan, lab_dir: Path) -> list[Session]:
 
 
 def best_route(lab_dir: Path, router: str, prefix: str) -> BestRoute | None:
+    """The route BIRD installs in the router's kernel: its best path, and under ECMP every
+    equal-cost next hop (`next_hops`)."""
     ctl = node_dir(lab_dir, router) / "bird.ctl"
-    return parse_best_route(birdc(ctl, f"show route for {prefix} all"), prefix)
+    return parse_best_route(birdc(ctl, fib_route_command(prefix)), prefix)
 
 
 def best_paths(plan: AddressPlan, lab_dir: Path) -> dict[str, dict[str, dict[str, Any]]]:
