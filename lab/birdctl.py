@@ -28,11 +28,14 @@ class Protocol:
 
 
 def parse_protocols(text: str) -> list[Protocol]:
-    """`show protocols` -> one entry per protocol (BIRD 2 table layout)."""
+    """`show protocols` -> one entry per protocol (BIRD 2 table layout). The indented
+    detail lines of `show protocols all` are skipped."""
     out = []
     for line in text.splitlines():
+        if line[:1].isspace():
+            continue
         parts = line.split(None, 5)
-        if len(parts) < 5 or parts[0] in ("BIRD", "Name") or parts[1] == "ready.":
+        if len(parts) < 5 or parts[0] in ("BIRD", "Name"):
             continue
         info = parts[5].strip() if len(parts) > 5 else ""
         out.append(Protocol(parts[0], parts[1], parts[3], info))
@@ -48,7 +51,8 @@ def bgp_state(proto: Protocol) -> str:
 
 @dataclass
 class Route:
-    """One route BIRD holds for a prefix; `primary` is the best one (starred)."""
+    """One route of `show route ... all`. `next_hops` lists every `via` line: one for a
+    plain route, several for the merged (ECMP) route of `show route ... export kernel4`."""
 
     prefix: str
     protocol: str
@@ -58,30 +62,43 @@ class Route:
     communities: list[str] = field(default_factory=list)
     local_pref: int | None = None
     next_hops: list[str] = field(default_factory=list)
-    primary: bool = False
+    net: str | None = None    # the network BIRD answered with (`for` is a longest match)
+    primary: bool = False     # starred: BIRD's best route for the network
 
+
+BestRoute = Route
+
+# The kernel protocols of our BIRD configuration (templates/bird.conf.j2), per family.
+KERNEL_PROTOCOLS = {4: "kernel4", 6: "kernel6"}
 
 ROUTE_HEAD = re.compile(r"^(\S+)?\s+\w+\s+\[(\S+)\s[^\]]*\]\s+(\*)?")
 VIA = re.compile(r"^\s+via\s+(\S+)\s+on\s+(\S+)")
+DEV = re.compile(r"^\s+dev\s+(\S+)")
 
 
-def parse_routes(text: str, prefix: str) -> list[Route]:
-    """Every route from `show route for PREFIX all`, best or not, in BIRD's order."""
+def parse_routes(text: str, prefix: str = "") -> list[Route]:
+    """Every route of `show route [for PREFIX] [export P] all`, in BIRD's order (for each
+    network its primary route first). `prefix` labels the routes (default: their net)."""
     routes: list[Route] = []
     current: Route | None = None
+    net: str | None = None
     for line in text.splitlines():
         head = ROUTE_HEAD.match(line)
-        if head and not line.startswith("\t") and "[" in line:
-            current = Route(prefix, head.group(2), None, None, primary=bool(head.group(3)))
+        if head and not line.startswith("\t"):
+            net = head.group(1) or net
+            current = Route(prefix or net or "", head.group(2), None, None, net=net,
+                            primary=head.group(3) is not None)
             routes.append(current)
             continue
         if current is None:
             continue
-        via = VIA.match(line)
+        via, dev = VIA.match(line), DEV.match(line)
         if via:
             current.next_hops.append(via.group(1))
             if current.next_hop is None:
                 current.next_hop, current.interface = via.group(1), via.group(2)
+        elif dev and current.interface is None:
+            current.interface = dev.group(1)
         stripped = line.strip()
         if stripped.startswith("BGP.as_path:"):
             current.as_path = [int(a) for a in stripped.split(":", 1)[1].split()
@@ -93,3 +110,15 @@ def parse_routes(text: str, prefix: str) -> list[Route]:
             current.local_pref = int(stripped.split(":", 1)[1])
     return routes
 
+
+def parse_best_route(text: str, prefix: str) -> Route | None:
+    """The primary (starred) route from `show route for PREFIX [export P] all`; None when
+    BIRD has no route ("Network not found")."""
+    return next((r for r in parse_routes(text, prefix) if r.primary), None)
+
+
+def fib_route_command(prefix: str) -> str:
+    """Ask for the route BIRD gives the kernel: with `merge paths` (ECMP) that is one
+    route carrying every equal-cost next hop; the table itself keeps one route per peer."""
+    family = 6 if ":" in prefix else 4
+    return f"show route for {prefix} export {KERNEL_PROTOCOLS[family]} all"

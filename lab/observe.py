@@ -9,7 +9,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lab.birdctl import Route, bgp_state, birdc, parse_protocols, parse_routes
+from lab.birdctl import (
+    Route,
+    bgp_state,
+    birdc,
+    fib_route_command,
+    parse_best_route,
+    parse_protocols,
+    parse_routes,
+)
 from lab.daemons.exabgp import anchor_mode
 from lab.daemons.launch import node_dir
 from lab.daemons.render import proto_name
@@ -78,14 +86,18 @@ def held_from_sites(plan: AddressPlan, routes: Routes) -> dict[str, dict[str, bo
     return out
 
 
-def best_paths(plan: AddressPlan, lab_dir: Path, all_routes: Routes | None = None
-               ) -> dict[str, dict[str, dict[str, Any]]]:
+def best_route(lab_dir: Path, router: str, prefix: str) -> Route | None:
+    """The route BIRD installs in the router's kernel: its best path, and under ECMP every
+    equal-cost next hop (`next_hops`)."""
+    ctl = node_dir(lab_dir, router) / "bird.ctl"
+    return parse_best_route(birdc(ctl, fib_route_command(prefix)), prefix)
+
+
+def best_paths(plan: AddressPlan, lab_dir: Path) -> dict[str, dict[str, dict[str, Any]]]:
     """Per router and anycast prefix: next hop, AS path, and the site the path ends at
     (followed hop by hop through the routers' BIRD tables)."""
-    if all_routes is None:
-        all_routes = anycast_routes(plan, lab_dir)
-    routes = {key: next((r for r in held if r.primary), None)
-              for key, held in all_routes.items()}
+    routes = {(r.name, p): best_route(lab_dir, r.name, p)
+              for r in plan.by_role("router") for p in plan.anycast}
     by_address = {str(i.v4.ip): n.name for n in plan.nodes.values() for i in n.interfaces}
     by_address |= {str(i.v6.ip): n.name for n in plan.nodes.values() for i in n.interfaces}
     result: dict[str, dict[str, dict[str, Any]]] = {}

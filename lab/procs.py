@@ -1,15 +1,18 @@
 """Process runner: start programs inside a node's namespace, stop them by PID.
 
-A child enters the namespace itself (setns in the child before exec; no `ip netns
-exec`), writes to its own log file, carries the lab's marker in its environment
-(ANYCAST_LAB=<lab>, ANYCAST_LAB_NODE=<node>) and is recorded in the journal with its
-PID and kernel start time, so we only ever signal processes we started.
+A child is started as `nsenter --net=/run/netns/NAME -- PROGRAM ...`: nsenter joins the
+namespace and execs the program in place (same PID, no fork, nothing in Python runs in
+the forked child, so starting is safe while other threads run). Each child writes to its
+own log file, carries the lab's marker in its environment (ANYCAST_LAB=<lab>,
+ANYCAST_LAB_NODE=<node>) and is recorded in the journal with its own argv, its PID and
+kernel start time, so we only ever signal processes we started.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -18,19 +21,36 @@ from pathlib import Path
 
 from pyroute2.netns import setns
 
+from lab.env import require_tools
 from lab.journal import Journal, ProcessRecord, valid_lab_name
 
 MARKER = "ANYCAST_LAB"
 NODE_MARKER = "ANYCAST_LAB_NODE"
+NETNS_DIR = Path("/run/netns")
 
 
 def enter_netns(netns: str):
-    """A preexec function: move the child into `netns` (never creating it)."""
+    """A function that moves the calling process into `netns` (never creating it). Only
+    for a single-threaded process about to exec (`anycast-lab exec`); never as a
+    preexec_fn: children are started in their namespace by `in_netns`."""
 
     def _enter() -> None:
         setns(netns, flags=0)
 
     return _enter
+
+
+def in_netns(netns: str, argv: Sequence[str], path: str | None = None) -> list[str]:
+    """The argv that runs `argv` inside `netns`: nsenter joins the namespace and execs the
+    program in place. Refuses up front, as exec would, a namespace or program that does
+    not exist (`path`: the child's PATH, for finding the program)."""
+    netns_file = NETNS_DIR / netns
+    if not netns_file.exists():
+        raise FileNotFoundError(f"no network namespace {netns} ({netns_file} is missing)")
+    if shutil.which(argv[0], path=path) is None:
+        raise FileNotFoundError(f"no program {argv[0]!r} to run in {netns}")
+    nsenter = require_tools(["nsenter"])["nsenter"]
+    return [nsenter, f"--net={netns_file}", "--", *argv]
 
 
 def _stat(pid: int) -> list[str] | None:
@@ -144,13 +164,14 @@ def start(journal: Journal, *, name: str, node: str, netns: str | None, argv: Se
         NODE_MARKER: node,
         **(env or {}),
     }
+    command = in_netns(netns, argv, child_env["PATH"]) if netns else list(argv)
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(
-            list(argv), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+            command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
             env=child_env, cwd=cwd or journal.dir, start_new_session=True,
-            preexec_fn=enter_netns(netns) if netns else None,
         )
+    # nsenter execs the program in place: the PID and start time are the program's own.
     started = start_time(proc.pid) or 0
     record = ProcessRecord(name, node, proc.pid, started)
     journal.record("process", name=name, node=node, pid=proc.pid, start_time=started)
@@ -218,8 +239,8 @@ def _reap(pid: int) -> None:
 def run_in(netns: str, argv: Sequence[str], timeout: float = 10.0,
            input_text: str | None = None) -> subprocess.CompletedProcess[str]:
     """Run a short command inside a namespace and wait for it (for checks and helpers)."""
-    return subprocess.run(list(argv), preexec_fn=enter_netns(netns), capture_output=True,
-                          text=True, timeout=timeout, input=input_text, check=False)
+    return subprocess.run(in_netns(netns, argv), capture_output=True, text=True,
+                          timeout=timeout, input=input_text, check=False)
 
 
 def stop_many(pids: dict[int, int], grace_s: float = 3.0) -> int:

@@ -43,7 +43,7 @@ def collect(lab: Lab, fabric: bool = True) -> dict[str, Any]:
 
     sess = sessions(plan, lab_dir)
     routes = anycast_routes(plan, lab_dir)
-    paths = best_paths(plan, lab_dir, routes)
+    paths = best_paths(plan, lab_dir)
     held = held_from_sites(plan, routes)
     families = announced_families(topo)
     for name, site in topo.sites.items():

@@ -1,0 +1,148 @@
+"""The process runner starts children in the right namespace while other threads are busy
+(socket I/O, allocation, sockets made in another namespace), as `measure` does when it
+restarts daemons under running probe threads; `restart` replays the daemon's own argv."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from pyroute2 import netns
+
+from lab import procs
+from lab.journal import Journal
+from lab.nsnet import socket_in
+
+from .conftest import unique_name
+from .helpers import wait_for
+
+STARTS = 50
+
+
+@pytest.fixture
+def namespaces() -> Iterator[tuple[str, str]]:
+    """Two namespaces of this test's own: the target, and one busy threads talk in."""
+    names = (unique_name("procs-target"), unique_name("procs-busy"))
+    for name in names:
+        netns.create(name)
+    try:
+        yield names
+    finally:
+        for name in names:
+            netns.remove(name)
+
+
+@pytest.fixture
+def journal(tmp_path: Path) -> Iterator[Journal]:
+    """A journal in a temporary directory; every process it records is stopped after."""
+    journal = Journal(unique_name("procs"), directory=tmp_path / "lab")
+    journal.open()
+    yield journal
+    procs.stop_many({r.pid: r.start_time for r in journal.owned().processes}, grace_s=1.0)
+
+
+def ns_inode(path: str) -> int:
+    return os.stat(path).st_ino
+
+
+def busy_threads(stop: threading.Event, busy_ns: str) -> list[threading.Thread]:
+    """Threads doing socket I/O, allocating, and making sockets in another namespace."""
+
+    def echo() -> None:
+        a, b = socket.socketpair()
+        with a, b:
+            while not stop.is_set():
+                a.sendall(b"x" * 4096)
+                b.recv(65536)
+
+    def allocate() -> None:
+        while not stop.is_set():
+            junk = [bytearray(1024) for _ in range(200)]
+            del junk
+
+    def elsewhere() -> None:
+        while not stop.is_set():
+            socket_in(busy_ns, socket.AF_INET, socket.SOCK_DGRAM).close()
+
+    threads = [threading.Thread(target=f, daemon=True)
+               for f in (echo, echo, allocate, allocate, elsewhere, elsewhere)]
+    for t in threads:
+        t.start()
+    return threads
+
+
+def exec_done(pid: int, program: str) -> bool:
+    """True once the child has exec'd `program` (nsenter has done its part)."""
+    try:
+        return os.path.basename(os.readlink(f"/proc/{pid}/exe")) == program
+    except OSError:
+        return False
+
+
+def test_children_land_in_their_namespace_while_threads_run(namespaces, journal, tmp_path):
+    target, busy = namespaces
+    want = ns_inode(f"/run/netns/{target}")
+    assert want != ns_inode("/proc/self/ns/net")
+    stop = threading.Event()
+    threads = busy_threads(stop, busy)
+    sleep = os.path.realpath(shutil.which("sleep") or "/bin/sleep")
+    try:
+        records = [procs.start(journal, name=f"sleep-{i}@x", node="x", netns=target,
+                               argv=[sleep, "60"], log_path=tmp_path / f"sleep-{i}.log")
+                   for i in range(STARTS)]
+        answers = [procs.run_in(target, ["readlink", "/proc/self/ns/net"]).stdout.strip()
+                   for _ in range(STARTS)]
+        assert all(t.is_alive() for t in threads)  # they were busy all along
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(5)
+
+    for record in records:
+        wait_for(lambda r=record: exec_done(r.pid, os.path.basename(sleep)), timeout=5,
+                 message=f"pid {record.pid} to exec sleep")
+        assert ns_inode(f"/proc/{record.pid}/ns/net") == want
+        assert procs.is_running(record)
+    assert answers == [f"net:[{want}]"] * STARTS
+
+
+def test_journal_keeps_the_programs_own_argv_and_restart_replays_it(namespaces, journal,
+                                                                   tmp_path):
+    target, _ = namespaces
+    argv = ["sleep", "60"]
+    first = procs.start(journal, name="sleep@x", node="x", netns=target, argv=argv,
+                        log_path=tmp_path / "sleep.log")
+    intents = [e for e in journal.entries() if e["kind"] == "process-intent"]
+    assert [(e["argv"], e["netns"]) for e in intents] == [(argv, target)]
+
+    assert procs.stop(first, grace_s=1.0)
+    again = procs.restart(journal, "sleep@x")
+    assert again.pid != first.pid
+    wait_for(lambda: exec_done(again.pid, "sleep"), timeout=5, message="restarted sleep")
+    assert ns_inode(f"/proc/{again.pid}/ns/net") == ns_inode(f"/run/netns/{target}")
+    assert Path(f"/proc/{again.pid}/cmdline").read_bytes().split(b"\0")[:2] == [b"sleep",
+                                                                               b"60"]
+    assert procs.running(journal, "sleep@x") == again
+
+
+def test_a_missing_namespace_or_program_is_refused_before_anything_starts(namespaces,
+                                                                          journal, tmp_path):
+    target, _ = namespaces
+    missing = unique_name("procs-missing")
+    with pytest.raises(FileNotFoundError, match="no network namespace"):
+        procs.run_in(missing, ["true"])
+    with pytest.raises(FileNotFoundError, match="no network namespace"):
+        procs.start(journal, name="x@x", node="x", netns=missing, argv=["true"],
+                    log_path=tmp_path / "x.log")
+    assert missing not in netns.listnetns()  # never created by asking
+    with pytest.raises(FileNotFoundError, match="no program"):
+        procs.run_in(target, ["no-such-program-here"])
+    with pytest.raises(FileNotFoundError, match="no program"):
+        procs.start(journal, name="y@x", node="x", netns=target,
+                    argv=["no-such-program-here"], log_path=tmp_path / "y.log")
+    assert journal.owned().processes == []
