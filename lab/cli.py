@@ -257,6 +257,7 @@ def measure_failover(
     from lab import env, lifecycle
     from lab import measure_run as mr
 
+    plot = mr.check_plot_path(plot)  # before anything is measured
     env.require_linux_root()
     opened = lifecycle.open_lab(lab)
     with ui.progress(f"measuring {fault} at {site}", quiet=json_out) as step:
@@ -320,6 +321,7 @@ def token_issue(client: Annotated[str, typer.Option("--client", help="client id"
     """Issue a signed token (printed once; only its metadata is kept)."""
     from lab import lifecycle, tokenstore
 
+    tokenstore.check_ttl(ttl)
     opened = lifecycle.open_lab(lab)
     token, claims = tokenstore.issue(opened.journal.dir, client, scope, ttl, sub)
     if json_out:
@@ -336,9 +338,9 @@ def token_revoke(what: Annotated[str, typer.Argument(help="a token id (jti) or a
     """Revoke a token on every site (bumps each site's revocation list version)."""
     from lab import lifecycle, tokenstore
 
+    jti = tokenstore.jti_of(what)
     opened = lifecycle.open_lab(lab)
     assert opened.plan is not None
-    jti = tokenstore.jti_of(what)
     versions = tokenstore.revoke(opened.journal.dir, opened.plan, jti)
     if json_out:
         ui.emit_json({"jti": jti, "versions": versions})
@@ -360,7 +362,7 @@ def token_list(lab: LabOpt = None, json_out: JsonOpt = False) -> None:
         return
     ui.out.print(ui.table("tokens", ["jti", "client", "sub", "scope", "expires", "revoked on"], [
         [t["jti"], t["client_id"], t["sub"], t["scope"],
-         "expired" if t["expired"] else time.strftime("%H:%M:%S", time.localtime(t["exp"])),
+         "expired" if t["expired"] else tokenstore.expiry_text(t["exp"]),
          ", ".join(t["revoked_on"]) or "-"] for t in items]))
 
 
@@ -376,6 +378,16 @@ def generate(sites: Annotated[int, typer.Option(help="number of sites")] = 50,
     sys.stdout.write(yaml.safe_dump(generate_topology(name, sites, routers), sort_keys=False))
 
 
+def _fail(message: str, code: int, details: list[str] | None = None) -> None:
+    """One sentence on stderr and the exit code; under --json also
+    {"ok": false, "error": {...}} on stdout."""
+    if "--json" in sys.argv[1:]:
+        ui.emit_json({"ok": False, "error": {"message": message, "details": details or [],
+                                             "exit_code": code}})
+    ui.error(message, details)
+    sys.exit(code)
+
+
 def main() -> None:
     try:
         # Without standalone mode, click returns the code of `typer.Exit` instead of exiting.
@@ -384,22 +396,16 @@ def main() -> None:
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
     except LabError as exc:
-        ui.error(exc.message, exc.details)
-        sys.exit(exc.exit_code)
+        _fail(exc.message, exc.exit_code, exc.details)
     except KeyboardInterrupt:
-        ui.error("interrupted")
-        sys.exit(130)
+        _fail("interrupted", 130)
     except Exception as exc:  # usage errors from typer's (vendored) click, and the like
         # Matched by shape: typer ships its own copy of click's exception classes.
         if hasattr(exc, "format_message") and isinstance(getattr(exc, "exit_code", None), int):
-            ui.error(exc.format_message() + " (see --help)")
-            sys.exit(exc.exit_code)
+            _fail(exc.format_message() + " (see --help)", exc.exit_code)
         if type(exc).__name__ == "Abort":
             sys.exit(130)
         if os.environ.get("ANYCAST_LAB_DEBUG"):
             raise
-        ui.error(f"internal error ({type(exc).__name__}: {exc}); run again with "
-                 "ANYCAST_LAB_DEBUG=1 for the traceback and report it")
-        sys.exit(1)
-
-
+        _fail(f"internal error ({type(exc).__name__}: {exc}); run again with "
+              "ANYCAST_LAB_DEBUG=1 for the traceback and report it", 1)

@@ -96,6 +96,7 @@ def up(topology: Topology, progress: Progress, converge_deadline_s: float = 60.0
     env.check_host_overlap(plan, (topology.pools.links4, topology.pools.links6))
     check_impairments(plan)
     journal = Journal(topology.name)
+    env.check_socket_paths(journal.dir, plan)
     if journal.exists():
         if journal.state().get("phase") == "up":
             raise AlreadyUp(topology.name)
