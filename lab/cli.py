@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from lab import ui
 from lab.errors import BadInput, LabError
@@ -49,13 +50,14 @@ def validate(topology: Annotated[Path | None, typer.Argument(help="topology file
     elif report.ok:
         assert report.topology is not None
         t = report.topology
-        ui.out.print(f"[green]ok[/] {report.source}: lab '{t.name}', {len(t.routers)} routers, "
-                     f"{len(t.sites)} sites, {len(t.clients)} clients, {len(t.links)} links")
+        ui.out.print(f"[green]ok[/] {escape(report.source)}: lab '{t.name}', {len(t.routers)} "
+                     f"routers, {len(t.sites)} sites, {len(t.clients)} clients, "
+                     f"{len(t.links)} links")
     else:
-        ui.err.print(f"[red]{report.source}: {len(report.problems)} problem(s)[/]")
-        for p in report.problems:
+        ui.err.print(f"[red]{escape(report.source)}: {len(report.problems)} problem(s)[/]")
+        for p in report.problems:  # plain text: messages quote the file ([r1, r2], names)
             line = f"{report.source}:{p.line}: " if p.line else f"{report.source}: "
-            ui.err.print(f"  {line}{p}", highlight=False, soft_wrap=True)
+            ui.err.print(f"  {line}{p}", markup=False, highlight=False, soft_wrap=True)
     raise typer.Exit(0 if report.ok else 2)
 
 
@@ -328,7 +330,7 @@ def token_issue(client: Annotated[str, typer.Option("--client", help="client id"
         ui.emit_json({"token": token, "claims": claims})
     else:
         ui.err.print(f"jti {claims['jti']}, client {client}, scope '{scope}', expires in "
-                     f"{ttl} s", highlight=False)
+                     f"{ttl} s", markup=False, highlight=False)
         print(token)
 
 
@@ -346,7 +348,7 @@ def token_revoke(what: Annotated[str, typer.Argument(help="a token id (jti) or a
         ui.emit_json({"jti": jti, "versions": versions})
     else:
         ui.out.print(f"revoked {jti} on {len(versions)} sites: " + ", ".join(
-            f"{site} v{v}" for site, v in versions.items()), highlight=False)
+            f"{site} v{v}" for site, v in versions.items()), markup=False, highlight=False)
 
 
 @token_app.command("list")
@@ -361,7 +363,7 @@ def token_list(lab: LabOpt = None, json_out: JsonOpt = False) -> None:
         ui.emit_json({"tokens": items})
         return
     ui.out.print(ui.table("tokens", ["jti", "client", "sub", "scope", "expires", "revoked on"], [
-        [t["jti"], t["client_id"], t["sub"], t["scope"],
+        [*(escape(str(t[k])) for k in ("jti", "client_id", "sub", "scope")),
          "expired" if t["expired"] else tokenstore.expiry_text(t["exp"]),
          ", ".join(t["revoked_on"]) or "-"] for t in items]))
 

@@ -182,3 +182,18 @@ def test_socket_paths_at_the_limit_pass_and_one_byte_more_fails(tmp_path: Path) 
     assert f"would be {env.MAX_SOCKET_PATH + 1} bytes" in message
     assert f"at most {len(str(root))} bytes for this lab" in message
     assert "\n" not in message
+
+
+def test_messages_quoting_input_are_never_read_as_markup(tmp_path: Path) -> None:
+    """Brackets in a path or a message ([r1, r2], [/]) are printed as they are."""
+    _one_sentence(_measure(tmp_path, "/tmp/[/]/x.png"),
+                  "--plot /tmp/[/]/x.png: the directory /tmp/[/] does not exist")
+    case = REPO / "tests" / "topologies" / "bad" / "link-endpoints-not-a-list.yaml"
+    result = run(tmp_path, "validate", str(case))
+    assert result.returncode == 2
+    assert "such as [r1, r2] (got 'r1-r2')" in result.stderr
+    odd = tmp_path / "[red]odd.yaml"
+    odd.write_text("name: [/]\n")
+    result = run(tmp_path, "validate", str(odd))
+    assert result.returncode == 2, result.stderr
+    assert f"{odd}: 3 problem(s)" in result.stderr and "Traceback" not in result.stderr
