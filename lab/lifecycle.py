@@ -94,9 +94,9 @@ def up(topology: Topology, progress: Progress, converge_deadline_s: float = 60.0
     env.require_tools(["sysctl", "unshare", "tc"])
     plan = build_plan(topology)
     env.check_host_overlap(plan, (topology.pools.links4, topology.pools.links6))
+    env.check_socket_paths(Journal(topology.name).dir, plan)
     check_impairments(plan)
     journal = Journal(topology.name)
-    env.check_socket_paths(journal.dir, plan)
     if journal.exists():
         if journal.state().get("phase") == "up":
             raise AlreadyUp(topology.name)
