@@ -380,16 +380,6 @@ def generate(sites: Annotated[int, typer.Option(help="number of sites")] = 50,
     sys.stdout.write(yaml.safe_dump(generate_topology(name, sites, routers), sort_keys=False))
 
 
-def _fail(message: str, code: int, details: list[str] | None = None) -> None:
-    """One sentence on stderr and the exit code; under --json also
-    {"ok": false, "error": {...}} on stdout."""
-    if "--json" in sys.argv[1:]:
-        ui.emit_json({"ok": False, "error": {"message": message, "details": details or [],
-                                             "exit_code": code}})
-    ui.error(message, details)
-    sys.exit(code)
-
-
 def main() -> None:
     try:
         # Without standalone mode, click returns the code of `typer.Exit` instead of exiting.
@@ -407,7 +397,21 @@ def main() -> None:
             _fail(exc.format_message() + " (see --help)", exc.exit_code)
         if type(exc).__name__ == "Abort":
             sys.exit(130)
-        if os.environ.get("ANYCAST_LAB_DEBUG"):
-            raise
-        _fail(f"internal error ({type(exc).__name__}: {exc}); run again with "
-              "ANYCAST_LAB_DEBUG=1 for the traceback and report it", 1)
+        _internal(exc)
+
+
+def _internal(exc: Exception) -> None:
+    if os.environ.get("ANYCAST_LAB_DEBUG"):
+        raise exc
+    _fail(f"internal error ({type(exc).__name__}: {exc}); run again with "
+          "ANYCAST_LAB_DEBUG=1 for the traceback and report it", 1)
+
+
+def _fail(message: str, code: int, details: list[str] | None = None) -> None:
+    """One sentence on stderr, or the contract's JSON error object under --json."""
+    if "--json" in sys.argv[1:]:
+        ui.emit_json({"ok": False, "error": {"message": message, "exit_code": code,
+                                             "details": details or []}})
+    else:
+        ui.error(message, details)
+    sys.exit(code)
