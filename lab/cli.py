@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from lab import ui
 from lab.errors import BadInput, EnvironmentProblem, LabError
@@ -50,13 +51,14 @@ def validate(topology: Annotated[Path | None, typer.Argument(help="topology file
     elif report.ok:
         assert report.topology is not None
         t = report.topology
-        ui.out.print(f"[green]ok[/] {report.source}: lab '{t.name}', {len(t.routers)} routers, "
-                     f"{len(t.sites)} sites, {len(t.clients)} clients, {len(t.links)} links")
+        ui.out.print(f"[green]ok[/] {escape(report.source)}: lab '{t.name}', {len(t.routers)} "
+                     f"routers, {len(t.sites)} sites, {len(t.clients)} clients, "
+                     f"{len(t.links)} links")
     else:
-        ui.err.print(f"[red]{report.source}: {len(report.problems)} problem(s)[/]")
-        for p in report.problems:
+        ui.err.print(f"[red]{escape(report.source)}: {len(report.problems)} problem(s)[/]")
+        for p in report.problems:  # plain text: messages quote the file ([r1, r2], names)
             line = f"{report.source}:{p.line}: " if p.line else f"{report.source}: "
-            ui.err.print(f"  {line}{p}", highlight=False, soft_wrap=True)
+            ui.err.print(f"  {line}{p}", markup=False, highlight=False, soft_wrap=True)
     raise typer.Exit(0 if report.ok else 2)
 
 
@@ -282,6 +284,7 @@ def measure_failover(
     from lab import env, lifecycle
     from lab import measure_run as mr
 
+    plot = mr.check_plot_path(plot)  # before anything is measured
     env.require_linux_root()
     opened = lifecycle.open_lab(lab)
     with ui.progress(f"measuring {fault} at {site}", quiet=json_out) as step:
@@ -349,13 +352,14 @@ def token_issue(client: Annotated[str, typer.Option("--client", help="client id"
     """Issue a signed token (printed once; only its metadata is kept)."""
     from lab import lifecycle, tokenstore
 
+    tokenstore.check_ttl(ttl)
     opened = lifecycle.open_lab(lab)
     token, claims = tokenstore.issue(opened.journal.dir, client, scope, ttl, sub)
     if json_out:
         ui.emit_json({"token": token, "claims": claims})
     else:
         ui.err.print(f"jti {claims['jti']}, client {client}, scope '{scope}', expires in "
-                     f"{ttl} s", highlight=False)
+                     f"{ttl} s", markup=False, highlight=False)
         print(token)
 
 
@@ -365,16 +369,16 @@ def token_revoke(what: Annotated[str, typer.Argument(help="a token id (jti) or a
     """Revoke a token on every site (bumps each site's revocation list version)."""
     from lab import lifecycle, tokenstore
 
+    jti = tokenstore.jti_of(what)
     opened = lifecycle.open_lab(lab)
     assert opened.plan is not None
-    jti = tokenstore.jti_of(what)
     with locked(opened.name, "token revoke"):
         versions = tokenstore.revoke(opened.journal.dir, opened.plan, jti)
     if json_out:
         ui.emit_json({"jti": jti, "versions": versions})
     else:
         ui.out.print(f"revoked {jti} on {len(versions)} sites: " + ", ".join(
-            f"{site} v{v}" for site, v in versions.items()), highlight=False)
+            f"{site} v{v}" for site, v in versions.items()), markup=False, highlight=False)
 
 
 @token_app.command("list")
@@ -389,8 +393,8 @@ def token_list(lab: LabOpt = None, json_out: JsonOpt = False) -> None:
         ui.emit_json({"tokens": items})
         return
     ui.out.print(ui.table("tokens", ["jti", "client", "sub", "scope", "expires", "revoked on"], [
-        [t["jti"], t["client_id"], t["sub"], t["scope"],
-         "expired" if t["expired"] else time.strftime("%H:%M:%S", time.localtime(t["exp"])),
+        [*(escape(str(t[k])) for k in ("jti", "client_id", "sub", "scope")),
+         "expired" if t["expired"] else tokenstore.expiry_text(t["exp"]),
          ", ".join(t["revoked_on"]) or "-"] for t in items]))
 
 

@@ -1,4 +1,5 @@
-"""Checks of the machine the lab runs on: Linux, root, namespaces, tools, host networks.
+"""Checks of the machine the lab runs on: Linux, root, namespaces, tools, host networks,
+and whether the run directory leaves room for the lab's unix sockets.
 
 Read-only. Each failed check raises EnvironmentProblem (exit 3) with one sentence.
 """
@@ -16,6 +17,15 @@ from lab.errors import EnvironmentProblem
 from lab.plan import AddressPlan
 
 INSTALL_HINT = "run `make install` (or scripts/install.sh) as root"
+
+# A unix socket's path must fit sockaddr_un.sun_path, 108 bytes with its NUL: BIRD
+# refuses a 108-byte path ("Socket path too long") and exits, and `up` would wait for it.
+MAX_SOCKET_PATH = 107
+# The unix sockets a lab creates, by node role, in the node's directory
+# (<lab dir>/nodes/<node>/): BIRD's control socket (lab.daemons.bird) and the speaker
+# shim's control socket (lab.daemons.exabgp; healthd connects to it). Checked for every
+# site, although with health.checker 'exabgp-healthcheck' no shim runs.
+NODE_SOCKETS = {"router": ("bird.ctl",), "site": ("speaker.sock",)}
 
 
 def require_linux_root() -> None:
@@ -72,3 +82,27 @@ def check_host_overlap(plan: AddressPlan, pools: tuple[str, str]) -> None:
                 raise EnvironmentProblem(
                     f"the lab's {net} overlaps the host network {host}: choose other "
                     "pools or anycast prefixes in the topology file")
+
+
+def socket_paths(lab_dir: Path, plan: AddressPlan) -> list[Path]:
+    """Every unix socket path the lab will create, as its daemons are given it."""
+    return [lab_dir / "nodes" / node.name / sock for node in plan.nodes.values()
+            for sock in NODE_SOCKETS.get(node.role, ())]
+
+
+def check_socket_paths(lab_dir: Path, plan: AddressPlan) -> None:
+    """Every unix socket path of the lab fits in sun_path; otherwise EnvironmentProblem
+    naming the longest and how long the run directory may be."""
+    paths = socket_paths(lab_dir, plan)
+    if not paths:
+        return
+    longest = max(paths, key=lambda p: len(os.fsencode(p)))
+    size = len(os.fsencode(longest))
+    if size <= MAX_SOCKET_PATH:
+        return
+    root = lab_dir.parent
+    room = MAX_SOCKET_PATH - (size - len(os.fsencode(root)))
+    raise EnvironmentProblem(
+        f"the run directory {root} is too long for the lab's unix sockets: {longest} would be "
+        f"{size} bytes, and a unix socket path holds at most {MAX_SOCKET_PATH}; set "
+        f"ANYCAST_LAB_RUN_DIR to a directory of at most {max(room, 0)} bytes for this lab")

@@ -19,23 +19,18 @@ from typing import Any
 
 from lab import safefs
 from lab.errors import BadInput, EnvironmentProblem
-from lab.topology.model import LAB_NAME_RE
+from lab.topology.model import valid_lab_name
 
 DEFAULT_RUN_ROOT = "/run/anycast-lab"
 JOURNAL = "journal.jsonl"
 STATE = "state.json"
 
 
-def valid_lab_name(name: object) -> bool:
-    """The lab-name rule matched in full: no path separator, dot, newline or empty name.
-    Names from markers, arguments, the environment or directory listings count only if
-    they pass it."""
-    return isinstance(name, str) and LAB_NAME_RE.fullmatch(name) is not None
-
-
 def require_lab_name(name: str) -> str:
+    """Names from markers, arguments, the environment or directory listings count only
+    if they pass the lab-name rule in full (`valid_lab_name`)."""
     if not valid_lab_name(name):
-        raise BadInput(f"'{name}' is not a lab name (lowercase letters, digits and '-', "
+        raise BadInput(f"{name!r} is not a lab name (lowercase letters, digits and '-', "
                        "starting with a letter, at most 24 characters)")
     return name
 

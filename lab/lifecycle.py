@@ -111,6 +111,7 @@ def up(topology: Topology, progress: Progress, converge_deadline_s: float = 60.0
     env.require_tools(["sysctl", "unshare", "tc"])
     plan = build_plan(topology)
     env.check_host_overlap(plan, (topology.pools.links4, topology.pools.links6))
+    env.check_socket_paths(Journal(topology.name).dir, plan)
     check_impairments(plan)
     with lock.locked(topology.name, "up"):
         return _build(topology, plan, progress, converge_deadline_s)

@@ -3,6 +3,7 @@ anycast DNS address, then summarise and (optionally) draw the timeline."""
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -13,6 +14,35 @@ from lab.errors import BadInput, NotAsExpected
 from lab.lifecycle import Lab
 from lab.measure import run_trial, summarise, trial_json
 from lab.observe import client_sites, misplaced
+
+
+def check_plot_path(path: Path | None) -> Path | None:
+    """The --plot path, checked before any measurement (BadInput otherwise): not a
+    directory, a name ending in .png, and either an existing regular file that can be
+    overwritten or a new file in an existing directory (tried: created, then removed)."""
+    if path is None:
+        return None
+    if path.is_dir():
+        raise BadInput(f"--plot {path} is a directory; give a file path ending in .png")
+    if path.suffix.lower() != ".png":
+        raise BadInput(f"--plot {path}: the timeline is a PNG picture; give a path ending "
+                       "in .png")
+    if not path.parent.is_dir():
+        raise BadInput(f"--plot {path}: the directory {path.parent} does not exist")
+    if path.exists():
+        if not path.is_file():
+            raise BadInput(f"--plot {path} exists and is not a regular file")
+        if not os.access(path, os.W_OK):
+            raise BadInput(f"--plot {path} exists and cannot be overwritten")
+        return path
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    except OSError as exc:
+        raise BadInput(f"--plot {path}: cannot create a file in {path.parent} "
+                       f"({exc.strerror})") from exc
+    os.close(fd)
+    os.unlink(path)
+    return path
 
 
 def fault_actions(lab: Lab, site: str, fault: str) -> tuple[Callable[[], None],
@@ -44,6 +74,7 @@ def wait_expected(lab: Lab, timeout_s: float = 30.0) -> None:
 def failover(lab: Lab, site: str, fault: str, trials: int, rate_hz: float,
              plot: Path | None, progress: Callable[[str], None]) -> dict[str, Any]:
     assert lab.plan is not None
+    check_plot_path(plot)
     if site not in {s.name for s in lab.plan.by_role("site")}:
         raise BadInput(f"unknown site '{site}' (sites: "
                        f"{', '.join(s.name for s in lab.plan.by_role('site'))})")

@@ -9,6 +9,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 out = Console(emoji=False)
@@ -30,9 +31,11 @@ def table(title: str, columns: list[str], rows: list[list[Any]]) -> Table:
 
 
 def error(message: str, details: list[str] | None = None) -> None:
-    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    """An error sentence (and detail lines) on stderr; their text is never read as markup,
+    since it quotes input (`[/]` in a path would otherwise end the colour, or crash)."""
+    err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     for line in details or []:
-        err.print(f"  {line}", highlight=False, soft_wrap=True)
+        err.print(f"  {escape(line)}", highlight=False, soft_wrap=True)
 
 
 @contextmanager

@@ -10,12 +10,13 @@ from collections import Counter
 from collections.abc import Iterator
 
 from lab.topology.model import (
-    LAB_NAME_RE,
     MAX_NAME,
     NAME_RE,
     RESERVED_NAMES,
     Topology,
     parse_duration_us,
+    quoted,
+    valid_lab_name,
 )
 
 # RFC 7607 (AS 0), RFC 6793 (AS_TRANS), RFC 7300 (last 16-bit and 32-bit ASNs).
@@ -23,6 +24,33 @@ RESERVED_ASNS = {0: "AS 0 is reserved", 23456: "AS 23456 is AS_TRANS",
                  65535: "AS 65535 is reserved", 4294967295: "AS 4294967295 is reserved"}
 
 Finding = tuple[str, str]
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+# Address space neither link pools nor anycast prefixes may touch: the kernel does not
+# route it as ordinary unicast between namespaces (or refuses it on an interface), or,
+# for IPv4-mapped and IPv4-compatible IPv6, it stands for an IPv4 address.
+UNUSABLE: list[tuple[Network, str]] = [(ipaddress.ip_network(net), what) for net, what in (
+    ("0.0.0.0/8", "'this network'"),
+    ("127.0.0.0/8", "loopback"),
+    ("169.254.0.0/16", "link-local"),
+    ("224.0.0.0/4", "multicast"),
+    ("240.0.0.0/4", "reserved"),
+    ("::/128", "unspecified"),
+    ("::1/128", "loopback"),
+    ("::ffff:0:0/96", "IPv4-mapped"),
+    ("::/96", "IPv4-compatible, deprecated"),
+    ("fe80::/10", "link-local"),
+    ("ff00::/8", "multicast"),
+)]
+IPV4_MAPPED = ipaddress.IPv6Network("::ffff:0:0/96")
+
+
+def unusable(net: Network) -> str | None:
+    """'RANGE (what it is)' for the first range of UNUSABLE that `net` overlaps, or None."""
+    for bad, what in UNUSABLE:
+        if bad.version == net.version and net.overlaps(bad):
+            return f"{bad} ({what})"
+    return None
 
 
 def _known(names: list[str] | dict[str, object]) -> str:
@@ -30,8 +58,8 @@ def _known(names: list[str] | dict[str, object]) -> str:
 
 
 def check_names(topo: Topology) -> Iterator[Finding]:
-    if not LAB_NAME_RE.match(topo.name):
-        yield ("name", f"'{topo.name}' is not a valid lab name: use lowercase letters, "
+    if not valid_lab_name(topo.name):
+        yield ("name", f"{quoted(topo.name)} is not a valid lab name: use lowercase letters, "
                        "digits and '-', starting with a letter, at most 24 characters")
     seen: dict[str, str] = {}
     for section in ("routers", "sites", "clients"):
@@ -40,9 +68,9 @@ def check_names(topo: Topology) -> Iterator[Finding]:
             if name in RESERVED_NAMES:
                 yield (path, f"'{name}' is reserved inside a namespace; choose another name")
             elif len(name) > MAX_NAME:
-                yield (path, f"name '{name}' is {len(name)} characters; it becomes an "
+                yield (path, f"name {quoted(name)} is {len(name)} characters; it becomes an "
                              f"interface name, which the kernel limits to {MAX_NAME}")
-            elif not NAME_RE.match(name):
+            elif not NAME_RE.fullmatch(name):
                 yield (path, f"name '{name}' may contain only lowercase letters, digits "
                              "and '-', starting with a letter (it becomes an interface name)")
             elif "--" in name:
@@ -256,6 +284,11 @@ def check_prefixes(topo: Topology) -> Iterator[Finding]:
         if net.prefixlen != host_len:
             findings.append((path, f"anycast prefix {net} is not a host route: use a "
                                    f"/{host_len} (e.g. {net.network_address}/{host_len})"))
+        elif isinstance(net, ipaddress.IPv6Network) and net.subnet_of(IPV4_MAPPED):
+            findings.append((path, f"'{topo.anycast.ipv6}' is an IPv4-mapped address "
+                                   f"(::ffff:0:0/96) standing for "
+                                   f"{net.network_address.ipv4_mapped}: it cannot be an "
+                                   "anycast service address"))
         elif (net.is_multicast or net.is_loopback or net.is_unspecified
               or net.is_link_local):
             findings.append((path, f"{net} cannot be an anycast service address "
@@ -266,8 +299,16 @@ def check_prefixes(topo: Topology) -> Iterator[Finding]:
         elif net.version == 4 and net.is_reserved:
             findings.append((path, f"{net} is in the reserved range 240.0.0.0/4: it cannot "
                                    "be an anycast service address"))
+        elif unusable(net):
+            findings.append((path, f"{net} is in {unusable(net)}: it cannot be an anycast "
+                                   "service address"))
     pool4 = _network(topo.pools.links4, 4, "pools.links4", findings)
     pool6 = _network(topo.pools.links6, 6, "pools.links6", findings)
+    for pool, path, example in ((pool4, "pools.links4", "100.64.0.0/16"),
+                                (pool6, "pools.links6", "fd00:a11c:ab::/48")):
+        if pool is not None and unusable(pool):
+            findings.append((path, f"pool {pool} overlaps {unusable(pool)}: link addresses "
+                                   f"must be ordinary unicast, such as {example}"))
     links = len(topo.links) + len(topo.sites) + len(topo.clients)
     if pool4 is not None:
         capacity = pool4.num_addresses // 2

@@ -4,10 +4,13 @@
 three stages; stages 2 and 3 report every problem they find (with the path of the field
 it concerns and its line), so a user fixes a whole stage in one go:
 
-1. YAML syntax. The first syntax error stops here: there is no document to check.
-2. Structure: the YAML node tree (duplicate keys, which do not stop validation) and the
-   typed model (types, ranges, unknown keys, missing fields, names YAML does not read
-   as strings). A structural problem stops here too.
+1. YAML syntax, read by `safeyaml` (bounded size, depth and node count, no aliases,
+   YAML 1.2 numbers). The first syntax error or refusal stops here: there is no
+   document to check.
+2. Structure: the YAML node tree (duplicate keys, which do not stop validation; sections
+   with more entries than a lab may have, which do) and the typed model (types, ranges,
+   unknown keys, missing fields, names YAML does not read as strings). A structural
+   problem stops here too.
 3. Semantics (`checks.py`): names, cross-references, ASNs, addresses. These checks need
    a structurally valid model, so they only run once stages 1 and 2 found nothing that
    stops validation; their problems show in the next round.
@@ -18,6 +21,7 @@ last).
 
 from __future__ import annotations
 
+import io
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,8 +29,9 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
+from lab.topology import safeyaml
 from lab.topology.checks import check_topology
-from lab.topology.model import Topology
+from lab.topology.model import SECTION_LIMITS, Topology
 
 _STR_TAG = "tag:yaml.org,2002:str"
 _BOOL_TAG = "tag:yaml.org,2002:bool"
@@ -62,8 +67,16 @@ class Problem:
     line: int | None = None
 
     def __str__(self) -> str:
+        """One line, always: characters that do not print (a newline in a name) are
+        shown as escapes."""
         where = f"{self.path}: " if self.path else ""
-        return f"{where}{self.message}"
+        return _one_line(f"{where}{self.message}")
+
+
+def _one_line(text: str) -> str:
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 @dataclass
@@ -105,37 +118,51 @@ def _key_text(node: yaml.Node) -> str:
     return "<complex key>"
 
 
-def _drop_under(lines: dict[str, int], path: str) -> None:
-    """Forget the lines recorded for `path` and everything below it."""
-    for known in [p for p in lines if p == path or p.startswith((f"{path}.", f"{path}["))]:
-        del lines[known]
-
-
 def _walk(node: yaml.Node, path: tuple[Any, ...], lines: dict[str, int],
           problems: list[Problem]) -> None:
     """Record the line of every path, and report duplicate mapping keys.
 
     Paths use the keys as written. For a duplicate key YAML keeps the LAST definition,
-    so its line and its value's lines are the ones recorded.
+    so its line and its value's lines are the ones recorded (an earlier definition is
+    still walked, for the duplicates inside it, but its lines are not kept).
     """
     lines.setdefault(format_path(path), node.start_mark.line + 1)
     if isinstance(node, yaml.MappingNode):
+        idents = [(key_node.tag, _key_text(key_node)) for key_node, _ in node.value]
+        last = {ident: index for index, ident in enumerate(idents)}
         seen: dict[tuple[str, str], int] = {}
-        for key_node, value_node in node.value:
-            key = _key_text(key_node)
+        for index, (key_node, value_node) in enumerate(node.value):
+            ident = idents[index]
+            key = ident[1]
             line = key_node.start_mark.line + 1
             child = format_path((*path, key))
-            ident = (key_node.tag, key)
             if ident in seen:
                 problems.append(Problem(child, f"duplicate key '{key}' (first defined on "
                                                f"line {seen[ident]})", line))
-                _drop_under(lines, child)
             seen[ident] = line
-            lines[child] = line
-            _walk(value_node, (*path, key), lines, problems)
+            if last[ident] == index:
+                lines[child] = line
+                _walk(value_node, (*path, key), lines, problems)
+            else:
+                _walk(value_node, (*path, key), {}, problems)
     elif isinstance(node, yaml.SequenceNode):
         for index, item in enumerate(node.value):
             _walk(item, (*path, index), lines, problems)
+
+
+def _too_many(root: yaml.MappingNode) -> list[Problem]:
+    """Sections with more entries than a lab may have (model.SECTION_LIMITS)."""
+    problems = []
+    for key_node, value_node in root.value:
+        key = _key_text(key_node)
+        if key in SECTION_LIMITS and isinstance(value_node, yaml.MappingNode
+                                                | yaml.SequenceNode):
+            limit, why = SECTION_LIMITS[key]
+            if len(value_node.value) > limit:
+                problems.append(Problem(key, f"{len(value_node.value)} {key}: a lab holds at "
+                                             f"most {limit} ({why})",
+                                        key_node.start_mark.line + 1))
+    return problems
 
 
 class _Tree:
@@ -143,7 +170,10 @@ class _Tree:
 
     def __init__(self, root: yaml.Node) -> None:
         self.root = root
-        self._constructor = yaml.SafeLoader("")
+        self._constructor = safeyaml.TopologyLoader("")
+        # Per mapping node: its (key, value) nodes by (type, value) of the key as read,
+        # and by (type, form) of the key as pydantic writes it in a location.
+        self._index: dict[int, tuple[dict[Any, Any], dict[Any, Any]]] = {}
 
     def _value(self, node: yaml.Node) -> Any:
         try:
@@ -151,20 +181,35 @@ class _Tree:
         except (yaml.YAMLError, TypeError, ValueError):  # such a key just never matches
             return _NO_MATCH
 
+    def _keys(self, mapping: yaml.MappingNode) -> tuple[dict[Any, Any], dict[Any, Any]]:
+        found = self._index.get(id(mapping))
+        if found is None:
+            typed: dict[Any, Any] = {}
+            loose: dict[Any, Any] = {}
+            for key_node, value_node in mapping.value:  # the last one wins
+                value = self._value(key_node)
+                form = _loc_form(value)
+                try:
+                    typed[(type(value), value)] = (key_node, value_node)
+                    loose[(type(form), form)] = (key_node, value_node)
+                except TypeError:  # an unhashable key (YAML refused it already)
+                    continue
+            found = self._index[id(mapping)] = (typed, loose)
+        return found
+
     def find_key(self, mapping: yaml.Node | None, part: Any,
                  *, exact: bool = False) -> tuple[yaml.Node, yaml.Node] | None:
         """The (key, value) nodes of `mapping` for a loc part; the last one wins."""
         if not isinstance(mapping, yaml.MappingNode):
             return None
-        typed = loose = None
-        for key_node, value_node in mapping.value:
-            value = self._value(key_node)
-            if type(value) is type(part) and value == part:
-                typed = (key_node, value_node)
-            elif not exact and _loc_form(value) == part and type(_loc_form(value)) is type(
-                    part):
-                loose = (key_node, value_node)
-        return typed or loose
+        typed, loose = self._keys(mapping)
+        try:
+            found = typed.get((type(part), part))
+            if found is None and not exact:
+                found = loose.get((type(part), part))
+        except TypeError:
+            return None
+        return found
 
     def resolve(self, loc: tuple[Any, ...]) -> tuple[list[Any], yaml.Node | None]:
         """The path parts (keys as written) and the node of a loc (None if absent)."""
@@ -292,8 +337,12 @@ def _describe(err: Any, tree: _Tree) -> tuple[str, str]:
         elif isinstance(value, str) and kind.startswith("int") and value.strip().isdigit():
             message += f" (got the string {value!r}: write the number without quotes)"
         else:
-            message += f" (got {value!r})"
+            message += f" (got {_short(repr(value))})"
     return path, message
+
+
+def _short(text: str, limit: int = 60) -> str:
+    return text if len(text) <= limit else f"{text[:limit - 3]}..."
 
 
 def _allowed_keys(loc: tuple[Any, ...]) -> list[str]:
@@ -354,17 +403,21 @@ def load_text(text: str, source: str = "<text>") -> Report:
     return report
 
 
+TOO_LARGE = (f"larger than {safeyaml.MAX_FILE_BYTES // 1024} KiB, the most a topology file "
+             "may hold (the largest lab allowed needs about 100 KiB)")
+
+
 def _problems(text: str, report: Report) -> list[Problem]:
     """Run the stages (see the module docstring); sets report.topology when valid."""
+    if len(text) > safeyaml.MAX_FILE_BYTES or \
+            len(text.encode("utf-8", "replace")) > safeyaml.MAX_FILE_BYTES:
+        return [Problem("", f"the topology is {TOO_LARGE}")]
     problems: list[Problem] = []
-    # Stage 1: YAML syntax.
+    # Stage 1: YAML syntax (and what the reader refuses: see safeyaml).
     try:
-        loader = yaml.SafeLoader(text)  # checks for unprintable characters already
-        try:
-            root = loader.get_single_node()
-            data = loader.construct_document(root) if root is not None else None
-        finally:
-            loader.dispose()
+        root = safeyaml.compose(text)  # checks for unprintable characters already
+    except safeyaml.Refused as exc:
+        return [Problem(format_path(exc.path), exc.message, exc.line)]
     except yaml.YAMLError as exc:
         return [_yaml_error(exc, text)]
     if root is None:
@@ -379,6 +432,13 @@ def _problems(text: str, report: Report) -> list[Problem]:
     # Stage 2: structure.
     lines: dict[str, int] = {}
     _walk(root, (), lines, problems)
+    too_many = _too_many(root)
+    if too_many:
+        return problems + too_many
+    try:
+        data = safeyaml.construct(root)
+    except yaml.YAMLError as exc:
+        return [_yaml_error(exc, text)]
     try:
         topology = Topology.model_validate(data)
     except ValidationError as exc:
@@ -392,12 +452,21 @@ def _problems(text: str, report: Report) -> list[Problem]:
 
 
 def load_file(path: str | Path) -> Report:
-    """Validate a topology file; a missing or unreadable file is a problem, not a crash."""
+    """Validate a topology file; a missing, unreadable or oversized file is a problem,
+    not a crash. Reads at most MAX_FILE_BYTES + 1 bytes, whatever the file is."""
     p = Path(path)
     try:
-        text = p.read_text(encoding="utf-8")
+        with p.open("rb") as f:
+            raw = f.read(safeyaml.MAX_FILE_BYTES + 1)
     except FileNotFoundError:
         return Report(str(p), problems=[Problem("", f"file '{p}' does not exist")])
-    except (OSError, UnicodeDecodeError) as exc:
+    except OSError as exc:
+        return Report(str(p), problems=[Problem("", f"cannot read '{p}': {exc}")])
+    if len(raw) > safeyaml.MAX_FILE_BYTES:
+        return Report(str(p), problems=[Problem("", f"file '{p}' is {TOO_LARGE}")])
+    try:
+        # Text mode's universal newlines, as Path.read_text reads.
+        text = io.TextIOWrapper(io.BytesIO(raw), encoding="utf-8").read()
+    except UnicodeDecodeError as exc:
         return Report(str(p), problems=[Problem("", f"cannot read '{p}': {exc}")])
     return load_text(text, str(p))

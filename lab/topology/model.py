@@ -11,18 +11,57 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+# Every pattern here is matched in full (fullmatch): `$` would also match before a
+# trailing newline.
 # A node's name becomes an interface name on each of its neighbours (the kernel
 # allows 15 bytes) and part of its namespace's name.
-NAME_RE = re.compile(r"^[a-z][a-z0-9-]*$")
+NAME_RE = re.compile(r"[a-z][a-z0-9-]*")
 MAX_NAME = 15
-LAB_NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,23}$")
+LAB_NAME_RE = re.compile(r"[a-z][a-z0-9-]{0,23}")
 # Names that would collide with kernel names inside a namespace
 # (/proc/sys/net/ipv4/conf/{all,default,lo}).
 RESERVED_NAMES = frozenset({"lo", "all", "default"})
 
-DURATION_RE = re.compile(r"^(\d+(?:\.\d+)?)\s*(us|ms|s)$")
+DURATION_RE = re.compile(r"(\d+(?:\.\d+)?)\s*(us|ms|s)")
+DURATION_SCALE = {"us": 1, "ms": 1000, "s": 1_000_000}
+# pyroute2 sends netem's delay and jitter as 32-bit counts of kernel ticks (15.625 per
+# microsecond), which end at 274.9 s; a minute is already past `up`'s convergence deadline.
+MAX_DURATION_US = 60_000_000
 # What pyroute2's tc rate parser accepts: a whole number, a lowercase unit, no space.
-RATE_RE = re.compile(r"^(\d+)(bit|kbit|mbit|gbit)$")
+RATE_RE = re.compile(r"(\d+)(bit|kbit|mbit|gbit)")
+RATE_UNITS = {"bit": 1, "kbit": 1_000, "mbit": 1_000_000, "gbit": 1_000_000_000}
+# tc's rate (tbf and netem) is a 32-bit count of bytes per second: 4294967295 B/s.
+MAX_RATE_BIT = (2**32 - 1) * 8
+# tbf's buffer is the time to send the lab's 32 KiB burst at the rate, in 32-bit kernel
+# ticks: below 954 bit/s it does not fit.
+MIN_RATE_BIT = 1_000
+
+# How many of each a lab may have, and why (checked on the YAML tree before anything
+# else reads the section; docs/topologies.md). A generated lab of 50 sites on 5 routers
+# takes 35-55 s and about 5 GiB to come up on 2 cores; 100 sites did not converge there.
+MAX_ROUTERS = 64
+MAX_SITES = 128
+MAX_CLIENTS = 256
+MAX_LINKS = 512
+SECTION_LIMITS = {
+    "routers": (MAX_ROUTERS, "each is a namespace with a BIRD daemon and an AS of its own"),
+    "sites": (MAX_SITES, "each is a namespace with up to five daemons, about 100 MiB; "
+                         "50 sites take 35-55 s and 5 GiB to come up on 2 cores"),
+    "clients": (MAX_CLIENTS, "each is a namespace whose prober `measure` drives at up to "
+                             "1000 queries/s"),
+    "links": (MAX_LINKS, "each is a veth pair with a BGP session at both ends"),
+}
+
+
+def quoted(value: str, limit: int = 40) -> str:
+    """A value for a message: quoted, cut when long."""
+    return f"'{value}'" if len(value) <= limit else f"'{value[:limit - 3]}...'"
+
+
+def valid_lab_name(name: object) -> bool:
+    """The lab-name rule, matched in full: lowercase letters, digits and '-', starting
+    with a letter, at most 24 characters (no dot, no '/', no newline)."""
+    return isinstance(name, str) and LAB_NAME_RE.fullmatch(name) is not None
 
 # Strict: YAML's `yes` (True), '65001' and 65001.0 are not AS numbers. The range is the
 # whole 32-bit space so that checks.py can explain the reserved ones (0, 4294967295).
@@ -134,8 +173,14 @@ class Impairment(Strict):
     @field_validator("delay", "jitter")
     @classmethod
     def _duration(cls, value: str | None) -> str | None:
-        if value is not None and not DURATION_RE.match(value):
-            raise ValueError(f"'{value}' is not a duration like '20ms', '500us' or '1s'")
+        if value is None:
+            return value
+        m = DURATION_RE.fullmatch(value)
+        if not m:
+            raise ValueError(f"{quoted(value)} is not a duration like '20ms', '500us' or '1s'")
+        if float(m.group(1)) * DURATION_SCALE[m.group(2)] > MAX_DURATION_US:
+            raise ValueError(f"{quoted(value)} is longer than {MAX_DURATION_US // 1_000_000} s, "
+                             "the longest delay or jitter a lab link takes")
         return value
 
     @field_validator("rate")
@@ -143,12 +188,20 @@ class Impairment(Strict):
     def _rate(cls, value: str | None) -> str | None:
         if value is None:
             return value
-        m = RATE_RE.match(value)
+        m = RATE_RE.fullmatch(value)
         if not m:
-            raise ValueError(f"'{value}' is not a rate like '10mbit' or '512kbit' "
+            raise ValueError(f"{quoted(value)} is not a rate like '10mbit' or '512kbit' "
                              "(a whole number and a lowercase unit, no space)")
-        if int(m.group(1)) == 0:
-            raise ValueError(f"rate '{value}' must be above zero")
+        digits = m.group(1).lstrip("0") or "0"
+        bits = int(digits) * RATE_UNITS[m.group(2)] if len(digits) <= 20 else None
+        if bits == 0:
+            raise ValueError(f"rate {quoted(value)} must be above zero")
+        if bits is None or bits > MAX_RATE_BIT:
+            raise ValueError(f"rate {quoted(value)} is above {MAX_RATE_BIT}bit (about 34.4 gbit), "
+                             "the most tc takes: it counts bytes per second in 32 bits")
+        if bits < MIN_RATE_BIT:
+            raise ValueError(f"rate {quoted(value)} is below 1kbit, the slowest at which tc's "
+                             "token bucket holds the lab's 32 KiB burst")
         return value
 
 
@@ -168,10 +221,10 @@ class Topology(Strict):
     pools: Pools = Pools()
     bgp: Bgp = Bgp()
     health: Health = Health()
-    routers: dict[str, Router]
-    sites: dict[str, Site]
-    clients: dict[str, Client] = {}
-    links: list[Link] = []
+    routers: dict[str, Router] = Field(max_length=MAX_ROUTERS)
+    sites: dict[str, Site] = Field(max_length=MAX_SITES)
+    clients: dict[str, Client] = Field({}, max_length=MAX_CLIENTS)
+    links: list[Link] = Field([], max_length=MAX_LINKS)
 
     def node_names(self) -> list[str]:
         return [*self.routers, *self.sites, *self.clients]
@@ -179,8 +232,7 @@ class Topology(Strict):
 
 def parse_duration_us(text: str) -> int:
     """'20ms' -> 20000 (microseconds)."""
-    m = DURATION_RE.match(text)
+    m = DURATION_RE.fullmatch(text)
     if not m:
         raise ValueError(text)
-    scale = {"us": 1, "ms": 1000, "s": 1_000_000}[m.group(2)]
-    return round(float(m.group(1)) * scale)
+    return round(float(m.group(1)) * DURATION_SCALE[m.group(2)])

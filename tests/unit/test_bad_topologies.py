@@ -65,6 +65,7 @@ def _params() -> list[object]:
     return params
 
 
+@pytest.mark.timeout(20)  # hostile cases (alias bombs, deep nesting) must end, and quickly
 @pytest.mark.parametrize("case", _params())
 def test_bad_topology_matches_golden(case: Path) -> None:
     check_case(case)
