@@ -207,7 +207,7 @@ def test_verify_token_time_boundaries(signing_key: bytes) -> None:
 def test_verify_token_rejects_iat_in_future_without_nbf(signing_key: bytes) -> None:
     _, claims = _issue(signing_key, now=NOW + 100)
     del claims["nbf"]
-    token = jwt.encode(claims, signing_key, algorithm="ES256")
+    token = tokens.sign_claims(signing_key, claims)
     assert _verify(signing_key, token, now=NOW) is None
     assert _verify(signing_key, token, now=NOW + 100) is not None
 
@@ -239,14 +239,14 @@ def test_verify_token_rejects(signing_key: bytes) -> None:
 def test_verify_token_rejects_mistyped_claims(signing_key: bytes, claim: str, value: Any) -> None:
     _, claims = _issue(signing_key)
     claims[claim] = value
-    bad = jwt.encode(claims, signing_key, algorithm="ES256")
+    bad = tokens.sign_claims(signing_key, claims)
     assert _verify(signing_key, bad, now=NOW + 1) is None
 
 
 def test_verify_token_accepts_audience_list(signing_key: bytes) -> None:
     _, claims = _issue(signing_key)
     claims["aud"] = ["other", AUDIENCE]
-    token = jwt.encode(claims, signing_key, algorithm="ES256")
+    token = tokens.sign_claims(signing_key, claims)
     result = _verify(signing_key, token, now=NOW + 1)
     assert result is not None
     assert result["aud"] == ["other", AUDIENCE]
@@ -617,7 +617,10 @@ def test_server_runs_a_full_gc_periodically(
     assert srv.config.ssl.minimum_version == ssl.TLSVersion.TLSv1_2
     assert srv.config.access_log is False
     assert srv.config.timeout_keep_alive == 5
-    assert srv.config.limit_concurrency == 512
+    # Connections are limited at accept by the guard, not by uvicorn's 503 (plain text,
+    # and shared with the health daemon's connection).
+    assert srv.config.limit_concurrency is None
+    assert (srv.admission.limit, srv.admission.per_client) == (512, 256)
     assert srv.config.h11_max_incomplete_event_size == server.H11_MAX_INCOMPLETE_EVENT_SIZE
     collections: list[tuple[Any, ...]] = []
     monkeypatch.setattr(server.gc, "collect", lambda *a: collections.append(a) or 0)
