@@ -31,7 +31,7 @@ from lab.introspect import guard
 from lab.observe import client_sites
 from lab.procs import enter_netns, run_in
 
-from .conftest import DEFAULT, ROOT, LabHandle, unique_name
+from .conftest import DEFAULT, ROOT, LabHandle, lab_cli, unique_name
 from .helpers import wait_for
 from .test_routing import EXPECTED, FAILOVER
 from .test_services import curl
@@ -57,8 +57,9 @@ class Attack:
     """probes.idle_tls inside the client's namespace, in the background; bounded by itself."""
 
     def __init__(self, lab: lifecycle.Lab, client: str, connections: int = CONNECTIONS,
-                 duration_s: float = DURATION_S, mode: str = "tls") -> None:
-        argv = [sys.executable, "-m", "probes.idle_tls", "--address", ANY4,
+                 duration_s: float = DURATION_S, mode: str = "tls",
+                 address: str = ANY4) -> None:
+        argv = [sys.executable, "-m", "probes.idle_tls", "--address", address,
                 "--connections", str(connections), "--duration", str(duration_s),
                 "--mode", mode]
         self.proc = subprocess.Popen(argv, preexec_fn=enter_netns(lab.plan.nodes[client].netns),
@@ -189,6 +190,31 @@ def test_three_rounds_from_one_client_do_not_withdraw_every_site(lab):
     print(f"three rounds: targets {[r['target'] for r in rounds]}, withdrawn {sorted(withdrawn)}")
     assert withdrawn != set(lab.topology.sites)
     assert every_site_ready(lab)
+
+
+def test_a_site_saturated_by_three_clients_absorbs_and_says_so(lab):
+    """Three clients (one on the anycast address, two on the site's own) fill the site's
+    512 client slots: with the default policy it stays announced, the health daemon and
+    `status` say it is saturated, and it is no longer once they stop."""
+    site = EXPECTED[CLIENT]
+    since = time.time()
+    unicast = str(lab.plan.nodes[site].interfaces[0].v4.ip)
+    attacks = [Attack(lab, c, connections=300, duration_s=10,
+                      address=ANY4 if c == CLIENT else unicast) for c in EXPECTED]
+    try:
+        wait_for(lambda: health_state(lab, site)["saturation"]["saturated"], timeout=10,
+                 interval=0.1, message=f"{site} to say it is saturated")
+        status = json.loads(lab_cli("status", "--lab", lab.name, "--json").stdout)
+        assert status["sites"][site]["saturation"] == {"policy": "absorb", "saturated": True}
+        assert status["sites"][site]["announced"] is True
+    finally:
+        summaries = [a.join() for a in attacks]
+    print(f"saturation: {json.dumps(summaries)}")
+    assert all(s["held_max"] <= guard.LIMIT_PER_CLIENT for s in summaries)
+    wait_for(lambda: not health_state(lab, site)["saturation"]["saturated"],
+             timeout=RECOVERY_BOUND_S, message=f"{site} no longer saturated")
+    assert withdrawals(lab, site, since) == 0
+    wait_for(lambda: site_ready(lab, site), timeout=RECOVERY_BOUND_S, message=f"{site} ready")
 
 
 def test_connections_orphaned_by_a_withdrawal_are_reaped(lab):
