@@ -132,6 +132,7 @@ def site_health(lab: Lab, site: str) -> dict[str, Any]:
         "drained": state.get("drained", False),
         "route": state.get("route"),
         "flaps": state.get("flaps"),
+        "saturation": state.get("saturation"),  # {"policy": absorb|withdraw, "saturated"}
         "checks": {n: {"state": c.get("state"), "since": c.get("since"),
                        "reason": c.get("reason"), "latency_ms": c.get("latency_ms")}
                    for n, c in state.get("checks", {}).items()},
@@ -159,6 +160,7 @@ def _health(site: dict[str, Any]) -> str:
     health = site.get("health") or "unknown"
     colour = "green" if health in ("up", "static") else "red"
     text = f"[{colour}]{health}[/]"
+    text += " [yellow](saturated)[/]" if (site.get("saturation") or {}).get("saturated") else ""
     return text + (" [yellow](drained)[/]" if site.get("drained") else "")
 
 

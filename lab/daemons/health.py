@@ -1,6 +1,7 @@
-"""anycast-healthd on every site (lab.health): DNS and introspection checks against the
-site's own unicast address; it alone tells the speaker to announce (fail-closed). Ready
-when the running process has written its state file."""
+"""anycast-healthd on every site (lab.health): the DNS check against the site's own
+unicast address, the introspection check against the service's health listener (its own,
+on loopback: client connections cannot starve it); it alone tells the speaker to announce
+(fail-closed). Ready when the running process has written its state file."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from typing import Any
 
 from lab.credentials import SERVICE_NAME, Paths
 from lab.daemons.base import DaemonSpec, Readiness, ReadyTarget
+from lab.daemons.introspect import HEALTH_ADDRESS, HEALTH_PORT
 from lab.plan import AddressPlan, NodePlan
 from lab.topology.model import Topology
 
@@ -37,10 +39,12 @@ def health_config(topo: Topology, plan: AddressPlan, site: NodePlan, node_dir: P
         "metrics_listen": f"{unicast}:{METRICS_PORT}",
         "hold_down_ms": topo.health.hold_down_ms,
         "drain_delay_ms": topo.health.drain_delay_ms,
+        "saturation": topo.health.saturation,
         "checks": [
             {"type": "dns", "name": "dns", "server": unicast,
              "qname": "health.anycast.lab.", "expect": [str(plan.anycast4.network_address)]},
-            {"type": "introspect", "name": "introspect", "address": unicast,
+            {"type": "introspect", "name": "introspect", "address": HEALTH_ADDRESS,
+             "port": HEALTH_PORT,
              "server_name": SERVICE_NAME, "ca_file": str(pki.ca_cert),
              "client_id": "healthd", "client_secret_file": str(pki.healthd_secret),
              "active_token_file": str(pki.canary_active),

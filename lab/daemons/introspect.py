@@ -19,6 +19,9 @@ from lab.plan import AddressPlan, NodePlan
 
 PORT = 443
 READY_TIMEOUT_S = 1.0  # one /healthz call; the service answers in milliseconds
+# The health daemon's own listener: loopback of the site's namespace, reachable by nothing
+# outside it, so client connections can never use up what the health checks need.
+HEALTH_ADDRESS, HEALTH_PORT = "127.0.0.1", 8443
 
 
 def revocation_path(node_dir: Path) -> Path:
@@ -36,6 +39,8 @@ def introspect_config(plan: AddressPlan, site: NodePlan, node_dir: Path,
         "revocation_path": str(revocation_path(node_dir)),
         "listen": site_listen(plan, site),
         "port": PORT,
+        "health_listen": [HEALTH_ADDRESS],
+        "health_port": HEALTH_PORT,
         "tls_cert": str(pki.server_cert),
         "tls_key": str(pki.server_key),
     }

@@ -8,7 +8,9 @@ All but `exec` run in-process, without forking:
 * `IntrospectProbe`: over one persistent HTTPS connection (keep-alive, lab CA, SNI and
   Host = the service name) with HTTP Basic client credentials: the active canary token
   must be `active: true`, the revoked one `active: false` (a site with a stale
-  revocation list fails), and a call without credentials must get 401.
+  revocation list fails), and a call without credentials must get 401. On the service's
+  health listener its answers also say whether the site is saturated
+  (`X-Anycast-Saturated`), which the result carries (`Result.saturated`).
 * `TcpProbe`: a connect.
 * `ExecProbe`: a command, exit 0 = success. Each run forks and execs: ~5-20 ms of CPU
   (about 18 ms for `dig`), so at 20 runs/s a quarter of a core; prefer the others.
@@ -45,6 +47,7 @@ class Result:
     ok: bool
     reason: str
     latency: float  # seconds the check took
+    saturated: bool | None = None  # what the service said of its load; None: not said
 
 
 class Probe:
@@ -160,6 +163,7 @@ class IntrospectProbe(Probe):
         self.revoked = _FileText(cfg.revoked_token_file, "revoked_token_file")
         self.client: httpx.Client | None = None
         self.runs = 0
+        self.saturated: bool | None = None  # of the run in progress
 
     def _client(self) -> httpx.Client:
         if self.client is None:
@@ -178,12 +182,13 @@ class IntrospectProbe(Probe):
         started = time.monotonic()
         deadline = started + self.cfg.timeout_ms / 1000
         self.runs += 1
+        self.saturated = None
         try:
             self._check(deadline)
             ok, reason = True, "ok"
         except _CheckFailed as exc:
             ok, reason = False, str(exc)
-        return Result(ok, reason, time.monotonic() - started)
+        return Result(ok, reason, time.monotonic() - started, self.saturated)
 
     def _basic(self) -> str:
         pair = (urllib.parse.quote_plus(self.cfg.client_id) + ":"
@@ -224,8 +229,10 @@ class IntrospectProbe(Probe):
     def _check(self, deadline: float) -> None:
         auth = self._basic()
         active, revoked = self.active.read(), self.revoked.read()
-        if not self._active("active canary", self._post("active canary", active, auth,
-                                                        deadline)):
+        answer = self._post("active canary", active, auth, deadline)
+        flag = answer.headers.get("x-anycast-saturated")
+        self.saturated = None if flag is None else flag == "1"
+        if not self._active("active canary", answer):
             raise _CheckFailed("active canary answered inactive")
         if self._active("revoked canary", self._post("revoked canary", revoked, auth,
                                                      deadline)):

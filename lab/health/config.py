@@ -153,6 +153,10 @@ class HealthConfig(_Model):
     command_timeout_ms: int = Field(default=10_000, ge=100, le=120_000)
     command_retry_ms: int = Field(default=1000, ge=10, le=600_000)
     reconnect_ms: int = Field(default=100, ge=10, le=60_000)
+    # What a *saturated* site does (a check answered, but says the site is at its
+    # connection limit): absorb = stay announced and serve what it can (withdrawing a busy
+    # site pushes the same load onto the next one); withdraw = count it as a failure.
+    saturation: Literal["absorb", "withdraw"] = "absorb"
     checks: list[Check] = Field(min_length=1)
 
     @field_validator("metrics_listen")

@@ -10,6 +10,11 @@ command it keeps sending them (Controller.command).
 
 A check that does not come back within timeout x 1.5 (+50 ms) is counted as a failure
 ("hung"), again every such period, and its late result is dropped.
+
+Saturation: a result may say the service is saturated (at its connection limit, yet
+answering). With `saturation: absorb` (the default) that changes nothing but the report;
+with `withdraw` such a result counts as a failure. Either way the state file says
+`"saturation": {"policy": ..., "saturated": ...}`.
 """
 
 from __future__ import annotations
@@ -121,6 +126,7 @@ class Daemon:
         self.wake_at: float | None = None
         self.decision_reason = "starting"
         self.shim_problem: str | None = None  # last reason we could not connect
+        self.saturated = False  # as the latest result that said anything about it
 
     # --- lifecycle ---------------------------------------------------------------
 
@@ -241,14 +247,30 @@ class Daemon:
                                          waited), now)
 
     def record(self, name: str, result: Result, now: float) -> None:
+        saturation_changed = self.note_saturation(name, result)
+        if result.ok and result.saturated and self.cfg.saturation == "withdraw":
+            result = Result(False, "saturated (saturation policy: withdraw)", result.latency,
+                            result.saturated)
         self.metrics.results.labels(name, "ok" if result.ok else "fail").inc()
         self.metrics.latency.labels(name).observe(result.latency)
         self.latency[name] = result.latency
         changes = self.site.observe(name, result.ok, result.reason, now)
         for t in changes:
             self.on_transition(t, result)
-        if changes:
+        if changes or saturation_changed:
             self.write_state()
+
+    def note_saturation(self, name: str, result: Result) -> bool:
+        """Keep what the service said about its load; True if that changed."""
+        if result.saturated is None or result.saturated == self.saturated:
+            return False
+        self.saturated = result.saturated
+        self.metrics.saturated.set(1 if self.saturated else 0)
+        self.events.write("saturation", check=name, saturated=self.saturated,
+                          policy=self.cfg.saturation)
+        log.info("%s: the service says it is %s (policy %s)", name,
+                 "saturated" if self.saturated else "no longer saturated", self.cfg.saturation)
+        return True
 
     def on_transition(self, t: Transition, result: Result) -> None:
         if t.check == "site":
@@ -378,6 +400,7 @@ class Daemon:
             "decision": self.decision_reason, "shim_connected": self.link.connected,
             "flaps": s.flaps, "route_changes": s.route_changes,
             "hold_down_ms": round(s.hold_down * 1000),
+            "saturation": {"policy": self.cfg.saturation, "saturated": self.saturated},
             "checks": {
                 name: {"state": t.state, "required": t.required, "since": self.wall(t.since),
                        "reason": t.reason, "last_result": t.last_result, "flaps": t.flaps,

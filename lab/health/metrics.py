@@ -8,6 +8,7 @@
     anycast_health_site_healthy                        1/0
     anycast_health_site_flaps_total
     anycast_health_drained                             1/0
+    anycast_health_saturated                           1 if the service says it is saturated
     anycast_health_announced                           1 if announced (gshut included)
     anycast_health_route{anycast_health_route=withdrawn|announced|gshut|unknown}
     anycast_health_shim_connected                      1/0
@@ -62,6 +63,8 @@ class Metrics:
         self.site_flaps = Counter(p + "site_flaps", "Site health up<->down changes",
                                   registry=r)
         self.drained = Gauge(p + "drained", "1 if the drain file is present", registry=r)
+        self.saturated = Gauge(p + "saturated", "1 if the service says it is saturated",
+                               registry=r)
         self.announced = Gauge(p + "announced", "1 if the route is announced", registry=r)
         self.route = Enum(p + "route", "What the speaker has", states=ROUTES, registry=r)
         self.shim_connected = Gauge(p + "shim_connected", "1 if connected to the shim",

@@ -5,7 +5,7 @@ Event log: one JSON object per line, appended and flushed at once, e.g.
      "check": "dns", "old": "up", "new": "down", "reason": "timeout (2 consecutive failures)"}
     {"time": ..., "event": "action", "action": "withdraw", "reason": "dns down: ...",
      "ok": true, "answer": {"ok": true, "state": "withdrawn", "detail": ["done", "done"]}}
-Events: start, stop, check, site, drain, action, shim.
+Events: start, stop, check, site, drain, action, shim, saturation.
 
 State file: one JSON object, replaced atomically (temp file + rename) on every change, so
 a reader (`anycast-lab status`) never sees half a file.

@@ -45,7 +45,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -129,6 +129,8 @@ class _ResponseHeaders:
 
         try:
             await self.app(scope, receive, stamped_send)
+        except ClientDisconnect:
+            return  # gone, or cut off by the connection guard (which answered itself)
         except Exception as exc:
             if started:
                 raise

@@ -3,8 +3,11 @@
 ``python -m lab.introspect --config FILE.json`` loads a ``ServerConfig`` (the
 ``IntrospectConfig`` fields plus the ones below), binds one TCP socket per
 ``listen`` address itself -- ``SO_REUSEADDR`` and ``IP_FREEBIND`` so that an
-anycast address can be bound before it is configured on an interface -- and
-runs a single uvicorn server with TLS on all of them. Once every socket is
+anycast address can be bound before it is configured on an interface -- and one
+per ``health_listen`` address (the health daemon's own listener, on
+``health_port``), and runs a single uvicorn server with TLS on all of them, in one
+event loop. Connections are accepted, limited and timed by ``lab.introspect.guard``
+(limits, timeouts and their bounds are stated there). Once every socket is
 listening it prints ``ready`` on stdout (flushed). SIGTERM or SIGINT stop it
 gracefully with exit status 0.
 
@@ -17,9 +20,14 @@ Config file (JSON; unknown keys are an error)::
       "max_body_bytes": 4096,                     # optional
       "listen": ["203.0.113.53", "2001:db8:53::53", "100.64.0.5"],
       "port": 443,                                # optional
+      "health_listen": ["127.0.0.1"],             # optional, default none
+      "health_port": 8443,                        # optional
       "tls_cert": "server.crt.pem", "tls_key": "server.key.pem",
       "log_file": "/var/log/introspect.log",      # optional, default stderr
-      "limit_concurrency": 512                    # optional
+      "limit_concurrency": 512,                   # optional: client connections at once
+      "limit_per_client": 256,                    # optional: per IPv4 address / IPv6 /64
+      "request_timeout_s": 5,                     # optional
+      "tls_handshake_timeout_s": 3                # optional
     }
 
 Relative paths are resolved against the config file's directory.
@@ -44,8 +52,9 @@ from types import FrameType
 from typing import Any
 
 import uvicorn
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
+from lab.introspect import guard
 from lab.introspect.app import IntrospectConfig, create_app
 
 __all__ = ["ServerConfig", "bind_sockets", "load_server_config", "main", "serve"]
@@ -55,8 +64,9 @@ log = logging.getLogger(__name__)
 IP_FREEBIND = getattr(socket, "IP_FREEBIND", 15)
 IPV6_FREEBIND = 78  # Linux >= 4.15; IP_FREEBIND on an AF_INET6 socket works too
 LISTEN_BACKLOG = 1024
-TIMEOUT_KEEP_ALIVE_S = 5
-H11_MAX_INCOMPLETE_EVENT_SIZE = 8 * 1024  # request line + headers
+TIMEOUT_KEEP_ALIVE_S = guard.KEEP_ALIVE_TIMEOUT_S
+H11_MAX_INCOMPLETE_EVENT_SIZE = guard.HEAD_LIMIT  # request line + headers
+HEALTH_PORT = 8443
 GC_EVERY_TICKS = 20  # full garbage collection every 2 s (see _Server.on_tick)
 
 
@@ -68,15 +78,27 @@ class ServerConfig(IntrospectConfig):
     tls_cert: Path
     tls_key: Path
     log_file: Path | None = None
-    limit_concurrency: int = Field(default=512, ge=1)
+    limit_concurrency: int = Field(default=guard.LIMIT_CONCURRENCY, ge=1, le=60_000)
+    limit_per_client: int = Field(default=guard.LIMIT_PER_CLIENT, ge=1, le=60_000)
+    health_listen: list[str] = Field(default_factory=list)
+    health_port: int = Field(default=HEALTH_PORT, ge=0, le=65535)
+    request_timeout_s: float = Field(default=guard.REQUEST_TIMEOUT_S, gt=0, le=60)
+    tls_handshake_timeout_s: float = Field(default=guard.TLS_HANDSHAKE_TIMEOUT_S, gt=0, le=60)
 
-    @field_validator("listen")
+    @field_validator("listen", "health_listen")
     @classmethod
     def _ip_literals(cls, value: list[str]) -> list[str]:
         out = [str(ipaddress.ip_address(a)) for a in value]
         if len(set(out)) != len(out):
             raise ValueError("listen addresses must be unique")
         return out
+
+    @model_validator(mode="after")
+    def _health_apart(self) -> ServerConfig:
+        if self.health_port == self.port and set(self.health_listen) & set(self.listen):
+            raise ValueError("the health listener must not share an address and port with "
+                             "the client listeners")
+        return self
 
 
 _PATH_FIELDS = ("clients_path", "revocation_path", "tls_cert", "tls_key", "log_file")
@@ -142,14 +164,39 @@ def _tls_context(config: uvicorn.Config, default: Callable[[], ssl.SSLContext]) 
 
 
 class _Server(uvicorn.Server):
-    """uvicorn.Server that reports once every socket listens."""
+    """uvicorn.Server whose listeners accept through the guard, and that reports once
+    every socket listens."""
 
-    def __init__(self, config: uvicorn.Config, on_ready: Callable[[], None] | None) -> None:
+    def __init__(self, config: uvicorn.Config, on_ready: Callable[[], None] | None, *,
+                 service: ServerConfig, admission: guard.Admission,
+                 health_addresses: set[tuple[str, int]]) -> None:
         super().__init__(config)
         self._on_ready = on_ready
+        self.service = service
+        self.admission = admission
+        self.health_sockets: list[socket.socket] = []  # set by serve(), before run()
+        self.health_addresses = health_addresses  # filled at startup, read per answer
+
+    def _protocol(self, slot: guard.Slot) -> guard.GuardedH11Protocol:
+        return guard.GuardedH11Protocol(
+            self.config, self.server_state, self.lifespan.state, slot=slot,
+            site=self.service.site, request_timeout_s=self.service.request_timeout_s)
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
-        await super().startup(sockets=sockets)
+        """uvicorn's startup, with a guard.Acceptor per socket instead of loop.create_server."""
+        await self.lifespan.startup()  # lifespan "off": nothing to run
+        if sockets is None or self.config.ssl is None:
+            raise ValueError("the introspection server needs bound sockets and TLS")
+        self.servers = []
+        for sock in sockets:
+            kind = guard.HEALTH if sock in self.health_sockets else guard.CLIENT
+            if kind == guard.HEALTH:
+                self.health_addresses.add(tuple(sock.getsockname()[:2]))
+            acceptor = guard.Acceptor(sock, kind, self.admission, self.config.ssl,
+                                      self._protocol, self.service.tls_handshake_timeout_s)
+            acceptor.start()
+            self.servers.append(acceptor)  # type: ignore[arg-type]
+        self.started = True
         # Everything alive now (modules, app, keys) lives as long as the process:
         # keep it out of every later collection so the periodic pass stays cheap.
         gc.collect()
@@ -170,8 +217,11 @@ class _Server(uvicorn.Server):
 def build_server(config: ServerConfig, on_ready: Callable[[], None] | None = None) -> _Server:
     """The uvicorn server for ``config`` (not yet running, no sockets bound)."""
     app = create_app(config)  # a ServerConfig is an IntrospectConfig
+    admission = guard.Admission(limit=config.limit_concurrency,
+                                per_client=config.limit_per_client)
+    health_addresses: set[tuple[str, int]] = set()
     uv_config = uvicorn.Config(
-        app,
+        guard.SaturationHeader(app, admission, health_addresses),
         http="h11",  # h11_max_incomplete_event_size applies to h11
         ws="none",
         lifespan="off",
@@ -181,14 +231,15 @@ def build_server(config: ServerConfig, on_ready: Callable[[], None] | None = Non
         server_header=False,
         timeout_keep_alive=TIMEOUT_KEEP_ALIVE_S,
         timeout_graceful_shutdown=10,
-        limit_concurrency=config.limit_concurrency,
+        limit_concurrency=None,  # guard.Admission limits connections at accept
         h11_max_incomplete_event_size=H11_MAX_INCOMPLETE_EVENT_SIZE,
         backlog=LISTEN_BACKLOG,
         ssl_certfile=str(config.tls_cert),
         ssl_keyfile=str(config.tls_key),
         ssl_context_factory=_tls_context,
     )
-    return _Server(uv_config, on_ready)
+    return _Server(uv_config, on_ready, service=config, admission=admission,
+                   health_addresses=health_addresses)
 
 
 def _print_ready() -> None:
@@ -208,9 +259,18 @@ def serve(config: ServerConfig, on_ready: Callable[[], None] | None = _print_rea
     previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         sockets = bind_sockets(config.listen, config.port)
+        try:
+            server.health_sockets = bind_sockets(config.health_listen, config.health_port)
+        except BaseException:
+            for sock in sockets:
+                sock.close()
+            raise
+        sockets += server.health_sockets
         for sock in sockets:
             host, port = sock.getsockname()[:2]
-            log.info("listening on https://%s:%d", f"[{host}]" if ":" in host else host, port)
+            what = "health daemon only" if sock in server.health_sockets else "clients"
+            log.info("listening on https://%s:%d (%s)", f"[{host}]" if ":" in host else host,
+                     port, what)
         server.run(sockets=sockets)
     finally:
         for sig, handler in previous.items():

@@ -9,11 +9,25 @@ other than ES256 -- including ``none``). The reason is deliberately not
 returned: an introspection response must not tell a caller why a token is
 inactive. Time checks are done here (not by PyJWT) so that ``now`` can be
 injected.
+
+One token, one string:
+
+* the header must say ``typ: at+jwt`` (RFC 9068 section 2.1; compared as a media type,
+  RFC 7515 section 4.1.9: case-insensitive, ``application/at+jwt`` is the same type).
+  A token without ``typ``, or with ``JWT``, is not one of our access tokens;
+* every part is unpadded base64url (RFC 7515 section 2) and the signature is the one
+  canonical encoding of exactly 64 bytes (no ``=`` padding, no stray bits in its last
+  character);
+* ECDSA signatures are accepted with a low ``s`` only (``s <= n/2``): for any valid
+  (r, s) the twin (r, n - s) verifies too, so without this rule a token has two valid
+  strings. ``issue_token`` always signs with a low ``s``.
 """
 
 from __future__ import annotations
 
+import base64
 import functools
+import re
 import secrets
 import time
 from collections.abc import Container
@@ -23,7 +37,8 @@ import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-__all__ = ["ACTIVE_KEYS", "ALGORITHM", "issue_token", "load_public_key", "verify_token"]
+__all__ = ["ACTIVE_KEYS", "ALGORITHM", "canonical_form", "issue_token", "load_public_key",
+           "sign_claims", "verify_token"]
 
 ALGORITHM = "ES256"
 # The exact keys of an active introspection response, in response order.
@@ -41,6 +56,10 @@ ACTIVE_KEYS = (
 )
 _REQUIRED_CLAIMS = ["iss", "aud", "sub", "client_id", "scope", "exp", "iat", "jti"]
 _TOKEN_TYPE_HEADER = "at+jwt"  # RFC 9068 media type of JWT access tokens
+_TOKEN_TYPES = frozenset({"at+jwt", "application/at+jwt"})  # compared in lower case
+_P256_ORDER = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
+_SEGMENT = re.compile(r"[A-Za-z0-9_-]+")  # unpadded base64url
+_ES256_SIGNATURE = re.compile(r"[A-Za-z0-9_-]{86}")  # 64 bytes, unpadded
 
 
 def _as_bytes(pem: bytes | str) -> bytes:
@@ -66,6 +85,39 @@ def _public_key(pem: bytes) -> ec.EllipticCurvePublicKey:
 def load_public_key(public_key_pem: bytes | str) -> ec.EllipticCurvePublicKey:
     """Parse (and cache) a P-256 public key PEM; raises ``ValueError`` if it is not one."""
     return _public_key(_as_bytes(public_key_pem))
+
+
+def _b64url(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
+
+
+def _low_s(token: str) -> str:
+    """The same token with its ECDSA signature's twin of low ``s``, if it had a high one."""
+    head, _, signature = token.rpartition(".")
+    raw = base64.urlsafe_b64decode(signature + "==")
+    r, s = raw[:32], int.from_bytes(raw[32:], "big")
+    if s <= _P256_ORDER // 2:
+        return token
+    return f"{head}.{_b64url(r + (_P256_ORDER - s).to_bytes(32, 'big'))}"
+
+
+def canonical_form(token: str) -> bool:
+    """True if the token is in the one form we accept (see the module docstring)."""
+    parts = token.split(".")
+    if len(parts) != 3 or not all(_SEGMENT.fullmatch(p) for p in parts[:2]):
+        return False
+    signature = parts[2]
+    if not _ES256_SIGNATURE.fullmatch(signature):
+        return False
+    raw = base64.urlsafe_b64decode(signature + "==")
+    if _b64url(raw) != signature:  # stray bits in the last character
+        return False
+    return 0 < int.from_bytes(raw[32:], "big") <= _P256_ORDER // 2
+
+
+def _typ_ok(header: dict[str, Any]) -> bool:
+    typ = header.get("typ")
+    return isinstance(typ, str) and typ.lower() in _TOKEN_TYPES
 
 
 def issue_token(
@@ -102,13 +154,14 @@ def issue_token(
         "jti": jti if jti is not None else secrets.token_hex(16),
         "token_type": token_type,
     }
-    token = jwt.encode(
-        claims,
-        _private_key(_as_bytes(signing_key_pem)),
-        algorithm=ALGORITHM,
-        headers={"typ": _TOKEN_TYPE_HEADER},
-    )
-    return token, claims
+    return sign_claims(signing_key_pem, claims), claims
+
+
+def sign_claims(signing_key_pem: bytes | str, claims: dict[str, Any]) -> str:
+    """These exact claims as one of our tokens: ES256, ``typ: at+jwt``, a low ``s``."""
+    token = jwt.encode(claims, _private_key(_as_bytes(signing_key_pem)), algorithm=ALGORITHM,
+                       headers={"typ": _TOKEN_TYPE_HEADER})
+    return _low_s(token)
 
 
 def _is_number(value: object) -> bool:
@@ -150,12 +203,12 @@ def verify_token(
     raises ``ValueError``; everything wrong with the *token* yields ``None``.
     """
     key = load_public_key(public_key_pem)
-    if not isinstance(token, str) or not token:
+    if not isinstance(token, str) or not canonical_form(token):
         return None
     try:
         header = jwt.get_unverified_header(token)
         # PyJWT enforces algorithms=[ES256] too; checking first is belt and braces.
-        if header.get("alg") != ALGORITHM:
+        if header.get("alg") != ALGORITHM or not _typ_ok(header):
             return None
         claims = jwt.decode(
             token,

@@ -131,6 +131,11 @@ class Health(Strict):
                                 "GRACEFUL_SHUTDOWN re-announcement and the withdrawal")
     hold_down_ms: int = Field(500, ge=0, le=600000, description="minimum time before a "
                               "re-announcement after a route change")
+    saturation: Literal["absorb", "withdraw"] = Field(
+        "absorb", description="what a site does when its introspection service is "
+        "saturated (at its connection limit) rather than broken: absorb = stay announced and "
+        "serve what it can (withdrawing a busy site pushes the same load onto the next site "
+        "and cascades); withdraw = withdraw until it is no longer saturated")
     checker: Literal["healthd", "exabgp-healthcheck"] = Field(
         "healthd", description="healthd: our daemon drives the speaker (both families; the "
         "watchdog, drain and hold-down settings apply); exabgp-healthcheck: ExaBGP runs its "

@@ -223,15 +223,15 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _start_introspect(pki: dict[str, Any], revocation: str,
-                      tmp: Path) -> tuple[subprocess.Popen[str], int]:
+def _start_introspect(pki: dict[str, Any], revocation: str, tmp: Path,
+                      **extra: Any) -> tuple[subprocess.Popen[str], int]:
     d, port = pki["dir"], _free_port()
     config = {
         "site": "site-a", "issuer": ISSUER, "audience": AUDIENCE,
         "public_key_file": str(d / "signing.pub"), "clients_path": str(d / "clients.json"),
         "revocation_path": str(d / revocation), "listen": ["127.0.0.1"], "port": port,
         "tls_cert": str(d / "server.crt"), "tls_key": str(d / "server.key"),
-        "log_file": str(tmp / f"introspect-{revocation}.log"),
+        "log_file": str(tmp / f"introspect-{revocation}.log"), **extra,
     }
     path = tmp / f"introspect-{revocation}.json"
     path.write_text(json.dumps(config))
@@ -299,6 +299,55 @@ def test_introspect_healthy_site_passes_over_one_connection(pki, services) -> No
         assert len(pool.connections) == 1
     finally:
         probe.close()
+
+
+def _eventually(condition: Any, timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_introspect_probe_learns_saturation_on_the_health_listener(pki, tmp_path) -> None:
+    """The service's own listener for health checks answers in full while every client
+    slot is taken, and says so: the result carries `saturated`."""
+    health_port = _free_port()
+    proc, port = _start_introspect(pki, "revoked.json", tmp_path, health_listen=["127.0.0.1"],
+                                   health_port=health_port, limit_concurrency=2)
+    ctx = ssl.create_default_context(cafile=str(pki["dir"] / "ca.pem"))
+    held: list[ssl.SSLSocket] = []
+    probe = IntrospectProbe(introspect_check(pki, health_port))
+    on_client_side = IntrospectProbe(introspect_check(pki, port))
+    try:
+        first = probe.run()
+        assert first.ok and first.saturated is False, first.reason
+        for _ in range(2):
+            sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+            held.append(ctx.wrap_socket(sock, server_hostname=SERVICE))
+        assert _eventually(lambda: probe.run().saturated is True)
+        result = probe.run()
+        assert result.ok and result.reason == "ok"  # saturated, not broken
+        for sock in held:
+            sock.close()
+
+        def told_clients() -> bool:
+            answer = on_client_side.run()
+            return answer.ok and answer.saturated is not None
+
+        assert _eventually(lambda: on_client_side.run().ok)
+        assert not told_clients()  # clients are never told
+    finally:
+        for sock in held:
+            sock.close()
+        probe.close()
+        on_client_side.close()
+        proc.terminate()
+        proc.wait(timeout=15)
+        for stream in (proc.stdout, proc.stderr):
+            if stream is not None:
+                stream.close()
 
 
 def test_stale_revocation_list_fails_the_site(pki, services) -> None:

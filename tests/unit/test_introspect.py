@@ -31,7 +31,7 @@ from lab.introspect.app import IntrospectConfig, create_app
 from lab.introspect.clients import generate_secret, write_registry
 from lab.introspect.pki import create_ca, create_signing_key, issue_server_cert, public_pem
 from lab.introspect.revocation import revoke
-from lab.introspect.tokens import issue_token
+from lab.introspect.tokens import issue_token, sign_claims
 
 with warnings.catch_warnings():
     # starlette 1.10 prefers the httpx2 fork for its TestClient; the pinned httpx works.
@@ -472,11 +472,9 @@ def _bad_tokens(signing_key: bytes) -> dict[str, str]:
     hs_sig = hmac.new(public_pem(signing_key), f"{hs_header}.{hs_body}".encode(), hashlib.sha256)
     return {
         "expired": token_for(signing_key, now=now - 7200, ttl_s=3600)[0],
-        "expires-now": jwt.encode(_claims(exp=now), signing_key, algorithm="ES256"),
-        "nbf-in-future": jwt.encode(_claims(nbf=now + 600), signing_key, algorithm="ES256"),
-        "iat-in-future": jwt.encode(
-            _claims(iat=now + 600, nbf=now + 600), signing_key, algorithm="ES256"
-        ),
+        "expires-now": sign_claims(signing_key, _claims(exp=now)),
+        "nbf-in-future": sign_claims(signing_key, _claims(nbf=now + 600)),
+        "iat-in-future": sign_claims(signing_key, _claims(iat=now + 600, nbf=now + 600)),
         "wrong-issuer": token_for(signing_key, issuer="https://evil.example")[0],
         "wrong-audience": token_for(signing_key, audience="https://other-api.lab")[0],
         "signed-by-other-key": token_for(other_key)[0],
@@ -484,13 +482,13 @@ def _bad_tokens(signing_key: bytes) -> dict[str, str]:
         "alg-none-with-sig": jwt.encode(_claims(), None, algorithm="none") + sig,
         "hs256-with-public-key": f"{hs_header}.{hs_body}.{_b64url(hs_sig.digest())}",
         "tampered-payload": f"{header}.{_b64url(json.dumps(forged_payload).encode())}.{sig}",
-        "missing-jti": jwt.encode(
-            {k: v for k, v in _claims().items() if k != "jti"}, signing_key, algorithm="ES256"
+        "missing-jti": sign_claims(
+            signing_key, {k: v for k, v in _claims().items() if k != "jti"}
         ),
-        "missing-exp": jwt.encode(
-            {k: v for k, v in _claims().items() if k != "exp"}, signing_key, algorithm="ES256"
+        "missing-exp": sign_claims(
+            signing_key, {k: v for k, v in _claims().items() if k != "exp"}
         ),
-        "exp-not-a-number": jwt.encode(_claims(exp="never"), signing_key, algorithm="ES256"),
+        "exp-not-a-number": sign_claims(signing_key, _claims(exp="never")),
         "garbage": "this is not a token",
         "three-dots": "a.b.c",
         "truncated": good[: len(good) // 2],

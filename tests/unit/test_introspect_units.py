@@ -15,6 +15,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
+import h11
 import jwt
 import pytest
 from cryptography import x509
@@ -29,7 +30,7 @@ from cryptography.x509.verification import (
     VerificationError,
 )
 
-from lab.introspect import clients, pki, revocation, server, tokens
+from lab.introspect import clients, guard, pki, revocation, server, tokens
 
 ISSUER = "https://issuer.anycast.lab"
 AUDIENCE = "https://api.anycast.lab"
@@ -207,7 +208,7 @@ def test_verify_token_time_boundaries(signing_key: bytes) -> None:
 def test_verify_token_rejects_iat_in_future_without_nbf(signing_key: bytes) -> None:
     _, claims = _issue(signing_key, now=NOW + 100)
     del claims["nbf"]
-    token = jwt.encode(claims, signing_key, algorithm="ES256")
+    token = tokens.sign_claims(signing_key, claims)
     assert _verify(signing_key, token, now=NOW) is None
     assert _verify(signing_key, token, now=NOW + 100) is not None
 
@@ -239,14 +240,14 @@ def test_verify_token_rejects(signing_key: bytes) -> None:
 def test_verify_token_rejects_mistyped_claims(signing_key: bytes, claim: str, value: Any) -> None:
     _, claims = _issue(signing_key)
     claims[claim] = value
-    bad = jwt.encode(claims, signing_key, algorithm="ES256")
+    bad = tokens.sign_claims(signing_key, claims)
     assert _verify(signing_key, bad, now=NOW + 1) is None
 
 
 def test_verify_token_accepts_audience_list(signing_key: bytes) -> None:
     _, claims = _issue(signing_key)
     claims["aud"] = ["other", AUDIENCE]
-    token = jwt.encode(claims, signing_key, algorithm="ES256")
+    token = tokens.sign_claims(signing_key, claims)
     result = _verify(signing_key, token, now=NOW + 1)
     assert result is not None
     assert result["aud"] == ["other", AUDIENCE]
@@ -617,7 +618,10 @@ def test_server_runs_a_full_gc_periodically(
     assert srv.config.ssl.minimum_version == ssl.TLSVersion.TLSv1_2
     assert srv.config.access_log is False
     assert srv.config.timeout_keep_alive == 5
-    assert srv.config.limit_concurrency == 512
+    # Connections are limited at accept by the guard, not by uvicorn's 503 (plain text,
+    # and shared with the health daemon's connection).
+    assert srv.config.limit_concurrency is None
+    assert (srv.admission.limit, srv.admission.per_client) == (512, 256)
     assert srv.config.h11_max_incomplete_event_size == server.H11_MAX_INCOMPLETE_EVENT_SIZE
     collections: list[tuple[Any, ...]] = []
     monkeypatch.setattr(server.gc, "collect", lambda *a: collections.append(a) or 0)
@@ -628,3 +632,100 @@ def test_server_runs_a_full_gc_periodically(
 
     asyncio.run(ticks())
     assert len(collections) == 3
+
+
+# --- guard: admission and the request-head limit -------------------------------------
+
+
+def test_client_key_is_the_address_or_its_ipv6_slash_64() -> None:
+    assert guard.client_key("192.0.2.7") == "192.0.2.7"
+    assert guard.client_key("2001:db8:1:2:aaaa::1") == guard.client_key("2001:db8:1:2::ffff")
+    assert guard.client_key("2001:db8:1:2::1") == "2001:db8:1:2::/64"
+    assert guard.client_key("2001:db8:1:3::1") != guard.client_key("2001:db8:1:2::1")
+
+
+def test_admission_limits_per_client_per_site_and_keeps_health_apart() -> None:
+    now = [100.0]
+    adm = guard.Admission(limit=3, per_client=2, health_limit=1, clock=lambda: now[0])
+    a1, a2 = adm.admit(guard.CLIENT, "192.0.2.1"), adm.admit(guard.CLIENT, "192.0.2.1")
+    assert a1 is not None and a2 is not None
+    assert adm.admit(guard.CLIENT, "192.0.2.1") is None  # that client is at its limit
+    assert not adm.saturated  # ... which does not saturate the site
+    b1 = adm.admit(guard.CLIENT, "192.0.2.2")
+    assert b1 is not None and adm.saturated  # the site is at its limit now
+    assert adm.admit(guard.CLIENT, "192.0.2.3") is None
+    health = adm.admit(guard.HEALTH, "127.0.0.1")
+    assert health is not None  # client connections never use the health listener's room
+    assert adm.admit(guard.HEALTH, "127.0.0.1") is None
+    assert adm.refused == {"client at its limit": 1, "site at its limit": 1,
+                           "health listener full": 1}
+    b1.release()
+    b1.release()  # a second release changes nothing
+    assert adm.held[guard.CLIENT] == 2 and adm.per_key["192.0.2.1"] == 2
+    assert adm.saturated  # a refusal for the site's limit was a moment ago
+    now[0] += guard.SATURATION_HOLD_S
+    assert not adm.saturated
+    for slot in (a1, a2, health):
+        slot.release()
+    assert adm.held == {guard.CLIENT: 0, guard.HEALTH: 0} and not adm.per_key
+
+
+def _head(extra: bytes = b"") -> bytes:
+    return b"GET / HTTP/1.1\r\nHost: x\r\n" + extra + b"\r\n"
+
+
+def _padded(total: int) -> bytes:
+    head = _head(b"X-Pad: ")
+    return _head(b"X-Pad: " + b"a" * (total - len(head) - 2) + b"\r\n")
+
+
+def _events(conn: guard.HeadLimitedConnection, data: bytes) -> list[Any]:
+    conn.receive_data(data)
+    out = []
+    while (event := conn.next_event()) not in (h11.NEED_DATA, h11.PAUSED):
+        out.append(event)
+    return out
+
+
+@pytest.mark.parametrize("size", [9 * 1024, 20 * 1024, 200 * 1024])
+def test_a_complete_head_over_the_limit_is_431_even_in_one_read(size: int) -> None:
+    ends: list[int] = []
+    conn = guard.HeadLimitedConnection(guard.HEAD_LIMIT, lambda: ends.append(1))
+    with pytest.raises(h11.RemoteProtocolError):
+        _events(conn, _padded(size))
+    assert conn.error_status == 431 and not ends
+
+
+def test_head_limit_counts_each_request_of_a_keep_alive_connection() -> None:
+    ends: list[int] = []
+    conn = guard.HeadLimitedConnection(guard.HEAD_LIMIT, lambda: ends.append(1))
+    events = _events(conn, _padded(guard.HEAD_LIMIT))  # exactly at the limit: fine
+    assert isinstance(events[0], h11.Request) and ends == [1]
+    conn.send(h11.Response(status_code=200, headers=[("content-length", "0")]))
+    conn.send(h11.EndOfMessage())
+    conn.start_next_cycle()
+    assert isinstance(_events(conn, _padded(guard.HEAD_LIMIT))[0], h11.Request)
+    conn.send(h11.Response(status_code=200, headers=[("content-length", "0")]))
+    conn.send(h11.EndOfMessage())
+    conn.start_next_cycle()
+    with pytest.raises(h11.RemoteProtocolError):
+        _events(conn, _padded(guard.HEAD_LIMIT + 1))
+    assert conn.error_status == 431
+
+
+@pytest.mark.parametrize(("head", "status"), [
+    (b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n",
+     400),
+    (b"GET / HTTP/1.2\r\nHost: x\r\n\r\n", 505),
+    (b"GET / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n", 501),
+    (b"NOT HTTP\r\n\r\n", 400),
+])
+def test_framing_the_guard_refuses_and_its_status(head: bytes, status: int) -> None:
+    conn = guard.HeadLimitedConnection(guard.HEAD_LIMIT, lambda: None)
+    with pytest.raises(h11.RemoteProtocolError):
+        _events(conn, head)
+    assert conn.error_status == status
+    headers, body = guard.error_response(status, "site-a")
+    assert json.loads(body)["error"] == "invalid_request"
+    assert (b"cache-control", b"no-store") in headers
+    assert (b"content-length", str(len(body)).encode()) in headers

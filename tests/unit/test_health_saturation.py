@@ -1,0 +1,132 @@
+"""Saturated versus broken: what the health daemon makes of a check that answered but says
+the site is saturated, under each `saturation` policy (in-process, no shim, no threads)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from lab import credentials
+from lab.daemons.health import health_config
+from lab.daemons.introspect import introspect_config
+from lab.daemons.launch import node_dir
+from lab.health.checks import Result
+from lab.health.config import HealthConfig
+from lab.health.daemon import Daemon
+from lab.health.state import ANNOUNCE, DOWN, UP, WITHDRAW
+from lab.plan import build_plan
+from lab.topology import load_text
+
+
+def make_daemon(tmp: Path, policy: str | None) -> Daemon:
+    raw = {
+        "site": "site-a", "shim_socket": str(tmp / "speaker.sock"),
+        "drain_file": str(tmp / "drain"), "state_file": str(tmp / "health-state.json"),
+        "event_log": str(tmp / "health-events.jsonl"),
+        "checks": [{"type": "tcp", "name": "introspect", "host": "127.0.0.1", "port": 9,
+                    "rise": 2, "fall": 2}],
+    }
+    if policy is not None:
+        raw["saturation"] = policy
+    return Daemon(HealthConfig.model_validate(raw))
+
+
+def feed(daemon: Daemon, saturated: bool | None, times: int, start: float = 0.0) -> None:
+    for i in range(times):
+        daemon.record("introspect", Result(True, "ok", 0.001, saturated), start + i * 0.1)
+
+
+def state(tmp: Path) -> dict:
+    return json.loads((tmp / "health-state.json").read_text())
+
+
+def events(tmp: Path) -> list[dict]:
+    return [json.loads(line) for line in (tmp / "health-events.jsonl").read_text().splitlines()]
+
+
+@pytest.fixture
+def daemons() -> list[Daemon]:
+    made: list[Daemon] = []
+    yield made
+    for d in made:
+        d.events.close()
+
+
+def test_absorb_is_the_default_and_keeps_a_saturated_site_announced(tmp_path, daemons) -> None:
+    daemon = make_daemon(tmp_path, None)
+    daemons.append(daemon)
+    feed(daemon, saturated=True, times=3)
+    assert daemon.site.checks["introspect"].state == UP
+    assert daemon.site.desired(1.0)[0] == ANNOUNCE
+    assert state(tmp_path)["saturation"] == {"policy": "absorb", "saturated": True}
+    assert [e["saturated"] for e in events(tmp_path) if e["event"] == "saturation"] == [True]
+
+
+def test_withdraw_policy_takes_a_saturated_site_out_and_back(tmp_path, daemons) -> None:
+    daemon = make_daemon(tmp_path, "withdraw")
+    daemons.append(daemon)
+    feed(daemon, saturated=False, times=2)
+    assert daemon.site.healthy
+    feed(daemon, saturated=True, times=2, start=1.0)
+    tracker = daemon.site.checks["introspect"]
+    assert tracker.state == DOWN and "saturated" in tracker.reason
+    assert daemon.site.desired(2.0)[0] == WITHDRAW
+    assert state(tmp_path)["saturation"] == {"policy": "withdraw", "saturated": True}
+    feed(daemon, saturated=False, times=2, start=3.0)
+    assert daemon.site.healthy and daemon.site.desired(4.0)[0] == ANNOUNCE
+    assert state(tmp_path)["saturation"] == {"policy": "withdraw", "saturated": False}
+
+
+def test_a_result_that_says_nothing_keeps_the_last_word(tmp_path, daemons) -> None:
+    daemon = make_daemon(tmp_path, "withdraw")
+    daemons.append(daemon)
+    feed(daemon, saturated=True, times=1)
+    feed(daemon, saturated=None, times=3, start=1.0)  # e.g. a check without the header
+    assert daemon.saturated is True
+    assert daemon.site.checks["introspect"].state == UP  # only a saturated answer fails
+
+
+def test_unknown_policy_is_a_config_error(tmp_path) -> None:
+    with pytest.raises(ValueError, match="saturation"):
+        make_daemon(tmp_path, "panic")
+
+
+# --- from the topology to the daemons' configs ----------------------------------------
+
+DEFAULT = Path(__file__).resolve().parents[2] / "topologies" / "default.yaml"
+LAB_DIR = Path("/run/anycast-lab/saturation-test")
+
+
+def _topology(saturation: str | None) -> Any:
+    data = yaml.safe_load(DEFAULT.read_text())
+    if saturation is not None:
+        data.setdefault("health", {})["saturation"] = saturation
+    return load_text(yaml.safe_dump(data, sort_keys=False), "<variant>")
+
+
+@pytest.mark.parametrize("policy", [None, "absorb", "withdraw"])
+def test_the_topology_choice_reaches_healthd_whose_check_uses_the_health_listener(
+        policy: str | None) -> None:
+    report = _topology(policy)
+    assert report.topology is not None, report.problems
+    topo = report.topology
+    plan = build_plan(topo)
+    site = plan.nodes["ams"]
+    pki = credentials.paths(LAB_DIR)
+    health = HealthConfig.model_validate(
+        health_config(topo, plan, site, node_dir(LAB_DIR, "ams"), pki))
+    service = introspect_config(plan, site, node_dir(LAB_DIR, "ams"), pki)
+    assert health.saturation == (policy or "absorb")
+    check = next(c for c in health.checks if c.type == "introspect")
+    assert check.address in service["health_listen"] and check.port == service["health_port"]
+    assert (check.address, check.port) not in {(a, service["port"]) for a in service["listen"]}
+
+
+def test_an_unknown_saturation_policy_is_a_topology_problem() -> None:
+    report = _topology("panic")
+    assert report.topology is None
+    assert any("health.saturation" in str(p) for p in report.problems)
