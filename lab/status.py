@@ -5,7 +5,9 @@ A site is `announced` when its router holds a route for every anycast prefix the
 announces, learned over the site's own BGP session (best or not: a drained site's route
 is held though not preferred). The speaker's own account stays beside it
 (`speaker_announced`: null when it cannot be asked, as under ExaBGP's bundled
-healthcheck); when the two disagree, `problems` says so."""
+healthcheck); when the two disagree, `notes` says so. A disagreement is a moment of
+BGP in flight (a withdrawal on its way, a route not yet received) or a frozen speaker the
+hold timer has not caught yet: it is reported, and `ok` stays about sessions and clients."""
 
 from __future__ import annotations
 
@@ -40,6 +42,7 @@ def collect(lab: Lab, fabric: bool = True) -> dict[str, Any]:
     topo, plan, lab_dir = lab.topology, lab.plan, lab.journal.dir
     report["anycast"] = plan.anycast
     problems: list[str] = []
+    notes: list[str] = []
 
     sess = sessions(plan, lab_dir)
     routes = anycast_routes(plan, lab_dir)
@@ -60,7 +63,7 @@ def collect(lab: Lab, fabric: bool = True) -> dict[str, Any]:
             **site_health(lab, name),
         }
         if seen.disagreement:
-            problems.append(seen.disagreement)
+            notes.append(seen.disagreement)
     for name, router in topo.routers.items():
         peers = {s.protocol: s.state for s in sess if s.router == name}
         report["routers"][name] = {"asn": router.asn, "router_id": plan.nodes[name].router_id,
@@ -82,6 +85,7 @@ def collect(lab: Lab, fabric: bool = True) -> dict[str, Any]:
                      for n in report["fabric"]["nodes"].values() if not n["exists"]]
     report["ok"] = not problems
     report["problems"] = problems
+    report["notes"] = notes
     return report
 
 
@@ -210,3 +214,5 @@ def print_human(report: dict[str, Any], show_fabric: bool = False) -> None:
                               rows))
     for problem in report.get("problems", []):
         ui.out.print(f"[red]![/] {problem}", highlight=False)
+    for note in report.get("notes", []):
+        ui.out.print(f"[yellow]note:[/] {note}", highlight=False)

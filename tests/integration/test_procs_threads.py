@@ -125,8 +125,9 @@ def test_journal_keeps_the_programs_own_argv_and_restart_replays_it(namespaces, 
     assert again.pid != first.pid
     wait_for(lambda: exec_done(again.pid, "sleep"), timeout=5, message="restarted sleep")
     assert ns_inode(f"/proc/{again.pid}/ns/net") == ns_inode(f"/run/netns/{target}")
-    assert Path(f"/proc/{again.pid}/cmdline").read_bytes().split(b"\0")[:2] == [b"sleep",
-                                                                               b"60"]
+    # During execve /proc/PID/exe changes before the new arguments are in place: poll.
+    wait_for(lambda: Path(f"/proc/{again.pid}/cmdline").read_bytes().split(b"\0")[:2]
+             == [b"sleep", b"60"], timeout=5, message="restarted sleep's arguments")
     assert procs.running(journal, "sleep@x") == again
 
 

@@ -43,7 +43,7 @@ def test_frozen_speaker_is_not_announced_once_the_router_drops_its_route(make_la
         assert report["sites"][SITE]["announced"] is False
         assert report["sites"][SITE]["speaker_announced"] is True
         note = f"{SITE}: speaker says announced, router {ROUTER} holds no route from {SITE}"
-        assert note in report["problems"]
+        assert note in report["notes"]
         human = lab_cli("status", "--lab", lab.name, timeout=60)
         assert note in human.stdout and "(speaker:" in human.stdout  # beside "no" in the table
     finally:
