@@ -11,10 +11,10 @@ from pathlib import Path
 
 from bench.common import save, show, unique
 from bench.lab_bench import topology
-from lab import lifecycle
-from lab.measure import run_trial, summarise, trial_json
-from lab.measure_run import fault_actions, wait_expected
-from lab.plot import timeline
+from lab.measure.failover import fault_actions, wait_expected
+from lab.measure.plot import timeline
+from lab.measure.trials import run_trial, summarise, trial_json
+from lab.ops import lifecycle
 
 SITE = "ams"
 FAULTS = ["dns", "dns-hang", "introspect", "introspect-hang", "speaker", "link", "blackhole",

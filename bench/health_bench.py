@@ -27,14 +27,15 @@ import yaml
 
 from bench import common
 from bench.common import save, show, stats, unique
-from lab import faults, lifecycle, procs
-from lab.daemons.launch import node_dir
-from lab.daemons.render import proto_name
-from lab.errors import NotAsExpected
-from lab.health.config import DnsCheck
-from lab.measure import run_trial, summarise, trial_json
-from lab.observe import client_sites
-from lab.topology import load_text
+from lab.host import procs
+from lab.measure.trials import run_trial, summarise, trial_json
+from lab.model import load_text
+from lab.model.errors import NotAsExpected
+from lab.observe.routing import client_sites
+from lab.ops import faults, lifecycle
+from lab.render.jinja import proto_name
+from lab.render.launch import node_dir
+from lab.sites.health.config import DnsCheck
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT = ROOT / "topologies" / "default.yaml"
@@ -48,7 +49,7 @@ def _dns_default(field: str) -> Any:
     return DnsCheck.model_fields[field].default
 
 
-# Our DNS check's default profile (lab/health/config.py), and the anchor tuned to it: same
+# Our DNS check's default profile (lab/sites/health/config.py), and the anchor tuned to it: same
 # interval, fast interval, rise and fall; its --timeout takes whole seconds, so the
 # sub-second limit is `timeout 0.1 dig ...` (its own --timeout 1 stays as a backstop).
 OURS_DNS = {k: _dns_default(k) for k in ("interval_ms", "fast_interval_ms", "timeout_ms",
@@ -171,7 +172,7 @@ def check_interval_s(lab: lifecycle.Lab) -> float:
 
 def outage_trials(lab: lifecycle.Lab, fault: str, trials: int, max_wait_s: float,
                   progress: Callable[[str], None]) -> dict[str, Any]:
-    """`trials` runs of lab.measure.run_trial. Each waits until the site is back and a
+    """`trials` runs of lab.measure.trials.run_trial. Each waits until the site is back and a
     random part of one check interval: recovery is seen right after a check, so without
     it every fault would land at the same point of the checker's cycle (at the anchor's
     5 s interval that pins the outage to one value)."""

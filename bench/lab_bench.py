@@ -13,14 +13,14 @@ from pathlib import Path
 import yaml
 
 from bench.common import save, show, stats, unique
-from lab import lifecycle
-from lab.daemons.launch import node_dir
-from lab.fabric import Fabric
-from lab.journal import Journal
-from lab.plan import build_plan
-from lab.speaker.client import command as speaker
-from lab.topology import load_text
-from lab.topology.generate import generate_topology
+from lab.host.fabric import Fabric
+from lab.host.journal import Journal
+from lab.model import load_text
+from lab.model.generate import generate_topology
+from lab.model.plan import build_plan
+from lab.ops import lifecycle
+from lab.render.launch import node_dir
+from lab.shared.speaker_client import command as speaker
 from probes.dns import BackgroundProbe
 
 ROOT = Path(__file__).resolve().parents[1]

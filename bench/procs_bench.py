@@ -21,7 +21,7 @@ from collections.abc import Callable
 from pyroute2 import netns
 
 from bench.common import save, show, stats, unique
-from lab import procs
+from lab.host import procs
 
 PROGRAM = os.path.realpath(shutil.which("sleep") or "/bin/sleep")
 

@@ -13,9 +13,11 @@ import time
 
 from bench.common import save, show, unique
 from bench.lab_bench import _pss_kib, topology
-from lab import credentials, lifecycle, procs, tokenstore
-from lab.dnsid import ask_identity
-from lab.procs import run_in
+from lab.host import procs
+from lab.host.procs import run_in
+from lab.ops import lifecycle, tokenstore
+from lab.render import credentials
+from lab.shared.dnsid import ask_identity
 
 SITE, CLIENT = "ams", "c-eu"
 
@@ -23,7 +25,7 @@ SITE, CLIENT = "ams", "c-eu"
 def _tls_ready(netns: str, address: str) -> bool:
     import socket
 
-    from lab.nsnet import socket_in
+    from lab.shared.nsnet import socket_in
 
     sock = socket_in(netns, socket.AF_INET, socket.SOCK_STREAM)
     sock.settimeout(0.2)

@@ -52,7 +52,7 @@ def _site_of(wire: bytes) -> tuple[int, str | None, str | None]:
 def make_socket(server: str, netns: str | None = None) -> socket.socket:
     family = socket.AF_INET6 if ":" in server else socket.AF_INET
     if netns:
-        from lab.nsnet import socket_in
+        from lab.shared.nsnet import socket_in
 
         sock = socket_in(netns, family, socket.SOCK_DGRAM)
     else:

@@ -13,7 +13,7 @@ import time
 from scapy.layers.inet import ICMP, IP
 from scapy.layers.inet6 import ICMPv6EchoReply, ICMPv6EchoRequest, IPv6
 
-from lab.nsnet import socket_in
+from lab.shared.nsnet import socket_in
 
 IPPROTO_ICMPV6 = 58
 

@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from lab import lifecycle
-from lab.env import tool_path
-from lab.journal import Journal, lab_dir
+from lab.host.env import tool_path
+from lab.host.journal import Journal, lab_dir
+from lab.ops import lifecycle
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT = ROOT / "topologies" / "default.yaml"

@@ -9,8 +9,8 @@ from typing import Any, TypeVar
 
 from pyroute2 import IPRoute, netns
 
-from lab import procs
-from lab.plan import lab_netns_prefix
+from lab.host import procs
+from lab.model.plan import lab_netns_prefix
 
 T = TypeVar("T")
 

@@ -11,8 +11,8 @@ import sys
 
 import pytest
 
-from lab.journal import Journal
-from lab.procs import run_in
+from lab.host.journal import Journal
+from lab.host.procs import run_in
 
 from .conftest import DEFAULT, ROOT, lab_cli, unique_name
 from .helpers import leftovers, nothing_left, root_snapshot, wait_for
@@ -119,9 +119,9 @@ def test_no_bad_topology_in_the_corpus_changes_anything():
     and leaves the kernel and the run directory exactly as they were."""
     from pyroute2 import netns
 
-    from lab import lifecycle
-    from lab.errors import BadInput
-    from lab.journal import run_root
+    from lab.host.journal import run_root
+    from lab.model.errors import BadInput
+    from lab.ops import lifecycle
 
     corpus = sorted((ROOT / "tests" / "topologies" / "bad").glob("*.yaml"))
     assert len(corpus) >= 25
@@ -142,7 +142,7 @@ def test_down_finds_what_carries_the_markers_when_the_journal_is_gone(tmp_path):
 
     from pyroute2 import netns
 
-    from lab import procs
+    from lab.host import procs
 
     name = unique_name("orph")
     journal = Journal(name)

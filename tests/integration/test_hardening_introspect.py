@@ -3,7 +3,7 @@ client namespace for 12 s (a bounded attacker, probes.idle_tls) leave the attack
 healthy and announced, three rounds of it do not withdraw every site, and connections
 orphaned by a withdrawal (the client's FIN and RST now reach another site) are reaped.
 
-Bounds (lab/introspect/guard.py states where they come from):
+Bounds (lab/sites/introspect/guard.py states where they come from):
 * RECOVERY_BOUND_S: after the attack ends the attacked site is healthy, announced, held by
   its router and answering the attacking client again.
 * ORPHAN_BOUND_S: after the attack ends no connection from the attacker is left at a site
@@ -22,14 +22,14 @@ from typing import Any
 
 import pytest
 
-from lab import drain as drains
-from lab import lifecycle
-from lab.birdctl import birdc
-from lab.daemons.health import event_log, state_file
-from lab.daemons.launch import node_dir
-from lab.introspect import guard
-from lab.observe import client_sites
-from lab.procs import enter_netns, run_in
+from lab.host.birdctl import birdc
+from lab.host.procs import enter_netns, run_in
+from lab.observe.routing import client_sites
+from lab.ops import drain as drains
+from lab.ops import lifecycle
+from lab.render.health import event_log, state_file
+from lab.render.launch import node_dir
+from lab.sites.introspect import guard
 
 from .conftest import DEFAULT, ROOT, LabHandle, lab_cli, unique_name
 from .helpers import wait_for

@@ -6,10 +6,11 @@ from __future__ import annotations
 import json
 import socket
 
-from lab import faults, procs
-from lab.daemons.launch import node_dir
-from lab.dnsid import ask_identity
-from lab.nsnet import socket_in
+from lab.host import procs
+from lab.ops import faults
+from lab.render.launch import node_dir
+from lab.shared.dnsid import ask_identity
+from lab.shared.nsnet import socket_in
 
 from .conftest import lab_cli
 

@@ -11,13 +11,14 @@ from collections.abc import Iterator
 
 import pytest
 
-from lab import drain as drains
-from lab import faults, lifecycle, procs
-from lab.daemons.health import event_log
-from lab.daemons.introspect import revocation_path
-from lab.daemons.launch import node_dir
-from lab.observe import best_paths, client_sites
-from lab.procs import run_in
+from lab.host import procs
+from lab.host.procs import run_in
+from lab.observe.routing import best_paths, client_sites
+from lab.ops import drain as drains
+from lab.ops import faults, lifecycle
+from lab.render.health import event_log
+from lab.render.introspect import revocation_path
+from lab.render.launch import node_dir
 from probes.dns import BackgroundProbe
 
 from .conftest import DEFAULT, LabHandle, unique_name
@@ -61,7 +62,7 @@ def router_uses_site(lab: lifecycle.Lab) -> bool:
 
 def site_routes(lab: lifecycle.Lab) -> int:
     """Routes r-eu holds from the site's BGP session (0 = withdrawn)."""
-    from lab.birdctl import birdc
+    from lab.host.birdctl import birdc
 
     out = birdc(node_dir(lab.journal.dir, "r-eu") / "bird.ctl",
                 f"show route protocol site_{SITE} count")

@@ -8,8 +8,8 @@ from pathlib import Path
 import yaml
 from pyroute2 import netns
 
-from lab.fabric import netem_available
-from lab.procs import run_in
+from lab.host.fabric import netem_available
+from lab.host.procs import run_in
 
 from .conftest import DEFAULT, lab_cli, unique_name
 from .helpers import root_snapshot

@@ -12,9 +12,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from lab import env, lifecycle
-from lab.journal import Journal, lab_dir
-from lab.plan import build_plan
+from lab.host import env
+from lab.host.journal import Journal, lab_dir
+from lab.model.plan import build_plan
+from lab.ops import lifecycle
 
 from .conftest import ROOT, lab_cli, unique_name
 from .helpers import nothing_left

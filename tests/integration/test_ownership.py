@@ -19,8 +19,9 @@ from pathlib import Path
 
 import pytest
 
-from lab import lifecycle, procs
-from lab.journal import Journal
+from lab.host import procs
+from lab.host.journal import Journal
+from lab.ops import lifecycle
 
 from .conftest import DEFAULT, ROOT, lab_cli, unique_name
 from .helpers import leftovers, nothing_left, wait_for

@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 from pyroute2 import netns
 
-from lab import procs
-from lab.journal import Journal
-from lab.nsnet import socket_in
+from lab.host import procs
+from lab.host.journal import Journal
+from lab.shared.nsnet import socket_in
 
 from .conftest import unique_name
 from .helpers import wait_for

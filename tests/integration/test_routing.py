@@ -8,11 +8,11 @@ import signal
 
 import yaml
 
-from lab.daemons.launch import node_dir
-from lab.journal import Journal
-from lab.observe import best_paths, client_sites, sessions
-from lab.procs import run_in
-from lab.speaker.client import command as speaker
+from lab.host.journal import Journal
+from lab.host.procs import run_in
+from lab.observe.routing import best_paths, client_sites, sessions
+from lab.render.launch import node_dir
+from lab.shared.speaker_client import command as speaker
 
 from .conftest import DEFAULT, static_copy
 from .helpers import nothing_left, wait_for

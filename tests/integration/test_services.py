@@ -8,8 +8,9 @@ import sys
 
 import pytest
 
-from lab import credentials, tokenstore
-from lab.procs import run_in
+from lab.host.procs import run_in
+from lab.ops import tokenstore
+from lab.render import credentials
 
 from .conftest import lab_cli
 from .test_routing import EXPECTED

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import json
 
-from lab import faults, status
+from lab.observe import status
+from lab.ops import faults
 
 from .conftest import lab_cli
 from .helpers import wait_for

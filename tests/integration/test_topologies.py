@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from lab.daemons.launch import node_dir
-from lab.observe import client_sites
-from lab.speaker.client import command as speaker
+from lab.observe.routing import client_sites
+from lab.render.launch import node_dir
+from lab.shared.speaker_client import command as speaker
 
 from .conftest import ROOT, static_copy
 from .helpers import nothing_left, wait_for

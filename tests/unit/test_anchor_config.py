@@ -12,18 +12,18 @@ from typing import Any
 import pytest
 import yaml
 
-from lab.daemons import launch
-from lab.daemons.exabgp import (
+from lab.host.env import tool_path
+from lab.model import Topology, load_text
+from lab.model.errors import LabError
+from lab.model.plan import AddressPlan, build_plan
+from lab.render import launch
+from lab.render.exabgp import (
     anchor_mode,
     exabgp_spec,
     healthcheck_args,
     parse_healthcheck,
     render_healthcheck,
 )
-from lab.env import tool_path
-from lab.errors import LabError
-from lab.plan import AddressPlan, build_plan
-from lab.topology import Topology, load_text
 
 exabgp_healthcheck = pytest.importorskip("exabgp.application.healthcheck")
 
@@ -142,7 +142,7 @@ def test_exabgp_run_line_is_the_bundled_healthcheck(tmp_path: Path):
     spec = exabgp_spec(topo, plan, _site(plan), d, "exabgp", python=PYTHON)
     run = [ln.strip() for ln in spec.config.splitlines() if ln.strip().startswith("run ")]
     assert run == [f"run {PYTHON} -m exabgp healthcheck --config {d}/healthcheck.conf;"]
-    assert "lab.speaker.api" not in spec.config
+    assert "lab.sites.speaker.api" not in spec.config
     assert " " not in str(d)  # ExaBGP splits the run line on whitespace, no quoting
     assert spec.healthcheck_path == d / "healthcheck.conf"
     assert spec.healthcheck_config == render_healthcheck(topo, plan, _site(plan))
@@ -154,7 +154,7 @@ def test_healthd_mode_keeps_the_speaker_shim():
     plan = build_plan(topo)
     spec = exabgp_spec(topo, plan, _site(plan), LAB_DIR / "nodes" / "ams", "exabgp",
                        python=PYTHON)
-    assert f"run {PYTHON} -m lab.speaker.api" in spec.config
+    assert f"run {PYTHON} -m lab.sites.speaker.api" in spec.config
     assert "healthcheck" not in spec.config
     assert spec.healthcheck_config is None
 

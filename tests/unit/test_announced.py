@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from lab.birdctl import parse_routes
-from lab.observe import held_from_sites
-from lab.plan import build_plan
-from lab.status import announcement
-from lab.topology import load_file
+from lab.host.birdctl import parse_routes
+from lab.model import load_file
+from lab.model.plan import build_plan
+from lab.observe.routing import held_from_sites
+from lab.observe.status import announcement
 
 REPO = Path(__file__).resolve().parents[2]
 PREFIX = "203.0.113.53/32"

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from lab.topology import Report, load_file
+from lab.model import Report, load_file
 
 TOPOLOGIES = Path(__file__).resolve().parents[1] / "topologies"
 BAD = TOPOLOGIES / "bad"

@@ -10,8 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from lab import observe
-from lab.birdctl import (
+from lab.host.birdctl import (
     KERNEL_PROTOCOLS,
     bgp_state,
     fib_route_command,
@@ -19,9 +18,10 @@ from lab.birdctl import (
     parse_protocols,
     parse_routes,
 )
-from lab.daemons.bird import render_bird
-from lab.plan import build_plan
-from lab.topology import load_text
+from lab.model import load_text
+from lab.model.plan import build_plan
+from lab.observe import routing as observe
+from lab.render.bird import render_bird
 
 DATA = Path(__file__).parent / "data" / "bird"
 REPO = Path(__file__).resolve().parents[2]

@@ -14,13 +14,14 @@ from pathlib import Path
 import jwt
 import pytest
 
-from lab import env, tokenstore
-from lab.credentials import paths
-from lab.daemons import bird, exabgp, health, launch
-from lab.errors import BadInput, EnvironmentProblem
-from lab.measure_run import check_plot_path
-from lab.plan import build_plan
-from lab.topology import load_text
+from lab.host import env
+from lab.measure.failover import check_plot_path
+from lab.model import load_text
+from lab.model.errors import BadInput, EnvironmentProblem
+from lab.model.plan import build_plan
+from lab.ops import tokenstore
+from lab.render import bird, exabgp, health, launch
+from lab.render.credentials import paths
 
 REPO = Path(__file__).resolve().parents[2]
 MINIMAL = REPO / "tests" / "topologies" / "good" / "minimal.yaml"

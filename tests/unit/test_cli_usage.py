@@ -5,8 +5,8 @@ import sys
 
 import pytest
 
-from lab.introspect.pki import create_signing_key
-from lab.introspect.tokens import issue_token
+from lab.shared.pki import create_signing_key
+from lab.shared.tokens import issue_token
 
 
 @pytest.mark.parametrize("argv", [["nosuch"], ["up", "--bogus"], ["token", "revoke", "-x"]])

@@ -21,16 +21,16 @@ from typing import Any
 import pytest
 import yaml
 
-from lab import credentials
-from lab.daemons.base import DaemonSpec
-from lab.daemons.bird import bird_spec
-from lab.daemons.exabgp import exabgp_spec
-from lab.daemons.introspect import introspect_spec
-from lab.daemons.launch import node_dir
-from lab.daemons.unbound import unbound_spec
-from lab.env import tool_path
-from lab.plan import AddressPlan, build_plan
-from lab.topology import Topology, load_file, load_text
+from lab.host.env import tool_path
+from lab.model import Topology, load_file, load_text
+from lab.model.plan import AddressPlan, build_plan
+from lab.render import credentials
+from lab.render.base import DaemonSpec
+from lab.render.bird import bird_spec
+from lab.render.exabgp import exabgp_spec
+from lab.render.introspect import introspect_spec
+from lab.render.launch import node_dir
+from lab.render.unbound import unbound_spec
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT = REPO / "topologies" / "default.yaml"
@@ -117,7 +117,7 @@ def test_goldens_are_machine_independent():
         text = machine_independent(spec.config)
         assert sys.executable not in text
         if golden.startswith("exabgp-"):
-            assert f"run {PYTHON} -m lab.speaker.api" in text
+            assert f"run {PYTHON} -m lab.sites.speaker.api" in text
 
 
 def test_specs_use_the_tools_they_are_given():

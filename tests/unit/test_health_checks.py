@@ -24,12 +24,12 @@ import dns.rcode
 import dns.rrset
 import pytest
 
-from lab.health.checks import DnsProbe, ExecProbe, IntrospectProbe, TcpProbe, make_probe
-from lab.health.config import DnsCheck, ExecCheck, IntrospectCheck, TcpCheck
-from lab.introspect.clients import generate_secret, write_registry
-from lab.introspect.pki import create_ca, create_signing_key, issue_server_cert, public_pem
-from lab.introspect.revocation import revoke
-from lab.introspect.tokens import issue_token
+from lab.shared.clients import generate_secret, write_registry
+from lab.shared.pki import create_ca, create_signing_key, issue_server_cert, public_pem
+from lab.shared.revocation import revoke
+from lab.shared.tokens import issue_token
+from lab.sites.health.checks import DnsProbe, ExecProbe, IntrospectProbe, TcpProbe, make_probe
+from lab.sites.health.config import DnsCheck, ExecCheck, IntrospectCheck, TcpCheck
 
 ROOT = Path(__file__).resolve().parents[2]
 ANYCAST = "203.0.113.53"
@@ -235,7 +235,7 @@ def _start_introspect(pki: dict[str, Any], revocation: str, tmp: Path,
     }
     path = tmp / f"introspect-{revocation}.json"
     path.write_text(json.dumps(config))
-    proc = subprocess.Popen([sys.executable, "-m", "lab.introspect", "--config", str(path)],
+    proc = subprocess.Popen([sys.executable, "-m", "lab.sites.introspect", "--config", str(path)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             cwd=ROOT)
     assert proc.stdout is not None

@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from lab.health.cli import main
-from lab.health.config import (
+from lab.sites.health.cli import main
+from lab.sites.health.config import (
     ConfigError,
     DnsCheck,
     IntrospectCheck,
@@ -124,6 +124,6 @@ def test_check_config_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[s
 
 def test_module_entry_point_validates(tmp_path: Path) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "lab.health", "--config", str(write(tmp_path, EXAMPLE)),
+        [sys.executable, "-m", "lab.sites.health", "--config", str(write(tmp_path, EXAMPLE)),
          "--check-config"], capture_output=True, text=True, cwd=ROOT, timeout=60, check=False)
     assert result.returncode == 0, result.stderr

@@ -1,6 +1,6 @@
 """The health daemon as a process, end to end without root: a DNS server run by the
-test, the real shim (lab.speaker.api --watchdog-ms) with the test playing ExaBGP, and
-`python -m lab.health`. Faults: bad DNS, killed DNS, SIGSTOP/SIGKILL/SIGTERM of the
+test, the real shim (lab.sites.speaker.api --watchdog-ms) with the test playing ExaBGP, and
+`python -m lab.sites.health`. Faults: bad DNS, killed DNS, SIGSTOP/SIGKILL/SIGTERM of the
 daemon, a restarted shim, drain and undrain."""
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ class Healthd:
     def __init__(self, config: Path, log: Path) -> None:
         self.log_file = open(log, "ab")  # noqa: SIM115 -- closed in stop()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "lab.health", "--config", str(config)],
+            [sys.executable, "-m", "lab.sites.health", "--config", str(config)],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=self.log_file,
             cwd=ROOT)
 
@@ -289,7 +289,7 @@ def test_bad_metrics_address_fails_to_start(tmp_path: Path) -> None:
         "event_log": "ev.jsonl", "metrics_listen": "192.0.2.77:9273",  # not ours
         "checks": [{"name": "dns", "type": "dns", "server": "127.0.0.1"}],
     }))
-    result = subprocess.run([sys.executable, "-m", "lab.health", "--config", str(config)],
+    result = subprocess.run([sys.executable, "-m", "lab.sites.health", "--config", str(config)],
                             capture_output=True, text=True, cwd=ROOT, timeout=30, check=False)
     assert result.returncode == 1
     assert "cannot start" in result.stderr and "Cannot assign requested address" in result.stderr
@@ -370,7 +370,7 @@ class _StuckProbe:
         self.runs = 0
 
     def run(self):
-        from lab.health.checks import Result
+        from lab.sites.health.checks import Result
 
         self.runs += 1
         self.release.wait()
@@ -390,10 +390,10 @@ def restore_signals() -> Iterator[None]:
 
 def test_a_hung_check_is_counted_as_failing_and_its_late_result_dropped(
         tmp_path: Path, monkeypatch, restore_signals, caplog) -> None:
-    from lab.health import daemon as daemon_module
-    from lab.health.config import HealthConfig
+    from lab.sites.health import daemon as daemon_module
+    from lab.sites.health.config import HealthConfig
 
-    caplog.set_level(logging.INFO, logger="lab.health")
+    caplog.set_level(logging.INFO, logger="lab.sites.health")
     stuck = _StuckProbe()
     monkeypatch.setattr(daemon_module, "make_probe", lambda cfg: stuck)
     cfg = HealthConfig.model_validate({

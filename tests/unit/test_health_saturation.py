@@ -10,16 +10,16 @@ from typing import Any
 import pytest
 import yaml
 
-from lab import credentials
-from lab.daemons.health import health_config
-from lab.daemons.introspect import introspect_config
-from lab.daemons.launch import node_dir
-from lab.health.checks import Result
-from lab.health.config import HealthConfig
-from lab.health.daemon import Daemon
-from lab.health.state import ANNOUNCE, DOWN, UP, WITHDRAW
-from lab.plan import build_plan
-from lab.topology import load_text
+from lab.model import load_text
+from lab.model.plan import build_plan
+from lab.render import credentials
+from lab.render.health import health_config
+from lab.render.introspect import introspect_config
+from lab.render.launch import node_dir
+from lab.sites.health.checks import Result
+from lab.sites.health.config import HealthConfig
+from lab.sites.health.daemon import Daemon
+from lab.sites.health.state import ANNOUNCE, DOWN, UP, WITHDRAW
 
 
 def make_daemon(tmp: Path, policy: str | None) -> Daemon:

@@ -6,16 +6,7 @@ import math
 
 import pytest
 
-from lab.health.state import (
-    ANNOUNCE,
-    DOWN,
-    GSHUT,
-    UNKNOWN,
-    UP,
-    WITHDRAW,
-    CheckTracker,
-    Site,
-)
+from lab.sites.health.state import ANNOUNCE, DOWN, GSHUT, UNKNOWN, UP, WITHDRAW, CheckTracker, Site
 
 
 def feed(tracker: CheckTracker, results: str, now: float = 0.0) -> list[str]:

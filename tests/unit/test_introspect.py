@@ -27,11 +27,11 @@ import jwt
 import pytest
 from starlette.exceptions import StarletteDeprecationWarning
 
-from lab.introspect.app import IntrospectConfig, create_app
-from lab.introspect.clients import generate_secret, write_registry
-from lab.introspect.pki import create_ca, create_signing_key, issue_server_cert, public_pem
-from lab.introspect.revocation import revoke
-from lab.introspect.tokens import issue_token, sign_claims
+from lab.shared.clients import generate_secret, write_registry
+from lab.shared.pki import create_ca, create_signing_key, issue_server_cert, public_pem
+from lab.shared.revocation import revoke
+from lab.shared.tokens import issue_token, sign_claims
+from lab.sites.introspect.app import IntrospectConfig, create_app
 
 with warnings.catch_warnings():
     # starlette 1.10 prefers the httpx2 fork for its TestClient; the pinned httpx works.
@@ -328,8 +328,8 @@ def test_scrypt_work_is_bounded_under_a_burst(
     revocation_file: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from lab.introspect import app as app_module
-    from lab.introspect import clients as clients_module
+    from lab.shared import clients as clients_module
+    from lab.sites.introspect import app as app_module
 
     running = peak = calls = 0
     lock = threading.Lock()
@@ -712,7 +712,7 @@ def tls_server(tmp_path: Path, signing_key: bytes, registry_file: Path) -> Itera
     config_path = tmp_path / "config.json"
     config_path.write_text(json.dumps(config))
     proc = subprocess.Popen(
-        [sys.executable, "-m", "lab.introspect", "--config", str(config_path)],
+        [sys.executable, "-m", "lab.sites.introspect", "--config", str(config_path)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

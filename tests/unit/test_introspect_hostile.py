@@ -19,10 +19,10 @@ from typing import Any
 import jwt
 import pytest
 
-from lab.introspect.clients import generate_secret, write_registry
-from lab.introspect.guard import HEAD_LIMIT
-from lab.introspect.pki import create_ca, create_signing_key, issue_server_cert, public_pem
-from lab.introspect.tokens import issue_token
+from lab.shared.clients import generate_secret, write_registry
+from lab.shared.pki import create_ca, create_signing_key, issue_server_cert, public_pem
+from lab.shared.tokens import issue_token
+from lab.sites.introspect.guard import HEAD_LIMIT
 
 ROOT = Path(__file__).resolve().parents[2]
 SITE = "site-h"
@@ -63,7 +63,7 @@ class Service:
         self.log = tmp / "introspect.log"
         self.ctx = ssl.create_default_context(cadata=ca_cert.decode())
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "lab.introspect", "--config", str(tmp / "config.json")],
+            [sys.executable, "-m", "lab.sites.introspect", "--config", str(tmp / "config.json")],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
         assert self.proc.stdout is not None
         line = self.proc.stdout.readline()  # "ready", or EOF if it died

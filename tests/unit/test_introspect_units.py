@@ -30,7 +30,8 @@ from cryptography.x509.verification import (
     VerificationError,
 )
 
-from lab.introspect import clients, guard, pki, revocation, server, tokens
+from lab.shared import clients, pki, revocation, tokens
+from lab.sites.introspect import guard, server
 
 ISSUER = "https://issuer.anycast.lab"
 AUDIENCE = "https://api.anycast.lab"
@@ -452,7 +453,7 @@ def test_corrupt_file_never_loaded_is_unhealthy(
 ) -> None:
     path = tmp_path / "revoked.json"
     path.write_bytes(content.encode("latin-1"))
-    with caplog.at_level(logging.WARNING, logger="lab.introspect.revocation"):
+    with caplog.at_level(logging.WARNING, logger="lab.shared.revocation"):
         rl = revocation.RevocationList(path)
         rl.refresh()
         rl.refresh()
@@ -468,7 +469,7 @@ def test_corrupt_file_after_good_keeps_state(
     revocation.revoke(path, "j1")
     rl = revocation.RevocationList(path)
     path.write_text("garbage")
-    with caplog.at_level(logging.WARNING, logger="lab.introspect.revocation"):
+    with caplog.at_level(logging.WARNING, logger="lab.shared.revocation"):
         rl.refresh()
     assert rl.healthy is True
     assert "j1" in rl

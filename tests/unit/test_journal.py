@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from lab import journal as journal_mod
-from lab.journal import (
+from lab.host import journal as journal_mod
+from lab.host.journal import (
     JOURNAL,
     STATE,
     Journal,

@@ -1,6 +1,6 @@
 """The failover analysis on synthetic probe samples (pure)."""
 
-from lab.measure import analyse, summarise
+from lab.measure.trials import analyse, summarise
 from probes.dns import Sample
 
 RATE = 100  # queries/s: one sample every 10 ms

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from lab import lock, safefs
-from lab.errors import BadInput, EnvironmentProblem
-from lab.journal import Journal, existing_labs, lab_dir, run_root, valid_lab_name
+from lab.host import lock, safefs
+from lab.host.journal import Journal, existing_labs, lab_dir, run_root, valid_lab_name
+from lab.model.errors import BadInput, EnvironmentProblem
 
 
 @pytest.fixture
@@ -118,7 +118,7 @@ def test_lock_is_exclusive_and_names_its_holder(run_dir: Path) -> None:
     # the honest test of exclusion).
     code = (
         "import sys, time\n"
-        "from lab import lock\n"
+        "from lab.host import lock\n"
         "with lock.locked('lab1', 'up'):\n"
         "    print('held', flush=True)\n"
         "    sys.stdin.readline()\n"
@@ -159,7 +159,7 @@ def test_teardown_lock_is_optional_where_no_lock_can_be_made(
 
 
 def test_failed_run_logs_keep_the_newest_few(run_dir: Path) -> None:
-    from lab import lifecycle
+    from lab.ops import lifecycle
 
     run_dir.mkdir()
     for i, name in enumerate(["a", "b", "c", "d"]):

@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from lab.plan import AddressPlan, build_plan, lab_netns_prefix, netns_name
-from lab.topology import Topology, load_file, load_text
-from lab.topology.generate import generate_topology
-from lab.topology.model import MAX_NAME
+from lab.model import Topology, load_file, load_text
+from lab.model.generate import generate_topology
+from lab.model.plan import AddressPlan, build_plan, lab_netns_prefix, netns_name
+from lab.model.topology import MAX_NAME
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT = REPO / "topologies" / "default.yaml"

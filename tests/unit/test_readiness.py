@@ -10,14 +10,14 @@ from pathlib import Path
 
 import pytest
 
-from lab.daemons.base import ReadyTarget, node_dir
-from lab.daemons.health import healthd_ready, state_file
-from lab.daemons.ready import check, wait_ready
-from lab.journal import ProcessRecord
-from lab.plan import build_plan
-from lab.procs import start_time
-from lab.topology import load_file
-from lab.wait import wait_until
+from lab.host.journal import ProcessRecord
+from lab.host.procs import start_time
+from lab.model import load_file
+from lab.model.plan import build_plan
+from lab.render.base import ReadyTarget, node_dir
+from lab.render.health import healthd_ready, state_file
+from lab.render.ready import check, wait_ready
+from lab.shared.wait import wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -3,7 +3,7 @@
 import json
 from pathlib import Path
 
-from lab.topology.schema import topology_schema
+from lab.model.schema import topology_schema
 
 SCHEMA = Path(__file__).resolve().parents[2] / "topologies" / "schema.json"
 

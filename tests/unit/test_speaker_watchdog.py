@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from lab.speaker.api import ExaBGPChannel
-from lab.speaker.client import Controller, ShimError, command
+from lab.shared.speaker_client import Controller, ShimError, command
+from lab.sites.speaker.api import ExaBGPChannel
 
 ROOT = Path(__file__).resolve().parents[2]
 V4 = ("203.0.113.53/32", "100.64.0.1")
@@ -36,7 +36,7 @@ class FakeExaBGP:
         self.log_path = log_path
         self._log = open(log_path, "wb")  # noqa: SIM115 -- closed in close()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "lab.speaker.api", *args],
+            [sys.executable, "-m", "lab.sites.speaker.api", *args],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._log, cwd=ROOT,
             env={**os.environ, "PYTHONPATH": str(ROOT)},
         )
@@ -268,7 +268,7 @@ def test_shim_exits_when_exabgp_closes_its_stdin(shim) -> None:
 
 def test_watchdog_ms_out_of_range_is_a_usage_error(tmp_path: Path) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "lab.speaker.api", "--control", str(tmp_path / "s"),
+        [sys.executable, "-m", "lab.sites.speaker.api", "--control", str(tmp_path / "s"),
          "--watchdog-ms", "5"], capture_output=True, text=True, cwd=ROOT, timeout=30,
         check=False)
     assert result.returncode == 2 and "--watchdog-ms must be between" in result.stderr

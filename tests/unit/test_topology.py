@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 import yaml
 
-from lab.topology import Report, Topology, load_file, load_text
-from lab.topology.generate import generate_topology
-from lab.topology.schema import SCHEMA_ID, topology_schema
+from lab.model import Report, Topology, load_file, load_text
+from lab.model.generate import generate_topology
+from lab.model.schema import SCHEMA_ID, topology_schema
 
 REPO = Path(__file__).resolve().parents[2]
 SHIPPED = sorted((REPO / "topologies").glob("*.yaml"))

@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 import yaml
 
-from lab.topology import Problem, load_file, load_text, safeyaml, valid_lab_name
-from lab.topology import model as m
+from lab.model import Problem, load_file, load_text, safeyaml, valid_lab_name
+from lab.model import topology as m
 
 REPO = Path(__file__).resolve().parents[2]
 MINIMAL = (REPO / "tests" / "topologies" / "good" / "minimal.yaml").read_text()

@@ -21,9 +21,9 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from lab.plan import build_plan
-from lab.topology import Problem, Report, load_text
-from lab.topology.safeyaml import safe_load
+from lab.model import Problem, Report, load_text
+from lab.model.plan import build_plan
+from lab.model.safeyaml import safe_load
 
 REPO = Path(__file__).resolve().parents[2]
 SHIPPED = sorted([*REPO.glob("topologies/*.yaml"), *REPO.glob("tests/topologies/good/*.yaml")])

@@ -40,7 +40,7 @@ V4, V6 = "203.0.113.53/32", "2001:db8:53::53/128"
 
 
 def birdc(ctl: Path, command: str) -> str:
-    """What lab.birdctl.birdc sends, keeping the answer even when birdc exits 1."""
+    """What lab.host.birdctl.birdc sends, keeping the answer even when birdc exits 1."""
     argv = ["birdc", "-s", str(ctl), "-r", *command.split()]
     return subprocess.run(argv, capture_output=True, text=True, timeout=10, check=False).stdout
 

@@ -1,0 +1,1 @@
+"""The `anycast-lab` command line: commands, exit codes, tables and JSON."""

@@ -1,0 +1,200 @@
+"""The fabric: namespaces, veth links, addresses, routes, sysctls and impairments.
+
+The only module that changes kernel network state. Every call goes to a lab namespace
+(pyroute2 with flags=0, so a missing namespace is an error, never silently created);
+the root namespace is never opened for writing. Each namespace and link is written to
+the journal before it is created.
+"""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+from collections.abc import Callable
+from contextlib import ExitStack
+
+from pyroute2 import IPRoute, netns
+from pyroute2.netlink.exceptions import NetlinkError
+
+from lab.host.journal import Journal, valid_lab_name
+from lab.host.procs import run_in
+from lab.model.errors import EnvironmentProblem, LabError
+from lab.model.plan import NETNS_PREFIX, AddressPlan, LinkPlan, NodePlan, lab_netns_prefix
+from lab.model.topology import parse_duration_us
+
+IFA_F_NODAD = 0x02
+MARKER_ALIAS = "anycast-lab:{lab}"
+
+Progress = Callable[[str], None]
+
+
+def sysctls_for(node: NodePlan, multipath_hash: str) -> dict[str, str]:
+    """Sysctls a node's namespace needs; set before its interfaces exist so they inherit."""
+    values = {
+        # Anycast paths are asymmetric: no reverse-path filtering anywhere in the lab.
+        "net.ipv4.conf.all.rp_filter": "0",
+        "net.ipv4.conf.default.rp_filter": "0",
+        # No duplicate address detection: addresses usable at once (FIELD-NOTES: ~2.9 s).
+        "net.ipv6.conf.all.accept_dad": "0",
+        "net.ipv6.conf.default.accept_dad": "0",
+        # Keep IPv6 addresses when a link goes down (the `link` fault), as IPv4 does.
+        "net.ipv6.conf.all.keep_addr_on_down": "1",
+        "net.ipv6.conf.default.keep_addr_on_down": "1",
+        "net.ipv6.conf.all.accept_ra": "0",
+        "net.ipv6.conf.default.accept_ra": "0",
+        # Traceroute and probes should not be rate limited inside the lab.
+        "net.ipv4.icmp_ratelimit": "0",
+        "net.ipv6.icmp.ratelimit": "0",
+    }
+    if node.role == "router":
+        policy = "1" if multipath_hash == "l4" else "0"
+        values |= {
+            "net.ipv4.ip_forward": "1",
+            "net.ipv6.conf.all.forwarding": "1",
+            "net.ipv4.fib_multipath_hash_policy": policy,
+            "net.ipv6.fib_multipath_hash_policy": policy,
+        }
+    return values
+
+
+def netem_available() -> bool:
+    """Can this kernel attach a netem qdisc? Probed in a throwaway anonymous namespace."""
+    probe = subprocess.run(
+        ["unshare", "--net", "tc", "qdisc", "add", "dev", "lo", "root", "netem", "delay",
+         "1ms"], capture_output=True, text=True, check=False)
+    return probe.returncode == 0
+
+
+def check_impairments(plan: AddressPlan) -> None:
+    """Refuse, before anything is created, impairments this kernel cannot apply."""
+    needs_netem = [ln for ln in plan.links if ln.impair and (
+        ln.impair.delay or ln.impair.jitter or ln.impair.loss)]
+    if needs_netem and not netem_available():
+        link = needs_netem[0]
+        raise EnvironmentProblem(
+            f"links[{link.index}] ({link.a}--{link.b}) asks for delay, jitter or loss, but "
+            "this kernel has no sch_netem (netem) qdisc: remove the impairment or use a "
+            "kernel with netem")
+
+
+class Fabric:
+    """Builds a plan's namespaces and links, recording each in the journal first."""
+
+    def __init__(self, plan: AddressPlan, journal: Journal, multipath_hash: str = "l3",
+                 progress: Progress | None = None) -> None:
+        self.plan = plan
+        self.journal = journal
+        self.multipath_hash = multipath_hash
+        self.progress = progress or (lambda _msg: None)
+
+    def build(self) -> None:
+        nodes = list(self.plan.nodes.values())
+        for node in nodes:
+            self.journal.record("netns", name=node.netns, node=node.name)
+            try:
+                netns.create(node.netns)
+            except FileExistsError:
+                raise LabError(f"namespace {node.netns} already exists: lab "
+                               f"'{self.plan.lab}' has leftovers, run `anycast-lab down "
+                               f"--lab {self.plan.lab}` first") from None
+        self.progress(f"{len(nodes)} namespaces")
+        for node in nodes:
+            self._sysctls(node)
+        self.progress("sysctls")
+        with ExitStack() as stack:
+            ipr = {n.name: stack.enter_context(IPRoute(netns=n.netns, flags=0)) for n in nodes}
+            for link in self.plan.links:
+                self._veth(ipr, link)
+            self.progress(f"{len(self.plan.links)} links")
+            for node in nodes:
+                self._addresses(ipr[node.name], node)
+            for link in self.plan.links:
+                if link.impair:
+                    self._impair(ipr, link)
+            self.progress("addresses and routes")
+
+    def _sysctls(self, node: NodePlan) -> None:
+        pairs = [f"{k}={v}" for k, v in sysctls_for(node, self.multipath_hash).items()]
+        result = run_in(node.netns, ["sysctl", "-q", "-w", *pairs])
+        if result.returncode != 0:
+            raise EnvironmentProblem(f"setting sysctls in namespace {node.netns} failed: "
+                                     f"{result.stderr.strip()}")
+
+    def _veth(self, ipr: dict[str, IPRoute], link: LinkPlan) -> None:
+        a, b = self.plan.nodes[link.a], self.plan.nodes[link.b]
+        ifa, ifb = a.iface(b.name), b.iface(a.name)
+        self.journal.record("link", netns=a.netns, ifname=ifa.ifname, peer_netns=b.netns,
+                            peer_ifname=ifb.ifname)
+        # Created inside a's namespace with its peer placed straight into b's:
+        # no end ever exists in the root namespace.
+        ipr[a.name].link("add", ifname=ifa.ifname, kind="veth",
+                         peer={"ifname": ifb.ifname, "net_ns_fd": b.netns})
+        for node, iface in ((a, ifa), (b, ifb)):
+            index = ipr[node.name].link_lookup(ifname=iface.ifname)[0]
+            ipr[node.name].link("set", index=index,
+                                ifalias=MARKER_ALIAS.format(lab=self.plan.lab))
+
+    def _addresses(self, ipr: IPRoute, node: NodePlan) -> None:
+        lo = ipr.link_lookup(ifname="lo")[0]
+        ipr.link("set", index=lo, state="up")
+        if node.role == "site":
+            ipr.addr("add", index=lo, address=str(self.plan.anycast4.network_address),
+                     prefixlen=32)
+            ipr.addr("add", index=lo, address=str(self.plan.anycast6.network_address),
+                     prefixlen=128, flags=IFA_F_NODAD)
+        for iface in node.interfaces:
+            index = ipr.link_lookup(ifname=iface.ifname)[0]
+            ipr.addr("add", index=index, address=str(iface.v4.ip), prefixlen=31)
+            ipr.addr("add", index=index, address=str(iface.v6.ip), prefixlen=64,
+                     flags=IFA_F_NODAD)
+            ipr.link("set", index=index, state="up")
+        if node.gateway4 is not None and node.gateway6 is not None:
+            ipr.route("add", dst="0.0.0.0/0", gateway=str(node.gateway4))
+            ipr.route("add", dst="::/0", gateway=str(node.gateway6), family=socket.AF_INET6)
+
+    def _impair(self, ipr: dict[str, IPRoute], link: LinkPlan) -> None:
+        imp = link.impair
+        assert imp is not None
+        for node_name, peer in ((link.a, link.b), (link.b, link.a)):
+            index = ipr[node_name].link_lookup(ifname=peer)[0]
+            try:
+                if imp.delay or imp.jitter or imp.loss:
+                    kwargs: dict[str, object] = {}
+                    if imp.delay:
+                        kwargs["delay"] = parse_duration_us(imp.delay)
+                    if imp.jitter:
+                        kwargs["jitter"] = parse_duration_us(imp.jitter)
+                    if imp.loss:
+                        kwargs["loss"] = imp.loss
+                    if imp.rate:
+                        kwargs["rate"] = imp.rate
+                    ipr[node_name].tc("add", "netem", index=index, **kwargs)
+                elif imp.rate:
+                    ipr[node_name].tc("add", "tbf", index=index, rate=imp.rate,
+                                      burst=32 * 1024, latency=50000)
+            except NetlinkError as exc:
+                raise EnvironmentProblem(
+                    f"links[{link.index}] ({link.a}--{link.b}): the kernel refused the "
+                    f"impairment ({exc}); check that sch_netem/sch_tbf are available") from exc
+
+
+def lab_namespaces(lab: str) -> list[str]:
+    """Namespaces carrying this lab's name prefix (the marker), whether journaled or not."""
+    prefix = lab_netns_prefix(lab)
+    return sorted(n for n in netns.listnetns() if n.startswith(prefix))
+
+
+def namespace_labs() -> set[str]:
+    """Every lab name found in a namespace name (`acl.<lab>.<node>`)."""
+    labs = {n.split(".")[1] for n in netns.listnetns()
+            if n.startswith(f"{NETNS_PREFIX}.") and n.count(".") >= 2}
+    return {lab for lab in labs if valid_lab_name(lab)}
+
+
+def remove_namespace(name: str) -> bool:
+    """Remove one lab namespace; its veth ends go with it. False if it was not there."""
+    try:
+        netns.remove(name)
+    except FileNotFoundError:
+        return False
+    return True

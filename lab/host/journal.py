@@ -1,0 +1,211 @@
+"""The lab's journal: what the lab owns, written down *before* it is created.
+
+One directory per lab under the run root (default `/run/anycast-lab/<lab>/`, override
+with ANYCAST_LAB_RUN_DIR). `journal.jsonl` is append-only and fsynced: each line is an
+intent ("netns", "link", "process-intent") or a fact learned after creation ("process"
+with its PID and start time). Replaying it gives the set of things teardown must remove,
+so `down` works after a crash, without the topology file, and twice in a row.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lab.host import safefs
+from lab.model.errors import BadInput, EnvironmentProblem
+from lab.model.topology import valid_lab_name
+
+DEFAULT_RUN_ROOT = "/run/anycast-lab"
+JOURNAL = "journal.jsonl"
+STATE = "state.json"
+
+
+def require_lab_name(name: str) -> str:
+    """Names from markers, arguments, the environment or directory listings count only
+    if they pass the lab-name rule in full (`valid_lab_name`)."""
+    if not valid_lab_name(name):
+        raise BadInput(f"{name!r} is not a lab name (lowercase letters, digits and '-', "
+                       "starting with a letter, at most 24 characters)")
+    return name
+
+
+def run_root() -> Path:
+    raw = os.environ.get("ANYCAST_LAB_RUN_DIR") or DEFAULT_RUN_ROOT
+    if not os.path.isabs(raw) or "\0" in raw:
+        raise EnvironmentProblem(f"ANYCAST_LAB_RUN_DIR must be an absolute path, not "
+                                 f"'{raw}': set it to a directory such as {DEFAULT_RUN_ROOT}")
+    return Path(os.path.normpath(raw))
+
+
+def ensure_run_root() -> Path:
+    """The run root, created (or checked) root-owned and writable only by us."""
+    root = run_root()
+    if not root.parent.is_dir():
+        raise EnvironmentProblem(f"the run directory's parent {root.parent} does not exist: "
+                                 "create it, or set ANYCAST_LAB_RUN_DIR")
+    return safefs.ensure_private_dir(root)
+
+
+def lab_dir(lab: str) -> Path:
+    return run_root() / require_lab_name(lab)
+
+
+def _ours(path: Path) -> bool:
+    """A directory entry we created: a real directory owned by us, not writable by others."""
+    try:
+        safefs.check_private_dir(path)
+    except EnvironmentProblem:
+        return False
+    return True
+
+
+def existing_labs() -> list[str]:
+    """Labs with a journal in the run root; entries that are not valid lab names, not real
+    directories or not owned by us are ignored."""
+    root = run_root()
+    if not root.is_dir() or not _ours(root):
+        return []
+    return sorted(p.name for p in root.iterdir()
+                  if valid_lab_name(p.name) and _ours(p) and (p / JOURNAL).is_file()
+                  and not (p / JOURNAL).is_symlink())
+
+
+@dataclass(frozen=True)
+class ProcessRecord:
+    name: str
+    node: str
+    pid: int
+    start_time: int  # /proc/PID/stat field 22: identifies the process beyond its PID
+
+
+@dataclass
+class Owned:
+    """What the journal says the lab owns (the result of a replay)."""
+
+    namespaces: list[str] = field(default_factory=list)
+    links: list[tuple[str, str]] = field(default_factory=list)  # (netns, ifname)
+    processes: list[ProcessRecord] = field(default_factory=list)
+    files: list[str] = field(default_factory=list)
+
+
+def replay(entries: Iterable[dict[str, Any]]) -> Owned:
+    """Fold journal entries into what is owned; later 'gone' entries cancel earlier ones."""
+    namespaces: dict[str, None] = {}
+    links: dict[tuple[str, str], None] = {}
+    processes: dict[int, ProcessRecord] = {}
+    files: dict[str, None] = {}
+    for e in entries:
+        kind, op = e.get("kind"), e.get("op", "create")
+        if kind == "netns":
+            if op == "gone":
+                namespaces.pop(e["name"], None)
+            else:
+                namespaces[e["name"]] = None
+        elif kind == "link":
+            key = (e["netns"], e["ifname"])
+            if op == "gone":
+                links.pop(key, None)
+            else:
+                links[key] = None
+        elif kind == "process":
+            if op == "gone":
+                processes.pop(e["pid"], None)
+            else:
+                processes[e["pid"]] = ProcessRecord(e["name"], e["node"], e["pid"],
+                                                    e["start_time"])
+        elif kind == "file":
+            if op == "gone":
+                files.pop(e["path"], None)
+            else:
+                files[e["path"]] = None
+    # A link lives in its namespace: it goes when the namespace goes.
+    live_links = [ln for ln in links if ln[0] in namespaces]
+    return Owned(list(namespaces), live_links, list(processes.values()), list(files))
+
+
+class Journal:
+    """Append-only, fsynced record of a lab's kernel objects and processes."""
+
+    def __init__(self, lab: str, directory: Path | None = None) -> None:
+        self.lab = require_lab_name(lab)
+        self.dir = directory or lab_dir(lab)
+        self.path = self.dir / JOURNAL
+
+    def exists(self) -> bool:
+        return self.path.exists()
+
+    def open(self) -> None:
+        if self.dir.parent == run_root():
+            ensure_run_root()
+        safefs.ensure_private_dir(self.dir)
+        os.close(safefs.open_append(self.path))
+
+    def record(self, kind: str, op: str = "create", **fields: Any) -> None:
+        entry = {"t": round(time.time(), 6), "kind": kind, "op": op, **fields}
+        line = json.dumps(entry, sort_keys=True) + "\n"
+        fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW
+                     | os.O_CLOEXEC, 0o644)
+        try:
+            size = os.fstat(fd).st_size
+            if size and os.pread(fd, 1, size - 1) != b"\n":
+                # The last line was torn by a crash: end it, so this entry stays whole.
+                line = "\n" + line
+            os.write(fd, line.encode())
+            os.fsync(fd)
+        except OSError as exc:
+            if safefs.is_machine_error(exc):
+                raise safefs.machine_problem(exc, self.path) from exc
+            raise
+        finally:
+            os.close(fd)
+
+    def record_best_effort(self, kind: str, op: str = "create", **fields: Any) -> bool:
+        """Record if the disk lets us (teardown must go on when it is full or read-only)."""
+        try:
+            self.record(kind, op, **fields)
+        except (OSError, EnvironmentProblem):
+            return False
+        return True
+
+    def entries(self) -> list[dict[str, Any]]:
+        """All complete entries; a line torn by a crash mid-write is skipped."""
+        if not self.path.is_file() or self.path.is_symlink():
+            return []
+        out = []
+        for raw in self.path.read_text(errors="replace").splitlines():
+            try:
+                entry = json.loads(raw)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(entry, dict):
+                out.append(entry)
+        return out
+
+    def owned(self) -> Owned:
+        return replay(self.entries())
+
+    # The lab's phase ("building", "up", "tearing-down"), for `up` and `status`.
+    def set_state(self, **state: Any) -> None:
+        current = self.state()
+        current.update(state)
+        safefs.write_json_atomic(self.dir / STATE, current)
+
+    def set_state_best_effort(self, **state: Any) -> bool:
+        try:
+            self.set_state(**state)
+        except (OSError, EnvironmentProblem):
+            return False
+        return True
+
+    def state(self) -> dict[str, Any]:
+        try:
+            value = json.loads((self.dir / STATE).read_text())
+        except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+            return {}
+        return value if isinstance(value, dict) else {}

@@ -1,0 +1,262 @@
+"""Process runner: start programs inside a node's namespace, stop them by PID.
+
+A child is started as `nsenter --net=/run/netns/NAME -- PROGRAM ...`: nsenter joins the
+namespace and execs the program in place (same PID, no fork, nothing in Python runs in
+the forked child, so starting is safe while other threads run). Each child writes to its
+own log file, carries the lab's marker in its environment (ANYCAST_LAB=<lab>,
+ANYCAST_LAB_NODE=<node>) and is recorded in the journal with its own argv, its PID and
+kernel start time, so we only ever signal processes we started.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+from pyroute2.netns import setns
+
+from lab.host.env import require_tools
+from lab.host.journal import Journal, ProcessRecord, valid_lab_name
+
+MARKER = "ANYCAST_LAB"
+NODE_MARKER = "ANYCAST_LAB_NODE"
+NETNS_DIR = Path("/run/netns")
+
+
+def enter_netns(netns: str):
+    """A function that moves the calling process into `netns` (never creating it). Only
+    for a single-threaded process about to exec (`anycast-lab exec`); never as a
+    preexec_fn: children are started in their namespace by `in_netns`."""
+
+    def _enter() -> None:
+        setns(netns, flags=0)
+
+    return _enter
+
+
+def in_netns(netns: str, argv: Sequence[str], path: str | None = None) -> list[str]:
+    """The argv that runs `argv` inside `netns`: nsenter joins the namespace and execs the
+    program in place. Refuses up front, as exec would, a namespace or program that does
+    not exist (`path`: the child's PATH, for finding the program)."""
+    netns_file = NETNS_DIR / netns
+    if not netns_file.exists():
+        raise FileNotFoundError(f"no network namespace {netns} ({netns_file} is missing)")
+    if shutil.which(argv[0], path=path) is None:
+        raise FileNotFoundError(f"no program {argv[0]!r} to run in {netns}")
+    nsenter = require_tools(["nsenter"])["nsenter"]
+    return [nsenter, f"--net={netns_file}", "--", *argv]
+
+
+def _stat(pid: int) -> list[str] | None:
+    """/proc/PID/stat from field 3 (the state) on, or None if the process is gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        return None
+    # The command name (field 2) may hold spaces; parse after its closing parenthesis.
+    return stat[stat.rfind(")") + 2:].split()
+
+
+def start_time(pid: int) -> int | None:
+    """The process's start time in clock ticks since boot, or None if it is gone."""
+    fields = _stat(pid)
+    if fields is None or fields[0] in ("Z", "X"):  # a zombie has finished
+        return None
+    return int(fields[19])
+
+
+def is_stopped(pid: int) -> bool:
+    """The process is stopped by a signal (SIGSTOP: state T)."""
+    fields = _stat(pid)
+    return fields is not None and fields[0] == "T"
+
+
+def is_running(record: ProcessRecord) -> bool:
+    return start_time(record.pid) == record.start_time
+
+
+def _all_uids_root(pid: int) -> bool:
+    """Real, effective, saved and filesystem UIDs all 0 (a process cannot fake this,
+    unlike the owner of /proc/PID, which a non-dumpable process hands to root)."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("Uid:"):
+                return all(u == "0" for u in line.split()[1:])
+    except OSError:
+        return False
+    return False
+
+
+def _netns_inode(pid: int | str) -> int | None:
+    try:
+        return os.stat(f"/proc/{pid}/ns/net").st_ino
+    except OSError:
+        return None
+
+
+def ancestors() -> set[int]:
+    """This process and every process above it: never signalled by teardown (a `down`
+    run from an `exec` shell carries the lab's marker)."""
+    pids, pid = set(), os.getpid()
+    while pid > 0 and pid not in pids:
+        pids.add(pid)
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+            pid = int(stat[stat.rfind(")") + 2:].split()[1])
+        except (OSError, ValueError, IndexError):
+            break
+    return pids
+
+
+def _markers() -> Iterator[tuple[int, str]]:
+    """(pid, lab) for every live process that is marked as a lab's and can be one of
+    ours: run by root (all UIDs 0), outside the host's own network namespace (every lab
+    process runs in a lab namespace), a valid lab name in full, and neither this process
+    nor one of its ancestors. Anything else carrying the marker is a stranger's."""
+    prefix = f"{MARKER}=".encode()
+    host_netns = _netns_inode(1)
+    mine = ancestors()
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        pid = int(entry.name)
+        try:
+            env = Path(entry.path, "environ").read_bytes()
+        except OSError:
+            continue
+        if prefix not in env:
+            continue
+        name = next((item[len(prefix):] for item in env.split(b"\0")
+                     if item.startswith(prefix)), b"")
+        lab = name.decode(errors="replace")
+        if (not valid_lab_name(lab) or pid in mine or not _all_uids_root(pid)
+                or _netns_inode(pid) in (None, host_netns)):
+            continue
+        yield pid, lab
+
+
+def marked_pids(lab: str) -> list[int]:
+    """PIDs of ours whose environment carries this lab's marker (finds what a crash left)."""
+    return [pid for pid, marked in _markers() if marked == lab]
+
+
+def marked_labs() -> set[str]:
+    """Every lab name found in a marker of ours (whatever its journal says)."""
+    return {marked for _pid, marked in _markers()}
+
+
+def start(journal: Journal, *, name: str, node: str, netns: str | None, argv: Sequence[str],
+          log_path: Path, env: dict[str, str] | None = None,
+          cwd: Path | None = None) -> ProcessRecord:
+    """Start `argv` in `netns` and record it; returns the journal record."""
+    journal.record("process-intent", name=name, node=node, argv=list(argv), netns=netns,
+                   log_path=str(log_path), env=env or {}, cwd=str(cwd) if cwd else None)
+    child_env = {
+        "PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"),
+        "LANG": "C.UTF-8",
+        MARKER: journal.lab,
+        NODE_MARKER: node,
+        **(env or {}),
+    }
+    command = in_netns(netns, argv, child_env["PATH"]) if netns else list(argv)
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen(
+            command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+            env=child_env, cwd=cwd or journal.dir, start_new_session=True,
+        )
+    # nsenter execs the program in place: the PID and start time are the program's own.
+    started = start_time(proc.pid) or 0
+    record = ProcessRecord(name, node, proc.pid, started)
+    journal.record("process", name=name, node=node, pid=proc.pid, start_time=started)
+    # We never wait() for daemons we leave running; forget the handle without a warning.
+    proc.returncode = 0
+    return record
+
+
+def last_intent(journal: Journal, name: str) -> dict | None:
+    """How a process was last started (its journal intent: argv, netns, log path...)."""
+    return next((e for e in reversed(journal.entries())
+                 if e["kind"] == "process-intent" and e["name"] == name), None)
+
+
+def restart(journal: Journal, name: str) -> ProcessRecord:
+    """Start a process again exactly as it was last started (from its journal intent)."""
+    intent = last_intent(journal, name)
+    if intent is None:
+        raise KeyError(name)
+    return start(journal, name=name, node=intent["node"], netns=intent.get("netns"),
+                 argv=intent["argv"], log_path=Path(intent["log_path"]),
+                 env=intent.get("env") or {},
+                 cwd=Path(intent["cwd"]) if intent.get("cwd") else None)
+
+
+def running(journal: Journal, name: str) -> ProcessRecord | None:
+    """The live process of that name started by this lab, if any."""
+    for record in reversed(journal.owned().processes):
+        if record.name == name and is_running(record):
+            return record
+    return None
+
+
+def stop(record: ProcessRecord, grace_s: float = 3.0) -> bool:
+    """SIGTERM, wait up to `grace_s`, then SIGKILL. True if it was running."""
+    if not is_running(record):
+        return False
+    return stop_pid(record.pid, grace_s, record.start_time)
+
+
+def stop_pid(pid: int, grace_s: float, expected_start: int | None = None) -> bool:
+    """Stop one PID we own; `expected_start` guards against a recycled PID."""
+    if expected_start is not None and start_time(pid) != expected_start:
+        return False
+    for sig, wait_s in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 2.0)):
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            return True
+        deadline = time.monotonic() + wait_s
+        while time.monotonic() < deadline:
+            _reap(pid)
+            if start_time(pid) is None:
+                return True
+            time.sleep(0.01)
+    return start_time(pid) is None
+
+
+def _reap(pid: int) -> None:
+    """Collect the exit status if the process is our own child (else: nothing to do)."""
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)
+
+
+def run_in(netns: str, argv: Sequence[str], timeout: float = 10.0,
+           input_text: str | None = None) -> subprocess.CompletedProcess[str]:
+    """Run a short command inside a namespace and wait for it (for checks and helpers)."""
+    return subprocess.run(in_netns(netns, argv), capture_output=True, text=True,
+                          timeout=timeout, input=input_text, check=False)
+
+
+def stop_many(pids: dict[int, int], grace_s: float = 3.0) -> int:
+    """Stop several owned processes at once ({pid: start_time}); returns how many ran."""
+    running = {p: s for p, s in pids.items() if start_time(p) == s}
+    count = len(running)
+    for sig, wait_s in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 2.0)):
+        running = {p: s for p, s in running.items() if start_time(p) == s}
+        for pid in running:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
+        deadline = time.monotonic() + wait_s
+        while time.monotonic() < deadline:
+            for pid in running:
+                _reap(pid)
+            if all(start_time(p) != s for p, s in running.items()):
+                return count
+            time.sleep(0.01)
+    return count

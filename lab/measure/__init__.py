@@ -1,0 +1,1 @@
+"""Measured failover: trial analysis (pure), the trial runner, timeline plots."""

@@ -1,0 +1,125 @@
+"""`measure failover`: run trials of a fault at a site while every client probes the
+anycast DNS address, then summarise and (optionally) draw the timeline."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from lab.cli import ui
+from lab.measure.trials import run_trial, summarise, trial_json
+from lab.model.errors import BadInput, NotAsExpected
+from lab.observe.routing import client_sites, misplaced
+from lab.ops import faults
+from lab.ops.lifecycle import Lab
+
+
+def check_plot_path(path: Path | None) -> Path | None:
+    """The --plot path, checked before any measurement (BadInput otherwise): not a
+    directory, a name ending in .png, and either an existing regular file that can be
+    overwritten or a new file in an existing directory (tried: created, then removed)."""
+    if path is None:
+        return None
+    if path.is_dir():
+        raise BadInput(f"--plot {path} is a directory; give a file path ending in .png")
+    if path.suffix.lower() != ".png":
+        raise BadInput(f"--plot {path}: the timeline is a PNG picture; give a path ending "
+                       "in .png")
+    if not path.parent.is_dir():
+        raise BadInput(f"--plot {path}: the directory {path.parent} does not exist")
+    if path.exists():
+        if not path.is_file():
+            raise BadInput(f"--plot {path} exists and is not a regular file")
+        if not os.access(path, os.W_OK):
+            raise BadInput(f"--plot {path} exists and cannot be overwritten")
+        return path
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    except OSError as exc:
+        raise BadInput(f"--plot {path}: cannot create a file in {path.parent} "
+                       f"({exc.strerror})") from exc
+    os.close(fd)
+    os.unlink(path)
+    return path
+
+
+def fault_actions(lab: Lab, site: str, fault: str) -> tuple[Callable[[], None],
+                                                             Callable[[], None]]:
+    if fault == "drain":
+        from lab.ops import drain
+
+        return (lambda: drain.drain(lab, site)), (lambda: drain.undrain(lab, site))
+    if fault not in faults.FAULTS:
+        raise BadInput(f"unknown fault '{fault}' (faults: {', '.join(faults.FAULTS)}, drain)")
+    return (lambda: faults.inject(lab, site, fault)), (lambda: faults.heal(lab, site, fault))
+
+
+def wait_expected(lab: Lab, timeout_s: float = 30.0) -> None:
+    """Block until every client is answered by its expected site (IPv4), so that each
+    trial starts from the lab's normal state; NotAsExpected if that does not happen."""
+    assert lab.topology is not None and lab.plan is not None
+    deadline = time.monotonic() + timeout_s
+    while True:
+        wrong = misplaced(lab.topology, client_sites(lab.plan, timeout=0.2), families=("v4",))
+        if not wrong:
+            return
+        if time.monotonic() > deadline:
+            raise NotAsExpected(f"the lab is not in its normal state before a trial: {wrong[0]}",
+                                details=wrong[1:])
+        time.sleep(0.1)
+
+
+def failover(lab: Lab, site: str, fault: str, trials: int, rate_hz: float,
+             plot: Path | None, progress: Callable[[str], None]) -> dict[str, Any]:
+    assert lab.plan is not None
+    check_plot_path(plot)
+    if site not in {s.name for s in lab.plan.by_role("site")}:
+        raise BadInput(f"unknown site '{site}' (sites: "
+                       f"{', '.join(s.name for s in lab.plan.by_role('site'))})")
+    inject, heal = fault_actions(lab, site, fault)
+    clients = {c.name: c.netns for c in lab.plan.by_role("client")}
+    server = str(lab.plan.anycast4.network_address)
+    records = []
+    for n in range(trials):
+        wait_expected(lab)
+        try:
+            records.append(run_trial(clients, server, rate_hz, inject, heal))
+        finally:
+            if fault != "drain" and any(f["site"] == site for f in faults.active(lab).values()):
+                faults.heal(lab, site)
+        r = records[-1]
+        moved = [c for c in r.clients if c.site_after != c.site_before]
+        progress(f"trial {n + 1}/{trials}: " + (", ".join(
+            f"{c.client} {c.site_before}->{c.site_after} {c.outage_ms} ms, {c.lost} lost"
+            for c in moved) or "no client moved"))
+    report = {"lab": lab.name, "site": site, "fault": fault, "rate_hz": rate_hz,
+              "trials": [trial_json(r) for r in records],
+              "summary": summarise([r.clients for r in records])}
+    if plot is not None:
+        from lab.measure.plot import timeline
+
+        report["plot"] = str(timeline(records, plot, f"{fault} at {site}: which site answered "
+                                                     f"each client ({rate_hz:.0f} queries/s)"))
+    return report
+
+
+def print_human(report: dict[str, Any]) -> None:
+    rows = []
+    for i, trial in enumerate(report["trials"], 1):
+        for c in trial["clients"]:
+            rows.append([i, c["client"], c["site_before"], c["site_after"],
+                         "never" if c["outage_ms"] is None else c["outage_ms"], c["lost"],
+                         c["recovery_ms"]])
+    ui.out.print(ui.table(f"failover: {report['fault']} at {report['site']}",
+                          ["trial", "client", "before", "after", "outage ms", "lost",
+                           "recovery ms"], rows))
+    s = report["summary"]
+    ui.out.print(f"outage ms over {s['affected_client_trials']} affected client-trials: "
+                 f"median {s['outage_ms']['median']}, p95 {s['outage_ms']['p95']}, "
+                 f"max {s['outage_ms']['max']}; lost queries median {s['lost']['median']}, "
+                 f"max {s['lost']['max']}", highlight=False)
+    if report.get("plot"):
+        ui.out.print(f"timeline: {report['plot']}")

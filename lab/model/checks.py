@@ -1,0 +1,338 @@
+"""Semantic checks of a structurally valid topology: names, references, ASNs, prefixes.
+
+Pure: takes the model, returns (path, message) pairs. Nothing here raises for bad input.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections import Counter
+from collections.abc import Iterator
+
+from lab.model.topology import (
+    MAX_NAME,
+    NAME_RE,
+    RESERVED_NAMES,
+    Topology,
+    parse_duration_us,
+    quoted,
+    valid_lab_name,
+)
+
+# RFC 7607 (AS 0), RFC 6793 (AS_TRANS), RFC 7300 (last 16-bit and 32-bit ASNs).
+RESERVED_ASNS = {0: "AS 0 is reserved", 23456: "AS 23456 is AS_TRANS",
+                 65535: "AS 65535 is reserved", 4294967295: "AS 4294967295 is reserved"}
+
+Finding = tuple[str, str]
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+# Address space neither link pools nor anycast prefixes may touch: the kernel does not
+# route it as ordinary unicast between namespaces (or refuses it on an interface), or,
+# for IPv4-mapped and IPv4-compatible IPv6, it stands for an IPv4 address.
+UNUSABLE: list[tuple[Network, str]] = [(ipaddress.ip_network(net), what) for net, what in (
+    ("0.0.0.0/8", "'this network'"),
+    ("127.0.0.0/8", "loopback"),
+    ("169.254.0.0/16", "link-local"),
+    ("224.0.0.0/4", "multicast"),
+    ("240.0.0.0/4", "reserved"),
+    ("::/128", "unspecified"),
+    ("::1/128", "loopback"),
+    ("::ffff:0:0/96", "IPv4-mapped"),
+    ("::/96", "IPv4-compatible, deprecated"),
+    ("fe80::/10", "link-local"),
+    ("ff00::/8", "multicast"),
+)]
+IPV4_MAPPED = ipaddress.IPv6Network("::ffff:0:0/96")
+
+
+def unusable(net: Network) -> str | None:
+    """'RANGE (what it is)' for the first range of UNUSABLE that `net` overlaps, or None."""
+    for bad, what in UNUSABLE:
+        if bad.version == net.version and net.overlaps(bad):
+            return f"{bad} ({what})"
+    return None
+
+
+def _known(names: list[str] | dict[str, object]) -> str:
+    return ", ".join(names) if names else "none defined"
+
+
+def check_names(topo: Topology) -> Iterator[Finding]:
+    if not valid_lab_name(topo.name):
+        yield ("name", f"{quoted(topo.name)} is not a valid lab name: use lowercase letters, "
+                       "digits and '-', starting with a letter, at most 24 characters")
+    seen: dict[str, str] = {}
+    for section in ("routers", "sites", "clients"):
+        for name in getattr(topo, section):
+            path = f"{section}.{name}"
+            if name in RESERVED_NAMES:
+                yield (path, f"'{name}' is reserved inside a namespace; choose another name")
+            elif len(name) > MAX_NAME:
+                yield (path, f"name {quoted(name)} is {len(name)} characters; it becomes an "
+                             f"interface name, which the kernel limits to {MAX_NAME}")
+            elif not NAME_RE.fullmatch(name):
+                yield (path, f"name '{name}' may contain only lowercase letters, digits "
+                             "and '-', starting with a letter (it becomes an interface name)")
+            elif "--" in name:
+                yield (path, f"name '{name}' must not contain '--': it separates the two "
+                             "node names in a link's name")
+            if name in seen:
+                yield (path, f"duplicate name '{name}': already used in {seen[name]}")
+            else:
+                seen[name] = section
+
+
+def check_references(topo: Topology) -> Iterator[Finding]:
+    routers = list(topo.routers)
+    for name, site in topo.sites.items():
+        if site.router not in topo.routers:
+            yield (f"sites.{name}.router",
+                   f"unknown router '{site.router}' (known: {_known(routers)})")
+    for name, client in topo.clients.items():
+        if client.router not in topo.routers:
+            yield (f"clients.{name}.router",
+                   f"unknown router '{client.router}' (known: {_known(routers)})")
+        if client.expect not in topo.sites:
+            yield (f"clients.{name}.expect",
+                   f"unknown site '{client.expect}' (known: {_known(list(topo.sites))})")
+        if client.failover is not None:
+            if client.failover not in topo.sites:
+                yield (f"clients.{name}.failover", f"unknown site '{client.failover}' "
+                                                   f"(known: {_known(list(topo.sites))})")
+            elif client.failover == client.expect:
+                yield (f"clients.{name}.failover",
+                       "the failover site must differ from the expected site")
+    if not topo.sites:
+        yield ("sites", "at least one site is required")
+    if not topo.routers:
+        yield ("routers", "at least one router is required")
+
+
+def check_links(topo: Topology) -> Iterator[Finding]:
+    pairs: dict[frozenset[str], int] = {}
+    routers = _known(list(topo.routers))
+    for index, link in enumerate(topo.links):
+        a, b = link.endpoints
+        path = f"links[{index}].endpoints"
+        for side, end in enumerate((a, b)):
+            if end in topo.routers:
+                continue
+            kind = "a site" if end in topo.sites else "a client" if end in topo.clients else ""
+            if kind:
+                yield (f"{path}[{side}]", f"'{end}' is {kind}, not a router: sites and clients "
+                                          f"attach through their 'router' field "
+                                          f"(routers: {routers})")
+            else:
+                yield (f"{path}[{side}]", f"unknown router '{end}' (known: {routers})")
+        if a == b:
+            yield (path, f"link from '{a}' to itself")
+        else:
+            key = frozenset((a, b))
+            if key in pairs:
+                yield (path, f"duplicate link between '{a}' and '{b}' "
+                             f"(also links[{pairs[key]}])")
+            else:
+                pairs[key] = index
+        if link.impair:
+            imp = link.impair
+            if imp.jitter and not imp.delay:
+                yield (f"links[{index}].impair.jitter", "jitter needs a delay")
+            if imp.delay and imp.jitter and parse_duration_us(imp.jitter) > parse_duration_us(
+                    imp.delay):
+                yield (f"links[{index}].impair.jitter", "jitter is larger than the delay")
+
+
+def check_connectivity(topo: Topology) -> Iterator[Finding]:
+    """Every router is used and all routers form one connected graph.
+
+    The largest group of linked routers (the first in file order on a tie) is the
+    reference; every used router outside it is reported, whether it has links or
+    only sites and clients.
+    """
+    adjacency: dict[str, set[str]] = {r: set() for r in topo.routers}
+    for link in topo.links:
+        a, b = link.endpoints
+        if a in adjacency and b in adjacency and a != b:
+            adjacency[a].add(b)
+            adjacency[b].add(a)
+    attached = Counter(s.router for s in topo.sites.values())
+    attached.update(c.router for c in topo.clients.values())
+    unused: set[str] = set()
+    for name in topo.routers:
+        if not adjacency[name] and not attached[name]:
+            unused.add(name)
+            yield (f"routers.{name}", f"router '{name}' is connected to nothing: "
+                                      "add a link, a site or a client")
+    if len(adjacency) < 2:
+        return
+    components: list[list[str]] = []
+    seen: set[str] = set()
+    for start in adjacency:  # file order: each component lists its routers in file order
+        if start in seen or start in unused:
+            continue
+        group, todo = {start}, [start]
+        while todo:
+            for peer in adjacency[todo.pop()]:
+                if peer not in group:
+                    group.add(peer)
+                    todo.append(peer)
+        seen |= group
+        components.append([r for r in adjacency if r in group])
+    if not components:
+        return
+    reference = max(components, key=len)  # max() keeps the first of equal lengths
+    cut_off = [r for r in adjacency if r not in reference and r not in unused]
+    if cut_off:
+        noun = "router" if len(cut_off) == 1 else "routers"
+        yield ("links", f"{noun} {', '.join(cut_off)} cannot reach '{reference[0]}': "
+                        "the router graph must be connected")
+
+
+def check_asns(topo: Topology) -> Iterator[Finding]:
+    owners: dict[int, str] = {}
+    for name, router in topo.routers.items():
+        if router.asn in RESERVED_ASNS:
+            yield (f"routers.{name}.asn", RESERVED_ASNS[router.asn])
+        elif router.asn in owners:
+            yield (f"routers.{name}.asn",
+                   f"AS {router.asn} is already used by router '{owners[router.asn]}': "
+                   "routers peer over eBGP, so each needs its own AS")
+        else:
+            owners[router.asn] = name
+    for name, site in topo.sites.items():
+        if site.asn in RESERVED_ASNS:
+            yield (f"sites.{name}.asn", RESERVED_ASNS[site.asn])
+        elif site.asn in owners:
+            yield (f"sites.{name}.asn",
+                   f"AS {site.asn} belongs to router '{owners[site.asn]}': a site must use "
+                   "an AS no router uses (sites may share one AS)")
+
+
+def check_bgp(topo: Topology) -> Iterator[Finding]:
+    bgp = topo.bgp
+    if bgp.keepalive_time >= bgp.hold_time:
+        yield ("bgp.keepalive_time",
+               f"keepalive_time {bgp.keepalive_time} must be shorter than hold_time "
+               f"{bgp.hold_time} (a third of it is usual)")
+
+
+def check_router_ids(topo: Topology) -> Iterator[Finding]:
+    """Explicit router ids: valid, unique, and never equal to a default one.
+
+    A router without a router_id uses its first link address, which comes from
+    pools.links4; an explicit id inside that pool can collide with it.
+    """
+    try:
+        pool4: ipaddress.IPv4Network | ipaddress.IPv6Network | None = ipaddress.ip_network(
+            topo.pools.links4, strict=False)
+    except ValueError:
+        pool4 = None  # reported by check_prefixes
+    owners: dict[ipaddress.IPv4Address, str] = {}
+    for name, router in topo.routers.items():
+        if router.router_id is None:
+            continue
+        path = f"routers.{name}.router_id"
+        try:
+            rid = ipaddress.IPv4Address(router.router_id)
+        except ValueError:
+            yield (path, f"'{router.router_id}' is not an IPv4 address")
+            continue
+        if int(rid) == 0:
+            yield (path, "router id 0.0.0.0 is not allowed")
+        elif rid in owners:
+            yield (path, f"router id {rid} is already used by router '{owners[rid]}'")
+        else:
+            owners[rid] = name
+        if pool4 is not None and pool4.version == 4 and rid in pool4:
+            yield (path, f"router id {rid} is inside pools.links4 ({pool4}), where it can "
+                         "equal another node's default router id (its first link "
+                         "address): choose one outside the pool")
+
+
+def _network(text: str, version: int, path: str, findings: list[Finding],
+             host_len: int | None = None,
+             ) -> ipaddress.IPv4Network | ipaddress.IPv6Network | None:
+    """The prefix at `path`, or None after adding a finding.
+
+    `host_len` marks a prefix that must be a host route (anycast): a prefix with host
+    bits then suggests the host route of its address, not its network.
+    """
+    try:
+        net = ipaddress.ip_network(text, strict=False)
+    except ValueError:
+        findings.append((path, f"'{text}' is not a valid IPv{version} prefix"))
+        return None
+    if net.version != version:
+        findings.append((path, f"'{text}' is IPv{net.version}; expected an IPv{version} prefix"))
+        return None
+    try:
+        ipaddress.ip_network(text, strict=True)
+    except ValueError:
+        meant = f"{ipaddress.ip_interface(text).ip}/{host_len}" if host_len else str(net)
+        findings.append((path, f"'{text}' has host bits set: did you mean {meant}?"))
+        return None
+    return net
+
+
+def check_prefixes(topo: Topology) -> Iterator[Finding]:
+    findings: list[Finding] = []
+    any4 = _network(topo.anycast.ipv4, 4, "anycast.ipv4", findings, 32)
+    any6 = _network(topo.anycast.ipv6, 6, "anycast.ipv6", findings, 128)
+    for net, path, host_len in ((any4, "anycast.ipv4", 32), (any6, "anycast.ipv6", 128)):
+        if net is None:
+            continue
+        if net.prefixlen != host_len:
+            findings.append((path, f"anycast prefix {net} is not a host route: use a "
+                                   f"/{host_len} (e.g. {net.network_address}/{host_len})"))
+        elif isinstance(net, ipaddress.IPv6Network) and net.subnet_of(IPV4_MAPPED):
+            findings.append((path, f"'{topo.anycast.ipv6}' is an IPv4-mapped address "
+                                   f"(::ffff:0:0/96) standing for "
+                                   f"{net.network_address.ipv4_mapped}: it cannot be an "
+                                   "anycast service address"))
+        elif (net.is_multicast or net.is_loopback or net.is_unspecified
+              or net.is_link_local):
+            findings.append((path, f"{net} cannot be an anycast service address "
+                                   "(multicast, loopback, link-local or unspecified)"))
+        elif net == ipaddress.IPv4Network("255.255.255.255/32"):
+            findings.append((path, f"{net} is the limited broadcast address: it cannot be "
+                                   "an anycast service address"))
+        elif net.version == 4 and net.is_reserved:
+            findings.append((path, f"{net} is in the reserved range 240.0.0.0/4: it cannot "
+                                   "be an anycast service address"))
+        elif unusable(net):
+            findings.append((path, f"{net} is in {unusable(net)}: it cannot be an anycast "
+                                   "service address"))
+    pool4 = _network(topo.pools.links4, 4, "pools.links4", findings)
+    pool6 = _network(topo.pools.links6, 6, "pools.links6", findings)
+    for pool, path, example in ((pool4, "pools.links4", "100.64.0.0/16"),
+                                (pool6, "pools.links6", "fd00:a11c:ab::/48")):
+        if pool is not None and unusable(pool):
+            findings.append((path, f"pool {pool} overlaps {unusable(pool)}: link addresses "
+                                   f"must be ordinary unicast, such as {example}"))
+    links = len(topo.links) + len(topo.sites) + len(topo.clients)
+    if pool4 is not None:
+        capacity = pool4.num_addresses // 2
+        if capacity < links:
+            findings.append(("pools.links4", f"pool {pool4} holds {capacity} /31 links; the "
+                                             f"topology needs {links}: use a larger pool"))
+        if any4 is not None and pool4.overlaps(any4):
+            findings.append(("pools.links4", f"pool {pool4} overlaps the anycast prefix {any4}"))
+    if pool6 is not None:
+        if pool6.prefixlen > 64:
+            findings.append(("pools.links6", f"pool {pool6} is longer than /64; links are "
+                                             "/64 each: use a /64 or shorter pool"))
+        elif 2 ** (64 - pool6.prefixlen) < links:
+            findings.append(("pools.links6", f"pool {pool6} holds {2 ** (64 - pool6.prefixlen)}"
+                                             f" /64 links; the topology needs {links}"))
+        if any6 is not None and pool6.overlaps(any6):
+            findings.append(("pools.links6", f"pool {pool6} overlaps the anycast prefix {any6}"))
+    yield from findings
+
+
+CHECKS = (check_names, check_references, check_links, check_connectivity, check_asns,
+          check_router_ids, check_bgp, check_prefixes)
+
+
+def check_topology(topo: Topology) -> list[Finding]:
+    """Run every semantic check; return all findings, grouped by check."""
+    return [finding for check in CHECKS for finding in check(topo)]

@@ -1,0 +1,129 @@
+"""The address plan: a pure, deterministic function from a validated topology to every
+namespace, interface and address the lab will have.
+
+Link order is fixed: router-to-router links in file order, then each site's attachment,
+then each client's attachment. Link i gets the i-th /31 of `pools.links4` and the i-th
+/64 of `pools.links6`; its first end (the router, for attachments) takes the lower
+address. An interface is named after the node at its other end, so `ip -br addr` in
+router r-eu shows `r-us`, `ams`, `c-eu`.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+from typing import Literal
+
+from lab.model.topology import Impairment, Topology
+
+NETNS_PREFIX = "acl"
+Role = Literal["router", "site", "client"]
+
+
+def netns_name(lab: str, node: str) -> str:
+    """The namespace of a node: `acl.<lab>.<node>` (dots never occur in lab or node names)."""
+    return f"{NETNS_PREFIX}.{lab}.{node}"
+
+
+def lab_netns_prefix(lab: str) -> str:
+    return f"{NETNS_PREFIX}.{lab}."
+
+
+@dataclass(frozen=True)
+class Interface:
+    node: str
+    ifname: str
+    peer: str
+    peer_ifname: str
+    v4: ipaddress.IPv4Interface
+    v6: ipaddress.IPv6Interface
+    link: int
+
+
+@dataclass(frozen=True)
+class LinkPlan:
+    index: int
+    kind: Literal["core", "site", "client"]
+    a: str
+    b: str
+    net4: ipaddress.IPv4Network
+    net6: ipaddress.IPv6Network
+    impair: Impairment | None = None
+
+    @property
+    def name(self) -> str:
+        return f"{self.a}--{self.b}"
+
+
+@dataclass
+class NodePlan:
+    name: str
+    role: Role
+    netns: str
+    asn: int | None = None
+    router_id: str | None = None
+    router: str | None = None  # the router a site or client attaches to
+    interfaces: list[Interface] = field(default_factory=list)
+    gateway4: ipaddress.IPv4Address | None = None
+    gateway6: ipaddress.IPv6Address | None = None
+
+    def iface(self, peer: str) -> Interface:
+        return next(i for i in self.interfaces if i.peer == peer)
+
+
+@dataclass
+class AddressPlan:
+    lab: str
+    anycast4: ipaddress.IPv4Network
+    anycast6: ipaddress.IPv6Network
+    nodes: dict[str, NodePlan]
+    links: list[LinkPlan]
+
+    def by_role(self, role: Role) -> list[NodePlan]:
+        return [n for n in self.nodes.values() if n.role == role]
+
+    @property
+    def anycast(self) -> list[str]:
+        return [str(self.anycast4), str(self.anycast6)]
+
+
+def build_plan(topo: Topology) -> AddressPlan:
+    """Every namespace, link and address of the lab (topology must be validated)."""
+    pool4 = ipaddress.IPv4Network(topo.pools.links4)
+    pool6 = ipaddress.IPv6Network(topo.pools.links6)
+    nodes: dict[str, NodePlan] = {}
+    for name, r in topo.routers.items():
+        nodes[name] = NodePlan(name, "router", netns_name(topo.name, name), asn=r.asn,
+                               router_id=r.router_id)
+    for name, s in topo.sites.items():
+        nodes[name] = NodePlan(name, "site", netns_name(topo.name, name), asn=s.asn,
+                               router=s.router)
+    for name, c in topo.clients.items():
+        nodes[name] = NodePlan(name, "client", netns_name(topo.name, name), router=c.router)
+
+    pairs: list[tuple[Literal["core", "site", "client"], str, str, Impairment | None]] = [
+        ("core", ln.endpoints[0], ln.endpoints[1], ln.impair) for ln in topo.links]
+    pairs += [("site", s.router, name, None) for name, s in topo.sites.items()]
+    pairs += [("client", c.router, name, None) for name, c in topo.clients.items()]
+
+    subnets4 = pool4.subnets(new_prefix=31)
+    subnets6 = pool6.subnets(new_prefix=64)
+    links: list[LinkPlan] = []
+    for index, (kind, a, b, impair) in enumerate(pairs):
+        net4, net6 = next(subnets4), next(subnets6)
+        link = LinkPlan(index, kind, a, b, net4, net6, impair)
+        links.append(link)
+        a4 = ipaddress.IPv4Interface(f"{net4.network_address}/31")
+        b4 = ipaddress.IPv4Interface(f"{net4.network_address + 1}/31")
+        a6 = ipaddress.IPv6Interface(f"{net6.network_address + 1}/64")
+        b6 = ipaddress.IPv6Interface(f"{net6.network_address + 2}/64")
+        nodes[a].interfaces.append(Interface(a, b, b, a, a4, a6, index))
+        nodes[b].interfaces.append(Interface(b, a, a, b, b4, b6, index))
+        if kind != "core":
+            nodes[b].gateway4, nodes[b].gateway6 = a4.ip, a6.ip
+
+    for node in nodes.values():
+        if node.router_id is None and node.role != "client" and node.interfaces:
+            node.router_id = str(node.interfaces[0].v4.ip)
+    return AddressPlan(topo.name, ipaddress.IPv4Network(topo.anycast.ipv4),
+                       ipaddress.IPv6Network(topo.anycast.ipv6), nodes, links)

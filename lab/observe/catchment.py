@@ -1,0 +1,48 @@
+"""`catchment`: for every client, which site answers (from DNS identity) on each family,
+the RTT, and the router path the packets take (traceroute with scapy)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from lab.cli import ui
+from lab.observe.routing import client_sites
+from lab.ops.lifecycle import Lab
+from probes.trace import trace
+
+
+def collect(lab: Lab) -> dict[str, Any]:
+    assert lab.plan is not None and lab.topology is not None
+    plan = lab.plan
+    answers = client_sites(plan)
+    names = {str(i.v4.ip): n.name for n in plan.nodes.values() for i in n.interfaces}
+    names |= {str(i.v6.ip): n.name for n in plan.nodes.values() for i in n.interfaces}
+    clients: dict[str, Any] = {}
+    ok = True
+    for name, client in lab.topology.clients.items():
+        netns = plan.nodes[name].netns
+        entry: dict[str, Any] = {"expected": client.expect}
+        for fam, address in (("ipv4", str(plan.anycast4.network_address)),
+                             ("ipv6", str(plan.anycast6.network_address))):
+            ident = answers[name]["v4" if fam == "ipv4" else "v6"]
+            hops = trace(netns, address)
+            entry[fam] = {"site": ident.site, "rtt_ms": ident.rtt_ms, "error": ident.error,
+                          "path": [names.get(h, h) if h else None for h in hops]}
+            ok &= ident.site == client.expect
+        clients[name] = entry
+    return {"lab": lab.name, "anycast": plan.anycast, "clients": clients, "ok": ok}
+
+
+def print_human(report: dict[str, Any]) -> None:
+    rows = []
+    for name, c in report["clients"].items():
+        for fam in ("ipv4", "ipv6"):
+            f = c[fam]
+            path = " > ".join(h or "*" for h in f["path"])
+            site = f["site"] or "[red]no answer[/]"
+            if f["site"] and f["site"] != c["expected"]:
+                site = f"[yellow]{site}[/]"
+            rtt = f"{f['rtt_ms']:.2f}" if f["rtt_ms"] is not None else "-"
+            rows.append([name, fam, site, c["expected"], rtt, path])
+    ui.out.print(ui.table(f"catchment of lab '{report['lab']}'",
+                          ["client", "family", "site", "expected", "RTT ms", "path"], rows))

@@ -1,0 +1,1 @@
+"""The verbs that change a lab: up and down, faults, drain, tokens."""

@@ -1,0 +1,47 @@
+"""Planned maintenance: `drain` writes the site's disable file, which its health daemon
+turns into "announce with GRACEFUL_SHUTDOWN (65535:0), then withdraw after a delay";
+`undrain` removes it. The file survives daemon restarts, so a drained site stays drained."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from lab.model.errors import BadInput
+from lab.ops.lifecycle import Lab
+from lab.render.launch import node_dir
+
+
+def drain_file(lab_dir: Path, site: str) -> Path:
+    return node_dir(lab_dir, site) / "drain"
+
+
+def _check(lab: Lab, site: str) -> None:
+    assert lab.plan is not None
+    if site not in {s.name for s in lab.plan.by_role("site")}:
+        raise BadInput(f"unknown site '{site}' (sites: "
+                       f"{', '.join(s.name for s in lab.plan.by_role('site'))})")
+
+
+def drain(lab: Lab, site: str) -> bool:
+    """Start draining; False if the site was already drained."""
+    _check(lab, site)
+    path = drain_file(lab.journal.dir, site)
+    if path.exists():
+        return False
+    path.write_text(f"drained at {time.strftime('%Y-%m-%dT%H:%M:%S%z')}\n")
+    return True
+
+
+def undrain(lab: Lab, site: str) -> bool:
+    """Stop draining; False if the site was not drained."""
+    _check(lab, site)
+    path = drain_file(lab.journal.dir, site)
+    if not path.exists():
+        return False
+    path.unlink()
+    return True
+
+
+def is_drained(lab_dir: Path, site: str) -> bool:
+    return drain_file(lab_dir, site).exists()

@@ -1,0 +1,346 @@
+"""Bringing a lab up and down: validate -> plan -> check -> build -> start -> converge.
+
+`up` records everything in the journal before creating it and rolls back on any
+failure (including Ctrl-C); `down` works from the journal alone, plus anything that
+carries the lab's markers, and is idempotent.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from lab.host import env, lock, procs, safefs
+from lab.host.fabric import (
+    Fabric,
+    check_impairments,
+    lab_namespaces,
+    namespace_labs,
+    remove_namespace,
+)
+from lab.host.journal import Journal, existing_labs, require_lab_name, valid_lab_name
+from lab.model import Report, Topology, load_file, load_text
+from lab.model.errors import BadInput, LabError
+from lab.model.plan import AddressPlan, build_plan, lab_netns_prefix
+from lab.observe.converge import wait_converged
+from lab.ops import tokenstore
+from lab.render import credentials, launch
+
+TOPOLOGY_COPY = "topology.yaml"
+Progress = Callable[[str], None]
+
+
+def validated(path: str | Path, name: str | None = None) -> Topology:
+    """Load and fully validate a topology (optionally renamed); BadInput lists every problem."""
+    report = load_file(path)
+    if report.ok and name is not None:
+        assert report.topology is not None
+        renamed = report.topology.model_dump(mode="json")
+        renamed["name"] = name
+        report = load_text(yaml.safe_dump(renamed, sort_keys=False), str(path))
+    return topology_or_raise(report)
+
+
+def topology_or_raise(report: Report) -> Topology:
+    if not report.ok:
+        count = len(report.problems)
+        first = report.problems[0]
+        where = f"{report.source}:{first.line}: " if first.line else f"{report.source}: "
+        raise BadInput(f"{where}{first}" + (f" (and {count - 1} more problem"
+                                            f"{'s' if count > 2 else ''})" if count > 1 else ""),
+                       details=[f"{report.source}:{p.line or '?'}: {p}"
+                                for p in report.problems[1:]])
+    assert report.topology is not None
+    return report.topology
+
+
+@dataclass
+class Lab:
+    """A lab that exists (or existed) on this machine, as its run directory describes it."""
+
+    journal: Journal
+    topology: Topology | None = None
+    plan: AddressPlan | None = None
+    state: dict = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return self.journal.lab
+
+
+def open_lab(name: str | None, need_topology: bool = True) -> Lab:
+    """The named lab, or the only one that exists; BadInput when that is ambiguous.
+    LabError when the lab's topology record is gone (unless `need_topology` is off)."""
+    labs = existing_labs()
+    if name is None:
+        if not labs:
+            raise LabError("no lab is up: start one with `anycast-lab up`")
+        if len(labs) > 1:
+            raise BadInput(f"several labs are up ({', '.join(labs)}): choose one with --lab")
+        name = labs[0]
+    elif not valid_lab_name(name):
+        require_lab_name(name)
+    elif name not in labs:
+        raise LabError(f"lab '{name}' is not up (labs up: {', '.join(labs) or 'none'})")
+    journal = Journal(name)
+    lab = Lab(journal, state=journal.state())
+    copy = journal.dir / TOPOLOGY_COPY
+    try:
+        report = load_text(copy.read_text(), str(copy)) if copy.is_file() else None
+    except (OSError, UnicodeDecodeError):
+        report = None
+    if report is not None and report.ok and report.topology is not None:
+        lab.topology = report.topology
+        lab.plan = build_plan(report.topology)
+    elif need_topology:
+        raise LabError(f"lab '{name}' has lost its topology record ({copy}): run "
+                       f"`anycast-lab down --lab {name}` and bring it up again")
+    return lab
+
+
+def up(topology: Topology, progress: Progress, converge_deadline_s: float = 60.0) -> Lab:
+    """Build the lab under its lock; on any failure remove what was created and re-raise."""
+    env.require_linux_root()
+    env.require_tools(["sysctl", "unshare", "tc"])
+    plan = build_plan(topology)
+    env.check_host_overlap(plan, (topology.pools.links4, topology.pools.links6))
+    env.check_socket_paths(Journal(topology.name).dir, plan)
+    check_impairments(plan)
+    with lock.locked(topology.name, "up"):
+        return _build(topology, plan, progress, converge_deadline_s)
+
+
+def _build(topology: Topology, plan: AddressPlan, progress: Progress,
+           converge_deadline_s: float) -> Lab:
+    journal = Journal(topology.name)
+    if journal.exists():
+        if journal.state().get("phase") == "up":
+            raise AlreadyUp(topology.name)
+        progress("a previous run of this lab did not finish: removing its leftovers")
+        teardown(journal)
+    elif lab_namespaces(topology.name) or procs.marked_pids(topology.name):
+        progress("this lab's namespaces or processes are still here without a journal: "
+                 "removing them")
+        teardown(journal)
+    journal.open()
+    lab = Lab(journal, topology, plan)
+    try:
+        journal.set_state(phase="building", started=time.time())
+        # The effective topology (after --name), so status and down never need the file.
+        safefs.write_atomic(journal.dir / TOPOLOGY_COPY,
+                            yaml.safe_dump(topology.model_dump(mode="json"), sort_keys=False))
+        made = credentials.create(journal.dir, plan)
+        canary = credentials.canaries(journal.dir)["revoked_jti"]
+        tokenstore.revoke(journal.dir, plan, canary)  # every site starts knowing it
+        progress(f"lab CA, certificate and signing key in {made.root}")
+        specs = launch.lab_specs(topology, plan, journal.dir)
+        launch.prepare(specs)
+        progress(f"{len(specs)} daemon configs rendered and checked")
+        Fabric(plan, journal, topology.bgp.multipath_hash, progress).build()
+        launch.start_all(journal, specs)
+        progress(f"{len(specs)} daemons started")
+        journal.set_state(phase="converging")
+        waited = wait_converged(topology, plan, journal.dir, converge_deadline_s, progress)
+        progress(f"converged in {waited:.2f} s")
+        journal.set_state(phase="up", ready=time.time(), converge_s=round(waited, 3))
+    except BaseException as exc:
+        _roll_back(journal, exc, progress)
+        if isinstance(exc, OSError) and safefs.is_machine_error(exc):
+            raise safefs.machine_problem(exc, journal.dir) from exc
+        raise
+    lab.state = journal.state()
+    return lab
+
+
+def _roll_back(journal: Journal, exc: BaseException, progress: Progress) -> None:
+    """Keep what logs the disk allows, then tear down whatever keeping them did."""
+    kept: Path | None = None
+    try:
+        kept = keep_logs(journal)
+    except (OSError, LabError) as why:
+        progress(f"could not keep the daemons' logs ({why})")
+    finally:
+        progress("rolling back" + (f" (daemon logs kept in {kept})" if kept else ""))
+        teardown(journal)
+    if isinstance(exc, LabError) and kept is not None:
+        exc.details.append(f"daemon logs of the failed run: {kept}")
+
+
+class AlreadyUp(LabError):
+    def __init__(self, lab: str) -> None:
+        super().__init__(f"lab '{lab}' is already up: see `anycast-lab status`, or run "
+                         "`anycast-lab down` first")
+        self.lab = lab
+
+
+def orphan_labs() -> list[str]:
+    """Labs whose markers (processes of ours, namespace names) are on this machine though
+    their journal is gone, e.g. after the run directory was deleted by hand. Only names
+    that pass the lab-name rule, from root's processes in lab namespaces (see procs)."""
+    journaled = set(existing_labs())
+    return sorted((procs.marked_labs() | namespace_labs()) - journaled)
+
+
+def labs_to_tear_down(lab: str | None, all_labs: bool) -> list[str]:
+    """What `down` removes: the named lab, every lab (--all), or the only one that is up.
+    Labs known only by their markers (journal gone) are ours too, by name or with --all."""
+    if lab is not None:
+        require_lab_name(lab)
+    up = existing_labs()
+    orphans = orphan_labs()
+    if all_labs:
+        return up + orphans
+    if lab is not None:
+        return [lab] if lab in up or lab in orphans else []
+    if len(up) > 1:
+        raise BadInput(f"several labs are up ({', '.join(up)}): choose one with --lab, "
+                       "or use --all")
+    return up
+
+
+FAILED_PREFIX = ".failed-"
+KEEP_FAILED = 3  # the logs of this many failed runs are kept; older ones are removed
+
+
+def keep_logs(journal: Journal) -> Path:
+    """Copy the daemons' logs out of the run directory before a rollback removes it."""
+    root = journal.dir.parent
+    target = root / f"{FAILED_PREFIX}{journal.lab}"
+    _remove_tree(target)
+    prune_failed(keep=KEEP_FAILED - 1)
+    safefs.ensure_private_dir(target)
+    for log in journal.dir.glob("nodes/*/*.log"):
+        if log.is_symlink() or not log.is_file():
+            continue
+        dest_dir = safefs.ensure_private_dir(target / log.parent.name)
+        safefs.write_new(dest_dir / log.name, log.read_bytes()[-LOG_KEEP_BYTES:])
+    return target
+
+
+LOG_KEEP_BYTES = 256 * 1024  # the tail of each daemon log is what explains a failure
+
+
+def failed_runs() -> list[Path]:
+    """Kept logs of failed runs, oldest first."""
+    from lab.host.journal import run_root
+
+    root = run_root()
+    if not root.is_dir():
+        return []
+    found = [p for p in root.iterdir() if p.name.startswith(FAILED_PREFIX)
+             and valid_lab_name(p.name[len(FAILED_PREFIX):]) and p.is_dir()
+             and not p.is_symlink()]
+    return sorted(found, key=lambda p: p.stat().st_mtime)
+
+
+def prune_failed(keep: int = KEEP_FAILED) -> int:
+    """Remove all but the `keep` newest kept logs; returns how many were removed."""
+    runs = failed_runs()
+    doomed = runs[:max(len(runs) - keep, 0)]
+    for path in doomed:
+        _remove_tree(path)
+    return len(doomed)
+
+
+def _remove_tree(path: Path) -> None:
+    """rmtree that never follows a symlink at the top (rmtree itself does not below)."""
+    if path.is_symlink():
+        path.unlink()
+    elif path.exists():
+        shutil.rmtree(path, ignore_errors=True)
+
+
+@dataclass
+class TeardownReport:
+    lab: str
+    processes: int = 0
+    namespaces: int = 0
+    elapsed_s: float = 0.0
+    leftover: str | None = None  # why the run directory could not be removed
+
+
+def teardown(journal: Journal, grace_s: float = 3.0) -> TeardownReport:
+    """Remove everything the journal (or the lab's markers) says the lab owns. Runs to
+    the end on a full or read-only disk: writes to the journal are best-effort there."""
+    started = time.monotonic()
+    report = TeardownReport(journal.lab)
+    if journal.exists():
+        journal.set_state_best_effort(phase="tearing-down")
+    owned = journal.owned()
+    # Processes first: they keep their namespaces alive. Only PIDs we started: from the
+    # journal (PID + start time) or carrying our marker (see procs._markers); never this
+    # process or one of its ancestors (a `down` typed in an `exec` shell).
+    mine = procs.ancestors()
+    records = [r for r in owned.processes if procs.is_running(r) and r.pid not in mine]
+    pids = {r.pid: r.start_time for r in records}
+    for pid in procs.marked_pids(journal.lab):
+        pids.setdefault(pid, procs.start_time(pid) or 0)
+    report.processes = procs.stop_many(pids, grace_s)
+    for record in owned.processes:
+        journal.record_best_effort("process", op="gone", pid=record.pid)
+    prefix = lab_netns_prefix(journal.lab)
+    ours = [n for n in owned.namespaces if n.startswith(prefix)]
+    for name in dict.fromkeys([*ours, *lab_namespaces(journal.lab)]):
+        if remove_namespace(name):
+            report.namespaces += 1
+        if journal.exists():
+            journal.record_best_effort("netns", op="gone", name=name)
+    _remove_tree(journal.dir)
+    if journal.dir.exists():
+        report.leftover = _why_not_removed(journal.dir)
+    report.elapsed_s = time.monotonic() - started
+    return report
+
+
+def _why_not_removed(path: Path) -> str:
+    try:
+        shutil.rmtree(path)
+    except OSError as exc:
+        return safefs.machine_problem(exc, path, "remove").message
+    return ""
+
+
+class Stopped(LabError):
+    """`up` was asked to stop (SIGTERM, e.g. by `down`): it rolled back."""
+
+
+def stop_on_sigterm(lab: str) -> None:
+    """Make SIGTERM stop `up` the way Ctrl-C does: roll back, then exit 1."""
+
+    owner = os.getpid()
+
+    def handler(signum: int, _frame: object) -> None:
+        if os.getpid() != owner:
+            # A forked helper (pyroute2 forks one per namespace socket) inherited this
+            # handler: it is being stopped, and must never run the rollback itself.
+            os._exit(128 + signum)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # let the rollback finish
+        raise Stopped(f"the `up` of lab '{lab}' was stopped (SIGTERM, e.g. by `anycast-lab "
+                      "down`): what it had built was removed")
+
+    signal.signal(signal.SIGTERM, handler)
+
+
+def down(name: str, wait_s: float = 60.0) -> TeardownReport:
+    """Tear down one lab under its lock. A running `up` of the lab is asked to stop
+    (SIGTERM: it rolls back) and waited for; any other command holding the lock is
+    waited for up to `wait_s`."""
+    require_lab_name(name)
+    try:
+        holder = lock.holder(name)
+    except LabError:  # a run directory where no lock can be read: nobody can hold one
+        holder = None
+    if (holder is not None and holder.command == "up" and holder.alive()
+            and holder.pid not in procs.ancestors()):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(holder.pid, signal.SIGTERM)
+    with lock.locked(name, "down", wait_s=wait_s, required=False):
+        return teardown(Journal(name))

@@ -1,0 +1,86 @@
+"""anycast-healthd on every site (lab.sites.health): the DNS check against the site's own
+unicast address, the introspection check against the service's health listener (its own,
+on loopback: client connections cannot starve it); it alone tells the speaker to announce
+(fail-closed). Ready when the running process has written its state file."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from lab.model.plan import AddressPlan, NodePlan
+from lab.model.topology import Topology
+from lab.render.base import DaemonSpec, Readiness, ReadyTarget
+from lab.render.credentials import SERVICE_NAME, Paths
+from lab.render.introspect import HEALTH_ADDRESS, HEALTH_PORT
+
+METRICS_PORT = 9273
+
+
+def state_file(node_dir: Path) -> Path:
+    return node_dir / "health-state.json"
+
+
+def event_log(node_dir: Path) -> Path:
+    return node_dir / "health-events.jsonl"
+
+
+def health_config(topo: Topology, plan: AddressPlan, site: NodePlan, node_dir: Path,
+                  pki: Paths) -> dict[str, Any]:
+    unicast = str(site.interfaces[0].v4.ip)
+    return {
+        "site": site.name,
+        "shim_socket": str(node_dir / "speaker.sock"),
+        "drain_file": str(node_dir / "drain"),
+        "state_file": str(state_file(node_dir)),
+        "event_log": str(event_log(node_dir)),
+        "metrics_listen": f"{unicast}:{METRICS_PORT}",
+        "hold_down_ms": topo.health.hold_down_ms,
+        "drain_delay_ms": topo.health.drain_delay_ms,
+        "saturation": topo.health.saturation,
+        "checks": [
+            {"type": "dns", "name": "dns", "server": unicast,
+             "qname": "health.anycast.lab.", "expect": [str(plan.anycast4.network_address)]},
+            {"type": "introspect", "name": "introspect", "address": HEALTH_ADDRESS,
+             "port": HEALTH_PORT,
+             "server_name": SERVICE_NAME, "ca_file": str(pki.ca_cert),
+             "client_id": "healthd", "client_secret_file": str(pki.healthd_secret),
+             "active_token_file": str(pki.canary_active),
+             "revoked_token_file": str(pki.canary_revoked),
+             # The 401 probe is logged by the service (an auth failure): every 10th run.
+             "unauthenticated_every": 10},
+        ],
+    }
+
+
+def health_spec(topo: Topology, plan: AddressPlan, site: NodePlan, node_dir: Path,
+                pki: Paths) -> DaemonSpec:
+    conf = node_dir / "healthd.json"
+    return DaemonSpec(
+        name="healthd", node=site.name, netns=site.netns, config_path=conf,
+        config=json.dumps(health_config(topo, plan, site, node_dir, pki), indent=2),
+        check_argv=[sys.executable, "-m", "lab.sites.health", "--check-config", "--config",
+                    str(conf)],
+        argv=[sys.executable, "-m", "lab.sites.health", "--config", str(conf)],
+        log_path=node_dir / "healthd.log",
+        batch_check=True,
+    )
+
+
+def healthd_ready(t: ReadyTarget) -> Readiness:
+    """The state file was written by this very process (its PID) and says it is running:
+    healthd has loaded its config, bound its metrics port and started its checks."""
+    path = state_file(t.dir_of(t.node.name))
+    try:
+        state = json.loads(path.read_text())
+    except FileNotFoundError:
+        return Readiness(False, f"no state file {path.name} yet")
+    except (OSError, ValueError) as exc:
+        return Readiness(False, f"state file {path.name} unreadable ({exc})")
+    if not isinstance(state, dict) or state.get("pid") != t.pid:
+        return Readiness(False, f"state file {path.name} not yet written by PID {t.pid}")
+    if not state.get("running"):
+        return Readiness(False, f"state file {path.name} says it stopped")
+    return Readiness(True, f"its state file {path.name} is written by PID {t.pid}")

@@ -1,0 +1,20 @@
+"""Jinja2 environment for daemon config templates (lab/render/templates/)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from jinja2 import Environment, PackageLoader, StrictUndefined
+
+_env = Environment(loader=PackageLoader("lab.render", "templates"), undefined=StrictUndefined,
+                   keep_trailing_newline=True, trim_blocks=False, lstrip_blocks=False,
+                   autoescape=False)
+
+
+def render(template: str, **context: Any) -> str:
+    return _env.get_template(template).render(**context)
+
+
+def proto_name(name: str) -> str:
+    """A node name as a BIRD protocol identifier ('r-eu' -> 'r_eu')."""
+    return name.replace("-", "_")

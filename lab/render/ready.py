@@ -1,0 +1,54 @@
+"""Is a daemon the lab started up and ready? Its process is alive with the start time we
+recorded, and its own readiness condition holds (each defined beside its daemon). Waited
+for with a deadline; a process that has exited ends the wait at once."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from lab.host import procs
+from lab.host.journal import ProcessRecord
+from lab.model.plan import AddressPlan
+from lab.render.base import Readiness, ReadyTarget
+from lab.render.bird import bird_ready
+from lab.render.exabgp import exabgp_ready
+from lab.render.health import healthd_ready
+from lab.render.introspect import introspect_ready
+from lab.render.unbound import unbound_ready
+from lab.shared.wait import wait_until
+
+CONDITIONS: dict[str, Callable[[ReadyTarget], Readiness]] = {
+    "bird": bird_ready,
+    "unbound": unbound_ready,
+    "introspect": introspect_ready,
+    "exabgp": exabgp_ready,
+    "healthd": healthd_ready,
+}
+# Python daemons start in about a second on an idle 2-core machine, and ExaBGP's session
+# needs its start plus BIRD's 1 s connect retry: 15 s leaves room for a loaded machine.
+READY_TIMEOUT_S = 15.0
+
+
+def daemon_of(record: ProcessRecord) -> str:
+    """'unbound@ams' -> 'unbound'."""
+    return record.name.split("@", 1)[0]
+
+
+def check(plan: AddressPlan, lab_dir: Path, record: ProcessRecord) -> Readiness:
+    """Ask once: is the process alive (same PID, same start time), and is it ready?"""
+    if not procs.is_running(record):
+        return Readiness(False, f"exited (PID {record.pid})", final=True)
+    if procs.is_stopped(record.pid):
+        return Readiness(False, f"stopped by a signal (PID {record.pid})")
+    condition = CONDITIONS.get(daemon_of(record))
+    if condition is None:
+        return Readiness(True, "running (no readiness condition for this daemon)")
+    return condition(ReadyTarget(plan, lab_dir, plan.nodes[record.node], record.pid))
+
+
+def wait_ready(plan: AddressPlan, lab_dir: Path, record: ProcessRecord,
+               timeout_s: float = READY_TIMEOUT_S) -> Readiness:
+    """Poll `check` until ready, until the process has exited, or until the deadline."""
+    return wait_until(lambda: check(plan, lab_dir, record), timeout_s, interval_s=0.05,
+                      stop=lambda r: r.final)

@@ -1,0 +1,135 @@
+"""Talking to a site's speaker API process (lab.sites.speaker.api) over its unix control socket.
+
+`command()` is a one-shot question (e.g. `state`). `Controller` is the watchdog
+controller's end (what the health daemon holds): it claims the shim with `control`,
+learns the watchdog period from the answer and keeps the watchdog fed with `keepalive`
+lines every period/4 -- also while it waits for the answer to a command, so a slow
+ExaBGP acknowledgement never starves the watchdog. It is single-threaded on purpose:
+if the caller's loop stops, keepalives stop and the shim withdraws.
+"""
+
+from __future__ import annotations
+
+import json
+import select
+import socket
+import time
+from pathlib import Path
+from typing import Any
+
+KEEPALIVES_PER_WATCHDOG = 4
+
+
+def command(control: Path, text: str, timeout: float = 5.0) -> dict[str, Any]:
+    """Send one command line and return the JSON answer."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(timeout)
+        sock.connect(str(control))
+        sock.sendall(text.encode() + b"\n")
+        data = b""
+        while not data.endswith(b"\n"):
+            chunk = sock.recv(4096)
+            if not chunk:
+                break
+            data += chunk
+    return json.loads(data)
+
+
+class ShimError(Exception):
+    """The shim refused us, or the connection to it failed or closed."""
+
+
+class Controller:
+    """One connection to a shim in watchdog mode, as its controller."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.sock: socket.socket | None = None
+        self.watchdog_s = 0.0
+        self.keepalive_s = 0.0
+        self.next_keepalive = 0.0
+        self._buffer = b""
+
+    @property
+    def connected(self) -> bool:
+        return self.sock is not None
+
+    def open(self, timeout: float = 1.0) -> dict[str, Any]:
+        """Connect and claim the watchdog; returns the shim's answer (with its state)."""
+        self.close()
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.settimeout(timeout)
+            sock.connect(str(self.path))
+        except OSError as exc:
+            sock.close()
+            raise ShimError(f"cannot connect to {self.path}: {exc.strerror or exc}") from None
+        self.sock = sock
+        reply = self._ask("control", time.monotonic() + timeout, keepalives=False)
+        if not reply.get("ok") or not reply.get("watchdog_ms"):
+            self.close()
+            raise ShimError(f"shim refused control: {reply.get('detail', reply)}")
+        self.watchdog_s = reply["watchdog_ms"] / 1000
+        self.keepalive_s = self.watchdog_s / KEEPALIVES_PER_WATCHDOG
+        self.next_keepalive = time.monotonic() + self.keepalive_s
+        return reply
+
+    def keepalive_if_due(self, now: float | None = None) -> None:
+        """Send a keepalive when one is due; raises ShimError if the connection broke."""
+        now = time.monotonic() if now is None else now
+        if self.sock is not None and now >= self.next_keepalive:
+            self._send("keepalive")
+
+    def command(self, text: str, timeout: float) -> dict[str, Any]:
+        """Send a command and wait (feeding the watchdog) for its JSON answer."""
+        if self.sock is None:
+            raise ShimError("not connected")
+        return self._ask(text, time.monotonic() + timeout, keepalives=True)
+
+    def close(self) -> None:
+        if self.sock is not None:
+            self.sock.close()
+        self.sock, self._buffer = None, b""
+
+    def _send(self, text: str) -> None:
+        assert self.sock is not None
+        try:
+            self.sock.sendall(text.encode() + b"\n")
+        except OSError as exc:
+            self.close()
+            raise ShimError(f"shim connection lost: {exc.strerror or exc}") from None
+        self.next_keepalive = time.monotonic() + self.keepalive_s
+
+    def _ask(self, text: str, deadline: float, keepalives: bool) -> dict[str, Any]:
+        self._send(text)
+        while b"\n" not in self._buffer:
+            assert self.sock is not None
+            now = time.monotonic()
+            if now >= deadline:
+                self.close()
+                raise ShimError(f"no answer to {text!r} from the shim")
+            wait = deadline - now
+            if keepalives:
+                wait = min(wait, max(0.0, self.next_keepalive - now))
+            readable, _, _ = select.select([self.sock], [], [], wait)
+            if readable:
+                try:
+                    chunk = self.sock.recv(4096)
+                except OSError:
+                    chunk = b""
+                if not chunk:
+                    self.close()
+                    raise ShimError("the shim closed the connection")
+                self._buffer += chunk
+            elif keepalives:
+                self.keepalive_if_due()
+        line, self._buffer = self._buffer.split(b"\n", 1)
+        try:
+            reply = json.loads(line)
+        except ValueError:
+            self.close()
+            raise ShimError(f"unreadable answer from the shim: {line[:80]!r}") from None
+        if not isinstance(reply, dict):
+            self.close()
+            raise ShimError(f"unexpected answer from the shim: {line[:80]!r}")
+        return reply

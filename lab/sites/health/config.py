@@ -1,0 +1,233 @@
+"""Configuration of the health daemon: one JSON file per site, validated by pydantic.
+
+Relative paths are taken relative to the config file's folder. `load_config` raises
+`ConfigError` with every problem, each with its field path, e.g.
+`checks.0.timeout_ms: Input should be greater than or equal to 5`.
+
+Each check type has its own defaults (the "default profile"); see DNS_DEFAULTS etc.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+NAME_PATTERN = r"^[A-Za-z0-9_.-]+$"
+
+
+class ConfigError(ValueError):
+    """The config file is missing, not JSON or not valid; the message says where."""
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class CheckBase(_Model):
+    """What every check has. Times in milliseconds."""
+
+    name: str = Field(min_length=1, max_length=64, pattern=NAME_PATTERN)
+    required: bool = True
+    interval_ms: int = Field(ge=10, le=3_600_000)
+    # Used while the state is changing: after a first result that disagrees with the
+    # current state, and from start until the first state is reached.
+    fast_interval_ms: int = Field(ge=5, le=3_600_000)
+    timeout_ms: int = Field(ge=5, le=600_000)
+    rise: int = Field(ge=1, le=100)
+    fall: int = Field(ge=1, le=100)
+
+    @model_validator(mode="after")
+    def _fast_not_slower(self) -> CheckBase:
+        if self.fast_interval_ms > self.interval_ms:
+            raise ValueError(f"fast_interval_ms ({self.fast_interval_ms}) must not exceed "
+                             f"interval_ms ({self.interval_ms})")
+        return self
+
+
+def _ip(value: str) -> str:
+    return str(ipaddress.ip_address(value))
+
+
+class DnsCheck(CheckBase):
+    """A UDP query on a connected socket: NOERROR and (if given) an expected address."""
+
+    type: Literal["dns"]
+    server: str
+    port: int = Field(default=53, ge=1, le=65535)
+    qname: str = "health.anycast.lab."
+    qtype: Literal["A", "AAAA"] = "A"
+    expect: list[str] = Field(default_factory=list)  # any of these; empty: any answer
+    interval_ms: int = Field(default=100, ge=10, le=3_600_000)
+    # 10 ms: a refused query (killed server) is confirmed 10 ms after the first one;
+    # costs nothing at idle (used only while the state is changing).
+    fast_interval_ms: int = Field(default=10, ge=5, le=3_600_000)
+    timeout_ms: int = Field(default=100, ge=5, le=600_000)
+    rise: int = Field(default=3, ge=1, le=100)
+    fall: int = Field(default=2, ge=1, le=100)
+
+    @field_validator("server")
+    @classmethod
+    def _server_ip(cls, value: str) -> str:
+        return _ip(value)
+
+    @field_validator("expect")
+    @classmethod
+    def _expect_ips(cls, value: list[str]) -> list[str]:
+        return [_ip(v) for v in value]
+
+
+class IntrospectCheck(CheckBase):
+    """RFC 7662 over HTTPS: active canary active, revoked canary inactive, no creds 401."""
+
+    type: Literal["introspect"]
+    address: str  # connect here (the site's own unicast address)
+    port: int = Field(default=443, ge=1, le=65535)
+    server_name: str = Field(min_length=1)  # SNI, Host and the name the certificate must carry
+    path: str = Field(default="/introspect", pattern=r"^/")
+    ca_file: Path
+    client_id: str = Field(min_length=1)
+    client_secret_file: Path
+    active_token_file: Path
+    revoked_token_file: Path
+    # Ask without credentials (expect 401) on every Nth run; the service logs one line
+    # per such call, so a site may want fewer than one per run.
+    unauthenticated_every: int = Field(default=1, ge=1, le=10_000)
+    interval_ms: int = Field(default=500, ge=10, le=3_600_000)
+    fast_interval_ms: int = Field(default=100, ge=5, le=3_600_000)
+    timeout_ms: int = Field(default=300, ge=5, le=600_000)
+    rise: int = Field(default=2, ge=1, le=100)
+    fall: int = Field(default=2, ge=1, le=100)
+
+    @field_validator("address")
+    @classmethod
+    def _address_ip(cls, value: str) -> str:
+        return _ip(value)
+
+
+class TcpCheck(CheckBase):
+    """A TCP connect within the timeout."""
+
+    type: Literal["tcp"]
+    host: str = Field(min_length=1)
+    port: int = Field(ge=1, le=65535)
+    interval_ms: int = Field(default=1000, ge=10, le=3_600_000)
+    fast_interval_ms: int = Field(default=200, ge=5, le=3_600_000)
+    timeout_ms: int = Field(default=500, ge=5, le=600_000)
+    rise: int = Field(default=2, ge=1, le=100)
+    fall: int = Field(default=2, ge=1, le=100)
+
+
+class ExecCheck(CheckBase):
+    """A command (the one check that forks: ~5-20 ms of CPU per run); exit 0 is success."""
+
+    type: Literal["exec"]
+    argv: list[str] = Field(min_length=1)
+    interval_ms: int = Field(default=5000, ge=100, le=3_600_000)
+    fast_interval_ms: int = Field(default=1000, ge=50, le=3_600_000)
+    timeout_ms: int = Field(default=2000, ge=5, le=600_000)
+    rise: int = Field(default=2, ge=1, le=100)
+    fall: int = Field(default=2, ge=1, le=100)
+
+
+Check = Annotated[DnsCheck | IntrospectCheck | TcpCheck | ExecCheck, Field(discriminator="type")]
+
+
+class HealthConfig(_Model):
+    site: str = Field(min_length=1, max_length=64, pattern=NAME_PATTERN)
+    shim_socket: Path  # lab.sites.speaker.api --control, started with --watchdog-ms
+    drain_file: Path  # present = drained (survives restarts)
+    state_file: Path  # rewritten atomically on every transition
+    event_log: Path  # JSON lines, appended
+    metrics_listen: str | None = None  # "ADDRESS:PORT" or "[V6]:PORT"; null = no metrics
+    hold_down_ms: int = Field(default=500, ge=0, le=600_000)
+    # Re-announcing waits hold_down_ms after the last route change; each time an announce
+    # does not survive hold_down_max_ms the wait doubles, up to hold_down_max_ms.
+    # Equal to hold_down_ms (the default) = a fixed hold-down.
+    hold_down_max_ms: int | None = Field(default=None, ge=0, le=3_600_000)
+    drain_delay_ms: int = Field(default=2000, ge=0, le=3_600_000)
+    drain_poll_ms: int = Field(default=250, ge=10, le=60_000)
+    command_timeout_ms: int = Field(default=10_000, ge=100, le=120_000)
+    command_retry_ms: int = Field(default=1000, ge=10, le=600_000)
+    reconnect_ms: int = Field(default=100, ge=10, le=60_000)
+    # What a *saturated* site does (a check answered, but says the site is at its
+    # connection limit): absorb = stay announced and serve what it can (withdrawing a busy
+    # site pushes the same load onto the next one); withdraw = count it as a failure.
+    saturation: Literal["absorb", "withdraw"] = "absorb"
+    checks: list[Check] = Field(min_length=1)
+
+    @field_validator("metrics_listen")
+    @classmethod
+    def _listen(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_listen(value)
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> HealthConfig:
+        names = [c.name for c in self.checks]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"check names must be unique: {', '.join(duplicates)}")
+        if not any(c.required for c in self.checks):
+            raise ValueError("at least one check must be required (else health means nothing)")
+        if self.hold_down_max_ms is not None and self.hold_down_max_ms < self.hold_down_ms:
+            raise ValueError("hold_down_max_ms must be at least hold_down_ms")
+        return self
+
+    @property
+    def hold_down_max(self) -> int:
+        return self.hold_down_ms if self.hold_down_max_ms is None else self.hold_down_max_ms
+
+
+def parse_listen(value: str) -> tuple[str, int]:
+    """"10.0.0.1:9273" or "[2001:db8::1]:9273" -> (address, port)."""
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"{value!r}: expected ADDRESS:PORT")
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    return _ip(host), int(port)
+
+
+_PATH_FIELDS = ("shim_socket", "drain_file", "state_file", "event_log")
+_CHECK_PATH_FIELDS = ("ca_file", "client_secret_file", "active_token_file",
+                      "revoked_token_file")
+
+
+def _resolve_paths(raw: dict[str, Any], base: Path) -> None:
+    for key in _PATH_FIELDS:
+        if isinstance(raw.get(key), str):
+            raw[key] = str(base / raw[key])
+    for check in raw.get("checks") or []:
+        if isinstance(check, dict):
+            for key in _CHECK_PATH_FIELDS:
+                if isinstance(check.get(key), str):
+                    check[key] = str(base / check[key])
+
+
+def _describe(exc: ValidationError) -> str:
+    lines = []
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        lines.append(f"{where}: {err['msg']}")
+    return "\n".join(lines)
+
+
+def load_config(path: str | Path) -> HealthConfig:
+    path = Path(path)
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{path}: not JSON: {exc}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: the top level must be an object")
+    _resolve_paths(raw, path.parent)
+    try:
+        return HealthConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(f"{path}: invalid config:\n{_describe(exc)}") from None

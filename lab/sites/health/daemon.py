@@ -1,0 +1,408 @@
+"""The health daemon's loop: run checks, decide, tell the shim, keep its watchdog fed.
+
+Threads: one worker per check (runs the probe when told, posts the result), the
+metrics server's, and the main loop, which does everything else and never runs a
+check itself. The main loop waits on a queue (check results, signals) with a timeout
+that brings it back for the next keepalive, the next due check, the drain-file poll
+and any timer of the state machine. Keepalives are sent by this loop on purpose: if it
+hangs, they stop and the shim withdraws. While it waits for the shim's answer to a
+command it keeps sending them (Controller.command).
+
+A check that does not come back within timeout x 1.5 (+50 ms) is counted as a failure
+("hung"), again every such period, and its late result is dropped.
+
+Saturation: a result may say the service is saturated (at its connection limit, yet
+answering). With `saturation: absorb` (the default) that changes nothing but the report;
+with `withdraw` such a result counts as a failure. Either way the state file says
+`"saturation": {"policy": ..., "saturated": ...}`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import queue
+import signal
+import threading
+import time
+from dataclasses import dataclass
+from types import FrameType
+from typing import Any
+
+from lab.shared.speaker_client import Controller, ShimError
+from lab.sites.health.checks import Probe, Result, make_probe
+from lab.sites.health.config import Check, HealthConfig, parse_listen
+from lab.sites.health.metrics import Metrics
+from lab.sites.health.report import EventLog, iso, write_json_atomic
+from lab.sites.health.state import ANNOUNCE, GSHUT, UP, WITHDRAW, CheckTracker, Site, Transition
+
+log = logging.getLogger("lab.sites.health")
+
+SHIM_COMMANDS = {WITHDRAW: "withdraw", ANNOUNCE: "announce", GSHUT: "announce gshut"}
+SHIM_ROUTES = {"withdrawn": "withdrawn", "announced": "announced",
+               "announced-gshut": "gshut"}
+HANG_FACTOR, HANG_GRACE_S = 1.5, 0.05
+
+
+@dataclass(frozen=True)
+class _Done:
+    check: str
+    run_id: int
+    started: float
+    result: Result
+
+
+class _Wake:
+    """Queued by a signal handler: look at the flags now."""
+
+
+class Worker:
+    """Runs one check's probe in its own thread whenever `start()` is called."""
+
+    def __init__(self, cfg: Check, probe: Probe, results: queue.SimpleQueue[Any]) -> None:
+        self.cfg, self.probe, self.results = cfg, probe, results
+        self.go = threading.Event()
+        self.stopping = False
+        self.run_id = 0
+        self.busy_since: float | None = None  # main thread's view: a run is in flight
+        self.abandoned = 0  # run id already counted as hung
+        self.thread = threading.Thread(target=self._loop, name=f"check-{cfg.name}",
+                                       daemon=True)
+        self.thread.start()
+
+    def start(self, now: float) -> None:
+        self.run_id += 1
+        self.busy_since = now
+        self.go.set()
+
+    def stop(self) -> None:
+        self.stopping = True
+        self.go.set()
+
+    def _loop(self) -> None:
+        while True:
+            self.go.wait()
+            self.go.clear()
+            if self.stopping:
+                return
+            run_id, started = self.run_id, time.monotonic()
+            try:
+                result = self.probe.run()
+            except Exception as exc:  # a bug in a probe is a failed check, not a dead one
+                result = Result(False, f"check crashed: {type(exc).__name__}",
+                                time.monotonic() - started)
+            self.results.put(_Done(self.cfg.name, run_id, started, result))
+
+
+class Daemon:
+    def __init__(self, cfg: HealthConfig) -> None:
+        self.cfg = cfg
+        self.wall_offset = time.time() - time.monotonic()
+        self.site = Site(
+            [CheckTracker(c.name, c.rise, c.fall, c.required) for c in cfg.checks],
+            hold_down=cfg.hold_down_ms / 1000, hold_down_max=cfg.hold_down_max / 1000,
+            drain_delay=cfg.drain_delay_ms / 1000, retry=cfg.command_retry_ms / 1000)
+        self.queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self.workers: dict[str, Worker] = {}
+        self.due = {c.name: 0.0 for c in cfg.checks}
+        self.latency: dict[str, float] = {}
+        self.link = Controller(cfg.shim_socket)
+        self.metrics = Metrics([c.name for c in cfg.checks])
+        self.events = EventLog(cfg.event_log)
+        self.metrics_server: Any = None
+        self.stop_signal: str | None = None
+        self.hup = False
+        self.next_connect = 0.0
+        self.next_drain_poll = 0.0
+        self.wake_at: float | None = None
+        self.decision_reason = "starting"
+        self.shim_problem: str | None = None  # last reason we could not connect
+        self.saturated = False  # as the latest result that said anything about it
+
+    # --- lifecycle ---------------------------------------------------------------
+
+    def start(self) -> None:
+        """Bind metrics, start the workers, write the first state (nothing announced)."""
+        if self.cfg.metrics_listen:
+            address, port = parse_listen(self.cfg.metrics_listen)
+            self.metrics_server = self.metrics.serve(address, port)
+        for c in self.cfg.checks:
+            self.workers[c.name] = Worker(c, make_probe(c), self.queue)
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, self._on_stop)
+        signal.signal(signal.SIGHUP, self._on_hup)
+        self.events.write("start", site=self.cfg.site, pid=os.getpid(),
+                          checks=[c.model_dump(include={"name", "type", "required",
+                                                        "interval_ms", "fast_interval_ms",
+                                                        "timeout_ms", "rise", "fall"})
+                                  for c in self.cfg.checks])
+        log.info("site %s: %d check(s); shim %s; drain file %s", self.cfg.site,
+                 len(self.cfg.checks), self.cfg.shim_socket, self.cfg.drain_file)
+        self.write_state()
+
+    def loop(self) -> None:
+        """Run until SIGTERM/SIGINT, then shut down (withdraw first)."""
+        while self.stop_signal is None:
+            self.step()
+        self.shutdown()
+
+    def step(self) -> None:
+        """Wait for something to do (or until the next timer), then do all of it."""
+        timeout = max(0.0, self.next_wake() - time.monotonic())
+        with contextlib.suppress(queue.Empty):
+            item = self.queue.get(timeout=timeout)
+            while True:
+                if isinstance(item, _Done):
+                    self.on_result(item)
+                item = self.queue.get_nowait()
+        now = time.monotonic()
+        self.keep_link(now)
+        self.detect_hung(now)
+        self.poll_drain(now)
+        self.decide(now)
+        self.dispatch(time.monotonic())
+
+    def shutdown(self) -> None:
+        """SIGTERM: withdraw (the shim would also do it when we close), then go."""
+        log.info("stopping (%s): withdrawing", self.stop_signal)
+        if self.link.connected:
+            self.send(WITHDRAW, f"daemon stopping ({self.stop_signal})", time.monotonic())
+        self.link.close()
+        self.metrics.shim_connected.set(0)
+        for w in self.workers.values():
+            w.stop()
+        for w in self.workers.values():
+            w.thread.join(timeout=1.0)
+            w.probe.close()
+        self.write_state(running=False)
+        self.events.write("stop", signal=self.stop_signal, route=self.site.route)
+        self.events.close()
+        if self.metrics_server is not None:
+            self.metrics_server.shutdown()
+            self.metrics_server.server_close()
+
+    def _on_stop(self, signum: int, frame: FrameType | None) -> None:
+        self.stop_signal = signal.Signals(signum).name
+        self.queue.put(_Wake())  # SimpleQueue.put is safe in a signal handler
+
+    def _on_hup(self, signum: int, frame: FrameType | None) -> None:
+        self.hup = True
+        self.queue.put(_Wake())
+
+    # --- timers ------------------------------------------------------------------
+
+    def next_wake(self) -> float:
+        now = time.monotonic()
+        times = [self.next_drain_poll]
+        times.append(self.link.next_keepalive if self.link.connected else self.next_connect)
+        for name, w in self.workers.items():
+            if w.busy_since is None:
+                times.append(self.due[name])
+            else:
+                times.append(w.busy_since + self.hang_after(w.cfg))
+        if self.wake_at is not None:
+            times.append(self.wake_at)
+        return max(now, min(times))
+
+    @staticmethod
+    def hang_after(cfg: Check) -> float:
+        return cfg.timeout_ms / 1000 * HANG_FACTOR + HANG_GRACE_S
+
+    # --- checks ------------------------------------------------------------------
+
+    def dispatch(self, now: float) -> None:
+        for name, w in self.workers.items():
+            if w.busy_since is None and now >= self.due[name]:
+                w.start(now)
+
+    def on_result(self, done: _Done) -> None:
+        w = self.workers[done.check]
+        if done.run_id <= w.abandoned:
+            log.info("%s: late result of a run counted as hung, dropped: %s", done.check,
+                     done.result.reason)
+            if done.run_id == w.run_id:
+                w.busy_since = None
+            return
+        w.busy_since = None
+        self.record(done.check, done.result, time.monotonic())
+        tracker = self.site.checks[done.check]
+        interval = w.cfg.fast_interval_ms if tracker.changing else w.cfg.interval_ms
+        self.due[done.check] = done.started + interval / 1000
+
+    def detect_hung(self, now: float) -> None:
+        for name, w in self.workers.items():
+            if w.busy_since is not None and now >= w.busy_since + self.hang_after(w.cfg):
+                waited = now - w.busy_since
+                w.abandoned, w.busy_since = w.run_id, now  # next verdict one period later
+                self.record(name, Result(False, f"hung: no result in {waited * 1000:.0f} ms",
+                                         waited), now)
+
+    def record(self, name: str, result: Result, now: float) -> None:
+        saturation_changed = self.note_saturation(name, result)
+        if result.ok and result.saturated and self.cfg.saturation == "withdraw":
+            result = Result(False, "saturated (saturation policy: withdraw)", result.latency,
+                            result.saturated)
+        self.metrics.results.labels(name, "ok" if result.ok else "fail").inc()
+        self.metrics.latency.labels(name).observe(result.latency)
+        self.latency[name] = result.latency
+        changes = self.site.observe(name, result.ok, result.reason, now)
+        for t in changes:
+            self.on_transition(t, result)
+        if changes or saturation_changed:
+            self.write_state()
+
+    def note_saturation(self, name: str, result: Result) -> bool:
+        """Keep what the service said about its load; True if that changed."""
+        if result.saturated is None or result.saturated == self.saturated:
+            return False
+        self.saturated = result.saturated
+        self.metrics.saturated.set(1 if self.saturated else 0)
+        self.events.write("saturation", check=name, saturated=self.saturated,
+                          policy=self.cfg.saturation)
+        log.info("%s: the service says it is %s (policy %s)", name,
+                 "saturated" if self.saturated else "no longer saturated", self.cfg.saturation)
+        return True
+
+    def on_transition(self, t: Transition, result: Result) -> None:
+        if t.check == "site":
+            self.metrics.healthy.set(1 if t.new == UP else 0)
+            if t.old != "unknown":
+                self.metrics.site_flaps.inc()
+            self.events.write("site", old=t.old, new=t.new, reason=t.reason)
+            log.info("site %s -> %s: %s", t.old, t.new, t.reason)
+            return
+        self.metrics.check_state.labels(t.check).state(t.new)
+        self.metrics.transitions.labels(t.check, t.new).inc()
+        if t.old != "unknown":
+            self.metrics.check_flaps.labels(t.check).inc()
+        self.events.write("check", check=t.check, old=t.old, new=t.new, reason=t.reason,
+                          latency_ms=round(result.latency * 1000, 3))
+        log.info("check %s %s -> %s: %s", t.check, t.old, t.new, t.reason)
+
+    # --- drain -------------------------------------------------------------------
+
+    def poll_drain(self, now: float) -> None:
+        if not self.hup and now < self.next_drain_poll:
+            return
+        self.hup = False
+        self.next_drain_poll = now + self.cfg.drain_poll_ms / 1000
+        drained = self.cfg.drain_file.exists()
+        if self.site.set_drained(drained, now):
+            self.metrics.drained.set(1 if drained else 0)
+            self.events.write("drain", drained=drained, file=str(self.cfg.drain_file))
+            log.info("%s (%s)", "drained" if drained else "undrained", self.cfg.drain_file)
+            self.write_state()
+
+    # --- the shim ----------------------------------------------------------------
+
+    def keep_link(self, now: float) -> None:
+        if self.link.connected:
+            try:
+                self.link.keepalive_if_due(now)
+            except ShimError as exc:
+                self.lost_link(str(exc), now)
+            return
+        if now < self.next_connect:
+            return
+        self.next_connect = now + self.cfg.reconnect_ms / 1000
+        try:
+            reply = self.link.open()
+        except ShimError as exc:
+            if str(exc) != self.shim_problem:
+                log.warning("%s (retrying every %d ms)", exc, self.cfg.reconnect_ms)
+                self.shim_problem = str(exc)
+            return
+        self.shim_problem = None
+        self.site.link_lost(now)  # a new controller starts from what the shim has:
+        self.site.route = SHIM_ROUTES.get(str(reply.get("state")), "unknown")
+        self.metrics.shim_connected.set(1)
+        self.metrics.set_route(self.site.route)
+        self.events.write("shim", connected=True, answer=reply)
+        log.info("controlling the shim at %s (watchdog %d ms, route %s)",
+                 self.cfg.shim_socket, reply["watchdog_ms"], self.site.route)
+        self.write_state()
+
+    def lost_link(self, why: str, now: float) -> None:
+        self.link.close()
+        self.site.link_lost(now)  # the shim withdraws when its controller goes
+        self.metrics.shim_connected.set(0)
+        self.metrics.set_route(self.site.route)
+        self.events.write("shim", connected=False, reason=why)
+        log.warning("%s: the shim withdraws; reconnecting", why)
+        self.next_connect = now  # at once: a restarted shim is back in ~50 ms
+        self.write_state()
+
+    def decide(self, now: float) -> None:
+        if not self.link.connected:
+            self.wake_at = None
+            return
+        decision = self.site.next_action(now)
+        self.wake_at, self.decision_reason = decision.wake_at, decision.reason
+        if decision.action is not None:
+            self.send(decision.action, decision.reason, now)
+            self.wake_at = time.monotonic()  # decide again at once (e.g. the drain's timer)
+
+    def send(self, action: str, reason: str, now: float) -> None:
+        command = SHIM_COMMANDS[action]
+        old = self.site.route
+        try:
+            reply = self.link.command(command, self.cfg.command_timeout_ms / 1000)
+        except ShimError as exc:
+            self.metrics.commands.labels(command, "fail").inc()
+            self.events.write("action", action=command, reason=reason, ok=False,
+                              error=str(exc))
+            self.lost_link(str(exc), time.monotonic())
+            return
+        done = time.monotonic()
+        ok = bool(reply.get("ok"))
+        self.site.applied(action, ok, done)
+        self.metrics.commands.labels(command, "ok" if ok else "fail").inc()
+        self.metrics.set_route(self.site.route)
+        self.events.write("action", action=command, reason=reason, ok=ok, answer=reply,
+                          old=old, new=self.site.route, elapsed_ms=round((done - now) * 1000, 3))
+        (log.info if ok else log.error)("%s (%s): %s", command, reason,
+                                        "ok" if ok else f"FAILED: {reply.get('detail')}")
+        self.write_state()
+
+    # --- state file --------------------------------------------------------------
+
+    def wall(self, mono: float | None) -> str | None:
+        if mono is None or mono == float("-inf"):
+            return None
+        return iso(mono + self.wall_offset)
+
+    def summary(self) -> str:
+        """One word for `anycast-lab status`."""
+        s = self.site
+        if s.drained:
+            return "draining" if s.route == "gshut" else "drained"
+        return {"unknown": "starting"}.get(s.health, s.health)
+
+    def write_state(self, running: bool = True) -> None:
+        s = self.site
+        doc = {
+            "site": self.cfg.site, "pid": os.getpid(), "running": running,
+            "updated": iso(time.time()),
+            "health": self.summary() if running else "stopped",
+            "healthy": s.healthy, "health_reason": s.health_reason,
+            "health_since": self.wall(s.health_since),
+            "drained": s.drained, "drained_since": self.wall(s.drained_since),
+            "route": s.route, "route_since": self.wall(s.route_since),
+            "decision": self.decision_reason, "shim_connected": self.link.connected,
+            "flaps": s.flaps, "route_changes": s.route_changes,
+            "hold_down_ms": round(s.hold_down * 1000),
+            "saturation": {"policy": self.cfg.saturation, "saturated": self.saturated},
+            "checks": {
+                name: {"state": t.state, "required": t.required, "since": self.wall(t.since),
+                       "reason": t.reason, "last_result": t.last_result, "flaps": t.flaps,
+                       "transitions": t.transitions,
+                       "latency_ms": (round(self.latency[name] * 1000, 3)
+                                      if name in self.latency else None)}
+                for name, t in s.checks.items()
+            },
+        }
+        try:
+            write_json_atomic(self.cfg.state_file, doc)
+        except OSError as exc:
+            log.warning("cannot write the state file %s: %s", self.cfg.state_file, exc)
