@@ -27,7 +27,7 @@ import yaml
 
 from bench import common
 from bench.common import save, show, stats, unique
-from lab.host import procs
+from lab.host import labs, procs
 from lab.measure.trials import run_trial, summarise, trial_json
 from lab.model import load_text
 from lab.model.errors import NotAsExpected
@@ -81,7 +81,7 @@ def topology(name: str, health: dict[str, Any]):
 
 
 @contextmanager
-def lab_up(setup: str) -> Iterator[lifecycle.Lab]:
+def lab_up(setup: str) -> Iterator[labs.Lab]:
     health, _ = SETUPS[setup]
     topo = topology(unique("hb"), health)
     lab = lifecycle.up(topo, lambda _m: None, converge_deadline_s=60)
@@ -142,26 +142,26 @@ def _wait(condition: Callable[[], bool], timeout_s: float, step_s: float = 0.02)
     return False
 
 
-def _site_bird(lab: lifecycle.Lab, site: str) -> tuple[BirdSocket, str]:
+def _site_bird(lab: labs.Lab, site: str) -> tuple[BirdSocket, str]:
     assert lab.plan is not None
     router = lab.plan.nodes[site].interfaces[0].peer
     return BirdSocket(node_dir(lab.journal.dir, router) / "bird.ctl"), f"site_{proto_name(site)}"
 
 
-def _all_home(lab: lifecycle.Lab) -> bool:
+def _all_home(lab: labs.Lab) -> bool:
     assert lab.plan is not None and lab.topology is not None
     answers = client_sites(lab.plan, timeout=0.3)
     return all(answers[n]["v4"].site == c.expect for n, c in lab.topology.clients.items())
 
 
-def wait_healthy(lab: lifecycle.Lab, bird: BirdSocket, proto: str, timeout_s: float) -> bool:
+def wait_healthy(lab: labs.Lab, bird: BirdSocket, proto: str, timeout_s: float) -> bool:
     """The site's routes are back at its router and every client reaches its own site."""
     return _wait(lambda: bird.route_count(proto) > 0 and _all_home(lab), timeout_s, 0.05)
 
 
 # --- outage trials -----------------------------------------------------------------
 
-def check_interval_s(lab: lifecycle.Lab) -> float:
+def check_interval_s(lab: labs.Lab) -> float:
     """The checker's DNS check interval (the period faults are spread over)."""
     assert lab.topology is not None
     health = lab.topology.health
@@ -170,7 +170,7 @@ def check_interval_s(lab: lifecycle.Lab) -> float:
     return OURS_DNS["interval_ms"] / 1000
 
 
-def outage_trials(lab: lifecycle.Lab, fault: str, trials: int, max_wait_s: float,
+def outage_trials(lab: labs.Lab, fault: str, trials: int, max_wait_s: float,
                   progress: Callable[[str], None]) -> dict[str, Any]:
     """`trials` runs of lab.measure.trials.run_trial. Each waits until the site is back and a
     random part of one check interval: recovery is seen right after a check, so without
@@ -230,7 +230,7 @@ def _cmdline(pid: int) -> str:
     return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
 
 
-def checker_pids(lab: lifecycle.Lab, anchor: bool) -> dict[str, int]:
+def checker_pids(lab: labs.Lab, anchor: bool) -> dict[str, int]:
     """Per site: the checker process (healthd, or the healthcheck ExaBGP runs)."""
     assert lab.plan is not None
     out = {}
@@ -247,7 +247,7 @@ def checker_pids(lab: lifecycle.Lab, anchor: bool) -> dict[str, int]:
     return out
 
 
-def idle_cpu(lab: lifecycle.Lab, anchor: bool, seconds: float) -> dict[str, Any]:
+def idle_cpu(lab: labs.Lab, anchor: bool, seconds: float) -> dict[str, Any]:
     """CPU % of one core per site over an idle window: the checker with its reaped
     children; ExaBGP's own process (without children) for context."""
     assert lab.plan is not None
@@ -276,7 +276,7 @@ def idle_cpu(lab: lifecycle.Lab, anchor: bool, seconds: float) -> dict[str, Any]
 
 # --- healthd kill/freeze -> routes gone at the router --------------------------------
 
-def healthd_withdrawal(lab: lifecycle.Lab, fault: str, trials: int,
+def healthd_withdrawal(lab: labs.Lab, fault: str, trials: int,
                        progress: Callable[[str], None]) -> dict[str, Any]:
     bird, proto = _site_bird(lab, SITE)
     times, back = [], []
@@ -313,7 +313,7 @@ def healthd_withdrawal(lab: lifecycle.Lab, fault: str, trials: int,
             "reannounced_after_heal_ms": back}
 
 
-def dns_only_healthd_cpu(lab: lifecycle.Lab, seconds: float) -> dict[str, Any]:
+def dns_only_healthd_cpu(lab: labs.Lab, seconds: float) -> dict[str, Any]:
     """Supplement: healthd's default config runs the introspection check (HTTPS, every
     500 ms) besides the DNS check; the anchor checks DNS only. Rewrite each site's
     healthd.json without the introspection check, restart healthd, measure the idle

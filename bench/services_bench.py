@@ -13,7 +13,7 @@ import time
 
 from bench.common import save, show, unique
 from bench.lab_bench import _pss_kib, topology
-from lab.host import procs
+from lab.host import labs, procs
 from lab.host.procs import run_in
 from lab.ops import lifecycle, tokenstore
 from lab.render import credentials
@@ -38,7 +38,7 @@ def _tls_ready(netns: str, address: str) -> bool:
         sock.close()
 
 
-def start_times(lab: lifecycle.Lab, trials: int = 5) -> dict:
+def start_times(lab: labs.Lab, trials: int = 5) -> dict:
     """Kill a service and start it again; time until it answers (polled every 5 ms)."""
     site = lab.plan.nodes[SITE]
     unicast = str(site.interfaces[0].v4.ip)
@@ -69,7 +69,7 @@ def start_times(lab: lifecycle.Lab, trials: int = 5) -> dict:
     return out
 
 
-def dns_qps(lab: lifecycle.Lab, runs: int = 3) -> dict:
+def dns_qps(lab: labs.Lab, runs: int = 3) -> dict:
     client = lab.plan.nodes[CLIENT]
     qfile = lab.journal.dir / "queries.txt"
     qfile.write_text("dns.anycast.lab A\nintrospect.anycast.lab A\nns.anycast.lab AAAA\n")
@@ -90,7 +90,7 @@ wrk.headers["Authorization"] = "Basic {basic}"
 """
 
 
-def introspect_rps(lab: lifecycle.Lab, runs: int = 3) -> dict:
+def introspect_rps(lab: labs.Lab, runs: int = 3) -> dict:
     """wrk (50 keep-alive connections, 5 s, bounded) from a client to the anycast address;
     every answer must be 200."""
     import base64

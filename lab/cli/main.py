@@ -75,6 +75,7 @@ def up(topology: Annotated[Path | None, typer.Argument(help="topology file")] = 
        name: Annotated[str | None, typer.Option("--name", help="override the lab's name")] = None,
        json_out: JsonOpt = False) -> None:
     """Build the lab, start its daemons, wait until converged."""
+    from lab.host import labs
     from lab.observe import status
     from lab.ops import lifecycle
 
@@ -88,7 +89,7 @@ def up(topology: Annotated[Path | None, typer.Argument(help="topology file")] = 
     except lifecycle.AlreadyUp as exc:
         ui.err.print(f"lab '{exc.lab}' is already up; showing its status "
                      "(run `anycast-lab down` to rebuild it)")
-        lab = lifecycle.open_lab(exc.lab)
+        lab = labs.open_lab(exc.lab)
     report = status.collect(lab, fabric=False)
     report["elapsed_s"] = round(time.monotonic() - started, 3)
     if json_out:
@@ -135,12 +136,11 @@ def status(lab: LabOpt = None, json_out: JsonOpt = False,
            fabric: Annotated[bool, typer.Option("--fabric", help="also list every "
                                                 "interface and address")] = False) -> None:
     """Sites, routers, clients (and with --fabric every interface) of a running lab."""
-    from lab.host import env
+    from lab.host import env, labs
     from lab.observe import status as st
-    from lab.ops import lifecycle
 
     env.require_linux_root()
-    report = st.collect(lifecycle.open_lab(lab))
+    report = st.collect(labs.open_lab(lab))
     if json_out:
         ui.emit_json(report)
     else:
@@ -153,15 +153,14 @@ def status(lab: LabOpt = None, json_out: JsonOpt = False,
 def exec_(ctx: typer.Context, node: Annotated[str, typer.Argument(help="node name")],
           lab: LabOpt = None) -> None:
     """Run a command inside a node's namespace: anycast-lab exec NODE -- CMD..."""
-    from lab.host import env
+    from lab.host import env, labs
     from lab.host.procs import MARKER, NODE_MARKER, enter_netns
-    from lab.ops import lifecycle
 
     argv = [a for a in ctx.args if a != "--"] if ctx.args[:1] == ["--"] else list(ctx.args)
     if not argv:
         raise BadInput("no command given: use `anycast-lab exec NODE -- CMD...`")
     env.require_linux_root()
-    opened = lifecycle.open_lab(lab)
+    opened = labs.open_lab(lab)
     if opened.plan is None or node not in opened.plan.nodes:
         known = ", ".join(opened.plan.nodes) if opened.plan else "none"
         raise BadInput(f"unknown node '{node}' in lab '{opened.name}' (known: {known})")
@@ -182,12 +181,11 @@ def birdc(router: Annotated[str, typer.Argument(help="router name")],
           command: Annotated[list[str] | None, typer.Argument(help="birdc command")] = None,
           lab: LabOpt = None) -> None:
     """Look inside a router: anycast-lab birdc ROUTER CMD... (e.g. show route all)."""
-    from lab.host import env
-    from lab.ops import lifecycle
+    from lab.host import env, labs
     from lab.render.launch import node_dir
 
     env.require_linux_root()
-    opened = lifecycle.open_lab(lab)
+    opened = labs.open_lab(lab)
     if opened.plan is None or opened.plan.nodes.get(router) is None \
             or opened.plan.nodes[router].role != "router":
         routers = [n.name for n in opened.plan.by_role("router")] if opened.plan else []
@@ -205,11 +203,11 @@ def fail(site: Annotated[str, typer.Argument(help="site name")],
                                              "link, blackhole")],
          lab: LabOpt = None, json_out: JsonOpt = False) -> None:
     """Inject a real fault at a site (kill or freeze a process, drop packets, link down)."""
-    from lab.host import env
-    from lab.ops import faults, lifecycle
+    from lab.host import env, labs
+    from lab.ops import faults
 
     env.require_linux_root()
-    opened = lifecycle.open_lab(lab)
+    opened = labs.open_lab(lab)
     with locked(opened.name, "fail"):
         entry = faults.inject(opened, site, what)
     if json_out:
@@ -224,11 +222,11 @@ def heal(site: Annotated[str, typer.Argument(help="site name")],
          lab: LabOpt = None, json_out: JsonOpt = False) -> None:
     """Clear a fault at a site (or every fault there); a restarted or continued daemon
     must be up and ready (bounded wait), else exit 1 naming it, and the fault stays."""
-    from lab.host import env
-    from lab.ops import faults, lifecycle
+    from lab.host import env, labs
+    from lab.ops import faults
 
     env.require_linux_root()
-    opened = lifecycle.open_lab(lab)
+    opened = labs.open_lab(lab)
     with locked(opened.name, "heal"):
         healed = faults.heal(opened, site, what)
     failed = [h for h in healed if not h["ready"]]
@@ -262,12 +260,11 @@ def heal(site: Annotated[str, typer.Argument(help="site name")],
 @app.command()
 def catchment(lab: LabOpt = None, json_out: JsonOpt = False) -> None:
     """Client -> site (from the service's answer), RTT and router path, both families."""
-    from lab.host import env
+    from lab.host import env, labs
     from lab.observe import catchment as cm
-    from lab.ops import lifecycle
 
     env.require_linux_root()
-    report = cm.collect(lifecycle.open_lab(lab))
+    report = cm.collect(labs.open_lab(lab))
     if json_out:
         ui.emit_json(report)
     else:
@@ -289,13 +286,12 @@ def measure_failover(
         plot: Annotated[Path | None, typer.Option("--plot", help="timeline PNG")] = None,
         lab: LabOpt = None, json_out: JsonOpt = False) -> None:
     """Probe every client, inject the fault, heal it, repeat; report the outage."""
-    from lab.host import env
+    from lab.host import env, labs
     from lab.measure import failover as mr
-    from lab.ops import lifecycle
 
     plot = mr.check_plot_path(plot)  # before anything is measured
     env.require_linux_root()
-    opened = lifecycle.open_lab(lab)
+    opened = labs.open_lab(lab)
     with ui.progress(f"measuring {fault} at {site}", quiet=json_out) as step:
         report = mr.failover(opened, site, fault, trials, rate, plot, step)
     if json_out:
@@ -307,12 +303,11 @@ def measure_failover(
 @app.command()
 def drain(site: Annotated[str, typer.Argument(help="site name")], lab: LabOpt = None) -> None:
     """Planned maintenance: GRACEFUL_SHUTDOWN first (traffic moves), then withdraw."""
-    from lab.host import env
+    from lab.host import env, labs
     from lab.ops import drain as dr
-    from lab.ops import lifecycle
 
     env.require_linux_root()
-    opened = lifecycle.open_lab(lab)
+    opened = labs.open_lab(lab)
     _require_health(opened, "drain")
     with locked(opened.name, "drain"):
         drained = dr.drain(opened, site)
@@ -328,12 +323,11 @@ def drain(site: Annotated[str, typer.Argument(help="site name")], lab: LabOpt = 
 def undrain(site: Annotated[str, typer.Argument(help="site name")],
             lab: LabOpt = None) -> None:
     """End maintenance: announce again once the site's checks pass."""
-    from lab.host import env
+    from lab.host import env, labs
     from lab.ops import drain as dr
-    from lab.ops import lifecycle
 
     env.require_linux_root()
-    opened = lifecycle.open_lab(lab)
+    opened = labs.open_lab(lab)
     _require_health(opened, "undrain")
     with locked(opened.name, "undrain"):
         undrained = dr.undrain(opened, site)
@@ -361,10 +355,11 @@ def token_issue(client: Annotated[str, typer.Option("--client", help="client id"
                 sub: Annotated[str | None, typer.Option("--sub", help="subject")] = None,
                 lab: LabOpt = None, json_out: JsonOpt = False) -> None:
     """Issue a signed token (printed once; only its metadata is kept)."""
-    from lab.ops import lifecycle, tokenstore
+    from lab.host import labs
+    from lab.ops import tokenstore
 
     tokenstore.check_ttl(ttl)
-    opened = lifecycle.open_lab(lab)
+    opened = labs.open_lab(lab)
     token, claims = tokenstore.issue(opened.journal.dir, client, scope, ttl, sub)
     if json_out:
         ui.emit_json({"token": token, "claims": claims})
@@ -378,10 +373,11 @@ def token_issue(client: Annotated[str, typer.Option("--client", help="client id"
 def token_revoke(what: Annotated[str, typer.Argument(help="a token id (jti) or a token")],
                  lab: LabOpt = None, json_out: JsonOpt = False) -> None:
     """Revoke a token on every site (bumps each site's revocation list version)."""
-    from lab.ops import lifecycle, tokenstore
+    from lab.host import labs
+    from lab.ops import tokenstore
 
     jti = tokenstore.jti_of(what)
-    opened = lifecycle.open_lab(lab)
+    opened = labs.open_lab(lab)
     assert opened.plan is not None
     with locked(opened.name, "token revoke"):
         versions = tokenstore.revoke(opened.journal.dir, opened.plan, jti)
@@ -395,9 +391,10 @@ def token_revoke(what: Annotated[str, typer.Argument(help="a token id (jti) or a
 @token_app.command("list")
 def token_list(lab: LabOpt = None, json_out: JsonOpt = False) -> None:
     """Tokens issued in this lab, and where each is revoked."""
-    from lab.ops import lifecycle, tokenstore
+    from lab.host import labs
+    from lab.ops import tokenstore
 
-    opened = lifecycle.open_lab(lab)
+    opened = labs.open_lab(lab)
     assert opened.plan is not None
     items = tokenstore.listing(opened.journal.dir, opened.plan)
     if json_out:

@@ -10,11 +10,11 @@ from pathlib import Path
 from typing import Any
 
 from lab.cli import ui
+from lab.host.labs import Lab
 from lab.measure.trials import run_trial, summarise, trial_json
 from lab.model.errors import BadInput, NotAsExpected
 from lab.observe.routing import client_sites, misplaced
 from lab.ops import faults
-from lab.ops.lifecycle import Lab
 
 
 def check_plot_path(path: Path | None) -> Path | None:

@@ -6,8 +6,8 @@ from __future__ import annotations
 from typing import Any
 
 from lab.cli import ui
+from lab.host.labs import Lab
 from lab.observe.routing import client_sites
-from lab.ops.lifecycle import Lab
 from probes.trace import trace
 
 

@@ -17,6 +17,7 @@ from typing import Any
 
 from lab.cli import ui
 from lab.host import procs
+from lab.host.labs import Lab
 from lab.observe.kernel import fabric_status
 from lab.observe.routing import (
     announced_families,
@@ -28,7 +29,6 @@ from lab.observe.routing import (
     sessions,
     speaker_state,
 )
-from lab.ops.lifecycle import Lab
 from lab.render.health import state_file
 from lab.render.launch import node_dir
 

@@ -7,8 +7,8 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from lab.host.labs import Lab
 from lab.model.errors import BadInput
-from lab.ops.lifecycle import Lab
 from lab.render.launch import node_dir
 
 

@@ -23,10 +23,10 @@ from typing import Any
 from pyroute2 import IPRoute
 
 from lab.host import procs
+from lab.host.labs import Lab
 from lab.host.procs import run_in
 from lab.model.errors import BadInput, EnvironmentProblem, LabError
 from lab.observe.converge import log_tail
-from lab.ops.lifecycle import Lab
 from lab.render.base import Readiness
 from lab.render.ready import READY_TIMEOUT_S, wait_ready
 from lab.shared.wait import wait_until

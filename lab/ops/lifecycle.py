@@ -13,7 +13,7 @@ import shutil
 import signal
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
@@ -27,6 +27,7 @@ from lab.host.fabric import (
     remove_namespace,
 )
 from lab.host.journal import Journal, existing_labs, require_lab_name, valid_lab_name
+from lab.host.labs import TOPOLOGY_COPY, Lab
 from lab.model import Report, Topology, load_file, load_text
 from lab.model.errors import BadInput, LabError
 from lab.model.plan import AddressPlan, build_plan, lab_netns_prefix
@@ -34,7 +35,6 @@ from lab.observe.converge import wait_converged
 from lab.ops import tokenstore
 from lab.render import credentials, launch
 
-TOPOLOGY_COPY = "topology.yaml"
 Progress = Callable[[str], None]
 
 
@@ -60,50 +60,6 @@ def topology_or_raise(report: Report) -> Topology:
                                 for p in report.problems[1:]])
     assert report.topology is not None
     return report.topology
-
-
-@dataclass
-class Lab:
-    """A lab that exists (or existed) on this machine, as its run directory describes it."""
-
-    journal: Journal
-    topology: Topology | None = None
-    plan: AddressPlan | None = None
-    state: dict = field(default_factory=dict)
-
-    @property
-    def name(self) -> str:
-        return self.journal.lab
-
-
-def open_lab(name: str | None, need_topology: bool = True) -> Lab:
-    """The named lab, or the only one that exists; BadInput when that is ambiguous.
-    LabError when the lab's topology record is gone (unless `need_topology` is off)."""
-    labs = existing_labs()
-    if name is None:
-        if not labs:
-            raise LabError("no lab is up: start one with `anycast-lab up`")
-        if len(labs) > 1:
-            raise BadInput(f"several labs are up ({', '.join(labs)}): choose one with --lab")
-        name = labs[0]
-    elif not valid_lab_name(name):
-        require_lab_name(name)
-    elif name not in labs:
-        raise LabError(f"lab '{name}' is not up (labs up: {', '.join(labs) or 'none'})")
-    journal = Journal(name)
-    lab = Lab(journal, state=journal.state())
-    copy = journal.dir / TOPOLOGY_COPY
-    try:
-        report = load_text(copy.read_text(), str(copy)) if copy.is_file() else None
-    except (OSError, UnicodeDecodeError):
-        report = None
-    if report is not None and report.ok and report.topology is not None:
-        lab.topology = report.topology
-        lab.plan = build_plan(report.topology)
-    elif need_topology:
-        raise LabError(f"lab '{name}' has lost its topology record ({copy}): run "
-                       f"`anycast-lab down --lab {name}` and bring it up again")
-    return lab
 
 
 def up(topology: Topology, progress: Progress, converge_deadline_s: float = 60.0) -> Lab:

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from lab.host import labs
 from lab.host.env import tool_path
 from lab.host.journal import Journal, lab_dir
 from lab.ops import lifecycle
@@ -67,11 +68,11 @@ class LabHandle:
         self.name = name
         self.topology = topology
 
-    def up(self, timeout: float = 180) -> lifecycle.Lab:
+    def up(self, timeout: float = 180) -> labs.Lab:
         result = lab_cli("up", str(self.topology), "--name", self.name, "--json",
                          timeout=timeout)
         assert result.returncode == 0, f"up failed: {result.stderr[-3000:]}"
-        return lifecycle.open_lab(self.name)
+        return labs.open_lab(self.name)
 
     def down(self) -> None:
         if Journal(self.name).exists():
@@ -98,7 +99,7 @@ def make_lab() -> Iterator:
 
 
 @pytest.fixture(scope="module")
-def default_lab() -> Iterator[lifecycle.Lab]:
+def default_lab() -> Iterator[labs.Lab]:
     """One default lab shared by a module's read-only tests."""
     handle = LabHandle(unique_name("md"), DEFAULT)
     try:

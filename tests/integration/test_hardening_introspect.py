@@ -22,11 +22,11 @@ from typing import Any
 
 import pytest
 
+from lab.host import labs
 from lab.host.birdctl import birdc
 from lab.host.procs import enter_netns, run_in
 from lab.observe.routing import client_sites
 from lab.ops import drain as drains
-from lab.ops import lifecycle
 from lab.render.health import event_log, state_file
 from lab.render.launch import node_dir
 from lab.sites.introspect import guard
@@ -45,7 +45,7 @@ ORPHAN_BOUND_S = (guard.REQUEST_TIMEOUT_S + guard.TLS_SHUTDOWN_TIMEOUT_S
 
 
 @pytest.fixture(scope="module")
-def lab() -> Iterator[lifecycle.Lab]:
+def lab() -> Iterator[labs.Lab]:
     handle = LabHandle(unique_name("hi"), DEFAULT)
     try:
         yield handle.up()
@@ -56,7 +56,7 @@ def lab() -> Iterator[lifecycle.Lab]:
 class Attack:
     """probes.idle_tls inside the client's namespace, in the background; bounded by itself."""
 
-    def __init__(self, lab: lifecycle.Lab, client: str, connections: int = CONNECTIONS,
+    def __init__(self, lab: labs.Lab, client: str, connections: int = CONNECTIONS,
                  duration_s: float = DURATION_S, mode: str = "tls",
                  address: str = ANY4) -> None:
         argv = [sys.executable, "-m", "probes.idle_tls", "--address", address,
@@ -87,14 +87,14 @@ class Attack:
         return self.summary
 
 
-def health_state(lab: lifecycle.Lab, site: str) -> dict[str, Any]:
+def health_state(lab: labs.Lab, site: str) -> dict[str, Any]:
     try:
         return json.loads(state_file(node_dir(lab.journal.dir, site)).read_text())
     except (FileNotFoundError, ValueError):
         return {}
 
 
-def withdrawals(lab: lifecycle.Lab, site: str, since: float) -> int:
+def withdrawals(lab: labs.Lab, site: str, since: float) -> int:
     """Withdrawals the site's health daemon made after wall-clock time `since`."""
     lines = event_log(node_dir(lab.journal.dir, site)).read_text().splitlines()
     events = [json.loads(line) for line in lines]
@@ -102,7 +102,7 @@ def withdrawals(lab: lifecycle.Lab, site: str, since: float) -> int:
                and e.get("action") == "withdraw" and e.get("ok"))
 
 
-def router_routes(lab: lifecycle.Lab, site: str) -> int:
+def router_routes(lab: labs.Lab, site: str) -> int:
     router = lab.topology.sites[site].router
     out = birdc(node_dir(lab.journal.dir, router) / "bird.ctl",
                 f"show route protocol site_{site.replace('-', '_')} count")
@@ -110,23 +110,23 @@ def router_routes(lab: lifecycle.Lab, site: str) -> int:
     return int(total[0]) if "Total:" in out and total else -1
 
 
-def site_of(lab: lifecycle.Lab, client: str = CLIENT) -> str | None:
+def site_of(lab: labs.Lab, client: str = CLIENT) -> str | None:
     return client_sites(lab.plan, timeout=0.3)[client]["v4"].site
 
 
-def answered_by(lab: lifecycle.Lab, client: str, address: str = ANY4) -> str | None:
+def answered_by(lab: labs.Lab, client: str, address: str = ANY4) -> str | None:
     """The site whose introspection service answered a real call from `client` (or None)."""
     rc, headers, _body = curl(lab.plan.nodes[client].netns, lab.journal.dir, "x", address)
     return headers.get("x-anycast-site") if rc == 0 else None
 
 
-def site_ready(lab: lifecycle.Lab, site: str, client: str = CLIENT) -> bool:
+def site_ready(lab: labs.Lab, site: str, client: str = CLIENT) -> bool:
     state = health_state(lab, site)
     return (state.get("health") == "up" and state.get("route") == "announced"
             and router_routes(lab, site) == 2 and answered_by(lab, client) == site)
 
 
-def connections_from(lab: lifecycle.Lab, site: str, client: str) -> int:
+def connections_from(lab: labs.Lab, site: str, client: str) -> int:
     """TCP sockets at the site's port 443 from the client's address that still hold
     something (established, closing; TIME-WAIT is the normal end of a closed one)."""
     address = str(lab.plan.nodes[client].interfaces[0].v4.ip)
@@ -136,12 +136,12 @@ def connections_from(lab: lifecycle.Lab, site: str, client: str) -> int:
     return len([line for line in out.splitlines() if line.strip()])
 
 
-def every_site_ready(lab: lifecycle.Lab) -> bool:
+def every_site_ready(lab: labs.Lab) -> bool:
     return all(health_state(lab, s).get("route") == "announced" and router_routes(lab, s) == 2
                for s in lab.topology.sites)
 
 
-def one_round(lab: lifecycle.Lab) -> dict[str, Any]:
+def one_round(lab: labs.Lab) -> dict[str, Any]:
     """Attack whichever site the client reaches now; watch it; time its recovery."""
     target = site_of(lab)
     assert target is not None

@@ -11,11 +11,11 @@ from collections.abc import Iterator
 
 import pytest
 
-from lab.host import procs
+from lab.host import labs, procs
 from lab.host.procs import run_in
 from lab.observe.routing import best_paths, client_sites
 from lab.ops import drain as drains
-from lab.ops import faults, lifecycle
+from lab.ops import faults
 from lab.render.health import event_log
 from lab.render.introspect import revocation_path
 from lab.render.launch import node_dir
@@ -33,7 +33,7 @@ SLACK_S = 0.7
 
 
 @pytest.fixture(scope="module")
-def lab() -> Iterator[lifecycle.Lab]:
+def lab() -> Iterator[labs.Lab]:
     handle = LabHandle(unique_name("hl"), DEFAULT)
     try:
         yield handle.up()
@@ -42,7 +42,7 @@ def lab() -> Iterator[lifecycle.Lab]:
 
 
 @pytest.fixture(autouse=True)
-def healed(lab: lifecycle.Lab) -> Iterator[None]:
+def healed(lab: labs.Lab) -> Iterator[None]:
     """Every test starts from, and leaves, a converged lab."""
     yield
     faults.heal(lab, SITE)
@@ -51,16 +51,16 @@ def healed(lab: lifecycle.Lab) -> Iterator[None]:
              message=f"{CLIENT} back at {EXPECTED[CLIENT]}")
 
 
-def site_of(lab: lifecycle.Lab, client: str = CLIENT) -> str | None:
+def site_of(lab: labs.Lab, client: str = CLIENT) -> str | None:
     return client_sites(lab.plan, timeout=0.2)[client]["v4"].site
 
 
-def router_uses_site(lab: lifecycle.Lab) -> bool:
+def router_uses_site(lab: labs.Lab) -> bool:
     best = best_paths(lab.plan, lab.journal.dir)["r-eu"]
     return any(b["site"] == SITE and b["protocol"] == f"site_{SITE}" for b in best.values())
 
 
-def site_routes(lab: lifecycle.Lab) -> int:
+def site_routes(lab: labs.Lab) -> int:
     """Routes r-eu holds from the site's BGP session (0 = withdrawn)."""
     from lab.host.birdctl import birdc
 
@@ -176,7 +176,7 @@ def test_drain_moves_clients_without_loss_then_withdraws(lab):
     wait_for(lambda: site_routes(lab) == 2, timeout=10, message="undrained site announced")
 
 
-def sites_both(lab: lifecycle.Lab) -> tuple[str | None, str | None]:
+def sites_both(lab: labs.Lab) -> tuple[str | None, str | None]:
     answer = client_sites(lab.plan, timeout=0.2)[CLIENT]
     return answer["v4"].site, answer["v6"].site
 

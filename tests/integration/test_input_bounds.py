@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from lab.host import env
+from lab.host import env, labs
 from lab.host.journal import Journal, lab_dir
 from lab.model.plan import build_plan
 from lab.ops import lifecycle
@@ -65,7 +65,7 @@ def test_a_lab_comes_up_with_socket_paths_at_the_limit(
         # Both kinds of socket answered: BIRD (routers' best paths) and the speaker shim
         # (each site's announcement state).
         assert all(site["announced"] for site in report["sites"].values()), report["sites"]
-        lab = lifecycle.open_lab(name)
+        lab = labs.open_lab(name)
         assert lab.plan is not None
         sizes = [len(os.fsencode(p)) for p in env.socket_paths(lab.journal.dir, lab.plan)]
         assert max(sizes) == env.MAX_SOCKET_PATH

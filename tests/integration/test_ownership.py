@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from lab.host import procs
+from lab.host import labs, procs
 from lab.host.journal import Journal
 from lab.ops import lifecycle
 
@@ -131,7 +131,7 @@ def test_two_concurrent_ups_give_one_lab_and_one_clear_refusal(make_lab) -> None
     # Either the second found the lock held, or (it started late) the lab already up.
     assert (codes[1] == 1 and "is being changed by PID" in refusal) or (
         codes[1] == 0 and "already up" in refusal), outcomes
-    lab = lifecycle.open_lab(handle.name)
+    lab = labs.open_lab(handle.name)
     assert lab.plan is not None
     assert len(leftovers(handle.name, handle.dir)["namespaces"]) == len(lab.plan.nodes)
 
