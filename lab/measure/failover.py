@@ -9,7 +9,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from lab.cli import ui
 from lab.host.labs import Lab
 from lab.measure.trials import run_trial, summarise, trial_json
 from lab.model.errors import BadInput, NotAsExpected
@@ -104,22 +103,3 @@ def failover(lab: Lab, site: str, fault: str, trials: int, rate_hz: float,
         report["plot"] = str(timeline(records, plot, f"{fault} at {site}: which site answered "
                                                      f"each client ({rate_hz:.0f} queries/s)"))
     return report
-
-
-def print_human(report: dict[str, Any]) -> None:
-    rows = []
-    for i, trial in enumerate(report["trials"], 1):
-        for c in trial["clients"]:
-            rows.append([i, c["client"], c["site_before"], c["site_after"],
-                         "never" if c["outage_ms"] is None else c["outage_ms"], c["lost"],
-                         c["recovery_ms"]])
-    ui.out.print(ui.table(f"failover: {report['fault']} at {report['site']}",
-                          ["trial", "client", "before", "after", "outage ms", "lost",
-                           "recovery ms"], rows))
-    s = report["summary"]
-    ui.out.print(f"outage ms over {s['affected_client_trials']} affected client-trials: "
-                 f"median {s['outage_ms']['median']}, p95 {s['outage_ms']['p95']}, "
-                 f"max {s['outage_ms']['max']}; lost queries median {s['lost']['median']}, "
-                 f"max {s['lost']['max']}", highlight=False)
-    if report.get("plot"):
-        ui.out.print(f"timeline: {report['plot']}")

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from lab.cli import ui
 from lab.host.labs import Lab
 from lab.observe.routing import client_sites
 from probes.trace import trace
@@ -31,18 +30,3 @@ def collect(lab: Lab) -> dict[str, Any]:
             ok &= ident.site == client.expect
         clients[name] = entry
     return {"lab": lab.name, "anycast": plan.anycast, "clients": clients, "ok": ok}
-
-
-def print_human(report: dict[str, Any]) -> None:
-    rows = []
-    for name, c in report["clients"].items():
-        for fam in ("ipv4", "ipv6"):
-            f = c[fam]
-            path = " > ".join(h or "*" for h in f["path"])
-            site = f["site"] or "[red]no answer[/]"
-            if f["site"] and f["site"] != c["expected"]:
-                site = f"[yellow]{site}[/]"
-            rtt = f"{f['rtt_ms']:.2f}" if f["rtt_ms"] is not None else "-"
-            rows.append([name, fam, site, c["expected"], rtt, path])
-    ui.out.print(ui.table(f"catchment of lab '{report['lab']}'",
-                          ["client", "family", "site", "expected", "RTT ms", "path"], rows))

@@ -15,7 +15,6 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from lab.cli import ui
 from lab.host import procs
 from lab.host.labs import Lab
 from lab.observe.kernel import fabric_status
@@ -143,77 +142,3 @@ def site_health(lab: Lab, site: str) -> dict[str, Any]:
                    for n, c in state.get("checks", {}).items()},
         "healthd": running,
     }
-
-
-def _yes(value: bool | None) -> str:
-    return "[green]yes[/]" if value else "[red]no[/]"
-
-
-def _announced(site: dict[str, Any]) -> str:
-    """What the router holds, and the speaker's word where it says otherwise."""
-    families = site.get("announced_by_family", {})
-    text = _yes(site["announced"])
-    if not site["announced"] and any(families.values()):
-        text += f" ({' '.join(f for f, held in families.items() if held)} only)"
-    said = site.get("speaker_announced")
-    if said is not None and said != site["announced"]:
-        text += f" [yellow](speaker: {site.get('speaker')})[/]"
-    return text
-
-
-def _health(site: dict[str, Any]) -> str:
-    health = site.get("health") or "unknown"
-    colour = "green" if health in ("up", "static") else "red"
-    text = f"[{colour}]{health}[/]"
-    text += " [yellow](saturated)[/]" if (site.get("saturation") or {}).get("saturated") else ""
-    return text + (" [yellow](drained)[/]" if site.get("drained") else "")
-
-
-def _state(state: str | None) -> str:
-    return f"[green]{state}[/]" if state == "Established" else f"[red]{state}[/]"
-
-
-def print_human(report: dict[str, Any], show_fabric: bool = False) -> None:
-    lab = report["lab"]
-    ui.out.print(f"lab [bold]{lab}[/] ({report.get('phase')}), anycast "
-                 f"{', '.join(report['anycast'])}", highlight=False)
-    ui.out.print(ui.table("sites", ["site", "router", "BGP session", "announced", "health",
-                                    "checks", "since"], [
-        [name, s["router"], _state(s["session"]), _announced(s),
-         _health(s), " ".join(f"{c}:{v['state']}" for c, v in s.get("checks", {}).items()),
-         (s.get("health_since") or "")[11:19]]
-        for name, s in report["sites"].items()]))
-    rows = []
-    for name, r in report["routers"].items():
-        for prefix, best in r["best"].items():
-            rows.append([name, prefix, best["site"] or "[red]none[/]", best["next_hop"],
-                         " ".join(str(a) for a in best["as_path"])])
-    ui.out.print(ui.table("routers: best path to the anycast prefixes",
-                          ["router", "prefix", "site", "next hop", "AS path"], rows))
-
-    def where(site: str | None, expected: str, rtt: float | None) -> str:
-        if site is None:
-            return "[red]no answer[/]"
-        colour = "green" if site == expected else "yellow"
-        return f"[{colour}]{site}[/] ({rtt:.2f} ms)" if rtt is not None else site
-
-    ui.out.print(ui.table("clients: which site answers (DNS id.server)",
-                          ["client", "expected", "IPv4 anycast", "IPv6 anycast"], [
-        [name, c["expected"], where(c["site"], c["expected"], c["rtt_ms"]),
-         where(c["site6"], c["expected"], c["rtt6_ms"])]
-        for name, c in report["clients"].items()]))
-    if show_fabric and "fabric" in report:
-        rows = []
-        for name, node in report["fabric"]["nodes"].items():
-            for iface in node["interfaces"]:
-                if iface["ifname"] == "lo" and node["role"] != "site":
-                    continue
-                addrs = [a for a in iface["addresses"] if not a.startswith("fe80")]
-                rows.append([name, node["role"], iface["ifname"], iface["state"],
-                             " ".join(addrs)])
-        ui.out.print(ui.table("fabric", ["node", "role", "interface", "state", "addresses"],
-                              rows))
-    for problem in report.get("problems", []):
-        ui.out.print(f"[red]![/] {problem}", highlight=False)
-    for note in report.get("notes", []):
-        ui.out.print(f"[yellow]note:[/] {note}", highlight=False)

@@ -1,0 +1,116 @@
+"""Commands that break and mend a site: fail, heal, drain, undrain."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from lab.cli import ui
+from lab.cli.main import JsonOpt, LabOpt, app
+from lab.host.lock import locked
+from lab.model.errors import BadInput
+
+
+@app.command()
+def fail(site: Annotated[str, typer.Argument(help="site name")],
+         what: Annotated[str, typer.Argument(help="dns, dns-hang, introspect, introspect-hang, "
+                                             "healthd, healthd-hang, speaker, speaker-hang, "
+                                             "link, blackhole")],
+         lab: LabOpt = None, json_out: JsonOpt = False) -> None:
+    """Inject a real fault at a site (kill or freeze a process, drop packets, link down)."""
+    from lab.host import env, labs
+    from lab.ops import faults
+
+    env.require_linux_root()
+    opened = labs.open_lab(lab)
+    with locked(opened.name, "fail"):
+        entry = faults.inject(opened, site, what)
+    if json_out:
+        ui.emit_json(entry)
+    else:
+        ui.out.print(f"{site}: {faults.FAULTS[what]}", highlight=False)
+
+
+@app.command()
+def heal(site: Annotated[str, typer.Argument(help="site name")],
+         what: Annotated[str | None, typer.Argument(help="the fault (default: all)")] = None,
+         lab: LabOpt = None, json_out: JsonOpt = False) -> None:
+    """Clear a fault at a site (or every fault there); a restarted or continued daemon
+    must be up and ready (bounded wait), else exit 1 naming it, and the fault stays."""
+    from lab.host import env, labs
+    from lab.ops import faults
+
+    env.require_linux_root()
+    opened = labs.open_lab(lab)
+    with locked(opened.name, "heal"):
+        healed = faults.heal(opened, site, what)
+    failed = [h for h in healed if not h["ready"]]
+    # One sentence per daemon (a daemon both frozen and killed has two faults).
+    by_detail: dict[str, list[str]] = {}
+    for h in failed:
+        by_detail.setdefault(h["detail"], []).append(h["fault"])
+    problems = [f"{detail} (still recorded: {', '.join(names)}; `anycast-lab heal {site}` "
+                "tries again)" for detail, names in by_detail.items()]
+    if json_out:
+        report: dict = {"ok": not failed, "healed": healed}
+        if failed:
+            report["error"] = {"message": problems[0], "details": problems[1:],
+                               "exit_code": 1}
+        ui.emit_json(report)
+    elif healed:
+        done: dict[str, list[str]] = {}
+        for h in healed:
+            if h["ready"]:
+                done.setdefault(h["detail"], []).append(h["fault"])
+        for detail, names in done.items():
+            ui.out.print(f"{site}: healed {', '.join(names)}: {detail}", highlight=False,
+                         soft_wrap=True)
+        for problem in problems:
+            ui.error(problem)
+    else:
+        ui.out.print(f"{site}: no active fault{' ' + what if what else ''} to heal")
+    raise typer.Exit(1 if failed else 0)
+
+
+@app.command()
+def drain(site: Annotated[str, typer.Argument(help="site name")], lab: LabOpt = None) -> None:
+    """Planned maintenance: GRACEFUL_SHUTDOWN first (traffic moves), then withdraw."""
+    from lab.host import env, labs
+    from lab.ops import drain as dr
+
+    env.require_linux_root()
+    opened = labs.open_lab(lab)
+    _require_health(opened, "drain")
+    with locked(opened.name, "drain"):
+        drained = dr.drain(opened, site)
+    if drained:
+        assert opened.topology is not None
+        ui.out.print(f"{site}: draining: re-announced with GRACEFUL_SHUTDOWN (65535:0), "
+                     f"withdrawal in {opened.topology.health.drain_delay_ms} ms")
+    else:
+        ui.out.print(f"{site}: already drained")
+
+
+@app.command()
+def undrain(site: Annotated[str, typer.Argument(help="site name")],
+            lab: LabOpt = None) -> None:
+    """End maintenance: announce again once the site's checks pass."""
+    from lab.host import env, labs
+    from lab.ops import drain as dr
+
+    env.require_linux_root()
+    opened = labs.open_lab(lab)
+    _require_health(opened, "undrain")
+    with locked(opened.name, "undrain"):
+        undrained = dr.undrain(opened, site)
+    if undrained:
+        ui.out.print(f"{site}: undrained: announced again once its checks pass")
+    else:
+        ui.out.print(f"{site}: was not drained")
+
+
+def _require_health(opened, what: str) -> None:
+    if opened.topology is not None and not opened.topology.health.enabled:
+        raise BadInput(f"lab '{opened.name}' runs without health daemons (health.enabled: "
+                       f"false), and {what} is their job: enable health in the topology")

@@ -1,0 +1,293 @@
+"""Commands about a whole lab: validate, schema, up, down, status, exec, birdc, catchment
+(and the hidden generate); the tables of status and catchment."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.markup import escape
+
+from lab.cli import ui
+from lab.cli.main import JsonOpt, LabOpt, app, default_topology
+from lab.model.errors import BadInput, EnvironmentProblem, LabError
+
+
+def _yes(value: bool | None) -> str:
+    return "[green]yes[/]" if value else "[red]no[/]"
+
+
+def _announced(site: dict[str, Any]) -> str:
+    """What the router holds, and the speaker's word where it says otherwise."""
+    families = site.get("announced_by_family", {})
+    text = _yes(site["announced"])
+    if not site["announced"] and any(families.values()):
+        text += f" ({' '.join(f for f, held in families.items() if held)} only)"
+    said = site.get("speaker_announced")
+    if said is not None and said != site["announced"]:
+        text += f" [yellow](speaker: {site.get('speaker')})[/]"
+    return text
+
+
+def _health(site: dict[str, Any]) -> str:
+    health = site.get("health") or "unknown"
+    colour = "green" if health in ("up", "static") else "red"
+    text = f"[{colour}]{health}[/]"
+    text += " [yellow](saturated)[/]" if (site.get("saturation") or {}).get("saturated") else ""
+    return text + (" [yellow](drained)[/]" if site.get("drained") else "")
+
+
+def _state(state: str | None) -> str:
+    return f"[green]{state}[/]" if state == "Established" else f"[red]{state}[/]"
+
+
+def print_status(report: dict[str, Any], show_fabric: bool = False) -> None:
+    lab = report["lab"]
+    ui.out.print(f"lab [bold]{lab}[/] ({report.get('phase')}), anycast "
+                 f"{', '.join(report['anycast'])}", highlight=False)
+    ui.out.print(ui.table("sites", ["site", "router", "BGP session", "announced", "health",
+                                    "checks", "since"], [
+        [name, s["router"], _state(s["session"]), _announced(s),
+         _health(s), " ".join(f"{c}:{v['state']}" for c, v in s.get("checks", {}).items()),
+         (s.get("health_since") or "")[11:19]]
+        for name, s in report["sites"].items()]))
+    rows = []
+    for name, r in report["routers"].items():
+        for prefix, best in r["best"].items():
+            rows.append([name, prefix, best["site"] or "[red]none[/]", best["next_hop"],
+                         " ".join(str(a) for a in best["as_path"])])
+    ui.out.print(ui.table("routers: best path to the anycast prefixes",
+                          ["router", "prefix", "site", "next hop", "AS path"], rows))
+
+    def where(site: str | None, expected: str, rtt: float | None) -> str:
+        if site is None:
+            return "[red]no answer[/]"
+        colour = "green" if site == expected else "yellow"
+        return f"[{colour}]{site}[/] ({rtt:.2f} ms)" if rtt is not None else site
+
+    ui.out.print(ui.table("clients: which site answers (DNS id.server)",
+                          ["client", "expected", "IPv4 anycast", "IPv6 anycast"], [
+        [name, c["expected"], where(c["site"], c["expected"], c["rtt_ms"]),
+         where(c["site6"], c["expected"], c["rtt6_ms"])]
+        for name, c in report["clients"].items()]))
+    if show_fabric and "fabric" in report:
+        rows = []
+        for name, node in report["fabric"]["nodes"].items():
+            for iface in node["interfaces"]:
+                if iface["ifname"] == "lo" and node["role"] != "site":
+                    continue
+                addrs = [a for a in iface["addresses"] if not a.startswith("fe80")]
+                rows.append([name, node["role"], iface["ifname"], iface["state"],
+                             " ".join(addrs)])
+        ui.out.print(ui.table("fabric", ["node", "role", "interface", "state", "addresses"],
+                              rows))
+    for problem in report.get("problems", []):
+        ui.out.print(f"[red]![/] {problem}", highlight=False)
+    for note in report.get("notes", []):
+        ui.out.print(f"[yellow]note:[/] {note}", highlight=False)
+
+
+def print_catchment(report: dict[str, Any]) -> None:
+    rows = []
+    for name, c in report["clients"].items():
+        for fam in ("ipv4", "ipv6"):
+            f = c[fam]
+            path = " > ".join(h or "*" for h in f["path"])
+            site = f["site"] or "[red]no answer[/]"
+            if f["site"] and f["site"] != c["expected"]:
+                site = f"[yellow]{site}[/]"
+            rtt = f"{f['rtt_ms']:.2f}" if f["rtt_ms"] is not None else "-"
+            rows.append([name, fam, site, c["expected"], rtt, path])
+    ui.out.print(ui.table(f"catchment of lab '{report['lab']}'",
+                          ["client", "family", "site", "expected", "RTT ms", "path"], rows))
+
+
+@app.command()
+def validate(topology: Annotated[Path | None, typer.Argument(help="topology file")] = None,
+             json_out: JsonOpt = False) -> None:
+    """Check a topology file; changes nothing."""
+    from lab.model import load_file
+
+    report = load_file(topology or default_topology())
+    if not json_out and report.problems and not report.problems[0].path \
+            and report.problems[0].line is None:
+        raise BadInput(report.problems[0].message)  # a missing or unreadable file
+    if json_out:
+        ui.emit_json(report.to_json())
+    elif report.ok:
+        assert report.topology is not None
+        t = report.topology
+        ui.out.print(f"[green]ok[/] {escape(report.source)}: lab '{t.name}', {len(t.routers)} "
+                     f"routers, {len(t.sites)} sites, {len(t.clients)} clients, "
+                     f"{len(t.links)} links")
+    else:
+        ui.err.print(f"[red]{escape(report.source)}: {len(report.problems)} problem(s)[/]")
+        for p in report.problems:  # plain text: messages quote the file ([r1, r2], names)
+            line = f"{report.source}:{p.line}: " if p.line else f"{report.source}: "
+            ui.err.print(f"  {line}{p}", markup=False, highlight=False, soft_wrap=True)
+    raise typer.Exit(0 if report.ok else 2)
+
+
+@app.command()
+def schema() -> None:
+    """Print the topology file's JSON Schema (for editors)."""
+    from lab.model.schema import topology_schema
+
+    ui.emit_json(topology_schema())
+
+
+@app.command()
+def up(topology: Annotated[Path | None, typer.Argument(help="topology file")] = None,
+       name: Annotated[str | None, typer.Option("--name", help="override the lab's name")] = None,
+       json_out: JsonOpt = False) -> None:
+    """Build the lab, start its daemons, wait until converged."""
+    from lab.host import labs
+    from lab.observe import status
+    from lab.ops import lifecycle
+
+    path = topology or default_topology()
+    topo = lifecycle.validated(path, name)
+    started = time.monotonic()
+    lifecycle.stop_on_sigterm(topo.name)
+    try:
+        with ui.progress(f"bringing up lab '{topo.name}'", quiet=json_out) as step:
+            lab = lifecycle.up(topo, step)
+    except lifecycle.AlreadyUp as exc:
+        ui.err.print(f"lab '{exc.lab}' is already up; showing its status "
+                     "(run `anycast-lab down` to rebuild it)")
+        lab = labs.open_lab(exc.lab)
+    report = status.collect(lab, fabric=False)
+    report["elapsed_s"] = round(time.monotonic() - started, 3)
+    if json_out:
+        ui.emit_json(report)
+    else:
+        print_status(report)
+        ui.out.print(f"lab '{topo.name}' up in {report['elapsed_s']:.2f} s")
+    raise typer.Exit(0 if report.get("ok", True) else 1)
+
+
+@app.command()
+def down(lab: LabOpt = None,
+         all_labs: Annotated[bool, typer.Option("--all", help="tear down every lab")] = False,
+         json_out: JsonOpt = False) -> None:
+    """Tear down everything the lab created, from its own records."""
+    from lab.host import env
+    from lab.ops import lifecycle
+
+    env.require_linux_root()
+    names = lifecycle.labs_to_tear_down(lab, all_labs)
+    reports = [lifecycle.down(n) for n in names]
+    pruned = lifecycle.prune_failed(keep=0) if all_labs else 0
+    leftovers = [r for r in reports if r.leftover]
+    if json_out:
+        ui.emit_json({"ok": not leftovers, "removed": [r.__dict__ for r in reports],
+                      "failed_logs_removed": pruned})
+        if leftovers:
+            raise typer.Exit(EnvironmentProblem.exit_code)
+    elif not reports:
+        ui.out.print("nothing to tear down: " + (f"lab '{lab}' is not up" if lab else
+                                                 "no lab is up"))
+    else:
+        for r in reports:
+            ui.out.print(f"lab '{r.lab}' down: {r.namespaces} namespaces, {r.processes} "
+                         f"processes removed in {r.elapsed_s:.2f} s")
+    if leftovers:
+        first = leftovers[0]
+        raise EnvironmentProblem(f"lab '{first.lab}': its processes and namespaces are gone, "
+                                 f"but {first.leftover}")
+
+
+@app.command()
+def status(lab: LabOpt = None, json_out: JsonOpt = False,
+           fabric: Annotated[bool, typer.Option("--fabric", help="also list every "
+                                                "interface and address")] = False) -> None:
+    """Sites, routers, clients (and with --fabric every interface) of a running lab."""
+    from lab.host import env, labs
+    from lab.observe import status as st
+
+    env.require_linux_root()
+    report = st.collect(labs.open_lab(lab))
+    if json_out:
+        ui.emit_json(report)
+    else:
+        print_status(report, show_fabric=fabric)
+    raise typer.Exit(0 if report.get("ok", True) else 1)
+
+
+@app.command(name="exec", context_settings={"allow_extra_args": True,
+                                            "ignore_unknown_options": True})
+def exec_(ctx: typer.Context, node: Annotated[str, typer.Argument(help="node name")],
+          lab: LabOpt = None) -> None:
+    """Run a command inside a node's namespace: anycast-lab exec NODE -- CMD..."""
+    from lab.host import env, labs
+    from lab.host.procs import MARKER, NODE_MARKER, enter_netns
+
+    argv = [a for a in ctx.args if a != "--"] if ctx.args[:1] == ["--"] else list(ctx.args)
+    if not argv:
+        raise BadInput("no command given: use `anycast-lab exec NODE -- CMD...`")
+    env.require_linux_root()
+    opened = labs.open_lab(lab)
+    if opened.plan is None or node not in opened.plan.nodes:
+        known = ", ".join(opened.plan.nodes) if opened.plan else "none"
+        raise BadInput(f"unknown node '{node}' in lab '{opened.name}' (known: {known})")
+    if not Path("/run/netns", opened.plan.nodes[node].netns).exists():
+        raise LabError(f"node '{node}' has no namespace: the lab is broken, run "
+                       "`anycast-lab down` and `up` again")
+    os.environ[MARKER] = opened.name
+    os.environ[NODE_MARKER] = node
+    enter_netns(opened.plan.nodes[node].netns)()
+    try:
+        os.execvp(argv[0], argv)
+    except FileNotFoundError as exc:
+        raise BadInput(f"command '{argv[0]}' not found in node '{node}'") from exc
+
+
+@app.command()
+def birdc(router: Annotated[str, typer.Argument(help="router name")],
+          command: Annotated[list[str] | None, typer.Argument(help="birdc command")] = None,
+          lab: LabOpt = None) -> None:
+    """Look inside a router: anycast-lab birdc ROUTER CMD... (e.g. show route all)."""
+    from lab.host import env, labs
+    from lab.render.launch import node_dir
+
+    env.require_linux_root()
+    opened = labs.open_lab(lab)
+    if opened.plan is None or opened.plan.nodes.get(router) is None \
+            or opened.plan.nodes[router].role != "router":
+        routers = [n.name for n in opened.plan.by_role("router")] if opened.plan else []
+        raise BadInput(f"unknown router '{router}' (routers: {', '.join(routers) or 'none'})")
+    ctl = node_dir(opened.journal.dir, router) / "bird.ctl"
+    tool = env.require_tools(["birdc"])["birdc"]
+    argv = [tool, "-s", str(ctl), *(command or [])]
+    os.execv(tool, argv)
+
+
+@app.command()
+def catchment(lab: LabOpt = None, json_out: JsonOpt = False) -> None:
+    """Client -> site (from the service's answer), RTT and router path, both families."""
+    from lab.host import env, labs
+    from lab.observe import catchment as cm
+
+    env.require_linux_root()
+    report = cm.collect(labs.open_lab(lab))
+    if json_out:
+        ui.emit_json(report)
+    else:
+        print_catchment(report)
+    raise typer.Exit(0 if report["ok"] else 1)
+
+
+@app.command(hidden=True)
+def generate(sites: Annotated[int, typer.Option(help="number of sites")] = 50,
+             routers: Annotated[int, typer.Option(help="number of routers")] = 5,
+             name: Annotated[str, typer.Option(help="lab name")] = "gen") -> None:
+    """Print a generated topology (for benchmarks and scale tests)."""
+    import yaml
+
+    from lab.model.generate import generate_topology
+
+    sys.stdout.write(yaml.safe_dump(generate_topology(name, sites, routers), sort_keys=False))

@@ -1,0 +1,74 @@
+"""`token issue`, `token revoke`, `token list`."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+
+from lab.cli import ui
+from lab.cli.main import JsonOpt, LabOpt, app
+from lab.host.lock import locked
+
+token_app = typer.Typer(help="Issue, revoke and list the lab's tokens.", no_args_is_help=True)
+app.add_typer(token_app, name="token")
+
+
+@token_app.command("issue")
+def token_issue(client: Annotated[str, typer.Option("--client", help="client id")],
+                scope: Annotated[str, typer.Option("--scope", help="space-separated scopes")]
+                = "read",
+                ttl: Annotated[int, typer.Option("--ttl", help="lifetime in seconds")] = 3600,
+                sub: Annotated[str | None, typer.Option("--sub", help="subject")] = None,
+                lab: LabOpt = None, json_out: JsonOpt = False) -> None:
+    """Issue a signed token (printed once; only its metadata is kept)."""
+    from lab.host import labs
+    from lab.ops import tokenstore
+
+    tokenstore.check_ttl(ttl)
+    opened = labs.open_lab(lab)
+    token, claims = tokenstore.issue(opened.journal.dir, client, scope, ttl, sub)
+    if json_out:
+        ui.emit_json({"token": token, "claims": claims})
+    else:
+        ui.err.print(f"jti {claims['jti']}, client {client}, scope '{scope}', expires in "
+                     f"{ttl} s", markup=False, highlight=False)
+        print(token)
+
+
+@token_app.command("revoke")
+def token_revoke(what: Annotated[str, typer.Argument(help="a token id (jti) or a token")],
+                 lab: LabOpt = None, json_out: JsonOpt = False) -> None:
+    """Revoke a token on every site (bumps each site's revocation list version)."""
+    from lab.host import labs
+    from lab.ops import tokenstore
+
+    jti = tokenstore.jti_of(what)
+    opened = labs.open_lab(lab)
+    assert opened.plan is not None
+    with locked(opened.name, "token revoke"):
+        versions = tokenstore.revoke(opened.journal.dir, opened.plan, jti)
+    if json_out:
+        ui.emit_json({"jti": jti, "versions": versions})
+    else:
+        ui.out.print(f"revoked {jti} on {len(versions)} sites: " + ", ".join(
+            f"{site} v{v}" for site, v in versions.items()), markup=False, highlight=False)
+
+
+@token_app.command("list")
+def token_list(lab: LabOpt = None, json_out: JsonOpt = False) -> None:
+    """Tokens issued in this lab, and where each is revoked."""
+    from lab.host import labs
+    from lab.ops import tokenstore
+
+    opened = labs.open_lab(lab)
+    assert opened.plan is not None
+    items = tokenstore.listing(opened.journal.dir, opened.plan)
+    if json_out:
+        ui.emit_json({"tokens": items})
+        return
+    ui.out.print(ui.table("tokens", ["jti", "client", "sub", "scope", "expires", "revoked on"], [
+        [*(escape(str(t[k])) for k in ("jti", "client_id", "sub", "scope")),
+         "expired" if t["expired"] else tokenstore.expiry_text(t["exp"]),
+         ", ".join(t["revoked_on"]) or "-"] for t in items]))
