@@ -90,6 +90,41 @@ def test_a_result_that_says_nothing_keeps_the_last_word(tmp_path, daemons) -> No
     assert daemon.site.checks["introspect"].state == UP  # only a saturated answer fails
 
 
+def test_timeouts_while_saturated_give_no_verdict_within_the_grace(tmp_path, daemons) -> None:
+    daemon = make_daemon(tmp_path, None)  # absorb, grace 5 s
+    daemons.append(daemon)
+    feed(daemon, saturated=True, times=2)
+    timeout = Result(False, "timeout (active canary call)", 0.3, None)
+    for i in range(5):  # slow because busy: the check stays up
+        daemon.record("introspect", timeout, 1.0 + i * 0.5)
+    assert daemon.site.checks["introspect"].state == UP
+    # Past the grace, a service that stopped answering is broken after all: withdrawn.
+    for i in range(2):
+        daemon.record("introspect", timeout, 6.0 + i * 0.5)
+    assert daemon.site.checks["introspect"].state == DOWN
+    assert daemon.site.desired(7.0)[0] == WITHDRAW
+
+
+def test_a_real_failure_while_saturated_still_counts(tmp_path, daemons) -> None:
+    daemon = make_daemon(tmp_path, None)
+    daemons.append(daemon)
+    feed(daemon, saturated=True, times=2)
+    stale = Result(False, "revoked canary answered active (stale revocation list)", 0.01, True)
+    daemon.record("introspect", stale, 1.0)
+    daemon.record("introspect", stale, 1.5)
+    assert daemon.site.checks["introspect"].state == DOWN
+
+
+def test_without_saturation_a_timeout_counts_at_once(tmp_path, daemons) -> None:
+    daemon = make_daemon(tmp_path, None)
+    daemons.append(daemon)
+    feed(daemon, saturated=False, times=2)
+    for i in range(2):
+        daemon.record("introspect", Result(False, "timeout (active canary call)", 0.3, None),
+                      1.0 + i * 0.5)
+    assert daemon.site.checks["introspect"].state == DOWN
+
+
 def test_unknown_policy_is_a_config_error(tmp_path) -> None:
     with pytest.raises(ValueError, match="saturation"):
         make_daemon(tmp_path, "panic")

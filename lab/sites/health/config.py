@@ -157,6 +157,11 @@ class HealthConfig(_Model):
     # connection limit): absorb = stay announced and serve what it can (withdrawing a busy
     # site pushes the same load onto the next one); withdraw = count it as a failure.
     saturation: Literal["absorb", "withdraw"] = "absorb"
+    # Under absorb: a check that times out within this long of the service last saying it
+    # is saturated gives no verdict (a busy service is slow, not broken); past it, a
+    # timeout counts again, so a service that hangs while saturated is withdrawn at most
+    # this much later. 0 turns the grace off.
+    saturation_grace_ms: int = Field(default=5000, ge=0, le=60_000)
     checks: list[Check] = Field(min_length=1)
 
     @field_validator("metrics_listen")

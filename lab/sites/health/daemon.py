@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import queue
 import signal
@@ -119,6 +120,7 @@ class Daemon:
         self.decision_reason = "starting"
         self.shim_problem: str | None = None  # last reason we could not connect
         self.saturated = False  # as the latest result that said anything about it
+        self.saturated_at = -math.inf  # when the service last said it is saturated
 
     # --- lifecycle ---------------------------------------------------------------
 
@@ -240,6 +242,13 @@ class Daemon:
 
     def record(self, name: str, result: Result, now: float) -> None:
         saturation_changed = self.note_saturation(name, result)
+        if result.saturated:
+            self.saturated_at = now
+        if self.absorbed(result, now):
+            self.metrics.results.labels(name, "absorbed").inc()
+            log.info("%s: %s while the service is saturated: no verdict (absorb)", name,
+                     result.reason)
+            return
         if result.ok and result.saturated and self.cfg.saturation == "withdraw":
             result = Result(False, "saturated (saturation policy: withdraw)", result.latency,
                             result.saturated)
@@ -251,6 +260,13 @@ class Daemon:
             self.on_transition(t, result)
         if changes or saturation_changed:
             self.write_state()
+
+    def absorbed(self, result: Result, now: float) -> bool:
+        """A timeout shortly after the service said it is saturated, under absorb: slow
+        because busy, so no verdict (see `saturation_grace_ms`)."""
+        slow = result.reason.startswith(("timeout", "hung"))
+        return (not result.ok and slow and self.cfg.saturation == "absorb"
+                and now - self.saturated_at <= self.cfg.saturation_grace_ms / 1000)
 
     def note_saturation(self, name: str, result: Result) -> bool:
         """Keep what the service said about its load; True if that changed."""
