@@ -12,6 +12,7 @@ from typing import Any
 from lab.host.labs import Lab
 from lab.measure.trials import run_trial, summarise, trial_json
 from lab.model.errors import BadInput, NotAsExpected
+from lab.model.plan import require_site
 from lab.observe.routing import client_sites, misplaced
 from lab.ops import faults
 
@@ -75,9 +76,7 @@ def failover(lab: Lab, site: str, fault: str, trials: int, rate_hz: float,
              plot: Path | None, progress: Callable[[str], None]) -> dict[str, Any]:
     assert lab.plan is not None
     check_plot_path(plot)
-    if site not in {s.name for s in lab.plan.by_role("site")}:
-        raise BadInput(f"unknown site '{site}' (sites: "
-                       f"{', '.join(s.name for s in lab.plan.by_role('site'))})")
+    require_site(lab.plan, site)
     inject, heal = fault_actions(lab, site, fault)
     clients = {c.name: c.netns for c in lab.plan.by_role("client")}
     server = str(lab.plan.anycast4.network_address)

@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 from lab.host.labs import Lab
-from lab.model.errors import BadInput
+from lab.model.plan import require_site
 from lab.render.launch import node_dir
 
 
@@ -16,16 +16,10 @@ def drain_file(lab_dir: Path, site: str) -> Path:
     return node_dir(lab_dir, site) / "drain"
 
 
-def _check(lab: Lab, site: str) -> None:
-    assert lab.plan is not None
-    if site not in {s.name for s in lab.plan.by_role("site")}:
-        raise BadInput(f"unknown site '{site}' (sites: "
-                       f"{', '.join(s.name for s in lab.plan.by_role('site'))})")
-
-
 def drain(lab: Lab, site: str) -> bool:
     """Start draining; False if the site was already drained."""
-    _check(lab, site)
+    assert lab.plan is not None
+    require_site(lab.plan, site)
     path = drain_file(lab.journal.dir, site)
     if path.exists():
         return False
@@ -35,7 +29,8 @@ def drain(lab: Lab, site: str) -> bool:
 
 def undrain(lab: Lab, site: str) -> bool:
     """Stop draining; False if the site was not drained."""
-    _check(lab, site)
+    assert lab.plan is not None
+    require_site(lab.plan, site)
     path = drain_file(lab.journal.dir, site)
     if not path.exists():
         return False

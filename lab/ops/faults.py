@@ -26,6 +26,7 @@ from lab.host import procs
 from lab.host.labs import Lab
 from lab.host.procs import run_in
 from lab.model.errors import BadInput, EnvironmentProblem, LabError
+from lab.model.plan import NodePlan, require_site
 from lab.observe.converge import log_tail
 from lab.render.base import Readiness
 from lab.render.ready import READY_TIMEOUT_S, wait_ready
@@ -74,13 +75,9 @@ def _save(lab: Lab, faults: dict[str, dict[str, Any]]) -> None:
     os.replace(tmp, _faults_file(lab))
 
 
-def _site(lab: Lab, site: str):
+def _site(lab: Lab, site: str) -> NodePlan:
     assert lab.plan is not None
-    node = lab.plan.nodes.get(site)
-    if node is None or node.role != "site":
-        sites = ", ".join(n.name for n in lab.plan.by_role("site"))
-        raise BadInput(f"unknown site '{site}' (sites: {sites})")
-    return node
+    return require_site(lab.plan, site)
 
 
 def _process(lab: Lab, site: str, daemon: str) -> procs.ProcessRecord:
