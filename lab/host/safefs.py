@@ -11,16 +11,15 @@ EnvironmentProblem: one sentence, exit 3.
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import json
 import os
-import secrets
 import stat
 from pathlib import Path
 from typing import Any
 
 from lab.model.errors import EnvironmentProblem
+from lab.shared import atomic
 
 # Reasons of the machine, not of the lab: reported as exit 3 with what to do.
 MACHINE_ERRNOS = {
@@ -80,31 +79,23 @@ def _open_new(path: Path, mode: int) -> int:
                    mode)
 
 
-def write_atomic(path: Path, data: bytes | str, mode: int = 0o644, fsync: bool = True) -> None:
-    """Replace `path` with `data` at once: readers see the old or the new file, never a
-    half-written one, and a symlink planted at `path` or at a temporary name is never
-    followed."""
-    raw = data.encode() if isinstance(data, str) else data
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+def write_atomic(path: Path, data: bytes | str, mode: int = 0o644, fsync: bool = True,
+                 durable: bool = False) -> None:
+    """Replace `path` with `data` at once (`lab.shared.atomic`): readers see the old or the
+    new file, never a half-written one, and a symlink planted at `path` or at a temporary
+    name is never followed; a reason of the machine becomes an EnvironmentProblem."""
     try:
-        fd = _open_new(tmp, mode)
-        try:
-            os.write(fd, raw)
-            if fsync:
-                os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
+        atomic.write_atomic(path, data, mode, fsync=fsync, durable=durable)
     except OSError as exc:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
         if is_machine_error(exc):
             raise machine_problem(exc, path) from exc
         raise
 
 
-def write_json_atomic(path: Path, obj: Any, mode: int = 0o644, fsync: bool = True) -> None:
-    write_atomic(path, json.dumps(obj, indent=2, sort_keys=True) + "\n", mode, fsync)
+def write_json_atomic(path: Path, obj: Any, mode: int = 0o644, fsync: bool = True,
+                      durable: bool = False, sort_keys: bool = True) -> None:
+    write_atomic(path, json.dumps(obj, indent=2, sort_keys=sort_keys) + "\n", mode, fsync,
+                 durable)
 
 
 def write_new(path: Path, data: bytes | str, mode: int = 0o644) -> None:

@@ -22,7 +22,7 @@ from typing import Any
 
 from pyroute2 import IPRoute
 
-from lab.host import procs
+from lab.host import procs, safefs
 from lab.host.labs import Lab
 from lab.host.procs import run_in
 from lab.model.errors import BadInput, EnvironmentProblem, LabError
@@ -70,9 +70,9 @@ def active(lab: Lab) -> dict[str, dict[str, Any]]:
 
 
 def _save(lab: Lab, faults: dict[str, dict[str, Any]]) -> None:
-    tmp = _faults_file(lab).with_suffix(".tmp")
-    tmp.write_text(json.dumps(faults, indent=2))
-    os.replace(tmp, _faults_file(lab))
+    # Durable: a fault the file forgets after a crash is one `heal` cannot undo. In the
+    # order the faults were made (heal undoes network faults in that order).
+    safefs.write_json_atomic(_faults_file(lab), faults, durable=True, sort_keys=False)
 
 
 def _site(lab: Lab, site: str) -> NodePlan:

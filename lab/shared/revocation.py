@@ -6,8 +6,8 @@ File format (JSON)::
 
 ``revoke(path, jti)`` is the writer: under an ``flock`` on ``<path>.lock`` it
 reads the file, adds the jti, bumps ``version`` and replaces the file
-atomically (temp file in the same directory, fsync, ``os.replace``), so a reader
-only ever sees a whole old file or a whole new one.
+atomically and durably (``lab.shared.atomic``: temp file, fsync, rename, fsync of
+the directory), so a reader only ever sees a whole old file or a whole new one.
 
 ``RevocationList(path)`` is the reader used by the service. ``refresh()`` costs
 one ``os.stat`` and re-reads the file only when its identity changes (inode,
@@ -34,13 +34,14 @@ import json
 import logging
 import math
 import os
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
+
+from lab.shared.atomic import write_json_atomic
 
 __all__ = ["RevocationList", "read_revocations", "revoke"]
 
@@ -95,23 +96,9 @@ def _locked(path: Path) -> Iterator[None]:
 
 
 def _write_atomic(path: Path, version: int, revoked: Mapping[str, float]) -> None:
-    body = json.dumps({"version": version, "revoked": dict(revoked)}, sort_keys=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(body + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # not a secret; readable by the service user
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    # Not a secret (readable by the service user); a crash must not lose a revocation.
+    write_json_atomic(path, {"version": version, "revoked": dict(revoked)}, 0o644,
+                      indent=None, durable=True)
 
 
 def revoke(path: str | os.PathLike[str], jti: str, *, now: float | None = None) -> int:
