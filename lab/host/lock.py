@@ -21,6 +21,7 @@ from pathlib import Path
 from lab.host import procs, safefs
 from lab.host.journal import ensure_run_root, require_lab_name, run_root
 from lab.model.errors import EnvironmentProblem, LabError
+from lab.shared.wait import wait_until
 
 LOCKS = ".locks"
 
@@ -87,6 +88,14 @@ def _read_holder(fd: int) -> Holder | None:
         return None
 
 
+def _try_lock(fd: int) -> bool:
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
+
+
 @contextlib.contextmanager
 def locked(lab: str, command: str, wait_s: float = 0.0,
            required: bool = True) -> Iterator[None]:
@@ -102,15 +111,8 @@ def locked(lab: str, command: str, wait_s: float = 0.0,
         yield
         return
     try:
-        deadline = time.monotonic() + wait_s
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    raise LabBusy(lab, _read_holder(fd)) from None
-                time.sleep(0.05)
+        if not wait_until(lambda: _try_lock(fd), wait_s, interval_s=0.05):
+            raise LabBusy(lab, _read_holder(fd))
         me = {"pid": os.getpid(), "start_time": procs.start_time(os.getpid()) or 0,
               "command": command, "since": round(time.time(), 3)}
         with contextlib.suppress(OSError):  # naming the holder is a courtesy, not a need

@@ -4,7 +4,6 @@ anycast DNS address, then summarise and (optionally) draw the timeline."""
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -15,6 +14,7 @@ from lab.model.errors import BadInput, NotAsExpected
 from lab.model.plan import require_site
 from lab.observe.routing import client_sites, misplaced
 from lab.ops import faults
+from lab.shared.wait import wait_until
 
 
 def check_plot_path(path: Path | None) -> Path | None:
@@ -60,16 +60,17 @@ def fault_actions(lab: Lab, site: str, fault: str) -> tuple[Callable[[], None],
 def wait_expected(lab: Lab, timeout_s: float = 30.0) -> None:
     """Block until every client is answered by its expected site (IPv4), so that each
     trial starts from the lab's normal state; NotAsExpected if that does not happen."""
-    assert lab.topology is not None and lab.plan is not None
-    deadline = time.monotonic() + timeout_s
-    while True:
-        wrong = misplaced(lab.topology, client_sites(lab.plan, timeout=0.2), families=("v4",))
-        if not wrong:
-            return
-        if time.monotonic() > deadline:
-            raise NotAsExpected(f"the lab is not in its normal state before a trial: {wrong[0]}",
-                                details=wrong[1:])
-        time.sleep(0.1)
+    topology, plan = lab.topology, lab.plan
+    assert topology is not None and plan is not None
+    wrong: list[str] = []
+
+    def normal() -> bool:
+        wrong[:] = misplaced(topology, client_sites(plan, timeout=0.2), families=("v4",))
+        return not wrong
+
+    if not wait_until(normal, timeout_s, interval_s=0.1):
+        raise NotAsExpected(f"the lab is not in its normal state before a trial: {wrong[0]}",
+                            details=wrong[1:])
 
 
 def failover(lab: Lab, site: str, fault: str, trials: int, rate_hz: float,
