@@ -20,6 +20,7 @@ import socket
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -46,15 +47,10 @@ CPU_WINDOW_S = 20.0
 POLL_S = 0.005          # BIRD route-count poll for the healthd kill/freeze withdrawal
 
 
-def _dns_default(field: str) -> Any:
-    return DnsCheck.model_fields[field].default
-
-
 # Our DNS check's default profile (lab/sites/health/config.py), and the anchor tuned to it: same
 # interval, fast interval, rise and fall; its --timeout takes whole seconds, so the
 # sub-second limit is `timeout 0.1 dig ...` (its own --timeout 1 stays as a backstop).
-OURS_DNS = {k: _dns_default(k) for k in ("interval_ms", "fast_interval_ms", "timeout_ms",
-                                         "rise", "fall")}
+OURS_DNS = asdict(DnsCheck.timing)
 TUNED = {"interval_s": OURS_DNS["interval_ms"] / 1000,
          "fast_interval_s": OURS_DNS["fast_interval_ms"] / 1000,
          "timeout_s": 1, "rise": OURS_DNS["rise"], "fall": OURS_DNS["fall"],
