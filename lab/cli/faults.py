@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -10,6 +10,9 @@ from lab.cli import ui
 from lab.cli.main import JsonOpt, LabOpt, app
 from lab.host.lock import locked
 from lab.model.errors import BadInput
+
+if TYPE_CHECKING:
+    from lab.host.labs import Lab
 
 
 @app.command()
@@ -76,14 +79,7 @@ def heal(site: Annotated[str, typer.Argument(help="site name")],
 @app.command()
 def drain(site: Annotated[str, typer.Argument(help="site name")], lab: LabOpt = None) -> None:
     """Planned maintenance: GRACEFUL_SHUTDOWN first (traffic moves), then withdraw."""
-    from lab.host import env, labs
-    from lab.ops import drain as dr
-
-    env.require_linux_root()
-    opened = labs.open_lab(lab)
-    _require_health(opened, "drain")
-    with locked(opened.name, "drain"):
-        drained = dr.drain(opened, site)
+    opened, drained = _maintenance("drain", site, lab)
     if drained:
         assert opened.topology is not None
         ui.out.print(f"{site}: draining: re-announced with GRACEFUL_SHUTDOWN (65535:0), "
@@ -96,21 +92,24 @@ def drain(site: Annotated[str, typer.Argument(help="site name")], lab: LabOpt = 
 def undrain(site: Annotated[str, typer.Argument(help="site name")],
             lab: LabOpt = None) -> None:
     """End maintenance: announce again once the site's checks pass."""
-    from lab.host import env, labs
-    from lab.ops import drain as dr
-
-    env.require_linux_root()
-    opened = labs.open_lab(lab)
-    _require_health(opened, "undrain")
-    with locked(opened.name, "undrain"):
-        undrained = dr.undrain(opened, site)
+    _opened, undrained = _maintenance("undrain", site, lab)
     if undrained:
         ui.out.print(f"{site}: undrained: announced again once its checks pass")
     else:
         ui.out.print(f"{site}: was not drained")
 
 
-def _require_health(opened, what: str) -> None:
+def _maintenance(verb: str, site: str, lab: str | None) -> tuple[Lab, bool]:
+    """`drain` or `undrain` a site of the lab, under its lock; returns the lab and whether
+    anything changed. Only health daemons drain, so a lab without them refuses."""
+    from lab.host import env, labs
+    from lab.ops import drain as dr
+
+    env.require_linux_root()
+    opened = labs.open_lab(lab)
     if opened.topology is not None and not opened.topology.health.enabled:
         raise BadInput(f"lab '{opened.name}' runs without health daemons (health.enabled: "
-                       f"false), and {what} is their job: enable health in the topology")
+                       f"false), and {verb} is their job: enable health in the topology")
+    with locked(opened.name, verb):
+        changed = dr.drain(opened, site) if verb == "drain" else dr.undrain(opened, site)
+    return opened, changed
