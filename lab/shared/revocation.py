@@ -39,7 +39,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any
+from typing import Any, TypeVar
 
 from lab.shared.atomic import write_json_atomic
 
@@ -49,6 +49,7 @@ log = logging.getLogger(__name__)
 
 MAX_FILE_BYTES = 64 * 1024 * 1024
 _MISSING = ("missing",)
+_T = TypeVar("_T")
 
 
 def _parse(data: bytes) -> tuple[int, dict[str, float]]:
@@ -178,16 +179,20 @@ class RevocationList:
             return
         with self._lock:
             self._last_check = now
-            try:
-                sig: tuple[Any, ...] = _signature(os.stat(self._path))
-            except FileNotFoundError:
-                self._on_missing()
-                return
-            except OSError as exc:
-                self._reject(("stat-error", str(exc)), f"cannot stat: {exc}")
-                return
-            if sig != self._seen:
+            sig = self._file_op("stat", lambda: _signature(os.stat(self._path)))
+            if sig is not None and sig != self._seen:
                 self._load()
+
+    def _file_op(self, doing: str, op: Callable[[], _T]) -> _T | None:
+        """`op()`'s result; None when the file is missing (`_on_missing`) or the call
+        failed (rejected with the error)."""
+        try:
+            return op()
+        except FileNotFoundError:
+            self._on_missing()
+        except OSError as exc:
+            self._reject((f"{doing}-error", str(exc)), f"cannot {doing}: {exc}")
+        return None
 
     def _on_missing(self) -> None:
         if self._seen == _MISSING:
@@ -208,17 +213,15 @@ class RevocationList:
         kept = f"keeping version {self.version}" if self._healthy else "not ready"
         log.warning("revocation file %s rejected (%s); %s", self._path, why, kept)
 
+    def _read(self) -> tuple[tuple[int, ...], bytes]:
+        with open(self._path, "rb") as f:
+            return _signature(os.fstat(f.fileno())), f.read(MAX_FILE_BYTES + 1)
+
     def _load(self) -> None:
-        try:
-            with open(self._path, "rb") as f:
-                sig = _signature(os.fstat(f.fileno()))
-                data = f.read(MAX_FILE_BYTES + 1)
-        except FileNotFoundError:
-            self._on_missing()
+        read = self._file_op("read", self._read)
+        if read is None:
             return
-        except OSError as exc:
-            self._reject(("read-error", str(exc)), f"cannot read: {exc}")
-            return
+        sig, data = read
         try:
             if len(data) > MAX_FILE_BYTES:
                 raise ValueError(f"larger than {MAX_FILE_BYTES} bytes")
