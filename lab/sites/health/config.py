@@ -11,12 +11,13 @@ class, e.g. `DnsCheck.timing`; a check in the file may set any of those fields i
 from __future__ import annotations
 
 import ipaddress
-import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from lab.shared.jsonconfig import read_object, resolve_paths
 
 NAME_PATTERN = r"^[A-Za-z0-9_.-]+$"
 
@@ -205,17 +206,6 @@ _CHECK_PATH_FIELDS = ("ca_file", "client_secret_file", "active_token_file",
                       "revoked_token_file")
 
 
-def _resolve_paths(raw: dict[str, Any], base: Path) -> None:
-    for key in _PATH_FIELDS:
-        if isinstance(raw.get(key), str):
-            raw[key] = str(base / raw[key])
-    for check in raw.get("checks") or []:
-        if isinstance(check, dict):
-            for key in _CHECK_PATH_FIELDS:
-                if isinstance(check.get(key), str):
-                    check[key] = str(base / check[key])
-
-
 def _describe(exc: ValidationError) -> str:
     lines = []
     for err in exc.errors():
@@ -227,14 +217,13 @@ def _describe(exc: ValidationError) -> str:
 def load_config(path: str | Path) -> HealthConfig:
     path = Path(path)
     try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
-    except json.JSONDecodeError as exc:
-        raise ConfigError(f"{path}: not JSON: {exc}") from None
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: the top level must be an object")
-    _resolve_paths(raw, path.parent)
+        raw = read_object(path)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    resolve_paths(raw, _PATH_FIELDS, path.parent)
+    for check in raw.get("checks") or []:
+        if isinstance(check, dict):
+            resolve_paths(check, _CHECK_PATH_FIELDS, path.parent)
     try:
         return HealthConfig.model_validate(raw)
     except ValidationError as exc:
