@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+from rich.markup import escape
+from typer.core import TyperCommand
 
 from lab.cli import ui
 from lab.cli.main import JsonOpt, LabOpt, app
@@ -15,11 +17,25 @@ if TYPE_CHECKING:
     from lab.host.labs import Lab
 
 
-@app.command()
+class _FaultHelp(TyperCommand):
+    """`fail --help` lists the faults from the registry (asked only when help is shown:
+    the registry imports the fault machinery, which other commands do not need)."""
+
+    def format_help(self, ctx: typer.Context, formatter: Any) -> None:
+        from lab.ops import faults
+
+        for param in self.params:
+            if param.name == "what":
+                param.help = ", ".join(faults.names())  # type: ignore[attr-defined]
+        width = max(map(len, faults.REGISTRY))
+        self.epilog = "\n".join(["Faults:"] + [f"{name:<{width}}  {escape(fault.description)}"
+                                               for name, fault in faults.REGISTRY.items()])
+        super().format_help(ctx, formatter)
+
+
+@app.command(cls=_FaultHelp)
 def fail(site: Annotated[str, typer.Argument(help="site name")],
-         what: Annotated[str, typer.Argument(help="dns, dns-hang, introspect, introspect-hang, "
-                                             "healthd, healthd-hang, speaker, speaker-hang, "
-                                             "link, blackhole")],
+         what: Annotated[str, typer.Argument(help="the fault (listed below)")],
          lab: LabOpt = None, json_out: JsonOpt = False) -> None:
     """Inject a real fault at a site (kill or freeze a process, drop packets, link down)."""
     from lab.host import env, labs
@@ -32,7 +48,7 @@ def fail(site: Annotated[str, typer.Argument(help="site name")],
     if json_out:
         ui.emit_json(entry)
     else:
-        ui.out.print(f"{site}: {faults.FAULTS[what]}", highlight=False)
+        ui.out.print(f"{site}: {faults.REGISTRY[what].description}", highlight=False)
 
 
 @app.command()

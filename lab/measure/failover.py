@@ -52,8 +52,8 @@ def fault_actions(lab: Lab, site: str, fault: str) -> tuple[Callable[[], None],
         from lab.ops import drain
 
         return (lambda: drain.drain(lab, site)), (lambda: drain.undrain(lab, site))
-    if fault not in faults.FAULTS:
-        raise BadInput(f"unknown fault '{fault}' (faults: {', '.join(faults.FAULTS)}, drain)")
+    if fault not in faults.REGISTRY:
+        raise BadInput(f"unknown fault '{fault}' (faults: {', '.join(faults.names())}, drain)")
     return (lambda: faults.inject(lab, site, fault)), (lambda: faults.heal(lab, site, fault))
 
 
