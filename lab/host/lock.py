@@ -55,12 +55,8 @@ def _open(lab: str) -> int:
     ensure_run_root()
     safefs.ensure_private_dir(run_root() / LOCKS)
     path = lock_path(lab)
-    try:
+    with safefs.machine_errors(path, "open"):
         return os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
-    except OSError as exc:
-        if safefs.is_machine_error(exc):
-            raise safefs.machine_problem(exc, path, "open") from exc
-        raise
 
 
 def holder(lab: str) -> Holder | None:
