@@ -38,11 +38,9 @@ def fail(site: Annotated[str, typer.Argument(help="site name")],
          what: Annotated[str, typer.Argument(help="the fault (listed below)")],
          lab: LabOpt = None, json_out: JsonOpt = False) -> None:
     """Inject a real fault at a site (kill or freeze a process, drop packets, link down)."""
-    from lab.host import env, labs
     from lab.ops import faults
 
-    env.require_linux_root()
-    opened = labs.open_lab(lab)
+    opened = _open_as_root(lab)
     with locked(opened.name, "fail"):
         entry = faults.inject(opened, site, what)
     if json_out:
@@ -57,11 +55,9 @@ def heal(site: Annotated[str, typer.Argument(help="site name")],
          lab: LabOpt = None, json_out: JsonOpt = False) -> None:
     """Clear a fault at a site (or every fault there); a restarted or continued daemon
     must be up and ready (bounded wait), else exit 1 naming it, and the fault stays."""
-    from lab.host import env, labs
     from lab.ops import faults
 
-    env.require_linux_root()
-    opened = labs.open_lab(lab)
+    opened = _open_as_root(lab)
     with locked(opened.name, "heal"):
         healed = faults.heal(opened, site, what)
     failed = [h for h in healed if not h["ready"]]
@@ -115,14 +111,20 @@ def undrain(site: Annotated[str, typer.Argument(help="site name")],
         ui.out.print(f"{site}: was not drained")
 
 
+def _open_as_root(lab: str | None) -> Lab:
+    """The lab these commands change; they need root (EnvironmentProblem otherwise)."""
+    from lab.host import env, labs
+
+    env.require_linux_root()
+    return labs.open_lab(lab)
+
+
 def _maintenance(verb: str, site: str, lab: str | None) -> tuple[Lab, bool]:
     """`drain` or `undrain` a site of the lab, under its lock; returns the lab and whether
     anything changed. Only health daemons drain, so a lab without them refuses."""
-    from lab.host import env, labs
     from lab.ops import drain as dr
 
-    env.require_linux_root()
-    opened = labs.open_lab(lab)
+    opened = _open_as_root(lab)
     if opened.topology is not None and not opened.topology.health.enabled:
         raise BadInput(f"lab '{opened.name}' runs without health daemons (health.enabled: "
                        f"false), and {verb} is their job: enable health in the topology")
