@@ -15,7 +15,15 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from lab.shared.jsonconfig import read_object, resolve_paths
 
@@ -74,11 +82,14 @@ def _ip(value: str) -> str:
     return str(ipaddress.ip_address(value))
 
 
+IpAddress = Annotated[str, AfterValidator(_ip)]  # an IPv4 or IPv6 address, normalised
+
+
 class DnsCheck(CheckBase):
     """A UDP query on a connected socket: NOERROR and (if given) an expected address."""
 
     type: Literal["dns"]
-    server: str
+    server: IpAddress
     port: int = Field(default=53, ge=1, le=65535)
     qname: str = "health.anycast.lab."
     qtype: Literal["A", "AAAA"] = "A"
@@ -86,11 +97,6 @@ class DnsCheck(CheckBase):
     # Fast interval 10 ms: a refused query (killed server) is confirmed 10 ms after the
     # first one; costs nothing at idle (used only while the state is changing).
     timing = Timing(interval_ms=100, fast_interval_ms=10, timeout_ms=100, rise=3, fall=2)
-
-    @field_validator("server")
-    @classmethod
-    def _server_ip(cls, value: str) -> str:
-        return _ip(value)
 
     @field_validator("expect")
     @classmethod
@@ -102,7 +108,7 @@ class IntrospectCheck(CheckBase):
     """RFC 7662 over HTTPS: active canary active, revoked canary inactive, no creds 401."""
 
     type: Literal["introspect"]
-    address: str  # connect here (the site's own unicast address)
+    address: IpAddress  # connect here (the site's own unicast address)
     port: int = Field(default=443, ge=1, le=65535)
     server_name: str = Field(min_length=1)  # SNI, Host and the name the certificate must carry
     path: str = Field(default="/introspect", pattern=r"^/")
@@ -115,12 +121,6 @@ class IntrospectCheck(CheckBase):
     # per such call, so a site may want fewer than one per run.
     unauthenticated_every: int = Field(default=1, ge=1, le=10_000)
     timing = Timing(interval_ms=500, fast_interval_ms=100, timeout_ms=300, rise=2, fall=2)
-
-    @field_validator("address")
-    @classmethod
-    def _address_ip(cls, value: str) -> str:
-        return _ip(value)
-
 
 class TcpCheck(CheckBase):
     """A TCP connect within the timeout."""
