@@ -20,6 +20,7 @@ import socket
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,7 @@ from lab.observe.routing import client_sites
 from lab.ops import faults, lifecycle
 from lab.render.jinja import proto_name
 from lab.render.launch import node_dir
+from lab.shared.wait import wait_until
 from lab.sites.health.config import DnsCheck
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -45,15 +47,10 @@ CPU_WINDOW_S = 20.0
 POLL_S = 0.005          # BIRD route-count poll for the healthd kill/freeze withdrawal
 
 
-def _dns_default(field: str) -> Any:
-    return DnsCheck.model_fields[field].default
-
-
 # Our DNS check's default profile (lab/sites/health/config.py), and the anchor tuned to it: same
 # interval, fast interval, rise and fall; its --timeout takes whole seconds, so the
 # sub-second limit is `timeout 0.1 dig ...` (its own --timeout 1 stays as a backstop).
-OURS_DNS = {k: _dns_default(k) for k in ("interval_ms", "fast_interval_ms", "timeout_ms",
-                                         "rise", "fall")}
+OURS_DNS = asdict(DnsCheck.timing)
 TUNED = {"interval_s": OURS_DNS["interval_ms"] / 1000,
          "fast_interval_s": OURS_DNS["fast_interval_ms"] / 1000,
          "timeout_s": 1, "rise": OURS_DNS["rise"], "fall": OURS_DNS["fall"],
@@ -133,15 +130,6 @@ class BirdSocket:
         self.sock.close()
 
 
-def _wait(condition: Callable[[], bool], timeout_s: float, step_s: float = 0.02) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(step_s)
-    return False
-
-
 def _site_bird(lab: labs.Lab, site: str) -> tuple[BirdSocket, str]:
     assert lab.plan is not None
     router = lab.plan.nodes[site].interfaces[0].peer
@@ -156,7 +144,7 @@ def _all_home(lab: labs.Lab) -> bool:
 
 def wait_healthy(lab: labs.Lab, bird: BirdSocket, proto: str, timeout_s: float) -> bool:
     """The site's routes are back at its router and every client reaches its own site."""
-    return _wait(lambda: bird.route_count(proto) > 0 and _all_home(lab), timeout_s, 0.05)
+    return wait_until(lambda: bird.route_count(proto) > 0 and _all_home(lab), timeout_s, 0.05)
 
 
 # --- outage trials -----------------------------------------------------------------
@@ -289,18 +277,14 @@ def healthd_withdrawal(lab: labs.Lab, fault: str, trials: int,
             try:
                 entry = faults.inject(lab, SITE, fault)
                 t_fault = entry["t_mono"]
-                gone = None
-                deadline = t_fault + 10
-                while time.monotonic() < deadline:
-                    if bird.route_count(proto) == 0:
-                        gone = time.monotonic()
-                        break
-                    time.sleep(POLL_S)
+                gone = wait_until(lambda: time.monotonic() if bird.route_count(proto) == 0
+                                  else None, t_fault + 10 - time.monotonic(), POLL_S)
                 times.append(None if gone is None else round((gone - t_fault) * 1000, 2))
             finally:
                 t_heal = time.monotonic()
                 faults.heal(lab, SITE, fault)
-            announced = _wait(lambda want=routes: bird.route_count(proto) >= want, 15, POLL_S)
+            announced = wait_until(lambda want=routes: bird.route_count(proto) >= want, 15,
+                                   POLL_S)
             back.append(round((time.monotonic() - t_heal) * 1000, 1) if announced else None)
             progress(f"  {fault} {n + 1}/{trials}: {routes} routes gone after "
                      f"{times[-1]} ms; re-announced {back[-1]} ms after heal")

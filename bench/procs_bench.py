@@ -22,8 +22,16 @@ from pyroute2 import netns
 
 from bench.common import save, show, stats, unique
 from lab.host import procs
+from lab.shared.wait import wait_until
 
 PROGRAM = os.path.realpath(shutil.which("sleep") or "/bin/sleep")
+
+
+def _runs_program(pid: int) -> bool:
+    try:
+        return os.readlink(f"/proc/{pid}/exe") == PROGRAM
+    except OSError:
+        return False
 
 
 def preexec_setns(ns: str, argv: list[str]) -> dict:
@@ -42,12 +50,7 @@ def measure(ns: str, how: Callable[[str, list[str]], dict], starts: int) -> dict
         proc = subprocess.Popen(**how(ns, [PROGRAM, "60"]), stdin=subprocess.DEVNULL,
                                 stdout=subprocess.DEVNULL, start_new_session=True)
         t1 = time.perf_counter()
-        while True:
-            try:
-                if os.readlink(f"/proc/{proc.pid}/exe") == PROGRAM:
-                    break
-            except OSError:
-                pass
+        assert wait_until(lambda pid=proc.pid: _runs_program(pid), 10, interval_s=0)
         t2 = time.perf_counter()
         assert os.stat(f"/proc/{proc.pid}/ns/net").st_ino == want
         proc.kill()

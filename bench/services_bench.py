@@ -18,6 +18,7 @@ from lab.host.procs import run_in
 from lab.ops import lifecycle, tokenstore
 from lab.render import credentials
 from lab.shared.dnsid import ask_identity
+from lab.shared.wait import wait_until
 
 SITE, CLIENT = "ams", "c-eu"
 
@@ -53,13 +54,10 @@ def start_times(lab: labs.Lab, trials: int = 5) -> dict:
             record = procs.running(lab.journal, f"{daemon}@{SITE}")
             assert record is not None
             os.kill(record.pid, signal.SIGKILL)
-            while procs.start_time(record.pid) is not None:
-                time.sleep(0.005)
+            wait_until(lambda pid=record.pid: procs.start_time(pid) is None, 10, 0.005)
             t0 = time.monotonic()
             new = procs.restart(lab.journal, f"{daemon}@{SITE}")
-            deadline = t0 + 30
-            while not is_ready() and time.monotonic() < deadline:
-                time.sleep(0.005)
+            wait_until(is_ready, 30, 0.005)
             times.append((time.monotonic() - t0) * 1000)
             time.sleep(0.5)
             pss.append(_pss_kib(new.pid) / 1024)

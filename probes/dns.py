@@ -23,8 +23,9 @@ from dataclasses import asdict, dataclass
 import dns.exception
 import dns.message
 import dns.rcode
-import dns.rdataclass
-import dns.rdatatype
+
+from lab.shared.dnsid import identity_query, site_from_response
+from lab.shared.nsnet import socket_in
 
 MAX_RATE_HZ = 2000
 MAX_COUNT = 1_000_000
@@ -43,17 +44,13 @@ def _site_of(wire: bytes) -> tuple[int, str | None, str | None]:
     msg = dns.message.from_wire(wire)
     if msg.rcode() != 0:
         return msg.id, None, f"rcode {dns.rcode.to_text(msg.rcode())}"
-    for rrset in msg.answer:
-        for rdata in rrset:
-            return msg.id, b"".join(rdata.strings).decode(errors="replace"), None
-    return msg.id, None, "empty answer"
+    site = site_from_response(msg)
+    return msg.id, site, None if site is not None else "empty answer"
 
 
 def make_socket(server: str, netns: str | None = None) -> socket.socket:
     family = socket.AF_INET6 if ":" in server else socket.AF_INET
     if netns:
-        from lab.shared.nsnet import socket_in
-
         sock = socket_in(netns, family, socket.SOCK_DGRAM)
     else:
         sock = socket.socket(family, socket.SOCK_DGRAM)
@@ -97,8 +94,7 @@ def probe(server: str, rate_hz: float, duration_s: float, count: int | None = No
                 qid = ids.randrange(65536)
                 while qid in pending:
                     qid = ids.randrange(65536)
-                query = dns.message.make_query("id.server.", dns.rdatatype.TXT,
-                                               dns.rdataclass.CH)
+                query = identity_query()
                 query.id = qid
                 sample = Sample(len(samples), time.monotonic())
                 samples.append(sample)

@@ -14,6 +14,7 @@ from scapy.layers.inet import ICMP, IP
 from scapy.layers.inet6 import ICMPv6EchoReply, ICMPv6EchoRequest, IPv6
 
 from lab.shared.nsnet import socket_in
+from lab.shared.wait import wait_until
 
 IPPROTO_ICMPV6 = 58
 
@@ -47,37 +48,46 @@ def trace(netns: str, address: str, max_hops: int = 8, timeout_s: float = 0.3) -
 
 def _await_reply(sock: socket.socket, v6: bool, ident: int, ttl: int,
                  timeout_s: float) -> tuple[str | None, bool]:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
+    """Who answered probe `ttl` and whether it was the destination; (None, False) when
+    nobody did within `timeout_s`. ICMP for other probes or programs is skipped."""
+    def next_answer() -> tuple[str | None, bool] | None:
         try:
             data, peer = sock.recvfrom(2048)
         except TimeoutError:
             return None, False
-        if v6:
-            # Raw ICMPv6 sockets deliver the ICMPv6 message without the IPv6 header.
-            kind = data[0]
-            if kind == 129:  # echo reply
-                reply = ICMPv6EchoReply(data)
-                if reply.id == ident and reply.seq == ttl:
-                    return peer[0], True
-            elif kind in (1, 3):  # unreachable / time exceeded: quoted packet inside
-                quoted = IPv6(data[8:])
-                inner = quoted.payload
-                if isinstance(inner, ICMPv6EchoRequest) and inner.id == ident:
-                    return peer[0], kind == 1
-        else:
-            packet = IP(data)
-            icmp = packet.payload
-            if not isinstance(icmp, ICMP):
-                continue
-            if icmp.type == 0 and icmp.id == ident and icmp.seq == ttl:
-                return packet.src, True
-            if icmp.type in (3, 11):
-                quoted = icmp.payload
-                if isinstance(quoted, IP) and isinstance(quoted.payload, ICMP) \
-                        and quoted.payload.id == ident:
-                    return packet.src, icmp.type == 3
-    return None, False
+        return _match(data, peer[0], v6, ident, ttl)
+
+    return wait_until(next_answer, timeout_s, interval_s=0) or (None, False)
+
+
+def _match(data: bytes, sender: str, v6: bool, ident: int,
+           ttl: int) -> tuple[str | None, bool] | None:
+    """(hop, reached the destination) if `data` answers our probe `ttl`, else None."""
+    if v6:
+        # Raw ICMPv6 sockets deliver the ICMPv6 message without the IPv6 header.
+        kind = data[0]
+        if kind == 129:  # echo reply
+            reply = ICMPv6EchoReply(data)
+            if reply.id == ident and reply.seq == ttl:
+                return sender, True
+        elif kind in (1, 3):  # unreachable / time exceeded: quoted packet inside
+            quoted = IPv6(data[8:])
+            inner = quoted.payload
+            if isinstance(inner, ICMPv6EchoRequest) and inner.id == ident:
+                return sender, kind == 1
+        return None
+    packet = IP(data)
+    icmp = packet.payload
+    if not isinstance(icmp, ICMP):
+        return None
+    if icmp.type == 0 and icmp.id == ident and icmp.seq == ttl:
+        return packet.src, True
+    if icmp.type in (3, 11):
+        quoted = icmp.payload
+        if isinstance(quoted, IP) and isinstance(quoted.payload, ICMP) \
+                and quoted.payload.id == ident:
+            return packet.src, icmp.type == 3
+    return None
 
 
 def main() -> None:

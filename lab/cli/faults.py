@@ -2,34 +2,51 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+from rich.markup import escape
+from typer.core import TyperCommand
 
 from lab.cli import ui
 from lab.cli.main import JsonOpt, LabOpt, app
 from lab.host.lock import locked
 from lab.model.errors import BadInput
 
+if TYPE_CHECKING:
+    from lab.host.labs import Lab
 
-@app.command()
+
+class _FaultHelp(TyperCommand):
+    """`fail --help` lists the faults from the registry (asked only when help is shown:
+    the registry imports the fault machinery, which other commands do not need)."""
+
+    def format_help(self, ctx: typer.Context, formatter: Any) -> None:
+        from lab.ops import faults
+
+        for param in self.params:
+            if param.name == "what":
+                param.help = ", ".join(faults.names())  # type: ignore[attr-defined]
+        width = max(map(len, faults.REGISTRY))
+        self.epilog = "\n".join(["Faults:"] + [f"{name:<{width}}  {escape(fault.description)}"
+                                               for name, fault in faults.REGISTRY.items()])
+        super().format_help(ctx, formatter)
+
+
+@app.command(cls=_FaultHelp)
 def fail(site: Annotated[str, typer.Argument(help="site name")],
-         what: Annotated[str, typer.Argument(help="dns, dns-hang, introspect, introspect-hang, "
-                                             "healthd, healthd-hang, speaker, speaker-hang, "
-                                             "link, blackhole")],
+         what: Annotated[str, typer.Argument(help="the fault (listed below)")],
          lab: LabOpt = None, json_out: JsonOpt = False) -> None:
     """Inject a real fault at a site (kill or freeze a process, drop packets, link down)."""
-    from lab.host import env, labs
     from lab.ops import faults
 
-    env.require_linux_root()
-    opened = labs.open_lab(lab)
+    opened = _open_as_root(lab)
     with locked(opened.name, "fail"):
         entry = faults.inject(opened, site, what)
     if json_out:
         ui.emit_json(entry)
     else:
-        ui.out.print(f"{site}: {faults.FAULTS[what]}", highlight=False)
+        ui.out.print(f"{site}: {faults.REGISTRY[what].description}", highlight=False)
 
 
 @app.command()
@@ -38,11 +55,9 @@ def heal(site: Annotated[str, typer.Argument(help="site name")],
          lab: LabOpt = None, json_out: JsonOpt = False) -> None:
     """Clear a fault at a site (or every fault there); a restarted or continued daemon
     must be up and ready (bounded wait), else exit 1 naming it, and the fault stays."""
-    from lab.host import env, labs
     from lab.ops import faults
 
-    env.require_linux_root()
-    opened = labs.open_lab(lab)
+    opened = _open_as_root(lab)
     with locked(opened.name, "heal"):
         healed = faults.heal(opened, site, what)
     failed = [h for h in healed if not h["ready"]]
@@ -76,14 +91,7 @@ def heal(site: Annotated[str, typer.Argument(help="site name")],
 @app.command()
 def drain(site: Annotated[str, typer.Argument(help="site name")], lab: LabOpt = None) -> None:
     """Planned maintenance: GRACEFUL_SHUTDOWN first (traffic moves), then withdraw."""
-    from lab.host import env, labs
-    from lab.ops import drain as dr
-
-    env.require_linux_root()
-    opened = labs.open_lab(lab)
-    _require_health(opened, "drain")
-    with locked(opened.name, "drain"):
-        drained = dr.drain(opened, site)
+    opened, drained = _maintenance("drain", site, lab)
     if drained:
         assert opened.topology is not None
         ui.out.print(f"{site}: draining: re-announced with GRACEFUL_SHUTDOWN (65535:0), "
@@ -96,21 +104,30 @@ def drain(site: Annotated[str, typer.Argument(help="site name")], lab: LabOpt = 
 def undrain(site: Annotated[str, typer.Argument(help="site name")],
             lab: LabOpt = None) -> None:
     """End maintenance: announce again once the site's checks pass."""
-    from lab.host import env, labs
-    from lab.ops import drain as dr
-
-    env.require_linux_root()
-    opened = labs.open_lab(lab)
-    _require_health(opened, "undrain")
-    with locked(opened.name, "undrain"):
-        undrained = dr.undrain(opened, site)
+    _opened, undrained = _maintenance("undrain", site, lab)
     if undrained:
         ui.out.print(f"{site}: undrained: announced again once its checks pass")
     else:
         ui.out.print(f"{site}: was not drained")
 
 
-def _require_health(opened, what: str) -> None:
+def _open_as_root(lab: str | None) -> Lab:
+    """The lab these commands change; they need root (EnvironmentProblem otherwise)."""
+    from lab.host import env, labs
+
+    env.require_linux_root()
+    return labs.open_lab(lab)
+
+
+def _maintenance(verb: str, site: str, lab: str | None) -> tuple[Lab, bool]:
+    """`drain` or `undrain` a site of the lab, under its lock; returns the lab and whether
+    anything changed. Only health daemons drain, so a lab without them refuses."""
+    from lab.ops import drain as dr
+
+    opened = _open_as_root(lab)
     if opened.topology is not None and not opened.topology.health.enabled:
         raise BadInput(f"lab '{opened.name}' runs without health daemons (health.enabled: "
-                       f"false), and {what} is their job: enable health in the topology")
+                       f"false), and {verb} is their job: enable health in the topology")
+    with locked(opened.name, verb):
+        changed = dr.drain(opened, site) if verb == "drain" else dr.undrain(opened, site)
+    return opened, changed

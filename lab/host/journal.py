@@ -152,16 +152,13 @@ class Journal:
         fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW
                      | os.O_CLOEXEC, 0o644)
         try:
-            size = os.fstat(fd).st_size
-            if size and os.pread(fd, 1, size - 1) != b"\n":
-                # The last line was torn by a crash: end it, so this entry stays whole.
-                line = "\n" + line
-            os.write(fd, line.encode())
-            os.fsync(fd)
-        except OSError as exc:
-            if safefs.is_machine_error(exc):
-                raise safefs.machine_problem(exc, self.path) from exc
-            raise
+            with safefs.machine_errors(self.path):
+                size = os.fstat(fd).st_size
+                if size and os.pread(fd, 1, size - 1) != b"\n":
+                    # The last line was torn by a crash: end it, so this entry stays whole.
+                    line = "\n" + line
+                os.write(fd, line.encode())
+                os.fsync(fd)
         finally:
             os.close(fd)
 

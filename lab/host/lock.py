@@ -21,6 +21,7 @@ from pathlib import Path
 from lab.host import procs, safefs
 from lab.host.journal import ensure_run_root, require_lab_name, run_root
 from lab.model.errors import EnvironmentProblem, LabError
+from lab.shared.wait import wait_until
 
 LOCKS = ".locks"
 
@@ -54,12 +55,8 @@ def _open(lab: str) -> int:
     ensure_run_root()
     safefs.ensure_private_dir(run_root() / LOCKS)
     path = lock_path(lab)
-    try:
+    with safefs.machine_errors(path, "open"):
         return os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
-    except OSError as exc:
-        if safefs.is_machine_error(exc):
-            raise safefs.machine_problem(exc, path, "open") from exc
-        raise
 
 
 def holder(lab: str) -> Holder | None:
@@ -87,6 +84,14 @@ def _read_holder(fd: int) -> Holder | None:
         return None
 
 
+def _try_lock(fd: int) -> bool:
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
+
+
 @contextlib.contextmanager
 def locked(lab: str, command: str, wait_s: float = 0.0,
            required: bool = True) -> Iterator[None]:
@@ -102,15 +107,8 @@ def locked(lab: str, command: str, wait_s: float = 0.0,
         yield
         return
     try:
-        deadline = time.monotonic() + wait_s
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    raise LabBusy(lab, _read_holder(fd)) from None
-                time.sleep(0.05)
+        if not wait_until(lambda: _try_lock(fd), wait_s, interval_s=0.05):
+            raise LabBusy(lab, _read_holder(fd))
         me = {"pid": os.getpid(), "start_time": procs.start_time(os.getpid()) or 0,
               "command": command, "since": round(time.time(), 3)}
         with contextlib.suppress(OSError):  # naming the holder is a courtesy, not a need

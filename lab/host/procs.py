@@ -15,7 +15,6 @@ import os
 import shutil
 import signal
 import subprocess
-import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -23,10 +22,12 @@ from pyroute2.netns import setns
 
 from lab.host.env import require_tools
 from lab.host.journal import Journal, ProcessRecord, valid_lab_name
+from lab.shared.wait import wait_until
 
 MARKER = "ANYCAST_LAB"
 NODE_MARKER = "ANYCAST_LAB_NODE"
 NETNS_DIR = Path("/run/netns")
+KILL_WAIT_S = 2.0  # how long a SIGKILLed process may take to be gone (milliseconds, normally)
 
 
 def enter_netns(netns: str):
@@ -216,18 +217,33 @@ def stop_pid(pid: int, grace_s: float, expected_start: int | None = None) -> boo
     """Stop one PID we own; `expected_start` guards against a recycled PID."""
     if expected_start is not None and start_time(pid) != expected_start:
         return False
-    for sig, wait_s in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 2.0)):
-        try:
-            os.kill(pid, sig)
-        except ProcessLookupError:
+    return _terminate({pid: expected_start}, grace_s)
+
+
+def _gone(pid: int, expected_start: int | None) -> bool:
+    """The process has exited (or its PID now names another process)."""
+    now = start_time(pid)
+    return now is None or (expected_start is not None and now != expected_start)
+
+
+def _terminate(pids: dict[int, int | None], grace_s: float) -> bool:
+    """The one stop loop: SIGTERM, up to `grace_s` for them to exit, then SIGKILL to the
+    rest and up to KILL_WAIT_S ({pid: start time or None}). True when all are gone."""
+    left = dict(pids)
+    for sig, wait_s in ((signal.SIGTERM, grace_s), (signal.SIGKILL, KILL_WAIT_S)):
+        left = {p: s for p, s in left.items() if not _gone(p, s)}
+        for pid in left:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
+
+        def all_gone(waiting: dict[int, int | None] = left) -> bool:
+            for pid in waiting:
+                _reap(pid)
+            return all(_gone(p, s) for p, s in waiting.items())
+
+        if wait_until(all_gone, wait_s, interval_s=0.01):
             return True
-        deadline = time.monotonic() + wait_s
-        while time.monotonic() < deadline:
-            _reap(pid)
-            if start_time(pid) is None:
-                return True
-            time.sleep(0.01)
-    return start_time(pid) is None
+    return False
 
 
 def _reap(pid: int) -> None:
@@ -245,18 +261,6 @@ def run_in(netns: str, argv: Sequence[str], timeout: float = 10.0,
 
 def stop_many(pids: dict[int, int], grace_s: float = 3.0) -> int:
     """Stop several owned processes at once ({pid: start_time}); returns how many ran."""
-    running = {p: s for p, s in pids.items() if start_time(p) == s}
-    count = len(running)
-    for sig, wait_s in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 2.0)):
-        running = {p: s for p, s in running.items() if start_time(p) == s}
-        for pid in running:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, sig)
-        deadline = time.monotonic() + wait_s
-        while time.monotonic() < deadline:
-            for pid in running:
-                _reap(pid)
-            if all(start_time(p) != s for p, s in running.items()):
-                return count
-            time.sleep(0.01)
-    return count
+    running: dict[int, int | None] = {p: s for p, s in pids.items() if start_time(p) == s}
+    _terminate(running, grace_s)
+    return len(running)

@@ -15,12 +15,13 @@ import contextlib
 import errno
 import json
 import os
-import secrets
 import stat
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from lab.model.errors import EnvironmentProblem
+from lab.shared import atomic
 
 # Reasons of the machine, not of the lab: reported as exit 3 with what to do.
 MACHINE_ERRNOS = {
@@ -43,6 +44,18 @@ def is_machine_error(exc: BaseException) -> bool:
     return isinstance(exc, OSError) and exc.errno in MACHINE_ERRNOS
 
 
+@contextlib.contextmanager
+def machine_errors(path: Path | str, doing: str = "write") -> Iterator[None]:
+    """Inside the block, an OSError of the machine becomes its EnvironmentProblem (one
+    sentence naming `path`); any other OSError passes unchanged."""
+    try:
+        yield
+    except OSError as exc:
+        if is_machine_error(exc):
+            raise machine_problem(exc, path, doing) from exc
+        raise
+
+
 def check_private_dir(path: Path) -> None:
     """`path` must be a real directory (no symlink) owned by us and writable only by us."""
     try:
@@ -62,15 +75,12 @@ def check_private_dir(path: Path) -> None:
 
 def ensure_private_dir(path: Path, mode: int = 0o755) -> Path:
     """Create `path` (one level; its parent must exist) or check an existing one."""
-    try:
-        os.mkdir(path, mode)
-        os.chmod(path, mode)  # the umask must not loosen or tighten what we asked for
-    except FileExistsError:
-        pass
-    except OSError as exc:
-        if is_machine_error(exc):
-            raise machine_problem(exc, path, "create") from exc
-        raise
+    with machine_errors(path, "create"):
+        try:
+            os.mkdir(path, mode)
+            os.chmod(path, mode)  # the umask must not loosen or tighten what we asked for
+        except FileExistsError:
+            pass
     check_private_dir(path)
     return path
 
@@ -80,55 +90,35 @@ def _open_new(path: Path, mode: int) -> int:
                    mode)
 
 
-def write_atomic(path: Path, data: bytes | str, mode: int = 0o644, fsync: bool = True) -> None:
-    """Replace `path` with `data` at once: readers see the old or the new file, never a
-    half-written one, and a symlink planted at `path` or at a temporary name is never
-    followed."""
-    raw = data.encode() if isinstance(data, str) else data
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    try:
-        fd = _open_new(tmp, mode)
-        try:
-            os.write(fd, raw)
-            if fsync:
-                os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-    except OSError as exc:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        if is_machine_error(exc):
-            raise machine_problem(exc, path) from exc
-        raise
+def write_atomic(path: Path, data: bytes | str, mode: int = 0o644, fsync: bool = True,
+                 durable: bool = False) -> None:
+    """Replace `path` with `data` at once (`lab.shared.atomic`): readers see the old or the
+    new file, never a half-written one, and a symlink planted at `path` or at a temporary
+    name is never followed; a reason of the machine becomes an EnvironmentProblem."""
+    with machine_errors(path):
+        atomic.write_atomic(path, data, mode, fsync=fsync, durable=durable)
 
 
-def write_json_atomic(path: Path, obj: Any, mode: int = 0o644, fsync: bool = True) -> None:
-    write_atomic(path, json.dumps(obj, indent=2, sort_keys=True) + "\n", mode, fsync)
+def write_json_atomic(path: Path, obj: Any, mode: int = 0o644, fsync: bool = True,
+                      durable: bool = False, sort_keys: bool = True) -> None:
+    write_atomic(path, json.dumps(obj, indent=2, sort_keys=sort_keys) + "\n", mode, fsync,
+                 durable)
 
 
 def write_new(path: Path, data: bytes | str, mode: int = 0o644) -> None:
     """Write a file that must not exist yet (configs, keys): a planted one is refused."""
     raw = data.encode() if isinstance(data, str) else data
-    try:
+    with machine_errors(path):
         fd = _open_new(path, mode)
         try:
             os.write(fd, raw)
         finally:
             os.close(fd)
-    except OSError as exc:
-        if is_machine_error(exc):
-            raise machine_problem(exc, path) from exc
-        raise
 
 
 def open_append(path: Path, mode: int = 0o644) -> int:
     """A file descriptor for appending to `path` (created if missing), never via a symlink."""
-    try:
+    with machine_errors(path):
         return os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW
                        | os.O_CLOEXEC, mode)
-    except OSError as exc:
-        if is_machine_error(exc):
-            raise machine_problem(exc, path) from exc
-        raise
 

@@ -4,7 +4,6 @@ anycast DNS address, then summarise and (optionally) draw the timeline."""
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -12,8 +11,10 @@ from typing import Any
 from lab.host.labs import Lab
 from lab.measure.trials import run_trial, summarise, trial_json
 from lab.model.errors import BadInput, NotAsExpected
+from lab.model.plan import require_site
 from lab.observe.routing import client_sites, misplaced
 from lab.ops import faults
+from lab.shared.wait import wait_until
 
 
 def check_plot_path(path: Path | None) -> Path | None:
@@ -51,33 +52,32 @@ def fault_actions(lab: Lab, site: str, fault: str) -> tuple[Callable[[], None],
         from lab.ops import drain
 
         return (lambda: drain.drain(lab, site)), (lambda: drain.undrain(lab, site))
-    if fault not in faults.FAULTS:
-        raise BadInput(f"unknown fault '{fault}' (faults: {', '.join(faults.FAULTS)}, drain)")
+    if fault not in faults.REGISTRY:
+        raise BadInput(f"unknown fault '{fault}' (faults: {', '.join(faults.names())}, drain)")
     return (lambda: faults.inject(lab, site, fault)), (lambda: faults.heal(lab, site, fault))
 
 
 def wait_expected(lab: Lab, timeout_s: float = 30.0) -> None:
     """Block until every client is answered by its expected site (IPv4), so that each
     trial starts from the lab's normal state; NotAsExpected if that does not happen."""
-    assert lab.topology is not None and lab.plan is not None
-    deadline = time.monotonic() + timeout_s
-    while True:
-        wrong = misplaced(lab.topology, client_sites(lab.plan, timeout=0.2), families=("v4",))
-        if not wrong:
-            return
-        if time.monotonic() > deadline:
-            raise NotAsExpected(f"the lab is not in its normal state before a trial: {wrong[0]}",
-                                details=wrong[1:])
-        time.sleep(0.1)
+    topology, plan = lab.topology, lab.plan
+    assert topology is not None and plan is not None
+    wrong: list[str] = []
+
+    def normal() -> bool:
+        wrong[:] = misplaced(topology, client_sites(plan, timeout=0.2), families=("v4",))
+        return not wrong
+
+    if not wait_until(normal, timeout_s, interval_s=0.1):
+        raise NotAsExpected(f"the lab is not in its normal state before a trial: {wrong[0]}",
+                            details=wrong[1:])
 
 
 def failover(lab: Lab, site: str, fault: str, trials: int, rate_hz: float,
              plot: Path | None, progress: Callable[[str], None]) -> dict[str, Any]:
     assert lab.plan is not None
     check_plot_path(plot)
-    if site not in {s.name for s in lab.plan.by_role("site")}:
-        raise BadInput(f"unknown site '{site}' (sites: "
-                       f"{', '.join(s.name for s in lab.plan.by_role('site'))})")
+    require_site(lab.plan, site)
     inject, heal = fault_actions(lab, site, fault)
     clients = {c.name: c.netns for c in lab.plan.by_role("client")}
     server = str(lab.plan.anycast4.network_address)

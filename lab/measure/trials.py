@@ -21,7 +21,10 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from lab.shared.wait import wait_until
 from probes.dns import BackgroundProbe, Sample
+
+POLL_S = 0.01  # how often a trial looks at the clients' answers while it waits
 
 
 @dataclass
@@ -100,18 +103,18 @@ def run_trial(clients: dict[str, str], server: str, rate_hz: float,
     probes = {name: BackgroundProbe(server, rate_hz, settle_s + 2 * max_wait_s + 2 * hold_s,
                                     timeout_s, netns).start() for name, netns in clients.items()}
     try:
-        _wait(lambda: all(len(p.samples) >= rate_hz * settle_s for p in probes.values()),
-              settle_s + 5)
+        wait_until(lambda: all(len(p.samples) >= rate_hz * settle_s for p in probes.values()),
+                   settle_s + 5, POLL_S)
         before = {n: _mode(p.samples[-int(rate_hz * settle_s):]) for n, p in probes.items()}
         t_fault = time.monotonic()
         inject()
-        _wait(lambda: _settled(probes, t_fault, before, moved=True, rate_hz=rate_hz),
-              max_wait_s)
+        wait_until(lambda: _settled(probes, t_fault, before, moved=True, rate_hz=rate_hz),
+                   max_wait_s, POLL_S)
         time.sleep(hold_s)
         t_heal = time.monotonic()
         heal()
-        _wait(lambda: _settled(probes, t_heal, before, moved=False, rate_hz=rate_hz),
-              max_wait_s)
+        wait_until(lambda: _settled(probes, t_heal, before, moved=False, rate_hz=rate_hz),
+                   max_wait_s, POLL_S)
         time.sleep(hold_s / 2)
     finally:
         samples = {n: p.stop() for n, p in probes.items()}
@@ -133,15 +136,6 @@ def _settled(probes: dict[str, BackgroundProbe], since: float, before: dict[str,
         if not moved and any(s.site != before[name] for s in recent):
             return False
     return changed if moved else True
-
-
-def _wait(condition: Callable[[], bool], timeout_s: float) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.01)
-    return False
 
 
 def trial_json(record: TrialRecord) -> dict[str, Any]:

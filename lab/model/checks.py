@@ -188,24 +188,26 @@ def check_connectivity(topo: Topology) -> Iterator[Finding]:
                         "the router graph must be connected")
 
 
+# Why an AS a router already holds is refused, for a router and for a site.
+ASN_TAKEN = {
+    "routers": "AS {asn} is already used by router '{owner}': routers peer over eBGP, so "
+               "each needs its own AS",
+    "sites": "AS {asn} belongs to router '{owner}': a site must use an AS no router uses "
+             "(sites may share one AS)",
+}
+
+
 def check_asns(topo: Topology) -> Iterator[Finding]:
-    owners: dict[int, str] = {}
-    for name, router in topo.routers.items():
-        if router.asn in RESERVED_ASNS:
-            yield (f"routers.{name}.asn", RESERVED_ASNS[router.asn])
-        elif router.asn in owners:
-            yield (f"routers.{name}.asn",
-                   f"AS {router.asn} is already used by router '{owners[router.asn]}': "
-                   "routers peer over eBGP, so each needs its own AS")
-        else:
-            owners[router.asn] = name
-    for name, site in topo.sites.items():
-        if site.asn in RESERVED_ASNS:
-            yield (f"sites.{name}.asn", RESERVED_ASNS[site.asn])
-        elif site.asn in owners:
-            yield (f"sites.{name}.asn",
-                   f"AS {site.asn} belongs to router '{owners[site.asn]}': a site must use "
-                   "an AS no router uses (sites may share one AS)")
+    owners: dict[int, str] = {}  # AS -> the router holding it (routers first)
+    for section, nodes in (("routers", topo.routers), ("sites", topo.sites)):
+        for name, node in nodes.items():
+            if node.asn in RESERVED_ASNS:
+                yield (f"{section}.{name}.asn", RESERVED_ASNS[node.asn])
+            elif node.asn in owners:
+                yield (f"{section}.{name}.asn",
+                       ASN_TAKEN[section].format(asn=node.asn, owner=owners[node.asn]))
+            elif section == "routers":
+                owners[node.asn] = name
 
 
 def check_bgp(topo: Topology) -> Iterator[Finding]:

@@ -14,6 +14,7 @@ import ipaddress
 from dataclasses import dataclass, field
 from typing import Literal
 
+from lab.model.errors import BadInput
 from lab.model.topology import Impairment, Topology
 
 NETNS_PREFIX = "acl"
@@ -85,6 +86,20 @@ class AddressPlan:
     @property
     def anycast(self) -> list[str]:
         return [str(self.anycast4), str(self.anycast6)]
+
+    def node_by_address(self) -> dict[str, str]:
+        """Every interface address of the lab (both families, as text) -> its node."""
+        return {str(ip): n.name for n in self.nodes.values() for i in n.interfaces
+                for ip in (i.v4.ip, i.v6.ip)}
+
+
+def require_site(plan: AddressPlan, name: str) -> NodePlan:
+    """The site called `name`; BadInput naming the lab's sites when there is none."""
+    node = plan.nodes.get(name)
+    if node is None or node.role != "site":
+        sites = ", ".join(n.name for n in plan.by_role("site"))
+        raise BadInput(f"unknown site '{name}' (sites: {sites})")
+    return node
 
 
 def build_plan(topo: Topology) -> AddressPlan:

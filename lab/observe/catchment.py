@@ -14,8 +14,7 @@ def collect(lab: Lab) -> dict[str, Any]:
     assert lab.plan is not None and lab.topology is not None
     plan = lab.plan
     answers = client_sites(plan)
-    names = {str(i.v4.ip): n.name for n in plan.nodes.values() for i in n.interfaces}
-    names |= {str(i.v6.ip): n.name for n in plan.nodes.values() for i in n.interfaces}
+    names = plan.node_by_address()
     clients: dict[str, Any] = {}
     ok = True
     for name, client in lab.topology.clients.items():

@@ -98,8 +98,7 @@ def best_paths(plan: AddressPlan, lab_dir: Path) -> dict[str, dict[str, dict[str
     (followed hop by hop through the routers' BIRD tables)."""
     routes = {(r.name, p): best_route(lab_dir, r.name, p)
               for r in plan.by_role("router") for p in plan.anycast}
-    by_address = {str(i.v4.ip): n.name for n in plan.nodes.values() for i in n.interfaces}
-    by_address |= {str(i.v6.ip): n.name for n in plan.nodes.values() for i in n.interfaces}
+    by_address = plan.node_by_address()
     result: dict[str, dict[str, dict[str, Any]]] = {}
     for (router, prefix), route in routes.items():
         site = None

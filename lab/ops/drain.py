@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 from lab.host.labs import Lab
-from lab.model.errors import BadInput
+from lab.model.plan import require_site
 from lab.render.launch import node_dir
 
 
@@ -16,17 +16,15 @@ def drain_file(lab_dir: Path, site: str) -> Path:
     return node_dir(lab_dir, site) / "drain"
 
 
-def _check(lab: Lab, site: str) -> None:
+def _site_drain_file(lab: Lab, site: str) -> Path:
+    """The drain file of a site of the lab (BadInput for an unknown site)."""
     assert lab.plan is not None
-    if site not in {s.name for s in lab.plan.by_role("site")}:
-        raise BadInput(f"unknown site '{site}' (sites: "
-                       f"{', '.join(s.name for s in lab.plan.by_role('site'))})")
+    return drain_file(lab.journal.dir, require_site(lab.plan, site).name)
 
 
 def drain(lab: Lab, site: str) -> bool:
     """Start draining; False if the site was already drained."""
-    _check(lab, site)
-    path = drain_file(lab.journal.dir, site)
+    path = _site_drain_file(lab, site)
     if path.exists():
         return False
     path.write_text(f"drained at {time.strftime('%Y-%m-%dT%H:%M:%S%z')}\n")
@@ -35,13 +33,8 @@ def drain(lab: Lab, site: str) -> bool:
 
 def undrain(lab: Lab, site: str) -> bool:
     """Stop draining; False if the site was not drained."""
-    _check(lab, site)
-    path = drain_file(lab.journal.dir, site)
+    path = _site_drain_file(lab, site)
     if not path.exists():
         return False
     path.unlink()
     return True
-
-
-def is_drained(lab_dir: Path, site: str) -> bool:
-    return drain_file(lab_dir, site).exists()

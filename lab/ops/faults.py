@@ -1,13 +1,19 @@
 """Real faults and their healing: stop or freeze the real process, drop packets with
 nftables, take the link down. Never a flag a daemon reads.
 
+Every fault is one object in REGISTRY: its name, what it does in words, `inject` and
+`heal`. The CLI's help, its list of faults and `measure failover` ask the registry;
+adding a fault is adding one object to it.
+
 Active faults are recorded in <lab dir>/faults.json so `heal` knows what to undo and
 `status` can show them.
 
-Healing a process fault makes the daemon run again and waits (bounded) until it is
-ready (lab.render.ready): a daemon both frozen and killed is restarted once, a frozen
-one is continued, never started a second time beside itself. A fault whose daemon does
-not come back ready stays recorded, with what was seen, so `heal` can be tried again.
+Healing undoes the network faults first (a restarted speaker's session needs the link),
+then brings daemons back in the order `up` starts them. A process fault makes its daemon
+run again and waits (bounded) until it is ready (lab.render.ready): a daemon both frozen
+and killed is restarted once, a frozen one is continued, never started a second time
+beside itself. A fault whose daemon does not come back ready stays recorded, with what
+was seen, so `heal` can be tried again.
 """
 
 from __future__ import annotations
@@ -17,35 +23,24 @@ import os
 import signal
 import socket
 import time
+from abc import ABC, abstractmethod
+from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from pyroute2 import IPRoute
 
-from lab.host import procs
+from lab.host import procs, safefs
 from lab.host.labs import Lab
 from lab.host.procs import run_in
 from lab.model.errors import BadInput, EnvironmentProblem, LabError
+from lab.model.plan import NodePlan, require_site
 from lab.observe.converge import log_tail
 from lab.render.base import Readiness
 from lab.render.ready import READY_TIMEOUT_S, wait_ready
 from lab.shared.wait import wait_until
 
-# fault -> (what it does, in words)
-FAULTS: dict[str, str] = {
-    "dns": "kill the site's DNS server (Unbound): its port answers 'unreachable'",
-    "dns-hang": "freeze the site's DNS server (SIGSTOP): queries time out",
-    "introspect": "kill the site's introspection service",
-    "introspect-hang": "freeze the site's introspection service (SIGSTOP)",
-    "healthd": "kill the site's health daemon (SIGKILL)",
-    "healthd-hang": "freeze the site's health daemon (SIGSTOP)",
-    "speaker": "kill the site's BGP speaker (ExaBGP, SIGKILL)",
-    "speaker-hang": "freeze the site's BGP speaker (SIGSTOP): only the hold timer notices",
-    "link": "take the site's link to its router down",
-    "blackhole": "silently drop everything on the site's link (nftables)",
-}
-PROCESS_FAULTS = {"dns": "unbound", "introspect": "introspect", "healthd": "healthd",
-                  "speaker": "exabgp"}
 # Daemons are brought back in the order `up` starts them: services, speaker, health daemon.
 RESTORE_ORDER = ("unbound", "introspect", "exabgp", "healthd")
 EXIT_WAIT_S = 2.0  # a SIGKILLed process is gone in milliseconds; its ports with it
@@ -56,31 +51,166 @@ BLACKHOLE = """table inet {table} {{
 }}
 """
 
+Record = dict[str, Any]
+
+
+def _now() -> Record:
+    """The instant a fault is made, monotonic (for measuring) and wall-clock."""
+    return {"t_mono": time.monotonic(), "t": time.time()}
+
+
+@dataclass(frozen=True)
+class Fault(ABC):
+    """One fault. `inject` breaks the site and returns what `heal` needs to undo it (the
+    record's own fields; the site, the fault's name and the instants are added around
+    it); `heal` undoes every record of its `heal_group` at once and says whether the
+    site is whole again. Groups are healed in ascending `heal_rank`."""
+
+    name: str
+    description: str
+
+    @abstractmethod
+    def inject(self, lab: Lab, site: NodePlan) -> Record: ...
+
+    @abstractmethod
+    def heal(self, lab: Lab, site: NodePlan, records: list[Record],
+             timeout_s: float) -> Readiness: ...
+
+    @property
+    def heal_group(self) -> str:
+        return self.name
+
+    @property
+    def heal_rank(self) -> int:
+        return 0  # network faults first, in the order they were made
+
+
+@dataclass(frozen=True, kw_only=True)
+class ProcessFault(Fault):
+    """Kill (SIGKILL) or freeze (SIGSTOP) one of the site's daemons; healing restarts or
+    continues it, once for all the faults that name it, and waits until it is ready."""
+
+    daemon: str  # its process name in the journal is <daemon>@<site>
+    sig: signal.Signals
+
+    def inject(self, lab: Lab, site: NodePlan) -> Record:
+        record = _process(lab, site.name, self.daemon)
+        entry = {"pid": record.pid, "start_time": record.start_time, **_now()}
+        os.kill(record.pid, self.sig)
+        return entry
+
+    def heal(self, lab: Lab, site: NodePlan, records: list[Record],
+             timeout_s: float) -> Readiness:
+        return _restore(lab, f"{self.daemon}@{site.name}", records, timeout_s)
+
+    @property
+    def heal_group(self) -> str:
+        return self.daemon
+
+    @property
+    def heal_rank(self) -> int:
+        order = RESTORE_ORDER.index(self.daemon) if self.daemon in RESTORE_ORDER \
+            else len(RESTORE_ORDER)
+        return 1 + order
+
+
+@dataclass(frozen=True)
+class LinkDown(Fault):
+    """The site's link to its router, down (the kernel flushes its routes with it)."""
+
+    def inject(self, lab: Lab, site: NodePlan) -> Record:
+        entry = _now()
+        _set_link(site.netns, site.interfaces[0].ifname, "down")
+        return entry
+
+    def heal(self, lab: Lab, site: NodePlan, records: list[Record],
+             timeout_s: float) -> Readiness:
+        ifname = site.interfaces[0].ifname
+        _set_link(site.netns, ifname, "up")
+        _restore_default_routes(site)
+        return Readiness(True, f"link {ifname} up, default routes restored")
+
+
+@dataclass(frozen=True)
+class Blackhole(Fault):
+    """An nftables table in the site's namespace that drops everything on its link."""
+
+    def inject(self, lab: Lab, site: NodePlan) -> Record:
+        ifname = site.interfaces[0].ifname
+        rules = BLACKHOLE.format(table=NFT_TABLE, ifname=ifname)
+        entry = _now()
+        result = run_in(site.netns, ["nft", "-f", "-"], input_text=rules)
+        if result.returncode != 0:
+            raise EnvironmentProblem(f"nftables refused the blackhole rule: "
+                                     f"{result.stderr.strip()}")
+        return entry
+
+    def heal(self, lab: Lab, site: NodePlan, records: list[Record],
+             timeout_s: float) -> Readiness:
+        run_in(site.netns, ["nft", "delete", "table", "inet", NFT_TABLE])
+        return Readiness(True, f"nftables drop on {site.interfaces[0].ifname} removed")
+
+
+def _registry(faults: Iterable[Fault]) -> dict[str, Fault]:
+    return {fault.name: fault for fault in faults}
+
+
+# Every fault the lab knows, in the order the CLI lists them. Add a fault here.
+REGISTRY: dict[str, Fault] = _registry([
+    ProcessFault("dns", "kill the site's DNS server (Unbound): its port answers 'unreachable'",
+                 daemon="unbound", sig=signal.SIGKILL),
+    ProcessFault("dns-hang", "freeze the site's DNS server (SIGSTOP): queries time out",
+                 daemon="unbound", sig=signal.SIGSTOP),
+    ProcessFault("introspect", "kill the site's introspection service",
+                 daemon="introspect", sig=signal.SIGKILL),
+    ProcessFault("introspect-hang", "freeze the site's introspection service (SIGSTOP)",
+                 daemon="introspect", sig=signal.SIGSTOP),
+    ProcessFault("healthd", "kill the site's health daemon (SIGKILL)",
+                 daemon="healthd", sig=signal.SIGKILL),
+    ProcessFault("healthd-hang", "freeze the site's health daemon (SIGSTOP)",
+                 daemon="healthd", sig=signal.SIGSTOP),
+    ProcessFault("speaker", "kill the site's BGP speaker (ExaBGP, SIGKILL)",
+                 daemon="exabgp", sig=signal.SIGKILL),
+    ProcessFault("speaker-hang", "freeze the site's BGP speaker (SIGSTOP): only the hold "
+                 "timer notices", daemon="exabgp", sig=signal.SIGSTOP),
+    LinkDown("link", "take the site's link to its router down"),
+    Blackhole("blackhole", "silently drop everything on the site's link (nftables)"),
+])
+
+
+def names() -> list[str]:
+    """The faults' names, in the registry's order."""
+    return list(REGISTRY)
+
+
+def lookup(name: str) -> Fault:
+    """The fault called `name`; BadInput listing the faults when there is none."""
+    fault = REGISTRY.get(name)
+    if fault is None:
+        raise BadInput(f"unknown fault '{name}' (faults: {', '.join(REGISTRY)})")
+    return fault
+
 
 def _faults_file(lab: Lab) -> Path:
     return lab.journal.dir / "faults.json"
 
 
-def active(lab: Lab) -> dict[str, dict[str, Any]]:
+def active(lab: Lab) -> dict[str, Record]:
     try:
         return json.loads(_faults_file(lab).read_text())
     except (FileNotFoundError, json.JSONDecodeError):
         return {}
 
 
-def _save(lab: Lab, faults: dict[str, dict[str, Any]]) -> None:
-    tmp = _faults_file(lab).with_suffix(".tmp")
-    tmp.write_text(json.dumps(faults, indent=2))
-    os.replace(tmp, _faults_file(lab))
+def _save(lab: Lab, faults: dict[str, Record]) -> None:
+    # Durable: a fault the file forgets after a crash is one `heal` cannot undo. In the
+    # order the faults were made (heal undoes network faults in that order).
+    safefs.write_json_atomic(_faults_file(lab), faults, durable=True, sort_keys=False)
 
 
-def _site(lab: Lab, site: str):
+def _site(lab: Lab, site: str) -> NodePlan:
     assert lab.plan is not None
-    node = lab.plan.nodes.get(site)
-    if node is None or node.role != "site":
-        sites = ", ".join(n.name for n in lab.plan.by_role("site"))
-        raise BadInput(f"unknown site '{site}' (sites: {sites})")
-    return node
+    return require_site(lab.plan, site)
 
 
 def _process(lab: Lab, site: str, daemon: str) -> procs.ProcessRecord:
@@ -91,70 +221,45 @@ def _process(lab: Lab, site: str, daemon: str) -> procs.ProcessRecord:
     return record
 
 
-def inject(lab: Lab, site: str, what: str) -> dict[str, Any]:
+def inject(lab: Lab, site: str, what: str) -> Record:
     """Inject one fault; returns its record (with the monotonic and wall-clock instant)."""
     node = _site(lab, site)
-    if what not in FAULTS:
-        raise BadInput(f"unknown fault '{what}' (faults: {', '.join(FAULTS)})")
+    fault = lookup(what)
     key = f"{site}:{what}"
     faults = active(lab)
     if key in faults:
         raise LabError(f"fault '{what}' is already active at {site}: "
                        f"`anycast-lab heal {site} {what}` first")
-    base = what.removesuffix("-hang")
-    entry: dict[str, Any] = {"site": site, "fault": what}
-    if base in PROCESS_FAULTS:
-        record = _process(lab, site, PROCESS_FAULTS[base])
-        entry["pid"], entry["start_time"] = record.pid, record.start_time
-        entry["t_mono"], entry["t"] = time.monotonic(), time.time()
-        os.kill(record.pid, signal.SIGSTOP if what.endswith("-hang") else signal.SIGKILL)
-    elif what == "link":
-        entry["t_mono"], entry["t"] = time.monotonic(), time.time()
-        _set_link(node.netns, node.interfaces[0].ifname, "down")
-    elif what == "blackhole":
-        ifname = node.interfaces[0].ifname
-        rules = BLACKHOLE.format(table=NFT_TABLE, ifname=ifname)
-        entry["t_mono"], entry["t"] = time.monotonic(), time.time()
-        result = run_in(node.netns, ["nft", "-f", "-"], input_text=rules)
-        if result.returncode != 0:
-            raise EnvironmentProblem(f"nftables refused the blackhole rule: "
-                                     f"{result.stderr.strip()}")
+    entry: Record = {"site": site, "fault": what, **fault.inject(lab, node)}
     faults[key] = entry
     _save(lab, faults)
     return entry
 
 
 def heal(lab: Lab, site: str, what: str | None = None,
-         ready_timeout_s: float = READY_TIMEOUT_S) -> list[dict[str, Any]]:
+         ready_timeout_s: float = READY_TIMEOUT_S) -> list[Record]:
     """Undo one fault at a site, or all of them; returns one entry per fault, each with
     `ready` (the daemon runs and passed its readiness check; network faults: undone) and
     `detail` (one sentence). Faults not ready stay recorded."""
     node = _site(lab, site)
-    if what is not None and what not in FAULTS:
-        raise BadInput(f"unknown fault '{what}' (faults: {', '.join(FAULTS)})")
+    if what is not None:
+        lookup(what)
     faults = active(lab)
-    keys = [k for k, f in faults.items() if f["site"] == site and (what is None
-                                                                     or f["fault"] == what)]
-    by_daemon: dict[str, list[str]] = {}
-    network = []
-    for key in keys:
-        base = faults[key]["fault"].removesuffix("-hang")
-        if base in PROCESS_FAULTS:
-            by_daemon.setdefault(PROCESS_FAULTS[base], []).append(key)
-        else:
-            network.append(key)
+    groups: dict[str, tuple[Fault, list[str]]] = {}
     healed = []
-    # The network first: a restarted speaker's session needs the link to come up.
-    for key in network:
+    for key, entry in faults.items():
+        if entry["site"] != site or (what is not None and entry["fault"] != what):
+            continue
+        fault = REGISTRY.get(entry["fault"])
+        if fault is None:  # recorded by a lab that knew other faults: left as it is
+            healed.append({**entry, "ready": False, "detail": f"'{entry['fault']}' is no "
+                           f"fault this lab knows: nothing undone ({_faults_file(lab)})"})
+            continue
+        groups.setdefault(fault.heal_group, (fault, []))[1].append(key)
+    for fault, keys in sorted(groups.values(), key=lambda group: group[0].heal_rank):
         t_mono, t_wall = time.monotonic(), time.time()
-        detail = _heal_network(node, faults[key]["fault"])
-        healed.append({**faults.pop(key), "healed_t_mono": t_mono, "healed_t": t_wall,
-                       "ready": True, "detail": detail})
-    for daemon in sorted(by_daemon, key=RESTORE_ORDER.index):
-        t_mono, t_wall = time.monotonic(), time.time()
-        entries = [faults[k] for k in by_daemon[daemon]]
-        ready = _restore(lab, f"{daemon}@{site}", entries, ready_timeout_s)
-        for key in by_daemon[daemon]:
+        ready = fault.heal(lab, node, [faults[k] for k in keys], ready_timeout_s)
+        for key in keys:
             faults[key].pop("heal_failed", None)
             healed.append({**faults[key], "healed_t_mono": t_mono, "healed_t": t_wall,
                            "ready": ready.ok, "detail": ready.detail})
@@ -166,29 +271,23 @@ def heal(lab: Lab, site: str, what: str | None = None,
     return healed
 
 
-def _heal_network(node, fault: str) -> str:
-    ifname = node.interfaces[0].ifname
-    if fault == "link":
-        _set_link(node.netns, ifname, "up")
-        _restore_default_routes(node)
-        return f"link {ifname} up, default routes restored"
-    run_in(node.netns, ["nft", "delete", "table", "inet", NFT_TABLE])
-    return f"nftables drop on {ifname} removed"
-
-
-def _gone(entry: dict[str, Any]) -> bool:
+def _gone(entry: Record) -> bool:
     expected = entry.get("start_time")
     now = procs.start_time(entry["pid"])
     return now is None or (expected is not None and now != expected)
 
 
-def _restore(lab: Lab, name: str, entries: list[dict[str, Any]],
-             timeout_s: float) -> Readiness:
+def _killed(entry: Record) -> bool:
+    fault = REGISTRY.get(entry["fault"])
+    return isinstance(fault, ProcessFault) and fault.sig == signal.SIGKILL
+
+
+def _restore(lab: Lab, name: str, entries: list[Record], timeout_s: float) -> Readiness:
     """Make one daemon run again (continue it if frozen, start it if gone; once, however
     many faults name it) and wait until it is ready. The detail is one sentence."""
     assert lab.plan is not None
     for entry in entries:
-        if not entry["fault"].endswith("-hang"):  # killed: let it finish dying first
+        if _killed(entry):  # let it finish dying first
             wait_until(lambda e=entry: _gone(e), EXIT_WAIT_S, interval_s=0.01)
     record = procs.running(lab.journal, name)
     if record is None:
@@ -210,7 +309,7 @@ def _restore(lab: Lab, name: str, entries: list[dict[str, Any]],
                             f"{timeout_s:g} s: {ready.detail}{last}")
 
 
-def _restore_default_routes(node) -> None:
+def _restore_default_routes(node: NodePlan) -> None:
     """The kernel flushed the site's default routes when its link went down; without
     them the site, announced again, would swallow its clients' queries."""
     with IPRoute(netns=node.netns, flags=0) as ipr:

@@ -26,11 +26,11 @@ import hmac
 import json
 import os
 import secrets
-import tempfile
 import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
+
+from lab.shared.atomic import write_json_atomic
 
 __all__ = [
     "DEFAULT_SCRYPT_N",
@@ -98,7 +98,7 @@ def write_registry(
 ) -> None:
     """Write a registry file for ``{client_id: secret}``; secrets are stored only as hashes.
 
-    The file is written atomically (temp file + ``os.replace``) with mode 0600.
+    The file is replaced atomically and fsynced (``lab.shared.atomic``), mode 0600.
     ``n`` is the scrypt cost; lower it only in tests.
     """
     _check_params(n, _SCRYPT_R, _SCRYPT_P)
@@ -117,18 +117,7 @@ def write_registry(
             "salt": base64.b64encode(rec.salt).decode("ascii"),
             "hash": base64.b64encode(rec.hash).decode("ascii"),
         }
-    data = json.dumps({"format": REGISTRY_FORMAT, "clients": entries}, indent=2, sort_keys=True)
-    target = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(data + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_json_atomic(path, {"format": REGISTRY_FORMAT, "clients": entries}, 0o600)
 
 
 def _parse_record(client_id: str, raw: object) -> _Record:

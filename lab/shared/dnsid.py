@@ -24,10 +24,12 @@ class Identity:
 
 
 def identity_query() -> dns.message.QueryMessage:
+    """The question every asker uses (status, catchment, the probes): id.server CH TXT."""
     return dns.message.make_query("id.server.", dns.rdatatype.TXT, dns.rdataclass.CH)
 
 
 def site_from_response(response: dns.message.Message) -> str | None:
+    """The site's name in an identity answer (its first TXT string), or None."""
     for rrset in response.answer:
         for rdata in rrset:
             return b"".join(rdata.strings).decode(errors="replace")

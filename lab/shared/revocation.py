@@ -6,8 +6,8 @@ File format (JSON)::
 
 ``revoke(path, jti)`` is the writer: under an ``flock`` on ``<path>.lock`` it
 reads the file, adds the jti, bumps ``version`` and replaces the file
-atomically (temp file in the same directory, fsync, ``os.replace``), so a reader
-only ever sees a whole old file or a whole new one.
+atomically and durably (``lab.shared.atomic``: temp file, fsync, rename, fsync of
+the directory), so a reader only ever sees a whole old file or a whole new one.
 
 ``RevocationList(path)`` is the reader used by the service. ``refresh()`` costs
 one ``os.stat`` and re-reads the file only when its identity changes (inode,
@@ -34,13 +34,14 @@ import json
 import logging
 import math
 import os
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any
+from typing import Any, TypeVar
+
+from lab.shared.atomic import write_json_atomic
 
 __all__ = ["RevocationList", "read_revocations", "revoke"]
 
@@ -48,6 +49,7 @@ log = logging.getLogger(__name__)
 
 MAX_FILE_BYTES = 64 * 1024 * 1024
 _MISSING = ("missing",)
+_T = TypeVar("_T")
 
 
 def _parse(data: bytes) -> tuple[int, dict[str, float]]:
@@ -95,23 +97,9 @@ def _locked(path: Path) -> Iterator[None]:
 
 
 def _write_atomic(path: Path, version: int, revoked: Mapping[str, float]) -> None:
-    body = json.dumps({"version": version, "revoked": dict(revoked)}, sort_keys=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(body + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # not a secret; readable by the service user
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    # Not a secret (readable by the service user); a crash must not lose a revocation.
+    write_json_atomic(path, {"version": version, "revoked": dict(revoked)}, 0o644,
+                      indent=None, durable=True)
 
 
 def revoke(path: str | os.PathLike[str], jti: str, *, now: float | None = None) -> int:
@@ -191,16 +179,20 @@ class RevocationList:
             return
         with self._lock:
             self._last_check = now
-            try:
-                sig: tuple[Any, ...] = _signature(os.stat(self._path))
-            except FileNotFoundError:
-                self._on_missing()
-                return
-            except OSError as exc:
-                self._reject(("stat-error", str(exc)), f"cannot stat: {exc}")
-                return
-            if sig != self._seen:
+            sig = self._file_op("stat", lambda: _signature(os.stat(self._path)))
+            if sig is not None and sig != self._seen:
                 self._load()
+
+    def _file_op(self, doing: str, op: Callable[[], _T]) -> _T | None:
+        """`op()`'s result; None when the file is missing (`_on_missing`) or the call
+        failed (rejected with the error)."""
+        try:
+            return op()
+        except FileNotFoundError:
+            self._on_missing()
+        except OSError as exc:
+            self._reject((f"{doing}-error", str(exc)), f"cannot {doing}: {exc}")
+        return None
 
     def _on_missing(self) -> None:
         if self._seen == _MISSING:
@@ -221,17 +213,15 @@ class RevocationList:
         kept = f"keeping version {self.version}" if self._healthy else "not ready"
         log.warning("revocation file %s rejected (%s); %s", self._path, why, kept)
 
+    def _read(self) -> tuple[tuple[int, ...], bytes]:
+        with open(self._path, "rb") as f:
+            return _signature(os.fstat(f.fileno())), f.read(MAX_FILE_BYTES + 1)
+
     def _load(self) -> None:
-        try:
-            with open(self._path, "rb") as f:
-                sig = _signature(os.fstat(f.fileno()))
-                data = f.read(MAX_FILE_BYTES + 1)
-        except FileNotFoundError:
-            self._on_missing()
+        read = self._file_op("read", self._read)
+        if read is None:
             return
-        except OSError as exc:
-            self._reject(("read-error", str(exc)), f"cannot read: {exc}")
-            return
+        sig, data = read
         try:
             if len(data) > MAX_FILE_BYTES:
                 raise ValueError(f"larger than {MAX_FILE_BYTES} bytes")

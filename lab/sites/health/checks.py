@@ -51,9 +51,18 @@ class Result:
 
 
 class Probe:
-    """A check's implementation; `close` releases what it holds (connections)."""
+    """A check's implementation: `attempt` asks once (it never raises), `run` times it;
+    `close` releases what it holds (connections)."""
+
+    saturated: bool | None = None  # what the service said of its load in this run
 
     def run(self) -> Result:
+        started = time.monotonic()
+        ok, reason = self.attempt(started)
+        return Result(ok, reason, time.monotonic() - started, self.saturated)
+
+    def attempt(self, started: float) -> tuple[bool, str]:
+        """(ok, reason) of one run begun at `started` (monotonic seconds)."""
         raise NotImplementedError
 
     def close(self) -> None:
@@ -83,12 +92,8 @@ class DnsProbe(Probe):
         self.query = dns.message.make_query(cfg.qname, self.rdtype)
         self.wire = self.query.to_wire()
 
-    def run(self) -> Result:
-        started = time.monotonic()
-        ok, reason = self._ask(started + self.cfg.timeout_ms / 1000)
-        return Result(ok, reason, time.monotonic() - started)
-
-    def _ask(self, deadline: float) -> tuple[bool, str]:
+    def attempt(self, started: float) -> tuple[bool, str]:
+        deadline = started + self.cfg.timeout_ms / 1000
         query = self.query
         query.id = secrets.randbits(16)
         try:
@@ -163,7 +168,6 @@ class IntrospectProbe(Probe):
         self.revoked = _FileText(cfg.revoked_token_file, "revoked_token_file")
         self.client: httpx.Client | None = None
         self.runs = 0
-        self.saturated: bool | None = None  # of the run in progress
 
     def _client(self) -> httpx.Client:
         if self.client is None:
@@ -178,17 +182,14 @@ class IntrospectProbe(Probe):
             )
         return self.client
 
-    def run(self) -> Result:
-        started = time.monotonic()
-        deadline = started + self.cfg.timeout_ms / 1000
+    def attempt(self, started: float) -> tuple[bool, str]:
         self.runs += 1
         self.saturated = None
         try:
-            self._check(deadline)
-            ok, reason = True, "ok"
+            self._check(started + self.cfg.timeout_ms / 1000)
         except _CheckFailed as exc:
-            ok, reason = False, str(exc)
-        return Result(ok, reason, time.monotonic() - started, self.saturated)
+            return False, str(exc)
+        return True, "ok"
 
     def _basic(self) -> str:
         pair = (urllib.parse.quote_plus(self.cfg.client_id) + ":"
@@ -251,38 +252,32 @@ class TcpProbe(Probe):
     def __init__(self, cfg: TcpCheck) -> None:
         self.cfg = cfg
 
-    def run(self) -> Result:
-        started = time.monotonic()
+    def attempt(self, started: float) -> tuple[bool, str]:
         try:
             socket.create_connection((self.cfg.host, self.cfg.port),
                                      timeout=self.cfg.timeout_ms / 1000).close()
-            ok, reason = True, "ok"
         except OSError as exc:
-            ok, reason = False, _os_reason(exc)
-        return Result(ok, reason, time.monotonic() - started)
+            return False, _os_reason(exc)
+        return True, "ok"
 
 
 class ExecProbe(Probe):
     def __init__(self, cfg: ExecCheck) -> None:
         self.cfg = cfg
 
-    def run(self) -> Result:
-        started = time.monotonic()
+    def attempt(self, started: float) -> tuple[bool, str]:
         try:
             done = subprocess.run(self.cfg.argv, stdin=subprocess.DEVNULL,
                                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                   timeout=self.cfg.timeout_ms / 1000, check=False)
-            if done.returncode == 0:
-                ok, reason = True, "ok"
-            else:
-                last = done.stderr.decode(errors="replace").strip().splitlines()[-1:]
-                ok, reason = False, _short(f"exit {done.returncode}"
-                                           + (f": {last[0]}" if last else ""))
         except subprocess.TimeoutExpired:
-            ok, reason = False, "timeout"
+            return False, "timeout"
         except OSError as exc:
-            ok, reason = False, f"cannot run: {_os_reason(exc)}"
-        return Result(ok, reason, time.monotonic() - started)
+            return False, f"cannot run: {_os_reason(exc)}"
+        if done.returncode == 0:
+            return True, "ok"
+        last = done.stderr.decode(errors="replace").strip().splitlines()[-1:]
+        return False, _short(f"exit {done.returncode}" + (f": {last[0]}" if last else ""))
 
 
 def make_probe(cfg: Check) -> Probe:

@@ -4,17 +4,28 @@ Relative paths are taken relative to the config file's folder. `load_config` rai
 `ConfigError` with every problem, each with its field path, e.g.
 `checks.0.timeout_ms: Input should be greater than or equal to 5`.
 
-Each check type has its own defaults (the "default profile"); see DNS_DEFAULTS etc.
+Each check type has its own pace by default (its "default profile"): the `timing` of its
+class, e.g. `DnsCheck.timing`; a check in the file may set any of those fields itself.
 """
 
 from __future__ import annotations
 
 import ipaddress
-import json
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from lab.shared.jsonconfig import read_object, resolve_paths
 
 NAME_PATTERN = r"^[A-Za-z0-9_.-]+$"
 
@@ -27,18 +38,37 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+@dataclass(frozen=True)
+class Timing:
+    """A check type's default pace. Times in milliseconds."""
+
+    interval_ms: int  # between runs while the state holds
+    # Used while the state is changing: after a first result that disagrees with the
+    # current state, and from start until the first state is reached.
+    fast_interval_ms: int
+    timeout_ms: int  # one run's limit
+    rise: int  # good results in a row before a down check is up
+    fall: int  # bad results in a row before an up check is down
+
+
 class CheckBase(_Model):
-    """What every check has. Times in milliseconds."""
+    """What every check has: a name, whether the site needs it, and its timing (each
+    field defaults to the check type's `timing`). Times in milliseconds."""
+
+    timing: ClassVar[Timing]
 
     name: str = Field(min_length=1, max_length=64, pattern=NAME_PATTERN)
     required: bool = True
     interval_ms: int = Field(ge=10, le=3_600_000)
-    # Used while the state is changing: after a first result that disagrees with the
-    # current state, and from start until the first state is reached.
     fast_interval_ms: int = Field(ge=5, le=3_600_000)
     timeout_ms: int = Field(ge=5, le=600_000)
     rise: int = Field(ge=1, le=100)
     fall: int = Field(ge=1, le=100)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _timing_defaults(cls, raw: Any) -> Any:
+        return {**asdict(cls.timing), **raw} if isinstance(raw, dict) else raw
 
     @model_validator(mode="after")
     def _fast_not_slower(self) -> CheckBase:
@@ -52,27 +82,21 @@ def _ip(value: str) -> str:
     return str(ipaddress.ip_address(value))
 
 
+IpAddress = Annotated[str, AfterValidator(_ip)]  # an IPv4 or IPv6 address, normalised
+
+
 class DnsCheck(CheckBase):
     """A UDP query on a connected socket: NOERROR and (if given) an expected address."""
 
     type: Literal["dns"]
-    server: str
+    server: IpAddress
     port: int = Field(default=53, ge=1, le=65535)
     qname: str = "health.anycast.lab."
     qtype: Literal["A", "AAAA"] = "A"
     expect: list[str] = Field(default_factory=list)  # any of these; empty: any answer
-    interval_ms: int = Field(default=100, ge=10, le=3_600_000)
-    # 10 ms: a refused query (killed server) is confirmed 10 ms after the first one;
-    # costs nothing at idle (used only while the state is changing).
-    fast_interval_ms: int = Field(default=10, ge=5, le=3_600_000)
-    timeout_ms: int = Field(default=100, ge=5, le=600_000)
-    rise: int = Field(default=3, ge=1, le=100)
-    fall: int = Field(default=2, ge=1, le=100)
-
-    @field_validator("server")
-    @classmethod
-    def _server_ip(cls, value: str) -> str:
-        return _ip(value)
+    # Fast interval 10 ms: a refused query (killed server) is confirmed 10 ms after the
+    # first one; costs nothing at idle (used only while the state is changing).
+    timing = Timing(interval_ms=100, fast_interval_ms=10, timeout_ms=100, rise=3, fall=2)
 
     @field_validator("expect")
     @classmethod
@@ -84,7 +108,7 @@ class IntrospectCheck(CheckBase):
     """RFC 7662 over HTTPS: active canary active, revoked canary inactive, no creds 401."""
 
     type: Literal["introspect"]
-    address: str  # connect here (the site's own unicast address)
+    address: IpAddress  # connect here (the site's own unicast address)
     port: int = Field(default=443, ge=1, le=65535)
     server_name: str = Field(min_length=1)  # SNI, Host and the name the certificate must carry
     path: str = Field(default="/introspect", pattern=r"^/")
@@ -96,17 +120,7 @@ class IntrospectCheck(CheckBase):
     # Ask without credentials (expect 401) on every Nth run; the service logs one line
     # per such call, so a site may want fewer than one per run.
     unauthenticated_every: int = Field(default=1, ge=1, le=10_000)
-    interval_ms: int = Field(default=500, ge=10, le=3_600_000)
-    fast_interval_ms: int = Field(default=100, ge=5, le=3_600_000)
-    timeout_ms: int = Field(default=300, ge=5, le=600_000)
-    rise: int = Field(default=2, ge=1, le=100)
-    fall: int = Field(default=2, ge=1, le=100)
-
-    @field_validator("address")
-    @classmethod
-    def _address_ip(cls, value: str) -> str:
-        return _ip(value)
-
+    timing = Timing(interval_ms=500, fast_interval_ms=100, timeout_ms=300, rise=2, fall=2)
 
 class TcpCheck(CheckBase):
     """A TCP connect within the timeout."""
@@ -114,11 +128,7 @@ class TcpCheck(CheckBase):
     type: Literal["tcp"]
     host: str = Field(min_length=1)
     port: int = Field(ge=1, le=65535)
-    interval_ms: int = Field(default=1000, ge=10, le=3_600_000)
-    fast_interval_ms: int = Field(default=200, ge=5, le=3_600_000)
-    timeout_ms: int = Field(default=500, ge=5, le=600_000)
-    rise: int = Field(default=2, ge=1, le=100)
-    fall: int = Field(default=2, ge=1, le=100)
+    timing = Timing(interval_ms=1000, fast_interval_ms=200, timeout_ms=500, rise=2, fall=2)
 
 
 class ExecCheck(CheckBase):
@@ -126,11 +136,10 @@ class ExecCheck(CheckBase):
 
     type: Literal["exec"]
     argv: list[str] = Field(min_length=1)
-    interval_ms: int = Field(default=5000, ge=100, le=3_600_000)
-    fast_interval_ms: int = Field(default=1000, ge=50, le=3_600_000)
-    timeout_ms: int = Field(default=2000, ge=5, le=600_000)
-    rise: int = Field(default=2, ge=1, le=100)
-    fall: int = Field(default=2, ge=1, le=100)
+    timing = Timing(interval_ms=5000, fast_interval_ms=1000, timeout_ms=2000, rise=2, fall=2)
+    # A fork per run: not more often than this.
+    interval_ms: int = Field(ge=100, le=3_600_000)
+    fast_interval_ms: int = Field(ge=50, le=3_600_000)
 
 
 Check = Annotated[DnsCheck | IntrospectCheck | TcpCheck | ExecCheck, Field(discriminator="type")]
@@ -202,17 +211,6 @@ _CHECK_PATH_FIELDS = ("ca_file", "client_secret_file", "active_token_file",
                       "revoked_token_file")
 
 
-def _resolve_paths(raw: dict[str, Any], base: Path) -> None:
-    for key in _PATH_FIELDS:
-        if isinstance(raw.get(key), str):
-            raw[key] = str(base / raw[key])
-    for check in raw.get("checks") or []:
-        if isinstance(check, dict):
-            for key in _CHECK_PATH_FIELDS:
-                if isinstance(check.get(key), str):
-                    check[key] = str(base / check[key])
-
-
 def _describe(exc: ValidationError) -> str:
     lines = []
     for err in exc.errors():
@@ -224,14 +222,13 @@ def _describe(exc: ValidationError) -> str:
 def load_config(path: str | Path) -> HealthConfig:
     path = Path(path)
     try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
-    except json.JSONDecodeError as exc:
-        raise ConfigError(f"{path}: not JSON: {exc}") from None
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: the top level must be an object")
-    _resolve_paths(raw, path.parent)
+        raw = read_object(path)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    resolve_paths(raw, _PATH_FIELDS, path.parent)
+    for check in raw.get("checks") or []:
+        if isinstance(check, dict):
+            resolve_paths(check, _CHECK_PATH_FIELDS, path.parent)
     try:
         return HealthConfig.model_validate(raw)
     except ValidationError as exc:

@@ -35,7 +35,7 @@ from lab.shared.speaker_client import Controller, ShimError
 from lab.sites.health.checks import Probe, Result, make_probe
 from lab.sites.health.config import Check, HealthConfig, parse_listen
 from lab.sites.health.metrics import Metrics
-from lab.sites.health.report import EventLog, iso, write_json_atomic
+from lab.sites.health.report import EventLog, iso, replace_state_file
 from lab.sites.health.state import ANNOUNCE, GSHUT, UP, WITHDRAW, CheckTracker, Site, Transition
 
 log = logging.getLogger("lab.sites.health")
@@ -419,6 +419,6 @@ class Daemon:
             },
         }
         try:
-            write_json_atomic(self.cfg.state_file, doc)
+            replace_state_file(self.cfg.state_file, doc)
         except OSError as exc:
             log.warning("cannot write the state file %s: %s", self.cfg.state_file, exc)

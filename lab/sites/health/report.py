@@ -17,11 +17,11 @@ import contextlib
 import datetime as dt
 import json
 import logging
-import os
-import tempfile
 import time
 from pathlib import Path
 from typing import Any, TextIO
+
+from lab.shared.atomic import write_json_atomic
 
 log = logging.getLogger("lab.sites.health")
 
@@ -57,16 +57,9 @@ class EventLog:
             self._file = None
 
 
-def write_json_atomic(path: Path, doc: dict[str, Any]) -> None:
-    """Replace `path` with `doc` in one rename (readers see the old or the new file)."""
+def replace_state_file(path: Path, doc: dict[str, Any]) -> None:
+    """Replace the state file with `doc` in one rename (readers see the old or the new
+    file). Not fsynced: it is a view the daemon rewrites from memory on every change, and
+    a sync must not stand between a failed check and the withdrawal."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(doc, f, indent=1, default=str)
-            f.write("\n")
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_json_atomic(path, doc, 0o644, indent=1, sort_keys=False, default=str, fsync=False)

@@ -39,7 +39,6 @@ import argparse
 import contextlib
 import gc
 import ipaddress
-import json
 import logging
 import os
 import signal
@@ -49,11 +48,11 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import FrameType
-from typing import Any
 
 import uvicorn
 from pydantic import Field, ValidationError, field_validator, model_validator
 
+from lab.shared.jsonconfig import read_object, resolve_paths
 from lab.sites.introspect import guard
 from lab.sites.introspect.app import IntrospectConfig, create_app
 
@@ -107,16 +106,9 @@ _PATH_FIELDS = ("clients_path", "revocation_path", "tls_cert", "tls_key", "log_f
 def load_server_config(path: str | os.PathLike[str]) -> ServerConfig:
     """Read a JSON config file; raises ``ValueError`` with a readable message if invalid."""
     path = Path(path)
-    try:
-        raw: Any = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{path}: not JSON: {exc}") from None
-    if not isinstance(raw, dict):
-        raise ValueError(f"{path}: top level must be an object")
+    raw = read_object(path)
     base = path.parent
-    for key in _PATH_FIELDS:
-        if isinstance(raw.get(key), str):
-            raw[key] = str(base / raw[key])
+    resolve_paths(raw, _PATH_FIELDS, base)
     key_file = raw.pop("public_key_file", None)
     if key_file is not None:
         if "public_key_pem" in raw:
