@@ -13,6 +13,8 @@ from lab.model import Report, Topology, load_file, load_text
 from lab.model.generate import generate_topology
 from lab.model.schema import SCHEMA_ID, topology_schema
 
+from ..prerequisites import need_module
+
 REPO = Path(__file__).resolve().parents[2]
 SHIPPED = sorted((REPO / "topologies").glob("*.yaml"))
 TEST_GOOD = sorted((REPO / "tests" / "topologies" / "good").glob("*.yaml"))
@@ -194,7 +196,7 @@ def test_schema_knows_every_key_of_default() -> None:
 
 
 def test_schema_validates_default() -> None:
-    jsonschema = pytest.importorskip("jsonschema")
+    jsonschema = need_module("jsonschema")
     data = yaml.safe_load(DEFAULT.read_text())
     jsonschema.validate(data, topology_schema())
     bad = {**data, "region": "eu"}
