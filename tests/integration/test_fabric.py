@@ -1,4 +1,4 @@
-"""Issue 2: the fabric of a real lab — links work, the root namespace is untouched,
+"""The fabric of a real lab — links work, the root namespace is untouched,
 teardown leaves nothing, also after `up` was SIGKILLed at several points."""
 
 from __future__ import annotations
@@ -14,8 +14,16 @@ import pytest
 from lab.host.journal import Journal
 from lab.host.procs import run_in
 
-from .conftest import DEFAULT, ROOT, lab_cli, unique_name
-from .helpers import leftovers, nothing_left, root_snapshot, wait_for
+from .helpers import (
+    DEFAULT,
+    ROOT,
+    lab_cli,
+    leftovers,
+    nothing_left,
+    root_snapshot,
+    unique_name,
+    wait_for,
+)
 
 
 def test_every_link_end_pings_the_other(default_lab):

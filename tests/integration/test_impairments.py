@@ -11,8 +11,7 @@ from pyroute2 import netns
 from lab.host.fabric import netem_available
 from lab.host.procs import run_in
 
-from .conftest import DEFAULT, lab_cli, unique_name
-from .helpers import root_snapshot
+from .helpers import DEFAULT, lab_cli, root_snapshot, unique_name
 
 
 def impaired(tmp_path, impair: dict) -> Path:

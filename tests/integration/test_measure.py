@@ -8,7 +8,7 @@ import json
 
 from PIL import Image
 
-from .conftest import lab_cli
+from .helpers import lab_cli
 
 # Killed DNS: refused in ms, fall 2 at the 25 ms fast interval, then BGP: well under 1 s.
 DNS_KILL_BOUND_MS = 1000

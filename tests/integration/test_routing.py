@@ -1,4 +1,4 @@
-"""Issue 3: real BGP carries the anycast prefixes; every client reaches its nearest site,
+"""Real BGP carries the anycast prefixes; every client reaches its nearest site,
 moves when a site withdraws or its speaker dies, and comes back."""
 
 from __future__ import annotations
@@ -6,26 +6,22 @@ from __future__ import annotations
 import os
 import signal
 
-import yaml
-
 from lab.host.journal import Journal
 from lab.host.procs import run_in
-from lab.observe.routing import best_paths, client_sites, sessions
+from lab.observe.routing import best_paths, sessions
 from lab.render.launch import node_dir
 from lab.shared.speaker_client import command as speaker
 
-from .conftest import DEFAULT, static_copy
-from .helpers import nothing_left, wait_for
-
-# Expectations come from the topology file itself, not from code.
-TOPOLOGY = yaml.safe_load(DEFAULT.read_text())
-EXPECTED = {name: c["expect"] for name, c in TOPOLOGY["clients"].items()}
-FAILOVER = {name: c["failover"] for name, c in TOPOLOGY["clients"].items()}
-
-
-def sites_seen(plan) -> dict[str, tuple[str | None, str | None]]:
-    answers = client_sites(plan, timeout=0.3)
-    return {c: (a["v4"].site, a["v6"].site) for c, a in answers.items()}
+from .helpers import (
+    DEFAULT,
+    EXPECTED,
+    FAILOVER,
+    TOPOLOGY,
+    nothing_left,
+    sites_seen,
+    static_copy,
+    wait_for,
+)
 
 
 def test_every_session_established(default_lab):

@@ -13,21 +13,14 @@ from pathlib import Path
 import pytest
 import yaml
 
-from lab.observe.routing import client_sites
 from lab.render.launch import node_dir
 from lab.shared.speaker_client import command as speaker
 
-from .conftest import ROOT, static_copy
-from .helpers import nothing_left, wait_for
+from .helpers import ROOT, nothing_left, sites_seen, static_copy, wait_for
 
 TOPOLOGIES = ROOT / "topologies"
 # One client per topology whose expected site is withdrawn and re-announced.
 CASES = [("two-sites.yaml", "c-west"), ("twelve-sites.yaml", "c-east")]
-
-
-def sites_seen(plan) -> dict[str, tuple[str | None, str | None]]:
-    answers = client_sites(plan, timeout=0.3)
-    return {c: (a["v4"].site, a["v6"].site) for c, a in answers.items()}
 
 
 def both(site: str | None) -> tuple[str | None, str | None]:
