@@ -16,11 +16,13 @@ from lab.host.procs import run_in
 
 from .helpers import (
     DEFAULT,
+    NO_TRACES,
     ROOT,
     lab_cli,
     leftovers,
     nothing_left,
     root_snapshot,
+    traces_of,
     unique_name,
     wait_for,
 )
@@ -115,32 +117,44 @@ def test_bad_topology_changes_nothing(tmp_path):
     before = root_snapshot()
     bad = tmp_path / "bad.yaml"
     bad.write_text(DEFAULT.read_text().replace("router: r-eu, asn: 65100", "router: r9, asn: 1"))
-    result = lab_cli("up", str(bad), "--name", unique_name("bad"))
+    name = unique_name("bad")
+    result = lab_cli("up", str(bad), "--name", name)
     assert result.returncode == 2
     assert "sites.ams.router: unknown router 'r9'" in result.stderr
     assert "Traceback" not in result.stderr
+    assert traces_of([name]) == NO_TRACES
     assert root_snapshot() == before
 
 
-def test_no_bad_topology_in_the_corpus_changes_anything():
-    """Every bad file of the unit corpus is refused by `up`'s validation (BadInput, exit 2)
-    and leaves the kernel and the run directory exactly as they were."""
-    from pyroute2 import netns
-
-    from lab.host.journal import run_root
-    from lab.model.errors import BadInput
+def test_up_refuses_every_bad_topology_of_the_corpus_and_creates_nothing(monkeypatch, capsys):
+    """`up` itself (the command line's main, in this process, as root) on every bad file of
+    the unit corpus: exit 2 with one sentence, and nothing of the lab it was asked to build
+    exists afterwards (no namespace, process, run directory or lock), the root namespace as
+    it was. Only this test's lab names are looked for: other labs may come and go."""
+    from lab.cli.main import main
     from lab.ops import lifecycle
 
     corpus = sorted((ROOT / "tests" / "topologies" / "bad").glob("*.yaml"))
     assert len(corpus) >= 25
-    before = (root_snapshot(), sorted(netns.listnetns()),
-              sorted(p.name for p in run_root().iterdir()) if run_root().exists() else [])
-    for path in corpus:
-        with pytest.raises(BadInput):
-            lifecycle.validated(path, None)
-    after = (root_snapshot(), sorted(netns.listnetns()),
-             sorted(p.name for p in run_root().iterdir()) if run_root().exists() else [])
-    assert after == before
+    before = root_snapshot()
+    names: list[str] = []
+    try:
+        for path in corpus:
+            name = unique_name("bad")
+            names.append(name)
+            monkeypatch.setattr(sys, "argv", ["anycast-lab", "up", str(path), "--name", name])
+            with pytest.raises(SystemExit) as exited:
+                main()
+            err = capsys.readouterr().err
+            assert exited.value.code == 2, f"{path.name}: exit {exited.value.code}: {err}"
+            assert err.strip() and "Traceback" not in err and "internal error" not in err, \
+                f"{path.name}: {err}"
+        assert traces_of(names) == NO_TRACES
+        assert root_snapshot() == before
+    finally:  # had `up` accepted a file, it built a lab: remove it
+        for name in names:
+            if Journal(name).exists():
+                lifecycle.teardown(Journal(name))
 
 
 def test_down_finds_what_carries_the_markers_when_the_journal_is_gone(tmp_path):

@@ -47,10 +47,24 @@ def test_routes_are_in_the_routers_kernel_fib(default_lab):
 
 
 def test_best_paths_name_the_site_and_as_path(default_lab):
-    paths = best_paths(default_lab.plan, default_lab.journal.dir)
-    site_asn = TOPOLOGY["sites"]["ams"]["asn"]
-    best = paths["r-eu"]["203.0.113.53/32"]
-    assert best["site"] == "ams" and best["as_path"] == [site_asn]
+    """Every router, both families: the best path is its own site's, learned over the
+    site's session, with the site's AS as the whole AS path and the site as next hop."""
+    plan = default_lab.plan
+    paths = best_paths(plan, default_lab.journal.dir)
+    prefixes = {"v4": TOPOLOGY["anycast"]["ipv4"], "v6": TOPOLOGY["anycast"]["ipv6"]}
+    own_site = {s["router"]: name for name, s in TOPOLOGY["sites"].items()}
+    assert set(paths) == set(TOPOLOGY["routers"])
+    for router, per_prefix in paths.items():
+        site = own_site[router]
+        link = plan.nodes[site].iface(router)
+        assert set(per_prefix) == set(prefixes.values()), router
+        for family, prefix in prefixes.items():
+            best = per_prefix[prefix]
+            where = f"{router} {prefix}"
+            assert best["site"] == site, where
+            assert best["as_path"] == [TOPOLOGY["sites"][site]["asn"]], where
+            assert best["protocol"] == f"site_{site}", where
+            assert best["next_hop"] == str(getattr(link, family).ip), where
 
 
 def test_withdraw_moves_clients_to_failover_and_announce_brings_them_back(make_lab, tmp_path):

@@ -49,6 +49,17 @@ def test_default_topology_content() -> None:
         assert client.failover is None or client.failover in topo.sites
 
 
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.name)
+def test_every_shipped_client_names_an_expect_and_a_failover(path: Path) -> None:
+    """The shipped topologies state their whole catchment: the integration tests read each
+    client's `expect` and `failover` from the file."""
+    data = yaml.safe_load(path.read_text())
+    assert data["clients"], path.name
+    for name, c in data["clients"].items():
+        assert c.get("expect") in data["sites"], name
+        assert c.get("failover") in data["sites"] and c["failover"] != c["expect"], name
+
+
 @pytest.mark.parametrize(("sites", "routers"), [(50, 5), (1, 1), (1, 2), (3, 3), (120, 4)])
 def test_generated_topology_validates(sites: int, routers: int) -> None:
     data = generate_topology("gen", sites, routers)
