@@ -36,7 +36,7 @@ from .helpers import (
 SITE, CLIENT = "ams", "c-eu"
 WATCHDOG_S = 0.3  # the default topology's health.watchdog_ms
 # Stated fail-closed bound: watchdog + ExaBGP's withdraw (~4 ms) + BGP to the router
-# (~ms). The assertion adds slack for a loaded 2-core CI machine and our 10 ms polling.
+# (~ms). The assertion adds slack for a loaded 2-core CI machine and our 5 ms polling.
 SLACK_S = 0.7
 
 

@@ -1,6 +1,7 @@
 """health.checker 'exabgp-healthcheck' (the anchor): the bundled healthcheck's rendered
 config (defaults and tuned), what exabgp 5.0.15's own option parser makes of it, and
-ExaBGP's run line. No root needed; `exabgp validate` runs where exabgp is installed."""
+ExaBGP's run line. No root needed; `exabgp validate` needs the lab's tools (without them
+a skip, on CI a failure: tests/prerequisites.py)."""
 
 from __future__ import annotations
 

@@ -5,8 +5,8 @@ review. Rewrite the goldens after an intended change with:
     UPDATE_GOLDEN=1 .venv/bin/pytest -q tests/unit/test_configs.py
 
 Also checks what the configs must say whatever the templates look like (import filters,
-ECMP, BGP timers) and, where the daemons are installed, runs each daemon's own dry run
-on the rendered configs (no root needed).
+ECMP, BGP timers) and runs each daemon's own dry run on the rendered configs (no root
+needed; without the daemons a skip, on CI a failure: tests/prerequisites.py).
 """
 
 from __future__ import annotations
