@@ -1,4 +1,4 @@
-"""Issue 6: the failover matrix on the default topology — for each fault at one site,
+"""The failover matrix on the default topology — for each fault at one site,
 the outage its clients see (median, p95, max), queries lost and recovery after heal.
 
     python -m bench.failover_bench [--trials N] [--rate HZ]

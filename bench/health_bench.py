@@ -1,4 +1,4 @@
-"""Issue 5: client-observed outage after a DNS failure at a site, with our health daemon's
+"""Client-observed outage after a DNS failure at a site, with our health daemon's
 default profile and, in the same run, ExaBGP's bundled healthcheck (the anchor) driving
 the same lab at its defaults and tuned to our DNS check's interval, rise and fall; idle
 CPU per site of each checker; withdrawal time after our health daemon dies or freezes.

@@ -1,6 +1,6 @@
 """Errors the lab reports to people, each with the exit code the CLI contract gives it.
 
-Exit codes (PRODUCT.md): 0 success; 1 the lab or a check is not as expected;
+Exit codes (the README's contract): 0 success; 1 the lab or a check is not as expected;
 2 bad input (usage or topology); 3 environment (not root, missing kernel feature or tool).
 """
 

@@ -1,5 +1,5 @@
 """`status`: what a running lab looks like, gathered read-only, in the JSON contract's shape
-(PRODUCT.md). Which site answers a client comes from the DNS service's own identity.
+(`status --json`). Which site answers a client comes from the DNS service's own identity.
 
 A site is `announced` when its router holds a route for every anycast prefix the site
 announces, learned over the site's own BGP session (best or not: a drained site's route

@@ -116,7 +116,9 @@ def render_exabgp(topo: Topology, plan: AddressPlan, site: NodePlan, api: list[s
 
 
 def exabgp_env(node_dir: Path) -> dict[str, str]:
-    """Per-instance environment (FIELD-NOTES): foreground, root, quiet, no listener."""
+    """Per-instance environment: foreground, as root (otherwise ExaBGP and its API process
+    drop to `nobody` and, with a root-owned pid directory, exit 1 with no error at INFO),
+    quiet (no line per keepalive), no listener."""
     return {
         "exabgp_daemon_daemonize": "false",
         "exabgp_daemon_user": "root",

@@ -41,7 +41,8 @@ def ask_identity(netns: str, server: str, timeout: float = 0.5) -> Identity:
     family = socket.AF_INET6 if ":" in server else socket.AF_INET
     sock = socket_in(netns, family, socket.SOCK_DGRAM)
     try:
-        # A connected socket learns "port unreachable" from ICMP at once (FIELD-NOTES).
+        # A connected socket learns "port unreachable" from ICMP at once (~20 ms, measured
+        # with dig); an unconnected one ignores the error and waits for the whole timeout.
         sock.setblocking(False)  # dnspython requires a non-blocking socket
         sock.connect((server, 53))
         query = identity_query()

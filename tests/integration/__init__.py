@@ -1,0 +1,1 @@
+"""Integration tests: real labs in real namespaces (root and the lab's tools)."""

@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import json
 
-from .conftest import lab_cli
-from .test_routing import EXPECTED, TOPOLOGY
+from .helpers import EXPECTED, TOPOLOGY, lab_cli
 
 
 def test_catchment_names_site_and_path_for_both_families(default_lab):

@@ -1,4 +1,4 @@
-"""Issue 2: the fabric of a real lab — links work, the root namespace is untouched,
+"""The fabric of a real lab — links work, the root namespace is untouched,
 teardown leaves nothing, also after `up` was SIGKILLed at several points."""
 
 from __future__ import annotations
@@ -14,8 +14,18 @@ import pytest
 from lab.host.journal import Journal
 from lab.host.procs import run_in
 
-from .conftest import DEFAULT, ROOT, lab_cli, unique_name
-from .helpers import leftovers, nothing_left, root_snapshot, wait_for
+from .helpers import (
+    DEFAULT,
+    NO_TRACES,
+    ROOT,
+    lab_cli,
+    leftovers,
+    nothing_left,
+    root_snapshot,
+    traces_of,
+    unique_name,
+    wait_for,
+)
 
 
 def test_every_link_end_pings_the_other(default_lab):
@@ -74,9 +84,10 @@ def test_down_with_nothing_up_is_fine():
     assert "nothing to tear down" in result.stdout
 
 
-# The default lab's journal: 9 namespaces, 9 links, then an intent and a PID per daemon
-# (36 entries). Kill while creating namespaces, links, daemons, and while converging.
-@pytest.mark.parametrize("kill_after_entries", [1, 10, 19, 26, 36])
+# The default lab's journal: 9 namespaces, 9 links, then an intent and a PID for each of
+# its 15 daemons (48 entries). Kill while creating namespaces (1), links (10), daemons (19,
+# 26, 36), and after the last daemon, while converging (48).
+@pytest.mark.parametrize("kill_after_entries", [1, 10, 19, 26, 36, 48])
 def test_down_after_up_was_sigkilled(kill_after_entries):
     """Kill `up` once its journal holds N entries, then `down` must leave nothing."""
     name = unique_name("kill")
@@ -107,32 +118,44 @@ def test_bad_topology_changes_nothing(tmp_path):
     before = root_snapshot()
     bad = tmp_path / "bad.yaml"
     bad.write_text(DEFAULT.read_text().replace("router: r-eu, asn: 65100", "router: r9, asn: 1"))
-    result = lab_cli("up", str(bad), "--name", unique_name("bad"))
+    name = unique_name("bad")
+    result = lab_cli("up", str(bad), "--name", name)
     assert result.returncode == 2
     assert "sites.ams.router: unknown router 'r9'" in result.stderr
     assert "Traceback" not in result.stderr
+    assert traces_of([name]) == NO_TRACES
     assert root_snapshot() == before
 
 
-def test_no_bad_topology_in_the_corpus_changes_anything():
-    """Every bad file of the unit corpus is refused by `up`'s validation (BadInput, exit 2)
-    and leaves the kernel and the run directory exactly as they were."""
-    from pyroute2 import netns
-
-    from lab.host.journal import run_root
-    from lab.model.errors import BadInput
+def test_up_refuses_every_bad_topology_of_the_corpus_and_creates_nothing(monkeypatch, capsys):
+    """`up` itself (the command line's main, in this process, as root) on every bad file of
+    the unit corpus: exit 2 with one sentence, and nothing of the lab it was asked to build
+    exists afterwards (no namespace, process, run directory or lock), the root namespace as
+    it was. Only this test's lab names are looked for: other labs may come and go."""
+    from lab.cli.main import main
     from lab.ops import lifecycle
 
     corpus = sorted((ROOT / "tests" / "topologies" / "bad").glob("*.yaml"))
     assert len(corpus) >= 25
-    before = (root_snapshot(), sorted(netns.listnetns()),
-              sorted(p.name for p in run_root().iterdir()) if run_root().exists() else [])
-    for path in corpus:
-        with pytest.raises(BadInput):
-            lifecycle.validated(path, None)
-    after = (root_snapshot(), sorted(netns.listnetns()),
-             sorted(p.name for p in run_root().iterdir()) if run_root().exists() else [])
-    assert after == before
+    before = root_snapshot()
+    names: list[str] = []
+    try:
+        for path in corpus:
+            name = unique_name("bad")
+            names.append(name)
+            monkeypatch.setattr(sys, "argv", ["anycast-lab", "up", str(path), "--name", name])
+            with pytest.raises(SystemExit) as exited:
+                main()
+            err = capsys.readouterr().err
+            assert exited.value.code == 2, f"{path.name}: exit {exited.value.code}: {err}"
+            assert err.strip() and "Traceback" not in err and "internal error" not in err, \
+                f"{path.name}: {err}"
+        assert traces_of(names) == NO_TRACES
+        assert root_snapshot() == before
+    finally:  # had `up` accepted a file, it built a lab: remove it
+        for name in names:
+            if Journal(name).exists():
+                lifecycle.teardown(Journal(name))
 
 
 def test_down_finds_what_carries_the_markers_when_the_journal_is_gone(tmp_path):

@@ -23,7 +23,6 @@ from typing import Any
 import pytest
 
 from lab.host import labs
-from lab.host.birdctl import birdc
 from lab.host.procs import enter_netns, run_in
 from lab.observe.routing import client_sites
 from lab.ops import drain as drains
@@ -31,10 +30,18 @@ from lab.render.health import event_log, state_file
 from lab.render.launch import node_dir
 from lab.sites.introspect import guard
 
-from .conftest import DEFAULT, ROOT, LabHandle, lab_cli, unique_name
-from .helpers import wait_for
-from .test_routing import EXPECTED, FAILOVER
-from .test_services import curl
+from .helpers import (
+    DEFAULT,
+    EXPECTED,
+    FAILOVER,
+    ROOT,
+    LabHandle,
+    curl,
+    lab_cli,
+    site_routes,
+    unique_name,
+    wait_for,
+)
 
 ANY4 = "203.0.113.53"
 CLIENT = "c-eu"
@@ -102,14 +109,6 @@ def withdrawals(lab: labs.Lab, site: str, since: float) -> int:
                and e.get("action") == "withdraw" and e.get("ok"))
 
 
-def router_routes(lab: labs.Lab, site: str) -> int:
-    router = lab.topology.sites[site].router
-    out = birdc(node_dir(lab.journal.dir, router) / "bird.ctl",
-                f"show route protocol site_{site.replace('-', '_')} count")
-    total = out.split("Total:")[-1].split()
-    return int(total[0]) if "Total:" in out and total else -1
-
-
 def site_of(lab: labs.Lab, client: str = CLIENT) -> str | None:
     return client_sites(lab.plan, timeout=0.3)[client]["v4"].site
 
@@ -123,7 +122,7 @@ def answered_by(lab: labs.Lab, client: str, address: str = ANY4) -> str | None:
 def site_ready(lab: labs.Lab, site: str, client: str = CLIENT) -> bool:
     state = health_state(lab, site)
     return (state.get("health") == "up" and state.get("route") == "announced"
-            and router_routes(lab, site) == 2 and answered_by(lab, client) == site)
+            and site_routes(lab, site) == 2 and answered_by(lab, client) == site)
 
 
 def connections_from(lab: labs.Lab, site: str, client: str) -> int:
@@ -137,7 +136,7 @@ def connections_from(lab: labs.Lab, site: str, client: str) -> int:
 
 
 def every_site_ready(lab: labs.Lab) -> bool:
-    return all(health_state(lab, s).get("route") == "announced" and router_routes(lab, s) == 2
+    return all(health_state(lab, s).get("route") == "announced" and site_routes(lab, s) == 2
                for s in lab.topology.sites)
 
 

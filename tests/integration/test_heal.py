@@ -12,7 +12,7 @@ from lab.render.launch import node_dir
 from lab.shared.dnsid import ask_identity
 from lab.shared.nsnet import socket_in
 
-from .conftest import lab_cli
+from .helpers import lab_cli
 
 SITE = "ams"
 

@@ -1,4 +1,4 @@
-"""Issue 5: health daemons withdraw a site's routes when its DNS or introspection fails,
+"""Health daemons withdraw a site's routes when its DNS or introspection fails,
 fail closed when the daemon itself dies or hangs, do not flap, and drain gracefully."""
 
 from __future__ import annotations
@@ -21,14 +21,22 @@ from lab.render.introspect import revocation_path
 from lab.render.launch import node_dir
 from probes.dns import BackgroundProbe
 
-from .conftest import DEFAULT, LabHandle, unique_name
-from .helpers import wait_for
-from .test_routing import EXPECTED, FAILOVER
+from .helpers import (
+    DEFAULT,
+    EXPECTED,
+    FAILOVER,
+    LabHandle,
+    events_since,
+    log_size,
+    site_routes,
+    unique_name,
+    wait_for,
+)
 
 SITE, CLIENT = "ams", "c-eu"
 WATCHDOG_S = 0.3  # the default topology's health.watchdog_ms
 # Stated fail-closed bound: watchdog + ExaBGP's withdraw (~4 ms) + BGP to the router
-# (~ms). The assertion adds slack for a loaded 2-core CI machine and our 10 ms polling.
+# (~ms). The assertion adds slack for a loaded 2-core CI machine and our 5 ms polling.
 SLACK_S = 0.7
 
 
@@ -60,27 +68,16 @@ def router_uses_site(lab: labs.Lab) -> bool:
     return any(b["site"] == SITE and b["protocol"] == f"site_{SITE}" for b in best.values())
 
 
-def site_routes(lab: labs.Lab) -> int:
-    """Routes r-eu holds from the site's BGP session (0 = withdrawn)."""
-    from lab.host.birdctl import birdc
-
-    out = birdc(node_dir(lab.journal.dir, "r-eu") / "bird.ctl",
-                f"show route protocol site_{SITE} count")
-    # "... Total: 2 of 38 routes for 20 networks in 2 tables"
-    total = out.split("Total:")[-1].split()
-    return int(total[0]) if "Total:" in out and total else -1
-
-
 @pytest.mark.parametrize("fault", ["dns", "dns-hang", "introspect", "introspect-hang"])
 def test_service_failure_withdraws_and_heal_brings_it_back(lab, fault):
     faults.inject(lab, SITE, fault)
-    wait_for(lambda: site_routes(lab) == 0, timeout=10, message="the routes to be withdrawn")
+    wait_for(lambda: site_routes(lab, SITE) == 0, timeout=10, message="the routes to be withdrawn")
     wait_for(lambda: site_of(lab) == FAILOVER[CLIENT], timeout=10,
              message=f"{CLIENT} to move to {FAILOVER[CLIENT]}")
     assert json.loads((node_dir(lab.journal.dir, SITE) / "health-state.json").read_text()
                       )["health"] == "down"
     faults.heal(lab, SITE, fault)
-    wait_for(lambda: site_routes(lab) == 2, timeout=10, message="both routes announced again")
+    wait_for(lambda: site_routes(lab, SITE) == 2, timeout=10, message="both routes announced again")
     wait_for(lambda: site_of(lab) == EXPECTED[CLIENT], timeout=10, message="the client back")
 
 
@@ -88,37 +85,43 @@ def test_stale_revocation_list_takes_the_site_out(lab):
     """A site whose revocation list lost the revoked canary answers active:true for it:
     it must not take traffic."""
     path = revocation_path(node_dir(lab.journal.dir, SITE))
+    log = event_log(node_dir(lab.journal.dir, SITE))
+    start = log_size(log)  # the module's lab is shared: only this test's lines count
     good = path.read_text()
     stale = {"version": json.loads(good)["version"] + 100, "revoked": {}}
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(stale))
     os.replace(tmp, path)
     try:
-        wait_for(lambda: site_routes(lab) == 0, timeout=10,
+        wait_for(lambda: site_routes(lab, SITE) == 0, timeout=10,
                  message="the stale site to be withdrawn")
-        events = event_log(node_dir(lab.journal.dir, SITE)).read_text()
-        assert "revoked" in events  # the reason names the revoked canary
+        # The health daemon says why: the revoked canary was answered active.
+        reasons = wait_for(lambda: [e for e in events_since(log, start)
+                                    if "revoked canary" in str(e.get("reason", ""))],
+                           timeout=5, message="an event naming the revoked canary")
+        assert any(e.get("event") == "check" and e.get("check") == "introspect"
+                   and e.get("new") == "down" for e in reasons), reasons
     finally:
         restored = json.loads(good)
         restored["version"] = stale["version"] + 1
         tmp.write_text(json.dumps(restored))
         os.replace(tmp, path)
-    wait_for(lambda: site_routes(lab) == 2, timeout=10, message="the site announced again")
+    wait_for(lambda: site_routes(lab, SITE) == 2, timeout=10, message="the site announced again")
 
 
 @pytest.mark.parametrize("how", ["healthd", "healthd-hang"])
 def test_dead_or_frozen_health_daemon_withdraws_within_the_bound(lab, how):
     record = procs.running(lab.journal, f"healthd@{SITE}")
-    assert record is not None and site_routes(lab) == 2
+    assert record is not None and site_routes(lab, SITE) == 2
     t0 = time.monotonic()
     faults.inject(lab, SITE, how)
     bound = (0.0 if how == "healthd" else WATCHDOG_S) + SLACK_S
-    wait_for(lambda: site_routes(lab) == 0, timeout=bound,
+    wait_for(lambda: site_routes(lab, SITE) == 0, timeout=bound,
              interval=0.005, message=f"withdrawal within {bound:.1f} s")
     elapsed = time.monotonic() - t0
     print(f"{how}: routes withdrawn {elapsed * 1000:.0f} ms after the fault")
     faults.heal(lab, SITE, how)  # restart (kill) or SIGCONT (hang): announces after rise
-    wait_for(lambda: site_routes(lab) == 2, timeout=15, message="announced again")
+    wait_for(lambda: site_routes(lab, SITE) == 2, timeout=15, message="announced again")
 
 
 def test_flapping_service_is_damped(lab):
@@ -127,7 +130,7 @@ def test_flapping_service_is_damped(lab):
     hold-down allow (at most one announcement per hold-down period)."""
     netns = lab.plan.nodes[SITE].netns
     log = event_log(node_dir(lab.journal.dir, SITE))
-    before = len(log.read_text().splitlines())
+    start = log_size(log)
     table = ("table inet flaptest {\n"
              "  chain in { type filter hook input priority 0; udp dport 53 drop; }\n}\n")
     end = time.monotonic() + 10
@@ -142,7 +145,7 @@ def test_flapping_service_is_damped(lab):
             time.sleep(0.1)
     finally:
         run_in(netns, ["nft", "delete", "table", "inet", "flaptest"])
-    events = [json.loads(line) for line in log.read_text().splitlines()[before:]]
+    events = events_since(log, start)
     check_changes = [e for e in events if e.get("event") == "check" and e["check"] == "dns"]
     actions = [e for e in events if e.get("event") == "action" and e.get("ok")]
     announces = [e for e in actions if e["action"].startswith("announce")]
@@ -163,7 +166,7 @@ def test_drain_moves_clients_without_loss_then_withdraws(lab):
         assert drains.drain(lab, SITE)
         wait_for(lambda: not router_uses_site(lab) and site_of(lab) == FAILOVER[CLIENT],
                  timeout=10, message="traffic to move away under GRACEFUL_SHUTDOWN")
-        wait_for(lambda: site_routes(lab) == 0, timeout=10,
+        wait_for(lambda: site_routes(lab, SITE) == 0, timeout=10,
                  message="the drained site's routes to be withdrawn")
         after = len(prober.samples)
         wait_for(lambda: len(prober.samples) >= after + 60, timeout=5,
@@ -173,7 +176,7 @@ def test_drain_moves_clients_without_loss_then_withdraws(lab):
     assert samples and [s for s in samples if s.site is None] == []
     assert {s.site for s in samples} == {EXPECTED[CLIENT], FAILOVER[CLIENT]}
     assert drains.undrain(lab, SITE)
-    wait_for(lambda: site_routes(lab) == 2, timeout=10, message="undrained site announced")
+    wait_for(lambda: site_routes(lab, SITE) == 2, timeout=10, message="undrained site announced")
 
 
 def sites_both(lab: labs.Lab) -> tuple[str | None, str | None]:

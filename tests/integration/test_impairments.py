@@ -6,13 +6,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import yaml
-from pyroute2 import netns
 
 from lab.host.fabric import netem_available
 from lab.host.procs import run_in
 
-from .conftest import DEFAULT, lab_cli, unique_name
-from .helpers import root_snapshot
+from .helpers import DEFAULT, NO_TRACES, lab_cli, root_snapshot, traces_of, unique_name
 
 
 def impaired(tmp_path, impair: dict) -> Path:
@@ -41,9 +39,11 @@ def test_delay_needs_netem(tmp_path, make_lab):
         assert "netem" in qdisc and "delay 20" in qdisc
         return
     # This machine's kernel has no sch_netem: a clear refusal, and nothing created.
-    before = (root_snapshot(), sorted(netns.listnetns()))
-    result = lab_cli("up", str(path), "--name", unique_name("imp"))
+    before = root_snapshot()
+    name = unique_name("imp")
+    result = lab_cli("up", str(path), "--name", name)
     assert result.returncode == 3
     assert "links[0] (r-eu--r-us)" in result.stderr and "netem" in result.stderr
     assert "Traceback" not in result.stderr
-    assert (root_snapshot(), sorted(netns.listnetns())) == before
+    assert traces_of([name]) == NO_TRACES  # only this lab's: others may come and go
+    assert root_snapshot() == before

@@ -17,8 +17,7 @@ from lab.host.journal import Journal, lab_dir
 from lab.model.plan import build_plan
 from lab.ops import lifecycle
 
-from .conftest import ROOT, lab_cli, unique_name
-from .helpers import nothing_left
+from .helpers import ROOT, lab_cli, nothing_left, unique_name
 
 TWO_SITES = ROOT / "topologies" / "two-sites.yaml"
 

@@ -1,4 +1,4 @@
-"""Issue 6: measured failover on the default lab — a DNS fault gives an outage above 0
+"""Measured failover on the default lab — a DNS fault gives an outage above 0
 and below the health profile's bound, a drain loses nothing, the timeline is a PNG
 with one row per client."""
 
@@ -8,9 +8,10 @@ import json
 
 from PIL import Image
 
-from .conftest import lab_cli
+from .helpers import lab_cli
 
-# Killed DNS: refused in ms, fall 2 at the 25 ms fast interval, then BGP: well under 1 s.
+# Killed DNS: refused in ms (ICMP), confirmed at the DNS check's 10 ms fast interval
+# (fall 2, lab/sites/health/config.py), then BGP: well under 1 s.
 DNS_KILL_BOUND_MS = 1000
 
 

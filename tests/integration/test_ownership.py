@@ -23,8 +23,7 @@ from lab.host import labs, procs
 from lab.host.journal import Journal
 from lab.ops import lifecycle
 
-from .conftest import DEFAULT, ROOT, lab_cli, unique_name
-from .helpers import leftovers, nothing_left, wait_for
+from .helpers import DEFAULT, ROOT, lab_cli, leftovers, nothing_left, unique_name, wait_for
 
 NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
 

@@ -18,8 +18,7 @@ from lab.host import procs
 from lab.host.journal import Journal
 from lab.shared.nsnet import socket_in
 
-from .conftest import unique_name
-from .helpers import wait_for
+from .helpers import unique_name, wait_for
 
 STARTS = 50
 

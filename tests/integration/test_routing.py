@@ -1,4 +1,4 @@
-"""Issue 3: real BGP carries the anycast prefixes; every client reaches its nearest site,
+"""Real BGP carries the anycast prefixes; every client reaches its nearest site,
 moves when a site withdraws or its speaker dies, and comes back."""
 
 from __future__ import annotations
@@ -6,26 +6,22 @@ from __future__ import annotations
 import os
 import signal
 
-import yaml
-
 from lab.host.journal import Journal
 from lab.host.procs import run_in
-from lab.observe.routing import best_paths, client_sites, sessions
+from lab.observe.routing import best_paths, sessions
 from lab.render.launch import node_dir
 from lab.shared.speaker_client import command as speaker
 
-from .conftest import DEFAULT, static_copy
-from .helpers import nothing_left, wait_for
-
-# Expectations come from the topology file itself, not from code.
-TOPOLOGY = yaml.safe_load(DEFAULT.read_text())
-EXPECTED = {name: c["expect"] for name, c in TOPOLOGY["clients"].items()}
-FAILOVER = {name: c["failover"] for name, c in TOPOLOGY["clients"].items()}
-
-
-def sites_seen(plan) -> dict[str, tuple[str | None, str | None]]:
-    answers = client_sites(plan, timeout=0.3)
-    return {c: (a["v4"].site, a["v6"].site) for c, a in answers.items()}
+from .helpers import (
+    DEFAULT,
+    EXPECTED,
+    FAILOVER,
+    TOPOLOGY,
+    nothing_left,
+    sites_seen,
+    static_copy,
+    wait_for,
+)
 
 
 def test_every_session_established(default_lab):
@@ -51,10 +47,24 @@ def test_routes_are_in_the_routers_kernel_fib(default_lab):
 
 
 def test_best_paths_name_the_site_and_as_path(default_lab):
-    paths = best_paths(default_lab.plan, default_lab.journal.dir)
-    site_asn = TOPOLOGY["sites"]["ams"]["asn"]
-    best = paths["r-eu"]["203.0.113.53/32"]
-    assert best["site"] == "ams" and best["as_path"] == [site_asn]
+    """Every router, both families: the best path is its own site's, learned over the
+    site's session, with the site's AS as the whole AS path and the site as next hop."""
+    plan = default_lab.plan
+    paths = best_paths(plan, default_lab.journal.dir)
+    prefixes = {"v4": TOPOLOGY["anycast"]["ipv4"], "v6": TOPOLOGY["anycast"]["ipv6"]}
+    own_site = {s["router"]: name for name, s in TOPOLOGY["sites"].items()}
+    assert set(paths) == set(TOPOLOGY["routers"])
+    for router, per_prefix in paths.items():
+        site = own_site[router]
+        link = plan.nodes[site].iface(router)
+        assert set(per_prefix) == set(prefixes.values()), router
+        for family, prefix in prefixes.items():
+            best = per_prefix[prefix]
+            where = f"{router} {prefix}"
+            assert best["site"] == site, where
+            assert best["as_path"] == [TOPOLOGY["sites"][site]["asn"]], where
+            assert best["protocol"] == f"site_{site}", where
+            assert best["next_hop"] == str(getattr(link, family).ip), where
 
 
 def test_withdraw_moves_clients_to_failover_and_announce_brings_them_back(make_lab, tmp_path):

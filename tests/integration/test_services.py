@@ -1,4 +1,4 @@
-"""Issue 4: Unbound identifies its site; the introspection service answers over HTTPS on
+"""Unbound identifies its site; the introspection service answers over HTTPS on
 the anycast and unicast addresses; revocation reaches every site; TLS needs the lab CA."""
 
 from __future__ import annotations
@@ -12,8 +12,7 @@ from lab.host.procs import run_in
 from lab.ops import tokenstore
 from lab.render import credentials
 
-from .conftest import lab_cli
-from .test_routing import EXPECTED
+from .helpers import EXPECTED, curl, lab_cli
 
 ANY4, ANY6 = "203.0.113.53", "2001:db8:53::53"
 
@@ -34,24 +33,6 @@ def test_dig_id_server_and_nsid_name_the_expected_site(default_lab, server):
             == f'"{site}"'
         nsid = dig(client.netns, "+nsid", f"@{server}", "dns.anycast.lab", "A")
         assert f'("{site}")' in nsid and ANY4 in nsid
-
-
-def curl(netns: str, lab_dir, token: str, address: str, *, ca: bool = True,
-         auth: bool = True) -> tuple[int, dict[str, str], str]:
-    p = credentials.paths(lab_dir)
-    host = f"[{address}]" if ":" in address else address
-    argv = ["curl", "-sS", "-m", "5", "-D", "-", "-d", f"token={token}"]
-    if ca:
-        argv += ["--cacert", str(p.ca_cert)]
-    if auth:
-        argv += ["-u", f"lab-admin:{credentials.client_secret(lab_dir, 'lab-admin')}"]
-    result = run_in(netns, [*argv, f"https://{host}/introspect"])
-    if result.returncode != 0:
-        return result.returncode, {}, result.stderr
-    head, _, body = result.stdout.partition("\n\n")  # text mode turned CRLF into LF
-    headers = {k.lower(): v.strip() for k, _, v in
-               (line.partition(":") for line in head.splitlines()[1:])}
-    return 0, headers, body
 
 
 def test_token_active_everywhere_then_revoked_everywhere(default_lab):

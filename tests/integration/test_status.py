@@ -8,8 +8,7 @@ import json
 from lab.observe import status
 from lab.ops import faults
 
-from .conftest import lab_cli
-from .helpers import wait_for
+from .helpers import lab_cli, wait_for
 
 SITE, ROUTER = "ams", "r-eu"
 

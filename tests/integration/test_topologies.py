@@ -8,26 +8,18 @@ Expectations come from the topology files themselves, never from code here.
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import pytest
 import yaml
 
-from lab.observe.routing import client_sites
 from lab.render.launch import node_dir
 from lab.shared.speaker_client import command as speaker
 
-from .conftest import ROOT, static_copy
-from .helpers import nothing_left, wait_for
+from .helpers import ROOT, nothing_left, sites_seen, static_copy, wait_for
 
 TOPOLOGIES = ROOT / "topologies"
 # One client per topology whose expected site is withdrawn and re-announced.
 CASES = [("two-sites.yaml", "c-west"), ("twelve-sites.yaml", "c-east")]
-
-
-def sites_seen(plan) -> dict[str, tuple[str | None, str | None]]:
-    answers = client_sites(plan, timeout=0.3)
-    return {c: (a["v4"].site, a["v6"].site) for c, a in answers.items()}
 
 
 def both(site: str | None) -> tuple[str | None, str | None]:
@@ -76,12 +68,3 @@ def test_catchment_and_failover_are_as_the_file_says(make_lab, tmp_path, file: s
 
     handle.down()
     assert nothing_left(handle.name, handle.dir)
-
-
-@pytest.mark.parametrize("file", [f for f, _ in CASES])
-def test_every_client_names_an_expect_and_a_failover(file: str):
-    """Documentation-only topologies still must state the whole catchment (no lab)."""
-    data = yaml.safe_load(Path(TOPOLOGIES / file).read_text())
-    for name, c in data["clients"].items():
-        assert c.get("expect") in data["sites"], name
-        assert c.get("failover") in data["sites"] and c["failover"] != c["expect"], name

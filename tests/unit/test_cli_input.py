@@ -170,7 +170,7 @@ def _plan_with_long_names():
 
 def test_socket_paths_at_the_limit_pass_and_one_byte_more_fails(tmp_path: Path) -> None:
     plan = _plan_with_long_names()
-    # <root>/<24-char lab>/nodes/site-fifteen-ch/speaker.sock: 52 bytes after the root.
+    # <root>/<24-char lab>/nodes/site-fifteen-ch/speaker.sock: 60 bytes after the root.
     tail = len(f"/{'l' * 24}/nodes/site-fifteen-ch/speaker.sock")
     root = Path("/" + "r" * (env.MAX_SOCKET_PATH - tail - 1))
     env.check_socket_paths(root / plan.lab, plan)

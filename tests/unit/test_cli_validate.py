@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from ..prerequisites import skip_or_fail
+
 REPO = Path(__file__).resolve().parents[2]
 GOOD = REPO / "topologies" / "default.yaml"
 BAD = REPO / "tests" / "topologies" / "bad" / "several-problems.yaml"
@@ -32,7 +34,7 @@ def run_console(*args: str) -> subprocess.CompletedProcess[str]:
     exe = Path(sys.executable).with_name("anycast-lab")
     found = str(exe) if exe.exists() else shutil.which("anycast-lab")
     if found is None:
-        pytest.skip("the anycast-lab console script is not installed")
+        skip_or_fail("the anycast-lab console script is not installed")
     return subprocess.run([found, *args], capture_output=True, text=True, cwd=REPO,
                           env=_env(), timeout=120, check=False)
 

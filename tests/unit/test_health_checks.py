@@ -3,14 +3,10 @@ the real introspection service over TLS, a TCP listener and commands."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import selectors
-import signal
 import socket
 import ssl
-import subprocess
 import sys
 import threading
 import time
@@ -24,61 +20,20 @@ import dns.rcode
 import dns.rrset
 import pytest
 
-from lab.shared.clients import generate_secret, write_registry
-from lab.shared.pki import create_ca, create_signing_key, issue_server_cert, public_pem
-from lab.shared.revocation import revoke
-from lab.shared.tokens import issue_token
 from lab.sites.health.checks import DnsProbe, ExecProbe, IntrospectProbe, TcpProbe, make_probe
-from lab.sites.health.config import DnsCheck, ExecCheck, IntrospectCheck, TcpCheck
+from lab.sites.health.config import DnsCheck, ExecCheck, TcpCheck
 
-ROOT = Path(__file__).resolve().parents[2]
-ANYCAST = "203.0.113.53"
-
-
-class DnsServer:
-    """A UDP DNS server on 127.0.0.1 whose behaviour the test switches with `mode`:
-    ok, servfail, wrong (another address), empty (NOERROR, no answer), silent."""
-
-    def __init__(self, port: int = 0) -> None:
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.sock.bind(("127.0.0.1", port))
-        self.port = self.sock.getsockname()[1]
-        self.mode = "ok"
-        self.queries = 0
-        self.thread = threading.Thread(target=self._serve, daemon=True)
-        self.thread.start()
-
-    def _serve(self) -> None:
-        while True:
-            try:
-                data, peer = self.sock.recvfrom(4096)
-            except OSError:
-                return
-            if not data:  # shut down by close()
-                return
-            self.queries += 1
-            query = dns.message.from_wire(data)
-            response = dns.message.make_response(query)
-            if self.mode == "silent":
-                continue
-            if self.mode == "servfail":
-                response.set_rcode(dns.rcode.SERVFAIL)
-            elif self.mode in ("ok", "wrong"):
-                address = ANYCAST if self.mode == "ok" else "198.51.100.7"
-                response.answer.append(
-                    dns.rrset.from_text(query.question[0].name, 0, "IN", "A", address))
-            try:
-                self.sock.sendto(response.to_wire(), peer)
-            except OSError:  # closed by the test meanwhile
-                return
-
-    def close(self) -> None:
-        """Like a killed server: the port is free at once and answers "unreachable".
-        (A plain close() would leave it bound until the blocked recvfrom() returns.)"""
-        with contextlib.suppress(OSError):
-            self.sock.shutdown(socket.SHUT_RDWR)
-        self.sock.close()
-        self.thread.join(timeout=2)
+from .helpers import (
+    ANYCAST,
+    SERVICE,
+    DnsServer,
+    assert_no_secrets,
+    free_port,
+    introspect_check,
+    start_introspect,
+    stop_process,
+    wait_until,
+)
 
 
 @pytest.fixture
@@ -184,107 +139,6 @@ def test_exec_exit_status_and_timeout() -> None:
 
 # --- introspection over TLS --------------------------------------------------
 
-ISSUER = "https://issuer.anycast.lab"
-AUDIENCE = "https://api.anycast.lab"
-SERVICE = "introspect.anycast.lab"
-CLIENT_ID = "healthd-site-a"
-CLIENT_SECRET = generate_secret()
-
-
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    d = tmp_path_factory.mktemp("pki")
-    ca_key, ca_cert = create_ca("anycast-lab test CA")
-    key, cert = issue_server_cert(ca_key, ca_cert, [SERVICE], ["127.0.0.1"])
-    signing = create_signing_key()
-    (d / "ca.pem").write_bytes(ca_cert)
-    (d / "server.key").write_bytes(key)
-    (d / "server.crt").write_bytes(cert)
-    (d / "signing.pub").write_bytes(public_pem(signing))
-    write_registry(d / "clients.json", {CLIENT_ID: CLIENT_SECRET}, n=2**10)
-    (d / "secret").write_text(CLIENT_SECRET + "\n")
-    active, _ = issue_token(signing, issuer=ISSUER, audience=AUDIENCE, client_id=CLIENT_ID,
-                            sub="canary", scope="health", ttl_s=3600)
-    revoked, claims = issue_token(signing, issuer=ISSUER, audience=AUDIENCE,
-                                  client_id=CLIENT_ID, sub="canary-revoked", scope="health",
-                                  ttl_s=3600)
-    (d / "active.jwt").write_text(active)
-    (d / "revoked.jwt").write_text(revoked)
-    revoke(d / "revoked.json", claims["jti"])
-    (d / "stale.json").write_text(json.dumps({"version": 1, "revoked": {}}))
-    _other_key, other_cert = create_ca("some other CA")
-    (d / "other-ca.pem").write_bytes(other_cert)
-    return {"dir": d, "active": active, "revoked": revoked}
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _start_introspect(pki: dict[str, Any], revocation: str, tmp: Path,
-                      **extra: Any) -> tuple[subprocess.Popen[str], int]:
-    d, port = pki["dir"], _free_port()
-    config = {
-        "site": "site-a", "issuer": ISSUER, "audience": AUDIENCE,
-        "public_key_file": str(d / "signing.pub"), "clients_path": str(d / "clients.json"),
-        "revocation_path": str(d / revocation), "listen": ["127.0.0.1"], "port": port,
-        "tls_cert": str(d / "server.crt"), "tls_key": str(d / "server.key"),
-        "log_file": str(tmp / f"introspect-{revocation}.log"), **extra,
-    }
-    path = tmp / f"introspect-{revocation}.json"
-    path.write_text(json.dumps(config))
-    proc = subprocess.Popen([sys.executable, "-m", "lab.sites.introspect", "--config", str(path)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            cwd=ROOT)
-    assert proc.stdout is not None
-    with selectors.DefaultSelector() as sel:
-        sel.register(proc.stdout, selectors.EVENT_READ)
-        if not sel.select(timeout=20) or proc.stdout.readline() != "ready\n":
-            proc.kill()
-            pytest.fail(f"introspection service did not start: {proc.communicate()[1]}")
-    return proc, port
-
-
-@pytest.fixture(scope="module")
-def services(pki: dict[str, Any], tmp_path_factory: pytest.TempPathFactory,
-             ) -> Iterator[dict[str, int]]:
-    """Two services: one with the real revocation list, one whose list is stale."""
-    tmp = tmp_path_factory.mktemp("introspect")
-    procs = {name: _start_introspect(pki, f"{name}.json" if name == "stale" else
-                                     "revoked.json", tmp)
-             for name in ("good", "stale")}
-    yield {name: port for name, (_, port) in procs.items()}
-    for proc, _ in procs.values():
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        for stream in (proc.stdout, proc.stderr):
-            if stream is not None:
-                stream.close()
-
-
-def introspect_check(pki: dict[str, Any], port: int, **kw: Any) -> IntrospectCheck:
-    d = pki["dir"]
-    fields: dict[str, Any] = {
-        "type": "introspect", "name": "introspect", "address": "127.0.0.1", "port": port,
-        "server_name": SERVICE, "ca_file": d / "ca.pem", "client_id": CLIENT_ID,
-        "client_secret_file": d / "secret", "active_token_file": d / "active.jwt",
-        "revoked_token_file": d / "revoked.jwt", "timeout_ms": 2000,
-    }
-    fields.update(kw)
-    return IntrospectCheck(**fields)
-
-
-def assert_no_secrets(reason: str, pki: dict[str, Any]) -> None:
-    for secret in (CLIENT_SECRET, pki["active"], pki["revoked"]):
-        assert secret not in reason
-
-
 def test_introspect_healthy_site_passes_over_one_connection(pki, services) -> None:
     probe = IntrospectProbe(introspect_check(pki, services["good"]))
     try:
@@ -301,20 +155,11 @@ def test_introspect_healthy_site_passes_over_one_connection(pki, services) -> No
         probe.close()
 
 
-def _eventually(condition: Any, timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.05)
-    return False
-
-
 def test_introspect_probe_learns_saturation_on_the_health_listener(pki, tmp_path) -> None:
     """The service's own listener for health checks answers in full while every client
     slot is taken, and says so: the result carries `saturated`."""
-    health_port = _free_port()
-    proc, port = _start_introspect(pki, "revoked.json", tmp_path, health_listen=["127.0.0.1"],
+    health_port = free_port()
+    proc, port = start_introspect(pki, "revoked.json", tmp_path, health_listen=["127.0.0.1"],
                                    health_port=health_port, limit_concurrency=2)
     ctx = ssl.create_default_context(cafile=str(pki["dir"] / "ca.pem"))
     held: list[ssl.SSLSocket] = []
@@ -326,7 +171,7 @@ def test_introspect_probe_learns_saturation_on_the_health_listener(pki, tmp_path
         for _ in range(2):
             sock = socket.create_connection(("127.0.0.1", port), timeout=5)
             held.append(ctx.wrap_socket(sock, server_hostname=SERVICE))
-        assert _eventually(lambda: probe.run().saturated is True)
+        assert wait_until(lambda: probe.run().saturated is True, 10, 0.05)
         result = probe.run()
         assert result.ok and result.reason == "ok"  # saturated, not broken
         for sock in held:
@@ -336,18 +181,14 @@ def test_introspect_probe_learns_saturation_on_the_health_listener(pki, tmp_path
             answer = on_client_side.run()
             return answer.ok and answer.saturated is not None
 
-        assert _eventually(lambda: on_client_side.run().ok)
+        assert wait_until(lambda: on_client_side.run().ok, 10, 0.05)
         assert not told_clients()  # clients are never told
     finally:
         for sock in held:
             sock.close()
         probe.close()
         on_client_side.close()
-        proc.terminate()
-        proc.wait(timeout=15)
-        for stream in (proc.stdout, proc.stderr):
-            if stream is not None:
-                stream.close()
+        stop_process(proc, timeout=15)
 
 
 def test_stale_revocation_list_fails_the_site(pki, services) -> None:

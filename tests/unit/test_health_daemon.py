@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import logging
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -18,30 +17,22 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_health_checks import (  # noqa: F401 -- pki, services: fixtures
-    ANYCAST,
-    CLIENT_SECRET,
-    DnsServer,
-    introspect_check,
-    pki,
-    services,
-)
-from test_speaker_watchdog import (
+
+from .helpers import (
     ANNOUNCE_V4,
+    ANYCAST,
     ROOT,
     WITHDRAW_V4,
+    DnsServer,
+    assert_no_secrets,
+    free_port,
+    introspect_check,
     start_shim,
     wait_until,
 )
 
 WATCHDOG_MS = 200
 GSHUT_V4 = ANNOUNCE_V4 + " community [65535:0]"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Healthd:
@@ -300,13 +291,7 @@ def with_introspect(tmp: Path, keys: dict[str, Any], port: int) -> Site:
     return Site(tmp, [check])
 
 
-def assert_no_secrets(text: str, keys: dict[str, Any]) -> None:
-    for secret in (CLIENT_SECRET, keys["active"], keys["revoked"]):
-        assert secret not in text
-
-
-def test_introspection_check_in_the_daemon_logs_no_secrets(tmp_path, pki, services,  # noqa: F811
-                                                            ) -> None:
+def test_introspection_check_in_the_daemon_logs_no_secrets(tmp_path, pki, services) -> None:
     site = with_introspect(tmp_path, pki, services["good"])
     try:
         up_and_announced(site)
@@ -322,8 +307,7 @@ def test_introspection_check_in_the_daemon_logs_no_secrets(tmp_path, pki, servic
         site.close()
 
 
-def test_site_with_stale_revocation_never_announces(tmp_path, pki, services,  # noqa: F811
-                                                    ) -> None:
+def test_site_with_stale_revocation_never_announces(tmp_path, pki, services) -> None:
     site = with_introspect(tmp_path, pki, services["stale"])
     try:
         started = time.monotonic()

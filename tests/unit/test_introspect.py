@@ -9,12 +9,10 @@ import hmac
 import json
 import logging
 import os
-import selectors
 import signal
 import socket
 import ssl
 import subprocess
-import sys
 import threading
 import time
 import warnings
@@ -32,6 +30,8 @@ from lab.shared.pki import create_ca, create_signing_key, issue_server_cert, pub
 from lab.shared.revocation import revoke
 from lab.shared.tokens import issue_token, sign_claims
 from lab.sites.introspect.app import IntrospectConfig, create_app
+
+from .helpers import free_port, start_service, stop_process
 
 with warnings.catch_warnings():
     # starlette 1.10 prefers the httpx2 fork for its TestClient; the pinned httpx works.
@@ -53,11 +53,6 @@ WWW_AUTH = 'Basic realm="anycast-lab"'
 FORM = {"Content-Type": "application/x-www-form-urlencoded"}
 PATHS = ["/introspect", "/oauth2/introspect"]
 FAST_SCRYPT_N = 2**10  # keeps the suite fast; the default cost is tested in the units file
-
-
-@pytest.fixture(scope="module")
-def signing_key() -> bytes:
-    return create_signing_key()
 
 
 @pytest.fixture(scope="module")
@@ -655,12 +650,6 @@ def test_corrupt_revocation_file_keeps_last_good_state(
 # --- TLS on loopback through the real runner ----------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _ipv6_loopback_works() -> bool:
     try:
         with socket.socket(socket.AF_INET6) as s:
@@ -668,22 +657,6 @@ def _ipv6_loopback_works() -> bool:
         return True
     except OSError:
         return False
-
-
-def _wait_for_line(proc: subprocess.Popen[str], deadline_s: float) -> str:
-    assert proc.stdout is not None
-    sel = selectors.DefaultSelector()
-    sel.register(proc.stdout, selectors.EVENT_READ)
-    end = time.monotonic() + deadline_s
-    try:
-        while (left := end - time.monotonic()) > 0:
-            if sel.select(timeout=left):
-                return proc.stdout.readline()
-            if proc.poll() is not None:
-                break
-    finally:
-        sel.close()
-    return ""
 
 
 @pytest.fixture
@@ -695,7 +668,7 @@ def tls_server(tmp_path: Path, signing_key: bytes, registry_file: Path) -> Itera
     (tmp_path / "server.key").write_bytes(key)
     (tmp_path / "server.crt").write_bytes(cert)
     (tmp_path / "signing.pub").write_bytes(public_pem(signing_key))
-    port = _free_port()
+    port = free_port()
     config = {
         "site": SITE,
         "issuer": ISSUER,
@@ -711,19 +684,8 @@ def tls_server(tmp_path: Path, signing_key: bytes, registry_file: Path) -> Itera
     }
     config_path = tmp_path / "config.json"
     config_path.write_text(json.dumps(config))
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "lab.sites.introspect", "--config", str(config_path)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        cwd=Path(__file__).resolve().parents[2],
-    )
+    proc = start_service(config_path)
     try:
-        line = _wait_for_line(proc, deadline_s=20)
-        if line != "ready\n":
-            proc.kill()
-            _, err = proc.communicate(timeout=10)
-            pytest.fail(f"server did not get ready: {line!r} {err}")
         yield {
             "proc": proc,
             "port": port,
@@ -732,13 +694,7 @@ def tls_server(tmp_path: Path, signing_key: bytes, registry_file: Path) -> Itera
             "dir": tmp_path,
         }
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(timeout=10)
-        if proc.stdout is not None:
-            proc.stdout.close()
-        if proc.stderr is not None:
-            proc.stderr.close()
+        stop_process(proc, signal.SIGKILL)
 
 
 def _url(address: str, port: int, path: str) -> str:

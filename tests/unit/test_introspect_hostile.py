@@ -9,8 +9,6 @@ import base64
 import json
 import socket
 import ssl
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,7 +22,8 @@ from lab.shared.pki import create_ca, create_signing_key, issue_server_cert, pub
 from lab.shared.tokens import issue_token
 from lab.sites.introspect.guard import HEAD_LIMIT
 
-ROOT = Path(__file__).resolve().parents[2]
+from .helpers import free_port, start_service, stop_process, wait_until
+
 SITE = "site-h"
 ISSUER, AUDIENCE = "https://issuer.anycast.lab", "anycast-lab"
 SERVICE = "introspect.anycast.lab"
@@ -32,12 +31,6 @@ CLIENT_ID, SECRET = "rs-test", generate_secret()
 P256_N = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
 REQUEST_TIMEOUT_S = 1.0
 READ_DEADLINE_S = 15.0  # generous: a case fails by getting the wrong answer, not by time
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Service:
@@ -50,7 +43,7 @@ class Service:
         (tmp / "server.crt").write_bytes(cert)
         (tmp / "signing.pub").write_bytes(public_pem(signing_key))
         write_registry(tmp / "clients.json", {CLIENT_ID: SECRET}, n=2**10)
-        self.port, self.health_port = _free_port(), _free_port()
+        self.port, self.health_port = free_port(), free_port()
         config = {
             "site": SITE, "issuer": ISSUER, "audience": AUDIENCE,
             "public_key_file": "signing.pub", "clients_path": "clients.json",
@@ -62,14 +55,7 @@ class Service:
         (tmp / "config.json").write_text(json.dumps(config))
         self.log = tmp / "introspect.log"
         self.ctx = ssl.create_default_context(cadata=ca_cert.decode())
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "lab.sites.introspect", "--config", str(tmp / "config.json")],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
-        assert self.proc.stdout is not None
-        line = self.proc.stdout.readline()  # "ready", or EOF if it died
-        if line != "ready\n":
-            self.proc.kill()
-            pytest.fail(f"service did not start: {line!r} {self.proc.communicate()[1]}")
+        self.proc = start_service(tmp / "config.json")
 
     def connect(self, source: str = "127.0.0.1", *, health: bool = False,
                 tls: bool = True) -> socket.socket:
@@ -79,20 +65,7 @@ class Service:
         return self.ctx.wrap_socket(sock, server_hostname=SERVICE) if tls else sock
 
     def close(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        for stream in (self.proc.stdout, self.proc.stderr):
-            if stream is not None:
-                stream.close()
-
-
-@pytest.fixture(scope="module")
-def signing_key() -> bytes:
-    return create_signing_key()
+        stop_process(self.proc, timeout=15)
 
 
 @pytest.fixture(scope="module")
@@ -298,15 +271,6 @@ def refused(service: Service, source: str) -> bool:
         return True
 
 
-def wait_until(condition: Any, timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.05)
-    return bool(condition())
-
-
 def test_one_client_is_held_to_its_limit_and_the_site_is_not_saturated(
         small_service: Service) -> None:
     held = [small_service.connect("127.0.0.1") for _ in range(4)]
@@ -317,7 +281,7 @@ def test_one_client_is_held_to_its_limit_and_the_site_is_not_saturated(
     finally:
         for sock in held:
             sock.close()
-    assert wait_until(lambda: not refused(small_service, "127.0.0.1"))
+    assert wait_until(lambda: not refused(small_service, "127.0.0.1"), 10, 0.05)
 
 
 def test_site_limit_saturates_but_the_health_listener_still_answers(
@@ -335,7 +299,7 @@ def test_site_limit_saturates_but_the_health_listener_still_answers(
     finally:
         for sock in held:
             sock.close()
-    assert wait_until(lambda: saturated(small_service) == "0")
+    assert wait_until(lambda: saturated(small_service) == "0", 10, 0.05)
     assert not refused(small_service, "127.0.0.3")
 
 
@@ -348,7 +312,7 @@ def test_idle_connections_at_the_limit_are_reaped_and_the_slot_comes_back(
     finally:
         for sock in held:
             sock.close()
-    assert wait_until(lambda: not refused(small_service, "127.0.0.1"))
+    assert wait_until(lambda: not refused(small_service, "127.0.0.1"), 10, 0.05)
 
 
 def test_client_answers_do_not_say_whether_the_site_is_saturated(service: Service) -> None:

@@ -9,10 +9,8 @@ import os
 import socket
 import subprocess
 import sys
-import threading
 import time
-from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -20,101 +18,7 @@ import pytest
 from lab.shared.speaker_client import Controller, ShimError, command
 from lab.sites.speaker.api import ExaBGPChannel
 
-ROOT = Path(__file__).resolve().parents[2]
-V4 = ("203.0.113.53/32", "100.64.0.1")
-V6 = ("2001:db8:53::53/128", "fd00:64::1")
-WITHDRAW_V4 = f"withdraw route {V4[0]} next-hop {V4[1]}"
-ANNOUNCE_V4 = f"announce route {V4[0]} next-hop {V4[1]}"
-ANNOUNCE_V6 = f"announce route {V6[0]} next-hop {V6[1]}"
-
-
-class FakeExaBGP:
-    """Starts a shim and plays ExaBGP: records every line it writes (with the time it
-    arrived) and acknowledges each one with the next scripted answer, else `done`."""
-
-    def __init__(self, args: list[str], log_path: Path) -> None:
-        self.log_path = log_path
-        self._log = open(log_path, "wb")  # noqa: SIM115 -- closed in close()
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "lab.sites.speaker.api", *args],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._log, cwd=ROOT,
-            env={**os.environ, "PYTHONPATH": str(ROOT)},
-        )
-        self.lines: list[tuple[float, str]] = []
-        self.answers: deque[str] = deque()
-        self.cond = threading.Condition()
-        self.reader = threading.Thread(target=self._read, daemon=True)
-        self.reader.start()
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None and self.proc.stdin is not None
-        for raw in self.proc.stdout:
-            line = raw.decode().strip()
-            with self.cond:
-                self.lines.append((time.monotonic(), line))
-                answer = self.answers.popleft() if self.answers else "done"
-                self.cond.notify_all()
-            try:
-                self.proc.stdin.write(answer.encode() + b"\n")
-                self.proc.stdin.flush()
-            except (BrokenPipeError, ValueError):
-                return
-
-    def wait_for(self, what: Callable[[list[str]], bool], timeout: float = 5.0) -> bool:
-        with self.cond:
-            return self.cond.wait_for(lambda: what([line for _, line in self.lines]), timeout)
-
-    def count(self, prefix: str) -> int:
-        with self.cond:
-            return sum(line.startswith(prefix) for _, line in self.lines)
-
-    def first_after(self, since: float, prefix: str) -> float | None:
-        with self.cond:
-            return next((t for t, line in self.lines if t >= since and line.startswith(prefix)),
-                        None)
-
-    def wait_count(self, prefix: str, n: int, timeout: float = 5.0) -> bool:
-        return self.wait_for(lambda lines: sum(x.startswith(prefix) for x in lines) >= n,
-                             timeout)
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def close(self) -> int:
-        if self.proc.poll() is None and self.proc.stdin is not None:
-            self.proc.stdin.close()  # ExaBGP went away: the shim exits
-        try:
-            rc = self.proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            rc = self.proc.wait()
-        self._log.close()
-        return rc
-
-
-def wait_until(condition: Callable[[], bool], timeout: float, step: float = 0.005) -> bool:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if condition():
-            return True
-        time.sleep(step)
-    return condition()
-
-
-def start_shim(tmp_path: Path, *extra: str) -> tuple[FakeExaBGP, Path]:
-    sock = tmp_path / "speaker.sock"
-    fake = FakeExaBGP(["--control", str(sock), "--route", *V4, "--route", *V6, *extra],
-                      tmp_path / "shim.log")
-    assert fake.wait_count("withdraw route", 2), "the shim did not withdraw at start"
-    assert wait_until(sock.exists, 5), fake.log()
-    return fake, sock
-
-
-@pytest.fixture
-def shim(tmp_path: Path) -> Iterator[tuple[FakeExaBGP, Path]]:
-    fake, sock = start_shim(tmp_path, "--watchdog-ms", "200")
-    yield fake, sock
-    fake.close()
+from .helpers import ANNOUNCE_V4, ANNOUNCE_V6, ROOT, WITHDRAW_V4, start_shim
 
 
 def test_start_withdraws_then_only_the_controller_announces(shim) -> None:

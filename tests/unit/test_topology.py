@@ -13,6 +13,8 @@ from lab.model import Report, Topology, load_file, load_text
 from lab.model.generate import generate_topology
 from lab.model.schema import SCHEMA_ID, topology_schema
 
+from ..prerequisites import need_module
+
 REPO = Path(__file__).resolve().parents[2]
 SHIPPED = sorted((REPO / "topologies").glob("*.yaml"))
 TEST_GOOD = sorted((REPO / "tests" / "topologies" / "good").glob("*.yaml"))
@@ -45,6 +47,17 @@ def test_default_topology_content() -> None:
         assert client.router in topo.routers
         assert client.expect in topo.sites
         assert client.failover is None or client.failover in topo.sites
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.name)
+def test_every_shipped_client_names_an_expect_and_a_failover(path: Path) -> None:
+    """The shipped topologies state their whole catchment: the integration tests read each
+    client's `expect` and `failover` from the file."""
+    data = yaml.safe_load(path.read_text())
+    assert data["clients"], path.name
+    for name, c in data["clients"].items():
+        assert c.get("expect") in data["sites"], name
+        assert c.get("failover") in data["sites"] and c["failover"] != c["expect"], name
 
 
 @pytest.mark.parametrize(("sites", "routers"), [(50, 5), (1, 1), (1, 2), (3, 3), (120, 4)])
@@ -194,7 +207,7 @@ def test_schema_knows_every_key_of_default() -> None:
 
 
 def test_schema_validates_default() -> None:
-    jsonschema = pytest.importorskip("jsonschema")
+    jsonschema = need_module("jsonschema")
     data = yaml.safe_load(DEFAULT.read_text())
     jsonschema.validate(data, topology_schema())
     bad = {**data, "region": "eu"}

@@ -1,0 +1,1 @@
+"""Unit tests: pure parts and programs on loopback, no root."""
