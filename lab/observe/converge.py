@@ -1,5 +1,7 @@
-"""Waiting until a lab is converged: every BGP session Established and every client
-answered by its expected site on both address families, with a deadline.
+"""Waiting until a lab is converged: every BGP session Established, every site's route
+held by its router (a site still rising is not there yet, and a client may meanwhile be
+answered by another site) and every client answered by its expected site on both
+address families, with a deadline.
 
 It stops early when waiting cannot help: every session is Established, every site's
 route is held by its router, and the same clients have been answered by the same wrong
@@ -88,10 +90,10 @@ def wait_converged(topo: Topology, plan: AddressPlan, lab_dir: Path, deadline_s:
         wrong: list[WrongAnswer] = []
         unannounced = []
         if not down:
-            wrong = wrong_answers(topo, client_sites(plan, timeout=0.3))
-            if not wrong:
-                return time.monotonic() - started
             unannounced = unannounced_sites(topo, plan, lab_dir)
+            wrong = wrong_answers(topo, client_sites(plan, timeout=0.3))
+            if not wrong and not unannounced:
+                return time.monotonic() - started
             settled = None if unannounced else frozenset(
                 (w.client, w.family, w.got) for w in wrong)
             if steady.see(settled, time.monotonic()):
@@ -99,19 +101,21 @@ def wait_converged(topo: Topology, plan: AddressPlan, lab_dir: Path, deadline_s:
         else:
             steady.see(None, time.monotonic())
         note = (f"{len(sess) - len(down)}/{len(sess)} BGP sessions established"
+                + (f", {len(unannounced)} sites not announced yet" if unannounced else "")
                 + (f", {len(wrong)} client answers wrong" if not down else ""))
         if note != last_note:
             progress(note)
             last_note = note
         missing = [f"{s.router}: session {s.protocol} to {s.peer} is {s.state} ({s.info})"
-                   for s in down] + [str(w) for w in wrong]
+                   for s in down]
+        if unannounced:
+            missing.append(f"sites not announced (their router holds no route from them): "
+                           f"{', '.join(unannounced)}")
+        missing += [str(w) for w in wrong]
         if time.monotonic() - started > deadline_s:
             break
         time.sleep(POLL_S)
     details = list(missing[:10])
-    if unannounced:
-        details.append(f"not announced (their router holds no route from them): "
-                       f"{', '.join(unannounced)}")
     if down:
         s = down[0]
         peer = plan.nodes[s.peer]
