@@ -37,7 +37,7 @@ def _lab_name(ctx: typer.Context, param: typer.CallbackParam, value: str | None
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON for machines (errors too)")]
 LabOpt = Annotated[str | None, typer.Option(
-    "--lab", envvar=LAB_ENV, callback=_lab_name,
+    "--lab", envvar=LAB_ENV, show_envvar=False, callback=_lab_name,
     help=f"which lab (default: ${LAB_ENV}, else the only one up; see `anycast-lab list`)")]
 
 
