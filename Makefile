@@ -13,8 +13,11 @@ install:
 lab-up: install
 	@$(LAB) up $(TOPOLOGY)
 
+# The lab `make lab-up` built (its name is the topology's `name:`); ALL=1: every lab here.
 lab-down:
-	@if [ -x $(LAB) ]; then $(LAB) down --all; else echo "nothing to tear down: not installed"; fi
+	@if [ ! -x $(LAB) ]; then echo "nothing to tear down: not installed"; \
+	elif [ -n "$(ALL)" ]; then $(LAB) down --all; \
+	else $(LAB) down --topology $(TOPOLOGY); fi
 
 status:
 	@$(LAB) status

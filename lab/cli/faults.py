@@ -10,6 +10,7 @@ from typer.core import TyperCommand
 
 from lab.cli import ui
 from lab.cli.main import JsonOpt, LabOpt, app
+from lab.host.labs import command
 from lab.host.lock import locked
 from lab.model.errors import BadInput
 
@@ -65,8 +66,9 @@ def heal(site: Annotated[str, typer.Argument(help="site name")],
     by_detail: dict[str, list[str]] = {}
     for h in failed:
         by_detail.setdefault(h["detail"], []).append(h["fault"])
-    problems = [f"{detail} (still recorded: {', '.join(names)}; `anycast-lab heal {site}` "
-                "tries again)" for detail, names in by_detail.items()]
+    again = command(opened.name, f"heal {site}")
+    problems = [f"{detail} (still recorded: {', '.join(names)}; {again} tries again)"
+                for detail, names in by_detail.items()]
     if json_out:
         report: dict = {"ok": not failed, "healed": healed}
         if failed:
@@ -89,23 +91,31 @@ def heal(site: Annotated[str, typer.Argument(help="site name")],
 
 
 @app.command()
-def drain(site: Annotated[str, typer.Argument(help="site name")], lab: LabOpt = None) -> None:
+def drain(site: Annotated[str, typer.Argument(help="site name")], lab: LabOpt = None,
+          json_out: JsonOpt = False) -> None:
     """Planned maintenance: GRACEFUL_SHUTDOWN first (traffic moves), then withdraw."""
     opened, drained = _maintenance("drain", site, lab)
-    if drained:
-        assert opened.topology is not None
+    assert opened.topology is not None
+    delay_ms = opened.topology.health.drain_delay_ms
+    if json_out:
+        ui.emit_json({"ok": True, "lab": opened.name, "site": site, "drained": True,
+                      "already_drained": not drained, "withdrawal_in_ms": delay_ms})
+    elif drained:
         ui.out.print(f"{site}: draining: re-announced with GRACEFUL_SHUTDOWN (65535:0), "
-                     f"withdrawal in {opened.topology.health.drain_delay_ms} ms")
+                     f"withdrawal in {delay_ms} ms")
     else:
         ui.out.print(f"{site}: already drained")
 
 
 @app.command()
 def undrain(site: Annotated[str, typer.Argument(help="site name")],
-            lab: LabOpt = None) -> None:
+            lab: LabOpt = None, json_out: JsonOpt = False) -> None:
     """End maintenance: announce again once the site's checks pass."""
-    _opened, undrained = _maintenance("undrain", site, lab)
-    if undrained:
+    opened, undrained = _maintenance("undrain", site, lab)
+    if json_out:
+        ui.emit_json({"ok": True, "lab": opened.name, "site": site, "drained": False,
+                      "was_drained": undrained})
+    elif undrained:
         ui.out.print(f"{site}: undrained: announced again once its checks pass")
     else:
         ui.out.print(f"{site}: was not drained")

@@ -1,5 +1,5 @@
-"""Commands about a whole lab: validate, schema, up, down, status, exec, birdc, catchment
-(and the hidden generate); the tables of status and catchment."""
+"""Commands about a whole lab: validate, schema, up, down, list, status, exec, birdc,
+catchment (and the hidden generate); the tables of status, list and catchment."""
 
 from __future__ import annotations
 
@@ -113,8 +113,7 @@ def validate(topology: Annotated[Path | None, typer.Argument(help="topology file
     from lab.model import load_file
 
     report = load_file(topology or default_topology())
-    if not json_out and report.problems and not report.problems[0].path \
-            and report.problems[0].line is None:
+    if report.problems and not report.problems[0].path and report.problems[0].line is None:
         raise BadInput(report.problems[0].message)  # a missing or unreadable file
     if json_out:
         ui.emit_json(report.to_json())
@@ -133,8 +132,8 @@ def validate(topology: Annotated[Path | None, typer.Argument(help="topology file
 
 
 @app.command()
-def schema() -> None:
-    """Print the topology file's JSON Schema (for editors)."""
+def schema(json_out: JsonOpt = False) -> None:
+    """Print the topology file's JSON Schema (for editors; JSON with or without --json)."""
     from lab.model.schema import topology_schema
 
     ui.emit_json(topology_schema())
@@ -143,6 +142,14 @@ def schema() -> None:
 @app.command()
 def up(topology: Annotated[Path | None, typer.Argument(help="topology file")] = None,
        name: Annotated[str | None, typer.Option("--name", help="override the lab's name")] = None,
+       keep_on_failure: Annotated[bool | None, typer.Option(
+           "--keep-on-failure/--no-keep-on-failure",
+           help="when the lab does not converge as expected, leave it up for inspection "
+                "instead of rolling back (exit 1 either way; default: the topology's "
+                "up.keep_on_failure, else no)")] = None,
+       replace: Annotated[bool, typer.Option(
+           "--replace", help="if a lab of this name is up, tear it down and build again")]
+       = False,
        json_out: JsonOpt = False) -> None:
     """Build the lab, start its daemons, wait until converged."""
     from lab.host import labs
@@ -155,10 +162,13 @@ def up(topology: Annotated[Path | None, typer.Argument(help="topology file")] = 
     lifecycle.stop_on_sigterm(topo.name)
     try:
         with ui.progress(f"bringing up lab '{topo.name}'", quiet=json_out) as step:
-            lab = lifecycle.up(topo, step)
+            lab = lifecycle.up(topo, step, keep_on_failure=keep_on_failure, replace=replace,
+                               source=path)
     except lifecycle.AlreadyUp as exc:
-        ui.err.print(f"lab '{exc.lab}' is already up; showing its status "
-                     "(run `anycast-lab down` to rebuild it)")
+        again = f"anycast-lab up {path}" + (f" --name {name}" if name else "") + " --replace"
+        ui.err.print(f"lab '{exc.lab}' is already up with this topology; showing its status "
+                     f"(to rebuild it: `{again}`)", markup=False, highlight=False,
+                     soft_wrap=True)
         lab = labs.open_lab(exc.lab)
     report = status.collect(lab, fabric=False)
     report["elapsed_s"] = round(time.monotonic() - started, 3)
@@ -173,24 +183,34 @@ def up(topology: Annotated[Path | None, typer.Argument(help="topology file")] = 
 @app.command()
 def down(lab: LabOpt = None,
          all_labs: Annotated[bool, typer.Option("--all", help="tear down every lab")] = False,
+         topology: Annotated[Path | None, typer.Option(
+             "--topology", help="the lab this topology file builds (its name:)")] = None,
          json_out: JsonOpt = False) -> None:
     """Tear down everything the lab created, from its own records."""
     from lab.host import env
+    from lab.host.journal import existing_labs
+    from lab.host.labs import env_note
     from lab.ops import lifecycle
 
+    if topology is not None:
+        if all_labs:
+            raise BadInput("give --topology or --all, not both")
+        lab = lifecycle.lab_of(topology)
     env.require_linux_root()
     names = lifecycle.labs_to_tear_down(lab, all_labs)
     reports = [lifecycle.down(n) for n in names]
     pruned = lifecycle.prune_failed(keep=0) if all_labs else 0
     leftovers = [r for r in reports if r.leftover]
+    still_up = existing_labs()
     if json_out:
         ui.emit_json({"ok": not leftovers, "removed": [r.__dict__ for r in reports],
-                      "failed_logs_removed": pruned})
+                      "failed_logs_removed": pruned, "labs_up": still_up})
         if leftovers:
             raise typer.Exit(EnvironmentProblem.exit_code)
     elif not reports:
-        ui.out.print("nothing to tear down: " + (f"lab '{lab}' is not up" if lab else
-                                                 "no lab is up"))
+        ui.out.print("nothing to tear down: " + (
+            f"lab '{lab}'{env_note(lab)} is not up (labs up: {', '.join(still_up) or 'none'})"
+            if lab else "no lab is up"), markup=False, highlight=False, soft_wrap=True)
     else:
         for r in reports:
             ui.out.print(f"lab '{r.lab}' down: {r.namespaces} namespaces, {r.processes} "
@@ -199,6 +219,61 @@ def down(lab: LabOpt = None,
         first = leftovers[0]
         raise EnvironmentProblem(f"lab '{first.lab}': its processes and namespaces are gone, "
                                  f"but {first.leftover}")
+
+
+def print_labs(report: dict[str, Any]) -> None:
+    if not report["labs"]:
+        ui.out.print("no lab is up: start one with `anycast-lab up`")
+        return
+    rows = []
+    for entry in report["labs"]:
+        nodes = entry["nodes"]
+        rows.append([escape(entry["name"]), escape(_shown_path(entry["topology"])),
+                     entry["phase"] or "-",
+                     age_text(entry["age_s"]) if entry["age_s"] is not None else "-",
+                     f"{nodes['routers']}/{nodes['sites']}/{nodes['clients']}" if nodes else "-",
+                     escape(entry["health"]["summary"])])
+    ui.out.print(ui.table("labs on this machine (nodes: routers/sites/clients; health: "
+                          "the sites' health daemons, BGP sessions Established)",
+                          ["lab", "topology", "phase", "age", "nodes", "health"], rows))
+
+
+def _shown_path(path: str | None) -> str:
+    """A topology file as the user would type it here: relative to the working directory
+    when it is below it."""
+    if not path:
+        return "-"
+    try:
+        return str(Path(path).relative_to(Path.cwd()))
+    except ValueError:
+        return path
+
+
+def age_text(seconds: float) -> str:
+    """12 s, 3m05s, 2h07m, 3d04h."""
+    s = int(seconds)
+    if s < 60:
+        return f"{s} s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    if s < 86400:
+        return f"{s // 3600}h{s % 3600 // 60:02d}m"
+    return f"{s // 86400}d{s % 86400 // 3600:02d}h"
+
+
+@app.command(name="list")
+def list_(json_out: JsonOpt = False) -> None:
+    """The labs on this machine: name, topology file, phase, age, nodes, health."""
+    from lab.host import env
+    from lab.observe import inventory
+    from lab.ops import lifecycle
+
+    env.require_linux_root()
+    report = {"ok": True, "labs": inventory.labs(orphans=lifecycle.orphan_labs())}
+    if json_out:
+        ui.emit_json(report)
+    else:
+        print_labs(report)
 
 
 @app.command()
@@ -236,7 +311,7 @@ def exec_(ctx: typer.Context, node: Annotated[str, typer.Argument(help="node nam
         raise BadInput(f"unknown node '{node}' in lab '{opened.name}' (known: {known})")
     if not Path("/run/netns", opened.plan.nodes[node].netns).exists():
         raise LabError(f"node '{node}' has no namespace: the lab is broken, run "
-                       "`anycast-lab down` and `up` again")
+                       f"{labs.command(opened.name, 'down')} and `up` again")
     os.environ[MARKER] = opened.name
     os.environ[NODE_MARKER] = node
     enter_netns(opened.plan.nodes[node].netns)()

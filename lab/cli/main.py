@@ -13,7 +13,9 @@ from typing import Annotated
 import typer
 
 from lab.cli import ui
-from lab.model.errors import LabError
+from lab.host.labs import LAB_ENV, env_note
+from lab.model.errors import BadInput, LabError
+from lab.model.topology import valid_lab_name
 
 DEFAULT_TOPOLOGY = Path(__file__).resolve().parents[2] / "topologies" / "default.yaml"
 
@@ -23,8 +25,20 @@ app = typer.Typer(
     help="A real anycast lab on Linux network namespaces (BIRD 2, ExaBGP 5, Unbound).",
 )
 
-JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON for machines")]
-LabOpt = Annotated[str | None, typer.Option("--lab", help="which lab (default: the only one up)")]
+def _lab_name(ctx: typer.Context, param: typer.CallbackParam, value: str | None
+              ) -> str | None:
+    """--lab (or ANYCAST_LAB) is checked against the lab-name rule as it is parsed: before
+    root is required or anything is read."""
+    if value is not None and not valid_lab_name(value):
+        raise BadInput(f"{value!r}{env_note(value)} is not a lab name (lowercase letters, "
+                       "digits and '-', starting with a letter, at most 24 characters)")
+    return value
+
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON for machines (errors too)")]
+LabOpt = Annotated[str | None, typer.Option(
+    "--lab", envvar=LAB_ENV, show_envvar=False, callback=_lab_name,
+    help=f"which lab (default: ${LAB_ENV}, else the only one up; see `anycast-lab list`)")]
 
 
 def default_topology() -> Path:
@@ -67,9 +81,17 @@ def _internal(exc: Exception) -> None:
           "ANYCAST_LAB_DEBUG=1 for the traceback and report it", 1)
 
 
+def json_requested(argv: list[str]) -> bool:
+    """--json among the command's own arguments (not after `--`, where `exec`'s command
+    line starts)."""
+    own = argv[:argv.index("--")] if "--" in argv else argv
+    return "--json" in own
+
+
 def _fail(message: str, code: int, details: list[str] | None = None) -> None:
-    """One sentence on stderr, or the contract's JSON error object under --json."""
-    if "--json" in sys.argv[1:]:
+    """One sentence on stderr, or the contract's JSON error object on stdout under --json;
+    the same exit code either way."""
+    if json_requested(sys.argv[1:]):
         ui.emit_json({"ok": False, "error": {"message": message, "exit_code": code,
                                              "details": details or []}})
     else:

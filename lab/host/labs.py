@@ -4,6 +4,7 @@ Read-only: opening a lab changes nothing."""
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 
 from lab.host.journal import Journal, existing_labs, require_lab_name, valid_lab_name
@@ -12,6 +13,10 @@ from lab.model.errors import BadInput, LabError
 from lab.model.plan import AddressPlan, build_plan
 
 TOPOLOGY_COPY = "topology.yaml"
+# The default `--lab` of every command (as `ANYCAST_LAB=NAME anycast-lab status`). Our
+# daemons carry the same variable as their marker; a shell that has it set is not one of
+# them (lab.host.procs counts markers only on root processes inside lab namespaces).
+LAB_ENV = "ANYCAST_LAB"  # = lab.host.procs.MARKER
 
 
 @dataclass
@@ -28,6 +33,18 @@ class Lab:
         return self.journal.lab
 
 
+def command(lab: str, verb: str) -> str:
+    """`anycast-lab VERB` as a hint to type, naming `--lab LAB` when more than one lab
+    exists on this machine (with one, the command finds it by itself)."""
+    others = [name for name in existing_labs() if name != lab]
+    return f"`anycast-lab {verb}" + (f" --lab {lab}`" if others else "`")
+
+
+def env_note(name: str) -> str:
+    """' (from ANYCAST_LAB)' when that is where the name came from, for messages."""
+    return f" (from {LAB_ENV})" if os.environ.get(LAB_ENV) == name else ""
+
+
 def open_lab(name: str | None, need_topology: bool = True) -> Lab:
     """The named lab, or the only one that exists; BadInput when that is ambiguous.
     LabError when the lab's topology record is gone (unless `need_topology` is off)."""
@@ -36,12 +53,14 @@ def open_lab(name: str | None, need_topology: bool = True) -> Lab:
         if not labs:
             raise LabError("no lab is up: start one with `anycast-lab up`")
         if len(labs) > 1:
-            raise BadInput(f"several labs are up ({', '.join(labs)}): choose one with --lab")
+            raise BadInput(f"several labs are up ({', '.join(labs)}): choose one with "
+                           f"--lab NAME or {LAB_ENV}=NAME (see `anycast-lab list`)")
         name = labs[0]
     elif not valid_lab_name(name):
         require_lab_name(name)
     elif name not in labs:
-        raise LabError(f"lab '{name}' is not up (labs up: {', '.join(labs) or 'none'})")
+        raise LabError(f"lab '{name}'{env_note(name)} is not up (labs up: "
+                       f"{', '.join(labs) or 'none'})")
     journal = Journal(name)
     lab = Lab(journal, state=journal.state())
     copy = journal.dir / TOPOLOGY_COPY

@@ -48,6 +48,7 @@ MAPPING_EXAMPLES = {
     "Anycast": "{ipv4: 203.0.113.53/32, ipv6: '2001:db8:53::53/128'}",
     "Pools": "{links4: 100.64.0.0/16, links6: 'fd00:a11c:ab::/48'}",
     "Bgp": "{hold_time: 9, keepalive_time: 3}",
+    "Up": "{keep_on_failure: true}",
 }
 SECTION_EXAMPLES = {
     "routers": "router names to routers, such as {r1: {asn: 65001}}",

@@ -144,6 +144,16 @@ class Health(Strict):
     exabgp_healthcheck: ExabgpHealthcheck = ExabgpHealthcheck()
 
 
+class Up(Strict):
+    """How `anycast-lab up` treats this lab: not part of what the lab is (changing it does
+    not make a running lab 'different')."""
+
+    keep_on_failure: bool = Field(
+        False, strict=True, description="when the lab does not converge as expected, leave "
+        "it up for inspection (`status`, `exec`, `birdc`) instead of rolling back; `up` exits "
+        "1 either way. The CLI's --keep-on-failure / --no-keep-on-failure overrides it")
+
+
 class Router(Strict):
     """A transit router (BIRD 2) in its own AS."""
 
@@ -230,6 +240,7 @@ class Topology(Strict):
     sites: dict[str, Site] = Field(max_length=MAX_SITES)
     clients: dict[str, Client] = Field({}, max_length=MAX_CLIENTS)
     links: list[Link] = Field([], max_length=MAX_LINKS)
+    up: Up = Up()
 
     def node_names(self) -> list[str]:
         return [*self.routers, *self.sites, *self.clients]

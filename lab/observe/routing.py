@@ -93,28 +93,39 @@ def best_route(lab_dir: Path, router: str, prefix: str) -> Route | None:
     return parse_best_route(birdc(ctl, fib_route_command(prefix)), prefix)
 
 
-def best_paths(plan: AddressPlan, lab_dir: Path) -> dict[str, dict[str, dict[str, Any]]]:
-    """Per router and anycast prefix: next hop, AS path, and the site the path ends at
-    (followed hop by hop through the routers' BIRD tables)."""
+Forwarding = dict[tuple[str, str], tuple[Route | None, list[str]]]
+
+
+def forwarding(plan: AddressPlan, lab_dir: Path) -> Forwarding:
+    """Per router and anycast prefix: its best route, and the nodes a packet crosses from
+    it (the router first), following each router's best route hop by hop through the BIRD
+    tables; the path ends at a site, or where it breaks (no route, a loop)."""
     routes = {(r.name, p): best_route(lab_dir, r.name, p)
               for r in plan.by_role("router") for p in plan.anycast}
     by_address = plan.node_by_address()
-    result: dict[str, dict[str, dict[str, Any]]] = {}
+    out: Forwarding = {}
     for (router, prefix), route in routes.items():
-        site = None
-        hop, seen = router, set()
-        current = route
-        while current is not None and hop not in seen:
-            seen.add(hop)
+        hops, current = [router], route
+        while current is not None:
             nxt = by_address.get(current.next_hop or "")
-            if nxt is None:
+            if nxt is None or nxt in hops:
                 break
+            hops.append(nxt)
             if plan.nodes[nxt].role == "site":
-                site = nxt
                 break
-            hop, current = nxt, routes.get((nxt, prefix))
+            current = routes.get((nxt, prefix))
+        out[(router, prefix)] = (route, hops)
+    return out
+
+
+def best_paths(plan: AddressPlan, lab_dir: Path) -> dict[str, dict[str, dict[str, Any]]]:
+    """Per router and anycast prefix: next hop, AS path, and the site the path ends at
+    (followed hop by hop through the routers' BIRD tables)."""
+    result: dict[str, dict[str, dict[str, Any]]] = {}
+    for (router, prefix), (route, hops) in forwarding(plan, lab_dir).items():
+        end = hops[-1]
         result.setdefault(router, {})[prefix] = {
-            "site": site,
+            "site": end if len(hops) > 1 and plan.nodes[end].role == "site" else None,
             "next_hop": route.next_hop if route else None,
             "next_hops": route.next_hops if route else [],
             "as_path": route.as_path if route else [],
@@ -144,18 +155,38 @@ def announced_families(topo: Topology) -> tuple[str, ...]:
     return ("v4",) if anchor_mode(topo) else ("v4", "v6")
 
 
-def misplaced(topo: Topology, answers: dict[str, dict[str, Identity]],
-              families: tuple[str, ...] | None = None) -> list[str]:
-    """One line per client answer that does not come from the client's expected site."""
+@dataclass(frozen=True)
+class WrongAnswer:
+    """A client answer that does not come from the client's expected site."""
+
+    client: str
+    family: str  # "v4" or "v6"
+    got: str | None  # the site that answered; None: nobody did
+    expected: str
+    error: str | None = None  # why nobody answered
+
+    def __str__(self) -> str:
+        why = f" ({self.error})" if self.error else ""
+        return (f"client {self.client} ({self.family}) is answered by {self.got or 'nobody'}"
+                f"{why}, expected {self.expected}")
+
+
+def wrong_answers(topo: Topology, answers: dict[str, dict[str, Identity]],
+                  families: tuple[str, ...] | None = None) -> list[WrongAnswer]:
+    """Every client answer that does not come from the client's expected site."""
     out = []
     for name, client in topo.clients.items():
         for fam in families or announced_families(topo):
             got = answers[name][fam]
             if got.site != client.expect:
-                why = f" ({got.error})" if got.error else ""
-                out.append(f"client {name} ({fam}) is answered by {got.site or 'nobody'}"
-                           f"{why}, expected {client.expect}")
+                out.append(WrongAnswer(name, fam, got.site, client.expect, got.error))
     return out
+
+
+def misplaced(topo: Topology, answers: dict[str, dict[str, Identity]],
+              families: tuple[str, ...] | None = None) -> list[str]:
+    """One line per client answer that does not come from the client's expected site."""
+    return [str(w) for w in wrong_answers(topo, answers, families)]
 
 
 def speaker_state(lab_dir: Path, site: str) -> dict[str, Any]:

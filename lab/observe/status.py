@@ -37,7 +37,8 @@ def collect(lab: Lab, fabric: bool = True) -> dict[str, Any]:
                               "anycast": [], "sites": {}, "routers": {}, "clients": {}}
     if lab.plan is None or lab.topology is None:
         report["ok"] = False
-        report["problems"] = ["the lab's topology record is missing: run `anycast-lab down`"]
+        report["problems"] = [f"the lab's topology record is missing: run "
+                              f"`anycast-lab down --lab {lab.name}`"]
         return report
     topo, plan, lab_dir = lab.topology, lab.plan, lab.journal.dir
     report["anycast"] = plan.anycast

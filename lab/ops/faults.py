@@ -32,7 +32,7 @@ from typing import Any
 from pyroute2 import IPRoute
 
 from lab.host import procs, safefs
-from lab.host.labs import Lab
+from lab.host.labs import Lab, command
 from lab.host.procs import run_in
 from lab.model.errors import BadInput, EnvironmentProblem, LabError
 from lab.model.plan import NodePlan, require_site
@@ -217,7 +217,7 @@ def _process(lab: Lab, site: str, daemon: str) -> procs.ProcessRecord:
     record = procs.running(lab.journal, f"{daemon}@{site}")
     if record is None:
         raise LabError(f"{daemon} is not running at {site}: nothing to fail (see "
-                       f"`anycast-lab status`, or `anycast-lab heal {site}`)")
+                       f"{command(lab.name, 'status')}, or {command(lab.name, f'heal {site}')})")
     return record
 
 
@@ -229,7 +229,7 @@ def inject(lab: Lab, site: str, what: str) -> Record:
     faults = active(lab)
     if key in faults:
         raise LabError(f"fault '{what}' is already active at {site}: "
-                       f"`anycast-lab heal {site} {what}` first")
+                       f"{command(lab.name, f'heal {site} {what}')} first")
     entry: Record = {"site": site, "fault": what, **fault.inject(lab, node)}
     faults[key] = entry
     _save(lab, faults)

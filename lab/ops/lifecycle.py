@@ -1,8 +1,12 @@
 """Bringing a lab up and down: validate -> plan -> check -> build -> start -> converge.
 
 `up` records everything in the journal before creating it and rolls back on any
-failure (including Ctrl-C); `down` works from the journal alone, plus anything that
-carries the lab's markers, and is idempotent.
+failure (including Ctrl-C), unless asked to keep a lab that was built but did not
+converge as expected (`keep_on_failure`: left up in phase "failed", for inspection).
+A lab that is up is never silently taken for another topology: the same topology is
+"already up", a different one is refused with what differs, unless `replace` rebuilds
+it. `down` works from the journal alone, plus anything that carries the lab's markers,
+and is idempotent.
 """
 
 from __future__ import annotations
@@ -27,9 +31,10 @@ from lab.host.fabric import (
     remove_namespace,
 )
 from lab.host.journal import Journal, existing_labs, require_lab_name, valid_lab_name
-from lab.host.labs import TOPOLOGY_COPY, Lab
+from lab.host.labs import LAB_ENV, TOPOLOGY_COPY, Lab, command, open_lab
 from lab.model import Report, Topology, load_file, load_text
-from lab.model.errors import BadInput, LabError
+from lab.model.compare import summary, topology_changes
+from lab.model.errors import BadInput, LabError, NotAsExpected
 from lab.model.plan import AddressPlan, build_plan, lab_netns_prefix
 from lab.observe.converge import wait_converged
 from lab.ops import tokenstore
@@ -49,6 +54,16 @@ def validated(path: str | Path, name: str | None = None) -> Topology:
     return topology_or_raise(report)
 
 
+def lab_of(path: str | Path) -> str:
+    """The name of the lab a topology file builds (the file must validate)."""
+    try:
+        return validated(path).name
+    except BadInput as exc:
+        exc.details.append("a lab whose file no longer validates is torn down by name: "
+                           "`anycast-lab down --lab NAME` (see `anycast-lab list`)")
+        raise
+
+
 def topology_or_raise(report: Report) -> Topology:
     if not report.ok:
         count = len(report.problems)
@@ -62,25 +77,42 @@ def topology_or_raise(report: Report) -> Topology:
     return report.topology
 
 
-def up(topology: Topology, progress: Progress, converge_deadline_s: float = 60.0) -> Lab:
-    """Build the lab under its lock; on any failure remove what was created and re-raise."""
+def up(topology: Topology, progress: Progress, converge_deadline_s: float = 60.0, *,
+       keep_on_failure: bool | None = None, replace: bool = False,
+       source: str | Path | None = None) -> Lab:
+    """Build the lab under its lock; on any failure remove what was created and re-raise
+    (or, with `keep_on_failure`, default the topology's `up.keep_on_failure`, leave a lab
+    that was built but did not converge as expected up for inspection, and re-raise).
+    `replace` tears down a lab of the same name that is up, and builds again; `source`
+    is the topology file, recorded for `list`."""
     env.require_linux_root()
     env.require_tools(["sysctl", "unshare", "tc"])
     plan = build_plan(topology)
     env.check_host_overlap(plan, (topology.pools.links4, topology.pools.links6))
     env.check_socket_paths(Journal(topology.name).dir, plan)
     check_impairments(plan)
+    keep = topology.up.keep_on_failure if keep_on_failure is None else keep_on_failure
     with lock.locked(topology.name, "up"):
-        return _build(topology, plan, progress, converge_deadline_s)
+        return _build(topology, plan, progress, converge_deadline_s, keep=keep,
+                      replace=replace, source=source)
 
 
 def _build(topology: Topology, plan: AddressPlan, progress: Progress,
-           converge_deadline_s: float) -> Lab:
+           converge_deadline_s: float, *, keep: bool = False, replace: bool = False,
+           source: str | Path | None = None) -> Lab:
     journal = Journal(topology.name)
     if journal.exists():
-        if journal.state().get("phase") == "up":
+        phase = journal.state().get("phase")
+        if phase == "up" and not replace:
+            _refuse_if_changed(topology, source)
             raise AlreadyUp(topology.name)
-        progress("a previous run of this lab did not finish: removing its leftovers")
+        if phase == "up":
+            progress(f"--replace: tearing down the running lab '{topology.name}'")
+        elif phase == FAILED:
+            progress(f"lab '{topology.name}' was kept after a failed `up`: removing it to "
+                     "build again")
+        else:
+            progress("a previous run of this lab did not finish: removing its leftovers")
         teardown(journal)
     elif lab_namespaces(topology.name) or procs.marked_pids(topology.name):
         progress("this lab's namespaces or processes are still here without a journal: "
@@ -88,8 +120,10 @@ def _build(topology: Topology, plan: AddressPlan, progress: Progress,
         teardown(journal)
     journal.open()
     lab = Lab(journal, topology, plan)
+    built = False  # namespaces, links and daemons exist: a lab `status` can look at
     try:
-        journal.set_state(phase="building", started=time.time())
+        journal.set_state(phase="building", started=time.time(),
+                          topology_file=str(Path(source).resolve()) if source else None)
         # The effective topology (after --name), so status and down never need the file.
         safefs.write_atomic(journal.dir / TOPOLOGY_COPY,
                             yaml.safe_dump(topology.model_dump(mode="json"), sort_keys=False))
@@ -101,6 +135,7 @@ def _build(topology: Topology, plan: AddressPlan, progress: Progress,
         launch.prepare(specs)
         progress(f"{len(specs)} daemon configs rendered and checked")
         Fabric(plan, journal, topology.bgp.multipath_hash, progress).build()
+        built = True
         launch.start_all(journal, specs)
         progress(f"{len(specs)} daemons started")
         journal.set_state(phase="converging")
@@ -108,6 +143,12 @@ def _build(topology: Topology, plan: AddressPlan, progress: Progress,
         progress(f"converged in {waited:.2f} s")
         journal.set_state(phase="up", ready=time.time(), converge_s=round(waited, 3))
     except BaseException as exc:
+        if keep and built and isinstance(exc, LabError) and not isinstance(exc, Stopped):
+            _keep(journal, exc, progress)
+            raise
+        if isinstance(exc, NotAsExpected) and built:
+            exc.details.append("to look at a lab that fails like this, run `up` again with "
+                               "--keep-on-failure: it is left up instead of rolled back")
         _roll_back(journal, exc, progress)
         if isinstance(exc, OSError) and safefs.is_machine_error(exc):
             raise safefs.machine_problem(exc, journal.dir) from exc
@@ -130,11 +171,44 @@ def _roll_back(journal: Journal, exc: BaseException, progress: Progress) -> None
         exc.details.append(f"daemon logs of the failed run: {kept}")
 
 
+FAILED = "failed"  # the phase of a lab kept up after a failed `up`
+
+
+def _keep(journal: Journal, exc: LabError, progress: Progress) -> None:
+    """Leave the lab as it is, marked failed, and say how to look at it and remove it."""
+    journal.set_state_best_effort(phase=FAILED, failed=time.time(), failure=exc.message)
+    progress("keeping the lab for inspection (--keep-on-failure): nothing rolled back")
+    status, down = (command(journal.lab, verb) for verb in ("status", "down"))
+    exc.details.append(f"lab '{journal.lab}' is left up for inspection (--keep-on-failure): "
+                       f"see {status}; remove it with {down}")
+
+
 class AlreadyUp(LabError):
     def __init__(self, lab: str) -> None:
-        super().__init__(f"lab '{lab}' is already up: see `anycast-lab status`, or run "
-                         "`anycast-lab down` first")
+        super().__init__(f"lab '{lab}' is already up: see {command(lab, 'status')}, or run "
+                         f"{command(lab, 'down')} first")
         self.lab = lab
+
+
+class TopologyChanged(NotAsExpected):
+    """A lab of this name is up with another topology than the one given (exit 1)."""
+
+
+def _refuse_if_changed(topology: Topology, source: str | Path | None) -> None:
+    """TopologyChanged when the lab running under this name was built from a different
+    topology (compared with the copy `up` keeps in its run directory)."""
+    running = open_lab(topology.name, need_topology=False).topology
+    changed = (["the running lab's topology record is missing"] if running is None
+               else topology_changes(running, topology))
+    if not changed:
+        return
+    name = topology.name
+    raise TopologyChanged(
+        f"lab '{name}' is up with a different topology ({len(changed)} change"
+        f"{'s' if len(changed) > 1 else ''}: {changed[0]}); nothing was changed: rebuild "
+        f"it with `anycast-lab up {source or 'FILE'} --name {name} --replace`, or run "
+        f"`anycast-lab down --lab {name}` first",
+        details=summary(changed))
 
 
 def orphan_labs() -> list[str]:
@@ -157,8 +231,8 @@ def labs_to_tear_down(lab: str | None, all_labs: bool) -> list[str]:
     if lab is not None:
         return [lab] if lab in up or lab in orphans else []
     if len(up) > 1:
-        raise BadInput(f"several labs are up ({', '.join(up)}): choose one with --lab, "
-                       "or use --all")
+        raise BadInput(f"several labs are up ({', '.join(up)}): choose one with --lab NAME "
+                       f"or {LAB_ENV}=NAME, or use --all")
     return up
 
 
