@@ -18,12 +18,11 @@ from pathlib import Path
 from typing import Any
 
 from lab.host import safefs
+from lab.model import names
 from lab.model.errors import BadInput, EnvironmentProblem
 from lab.model.topology import valid_lab_name
 
 DEFAULT_RUN_ROOT = "/run/anycast-lab"
-JOURNAL = "journal.jsonl"
-STATE = "state.json"
 
 
 def require_lab_name(name: str) -> str:
@@ -72,8 +71,8 @@ def existing_labs() -> list[str]:
     if not root.is_dir() or not _ours(root):
         return []
     return sorted(p.name for p in root.iterdir()
-                  if valid_lab_name(p.name) and _ours(p) and (p / JOURNAL).is_file()
-                  and not (p / JOURNAL).is_symlink())
+                  if valid_lab_name(p.name) and _ours(p) and (p / names.JOURNAL).is_file()
+                  and not (p / names.JOURNAL).is_symlink())
 
 
 @dataclass(frozen=True)
@@ -135,7 +134,7 @@ class Journal:
     def __init__(self, lab: str, directory: Path | None = None) -> None:
         self.lab = require_lab_name(lab)
         self.dir = directory or lab_dir(lab)
-        self.path = self.dir / JOURNAL
+        self.path = self.dir / names.JOURNAL
 
     def exists(self) -> bool:
         return self.path.exists()
@@ -194,7 +193,7 @@ class Journal:
     def set_state(self, **state: Any) -> None:
         current = self.state()
         current.update(state)
-        safefs.write_json_atomic(self.dir / STATE, current)
+        safefs.write_json_atomic(self.dir / names.STATE, current)
 
     def set_state_best_effort(self, **state: Any) -> bool:
         try:
@@ -205,7 +204,7 @@ class Journal:
 
     def state(self) -> dict[str, Any]:
         try:
-            value = json.loads((self.dir / STATE).read_text())
+            value = json.loads((self.dir / names.STATE).read_text())
         except (OSError, json.JSONDecodeError, UnicodeDecodeError):
             return {}
         return value if isinstance(value, dict) else {}

@@ -7,11 +7,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from lab.host.journal import Journal, existing_labs, require_lab_name, valid_lab_name
-from lab.model import Topology, load_text
+from lab.model import Topology, load_text, names
 from lab.model.errors import BadInput, LabError
 from lab.model.plan import AddressPlan, build_plan
-
-TOPOLOGY_COPY = "topology.yaml"
 
 
 @dataclass
@@ -44,7 +42,7 @@ def open_lab(name: str | None, need_topology: bool = True) -> Lab:
         raise LabError(f"lab '{name}' is not up (labs up: {', '.join(labs) or 'none'})")
     journal = Journal(name)
     lab = Lab(journal, state=journal.state())
-    copy = journal.dir / TOPOLOGY_COPY
+    copy = journal.dir / names.TOPOLOGY_COPY
     try:
         report = load_text(copy.read_text(), str(copy)) if copy.is_file() else None
     except (OSError, UnicodeDecodeError):

@@ -25,6 +25,7 @@ from pyroute2 import IPRoute
 from lab.host import procs
 from lab.host.labs import Lab
 from lab.host.procs import run_in
+from lab.model import names
 from lab.model.errors import BadInput, EnvironmentProblem, LabError
 from lab.observe.converge import log_tail
 from lab.render.base import Readiness
@@ -58,7 +59,7 @@ BLACKHOLE = """table inet {table} {{
 
 
 def _faults_file(lab: Lab) -> Path:
-    return lab.journal.dir / "faults.json"
+    return lab.journal.dir / names.FAULTS
 
 
 def active(lab: Lab) -> dict[str, dict[str, Any]]:

@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 from pyroute2 import IPRoute, netns
 
 from lab.host import procs
-from lab.model.plan import lab_netns_prefix
+from lab.model.names import lab_netns_prefix
 
 T = TypeVar("T")
 

@@ -23,12 +23,11 @@ from typing import Any
 import pytest
 
 from lab.host import labs
-from lab.host.birdctl import birdc
 from lab.host.procs import enter_netns, run_in
-from lab.observe.routing import client_sites
+from lab.model.names import node_dir
+from lab.observe.routing import client_sites, site_route_count
 from lab.ops import drain as drains
 from lab.render.health import event_log, state_file
-from lab.render.launch import node_dir
 from lab.sites.introspect import guard
 
 from .conftest import DEFAULT, ROOT, LabHandle, lab_cli, unique_name
@@ -103,11 +102,8 @@ def withdrawals(lab: labs.Lab, site: str, since: float) -> int:
 
 
 def router_routes(lab: labs.Lab, site: str) -> int:
-    router = lab.topology.sites[site].router
-    out = birdc(node_dir(lab.journal.dir, router) / "bird.ctl",
-                f"show route protocol site_{site.replace('-', '_')} count")
-    total = out.split("Total:")[-1].split()
-    return int(total[0]) if "Total:" in out and total else -1
+    count = site_route_count(lab.plan, lab.journal.dir, site)
+    return -1 if count is None else count
 
 
 def site_of(lab: labs.Lab, client: str = CLIENT) -> str | None:

@@ -11,8 +11,6 @@ import pytest
 
 from lab.host import journal as journal_mod
 from lab.host.journal import (
-    JOURNAL,
-    STATE,
     Journal,
     ProcessRecord,
     existing_labs,
@@ -20,6 +18,7 @@ from lab.host.journal import (
     replay,
     run_root,
 )
+from lab.model.names import JOURNAL, STATE
 
 
 @pytest.fixture
