@@ -41,7 +41,3 @@ def undrain(lab: Lab, site: str) -> bool:
         return False
     path.unlink()
     return True
-
-
-def is_drained(lab_dir: Path, site: str) -> bool:
-    return drain_file(lab_dir, site).exists()
