@@ -50,7 +50,7 @@ def test_the_client_reads_what_birdc_prints(default_lab, command):
             text = timeless(client.ask(command).text)
             after = timeless(birdc(ctl, command))  # the lab may move on between questions
         assert text in (before, after), (router.name, command)
-        assert "hh:mm:ss.mmm" in text or "Network not found" in text or "Total:" in text
+        assert text.strip(), (router.name, command)  # an answer, not two empty strings
 
 
 def test_no_route_is_an_answer(default_lab):
