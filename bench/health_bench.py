@@ -16,7 +16,6 @@ import argparse
 import json
 import os
 import random
-import socket
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -29,13 +28,12 @@ import yaml
 from bench import common
 from bench.common import save, show, stats, unique
 from lab.host import labs, procs
+from lab.host.birdctl import BirdClient, parse_route_count, route_count_command
 from lab.measure.trials import run_trial, summarise, trial_json
-from lab.model import load_text
+from lab.model import load_text, names
 from lab.model.errors import NotAsExpected
 from lab.observe.routing import client_sites
 from lab.ops import faults, lifecycle
-from lab.render.jinja import proto_name
-from lab.render.launch import node_dir
 from lab.shared.wait import wait_until
 from lab.sites.health.config import DnsCheck
 
@@ -88,52 +86,19 @@ def lab_up(setup: str) -> Iterator[labs.Lab]:
         lifecycle.teardown(lab.journal)
 
 
-class BirdSocket:
-    """BIRD's control socket, spoken directly (no birdc fork per poll): a few hundred
-    microseconds per `show route ... count`."""
-
-    def __init__(self, ctl: Path) -> None:
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.connect(str(ctl))
-        self.buf = b""
-        self._reply()  # greeting: 0001 BIRD x.y ready.
-        self.command("restrict")
-
-    def _reply(self) -> list[str]:
-        lines = []
-        while True:
-            while b"\n" not in self.buf:
-                chunk = self.sock.recv(65536)
-                if not chunk:
-                    raise ConnectionError("BIRD closed its control socket")
-                self.buf += chunk
-            raw, self.buf = self.buf.split(b"\n", 1)
-            line = raw.decode(errors="replace")
-            lines.append(line)
-            # A reply ends with a line "DDDD text" (code, space); "DDDD-" continues it.
-            if len(line) >= 5 and line[:4].isdigit() and line[4] == " ":
-                return lines
-
-    def command(self, text: str) -> list[str]:
-        self.sock.sendall(text.encode() + b"\n")
-        return self._reply()
-
-    def route_count(self, protocol: str) -> int:
-        """`show route protocol P count`: the 'Total: N of M routes' N."""
-        for line in self.command(f"show route protocol {protocol} count"):
-            body = line[5:] if line[:4].isdigit() else line
-            if body.strip().startswith("Total:"):
-                return int(body.split()[1])
-        raise ValueError(f"no total in BIRD's answer for {protocol}")
-
-    def close(self) -> None:
-        self.sock.close()
+def route_count(bird: BirdClient, protocol: str) -> int:
+    """The routes a protocol brought in (`show route protocol P count`), over the one kept
+    connection to BIRD's control socket: a few hundred microseconds per poll."""
+    count = parse_route_count(bird.ask(route_count_command(protocol)).text)
+    if count is None:
+        raise ValueError(f"no route count in BIRD's answer for {protocol}")
+    return count
 
 
-def _site_bird(lab: labs.Lab, site: str) -> tuple[BirdSocket, str]:
+def _site_bird(lab: labs.Lab, site: str) -> tuple[BirdClient, str]:
     assert lab.plan is not None
     router = lab.plan.nodes[site].interfaces[0].peer
-    return BirdSocket(node_dir(lab.journal.dir, router) / "bird.ctl"), f"site_{proto_name(site)}"
+    return BirdClient(names.bird_socket(lab.journal.dir, router)), names.site_protocol(site)
 
 
 def _all_home(lab: labs.Lab) -> bool:
@@ -142,9 +107,9 @@ def _all_home(lab: labs.Lab) -> bool:
     return all(answers[n]["v4"].site == c.expect for n, c in lab.topology.clients.items())
 
 
-def wait_healthy(lab: labs.Lab, bird: BirdSocket, proto: str, timeout_s: float) -> bool:
+def wait_healthy(lab: labs.Lab, bird: BirdClient, proto: str, timeout_s: float) -> bool:
     """The site's routes are back at its router and every client reaches its own site."""
-    return wait_until(lambda: bird.route_count(proto) > 0 and _all_home(lab), timeout_s, 0.05)
+    return wait_until(lambda: route_count(bird, proto) > 0 and _all_home(lab), timeout_s, 0.05)
 
 
 # --- outage trials -----------------------------------------------------------------
@@ -273,17 +238,17 @@ def healthd_withdrawal(lab: labs.Lab, fault: str, trials: int,
             if not wait_healthy(lab, bird, proto, 15):
                 raise NotAsExpected(f"{lab.name}: {SITE} not announced before trial {n + 1}")
             time.sleep(0.5 + random.uniform(0, 0.1))  # random phase vs its keepalives
-            routes = bird.route_count(proto)
+            routes = route_count(bird, proto)
             try:
                 entry = faults.inject(lab, SITE, fault)
                 t_fault = entry["t_mono"]
-                gone = wait_until(lambda: time.monotonic() if bird.route_count(proto) == 0
+                gone = wait_until(lambda: time.monotonic() if route_count(bird, proto) == 0
                                   else None, t_fault + 10 - time.monotonic(), POLL_S)
                 times.append(None if gone is None else round((gone - t_fault) * 1000, 2))
             finally:
                 t_heal = time.monotonic()
                 faults.heal(lab, SITE, fault)
-            announced = wait_until(lambda want=routes: bird.route_count(proto) >= want, 15,
+            announced = wait_until(lambda want=routes: route_count(bird, proto) >= want, 15,
                                    POLL_S)
             back.append(round((time.monotonic() - t_heal) * 1000, 1) if announced else None)
             progress(f"  {fault} {n + 1}/{trials}: {routes} routes gone after "
@@ -307,7 +272,7 @@ def dns_only_healthd_cpu(lab: labs.Lab, seconds: float) -> dict[str, Any]:
     bird, proto = _site_bird(lab, SITE)
     try:
         for site in sites:
-            conf = node_dir(lab.journal.dir, site) / "healthd.json"
+            conf = names.node_dir(lab.journal.dir, site) / names.HEALTHD_CONF
             data = json.loads(conf.read_text())
             data["checks"] = [c for c in data["checks"] if c["type"] == "dns"]
             conf.write_text(json.dumps(data, indent=2))

@@ -15,11 +15,10 @@ import yaml
 from bench.common import save, show, stats, unique
 from lab.host.fabric import Fabric
 from lab.host.journal import Journal
-from lab.model import load_text
+from lab.model import load_text, names
 from lab.model.generate import generate_topology
 from lab.model.plan import build_plan
 from lab.ops import lifecycle
-from lab.render.launch import node_dir
 from lab.shared.speaker_client import command as speaker
 from probes.dns import BackgroundProbe
 
@@ -143,7 +142,7 @@ def bench_withdraw(trials: int) -> dict:
     lab = lifecycle.up(topo, lambda _m: None)
     client = lab.plan.nodes["c-eu"]
     expect, failover = topo.clients["c-eu"].expect, topo.clients["c-eu"].failover
-    control = node_dir(lab.journal.dir, expect) / "speaker.sock"
+    control = names.speaker_socket(lab.journal.dir, expect)
     moved, back, lost = [], [], []
     try:
         for _ in range(trials):

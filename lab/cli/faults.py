@@ -27,7 +27,7 @@ class _FaultHelp(TyperCommand):
 
         for param in self.params:
             if param.name == "what":
-                param.help = ", ".join(faults.names())  # type: ignore[attr-defined]
+                param.help = ", ".join(faults.fault_names())  # type: ignore[attr-defined]
         width = max(map(len, faults.REGISTRY))
         self.epilog = "\n".join(["Faults:"] + [f"{name:<{width}}  {escape(fault.description)}"
                                                for name, fault in faults.REGISTRY.items()])

@@ -327,7 +327,7 @@ def birdc(router: Annotated[str, typer.Argument(help="router name")],
           lab: LabOpt = None) -> None:
     """Look inside a router: anycast-lab birdc ROUTER CMD... (e.g. show route all)."""
     from lab.host import env, labs
-    from lab.render.launch import node_dir
+    from lab.model import names
 
     env.require_linux_root()
     opened = labs.open_lab(lab)
@@ -335,7 +335,7 @@ def birdc(router: Annotated[str, typer.Argument(help="router name")],
             or opened.plan.nodes[router].role != "router":
         routers = [n.name for n in opened.plan.by_role("router")] if opened.plan else []
         raise BadInput(f"unknown router '{router}' (routers: {', '.join(routers) or 'none'})")
-    ctl = node_dir(opened.journal.dir, router) / "bird.ctl"
+    ctl = names.bird_socket(opened.journal.dir, router)
     tool = env.require_tools(["birdc"])["birdc"]
     argv = [tool, "-s", str(ctl), *(command or [])]
     os.execv(tool, argv)

@@ -1,22 +1,274 @@
-"""Reading BIRD through its control socket (birdc -r: read-only) and parsing the answers."""
+"""BIRD's control socket: one client that speaks BIRD's CLI protocol on it directly (no
+`birdc` process per question), and the parsers of BIRD's answers.
+
+The protocol (BIRD 2): on connect BIRD greets with `0001 BIRD x.y.z ready.`; each command
+is one line; each line of a reply starts with a four-digit code and a `-` (more lines
+follow) or a space (the reply's last line); a line starting with a space continues the
+line before it (same code); a line starting with `+` is a spontaneous printout, not part
+of any reply. Codes 0xxx say a command completed (0000 OK), 1xxx and 2xxx are table rows
+and headings, 8xxx run-time errors (8001 "Network not found"), 9xxx parse errors. Every
+connection is restricted first (`restrict`, like `birdc -r`): read-only commands only.
+
+Two outcomes are kept apart: BIRD did not answer (the socket is missing or refuses, BIRD
+closed it, or said nothing within the timeout: `BirdUnavailable`), and BIRD answered, maybe
+with an error such as "Network not found" (a `Reply` with its code). `Reply.text` is what
+`birdc` prints for the same answer, so the parsers below read either.
+"""
 
 from __future__ import annotations
 
 import re
-import subprocess
+import socket
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lab.host.env import tool_path
+from lab.model import names
+
+TIMEOUT_S = 5.0  # BIRD answers the lab's questions in well under a millisecond
+MAX_REPLY_BYTES = 8 * 1024 * 1024  # far beyond any answer about a lab's few prefixes
+RESTRICTED = 16   # 0016 Access restricted
+NOT_FOUND = 8001  # 8001 Network not found
 
 
-def birdc(ctl: Path, command: str, timeout: float = 5.0, restricted: bool = True) -> str:
-    argv = [tool_path("birdc") or "birdc", "-s", str(ctl)]
-    if restricted:
-        argv.append("-r")
-    result = subprocess.run([*argv, *command.split()], capture_output=True, text=True,
-                            timeout=timeout, check=False)
-    return result.stdout if result.returncode == 0 else ""
+class BirdUnavailable(Exception):
+    """No usable answer from BIRD on its control socket; `reason` says what happened."""
+
+    def __init__(self, ctl: Path, reason: str) -> None:
+        super().__init__(f"BIRD not answering on {ctl}: {reason}")
+        self.ctl = ctl
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class Reply:
+    """BIRD's answer to one command: (code, text) per line, continuation lines with the
+    code of the line they continue; `code` is the code of the last line."""
+
+    code: int
+    lines: tuple[tuple[int, str], ...]
+
+    @property
+    def ok(self) -> bool:
+        """False for BIRD's run-time and parse errors (8xxx, 9xxx)."""
+        return self.code < 8000
+
+    @property
+    def not_found(self) -> bool:
+        """BIRD has no route for the network asked about."""
+        return self.code == NOT_FOUND
+
+    @property
+    def text(self) -> str:
+        """The answer as birdc prints it: every line's text but the bare 0000 OK."""
+        return "".join(f"{text}\n" for code, text in self.lines if code != 0)
+
+    @property
+    def message(self) -> str:
+        """The last line's text (an error's own words, e.g. "Network not found")."""
+        return self.lines[-1][1] if self.lines else ""
+
+
+def _line(raw: str, previous: int | None) -> tuple[int, str, bool] | None:
+    """One line of BIRD's framing -> (code, text, last line of the reply?); None for a
+    spontaneous printout (`+...`)."""
+    if raw.startswith("+"):
+        return None
+    if raw.startswith(" "):
+        return (previous if previous is not None else 0), raw[1:], False
+    if len(raw) >= 5 and raw[:4].isdigit() and raw[4] in " -":
+        return int(raw[:4]), raw[5:], raw[4] == " "
+    # Not BIRD's framing (birdc prints such a line and reads on): keep it, read on.
+    return (previous if previous is not None else 0), raw, False
+
+
+class BirdClient:
+    """One persistent connection to one BIRD's control socket, opened on first use and
+    restricted. Each `ask` is bounded by `timeout_s` as a whole (connecting, BIRD's greeting,
+    the answer); after a timeout or a broken answer the connection is dropped, and the next
+    `ask` opens a new one. When BIRD has closed an idle connection (it restarted), `ask`
+    reconnects once. One client per thread."""
+
+    def __init__(self, ctl: Path, timeout_s: float = TIMEOUT_S) -> None:
+        self.ctl = ctl
+        self.timeout_s = timeout_s
+        self._sock: socket.socket | None = None
+        self._buf = b""
+
+    def __enter__(self) -> BirdClient:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._sock is not None:
+            self._sock.close()
+        self._sock, self._buf = None, b""
+
+    def ask(self, command: str) -> Reply:
+        """Send one command, return BIRD's whole reply; BirdUnavailable if there is none."""
+        if "\n" in command or "\r" in command:
+            raise ValueError(f"a BIRD command is one line: {command!r}")
+        deadline = time.monotonic() + self.timeout_s
+        reused = self._sock is not None
+        try:
+            return self._exchange(command, deadline)
+        except _Closed as exc:
+            self.close()
+            if not reused:
+                raise BirdUnavailable(self.ctl, str(exc)) from None
+        # BIRD closed the connection we kept (a restart): one fresh connection, same deadline.
+        try:
+            return self._exchange(command, deadline)
+        except _Closed as exc:
+            self.close()
+            raise BirdUnavailable(self.ctl, str(exc)) from None
+
+    def _exchange(self, command: str, deadline: float) -> Reply:
+        try:
+            if self._sock is None:
+                self._connect(deadline)
+            return self._command(command, deadline)
+        except BirdUnavailable:
+            self.close()
+            raise
+
+    def _connect(self, deadline: float) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+        self._sock, self._buf = sock, b""
+        try:
+            sock.settimeout(self._remaining(deadline))
+            sock.connect(str(self.ctl))
+        except FileNotFoundError:
+            raise BirdUnavailable(self.ctl, "no control socket (BIRD not started, or "
+                                            "gone)") from None
+        except ConnectionRefusedError:
+            raise BirdUnavailable(self.ctl, "the control socket refuses connections "
+                                            "(BIRD not running)") from None
+        except TimeoutError:
+            raise BirdUnavailable(self.ctl, f"no connection within {self.timeout_s:g} "
+                                            "s") from None
+        except OSError as exc:
+            raise BirdUnavailable(self.ctl, exc.strerror or str(exc)) from None
+        try:
+            self._reply(deadline)  # the greeting: 0001 BIRD x.y.z ready.
+            restricted = self._command("restrict", deadline)
+        except _Closed as exc:
+            raise BirdUnavailable(self.ctl, str(exc)) from None
+        if restricted.code != RESTRICTED:
+            raise BirdUnavailable(self.ctl, f"BIRD refused to restrict the connection "
+                                            f"({restricted.code:04d} {restricted.message})")
+
+    def _command(self, command: str, deadline: float) -> Reply:
+        self._send(command, deadline)
+        return self._reply(deadline)
+
+    def _remaining(self, deadline: float) -> float:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise BirdUnavailable(self.ctl, f"no answer within {self.timeout_s:g} s")
+        return left
+
+    def _send(self, command: str, deadline: float) -> None:
+        assert self._sock is not None
+        try:
+            self._sock.settimeout(self._remaining(deadline))
+            self._sock.sendall(command.encode() + b"\n")
+        except (BrokenPipeError, ConnectionResetError):
+            raise _Closed("BIRD closed the control connection") from None
+        except TimeoutError:
+            raise BirdUnavailable(self.ctl, f"no answer within {self.timeout_s:g} s") from None
+        except OSError as exc:
+            raise BirdUnavailable(self.ctl, exc.strerror or str(exc)) from None
+
+    def _reply(self, deadline: float) -> Reply:
+        lines: list[tuple[int, str]] = []
+        previous: int | None = None
+        size = 0
+        while True:
+            raw = self._read_line(deadline)
+            size += len(raw) + 1
+            if size > MAX_REPLY_BYTES:
+                raise BirdUnavailable(self.ctl, f"an answer larger than {MAX_REPLY_BYTES} "
+                                                "bytes")
+            parsed = _line(raw, previous)
+            if parsed is None:
+                continue
+            code, text, last = parsed
+            lines.append((code, text))
+            previous = code
+            if last:
+                return Reply(code, tuple(lines))
+
+    def _read_line(self, deadline: float) -> str:
+        assert self._sock is not None
+        while b"\n" not in self._buf:
+            if len(self._buf) > MAX_REPLY_BYTES:
+                raise BirdUnavailable(self.ctl, f"a line longer than {MAX_REPLY_BYTES} bytes")
+            try:
+                self._sock.settimeout(self._remaining(deadline))
+                chunk = self._sock.recv(65536)
+            except TimeoutError:
+                raise BirdUnavailable(self.ctl, f"no answer within {self.timeout_s:g} "
+                                                "s") from None
+            except ConnectionResetError:
+                chunk = b""
+            except OSError as exc:
+                raise BirdUnavailable(self.ctl, exc.strerror or str(exc)) from None
+            if not chunk:
+                raise _Closed("BIRD closed the control connection")
+            self._buf += chunk
+        raw, self._buf = self._buf.split(b"\n", 1)
+        return raw.decode(errors="replace")
+
+
+class _Closed(Exception):
+    """BIRD closed the connection (EOF, reset, broken pipe): a kept connection may be
+    retried on a fresh one."""
+
+
+def ask(ctl: Path, command: str, timeout_s: float = TIMEOUT_S) -> Reply:
+    """One question on a connection of its own (connect, restrict, ask, close)."""
+    with BirdClient(ctl, timeout_s) as client:
+        return client.ask(command)
+
+
+class Birds:
+    """The routers' BIRDs of one lab, by router name: a `BirdClient` each, opened on first
+    use, all closed with this object. One look at the lab: a router whose BIRD did not answer
+    is not asked again (`unavailable` says why), so a hung BIRD costs one timeout."""
+
+    def __init__(self, lab_dir: Path, timeout_s: float = TIMEOUT_S) -> None:
+        self.lab_dir = lab_dir
+        self.timeout_s = timeout_s
+        self.unavailable: dict[str, BirdUnavailable] = {}
+        self._clients: dict[str, BirdClient] = {}
+
+    def __enter__(self) -> Birds:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        for client in self._clients.values():
+            client.close()
+        self._clients.clear()
+
+    def ask(self, router: str, command: str) -> Reply:
+        """The router's BIRD's reply; BirdUnavailable (again) once it did not answer."""
+        if router in self.unavailable:
+            raise self.unavailable[router]
+        client = self._clients.get(router)
+        if client is None:
+            client = self._clients[router] = BirdClient(
+                names.bird_socket(self.lab_dir, router), self.timeout_s)
+        try:
+            return client.ask(command)
+        except BirdUnavailable as exc:
+            self.unavailable[router] = exc
+            raise
 
 
 @dataclass(frozen=True)
@@ -68,9 +320,6 @@ class Route:
 
 BestRoute = Route
 
-# The kernel protocols of our BIRD configuration (templates/bird.conf.j2), per family.
-KERNEL_PROTOCOLS = {4: "kernel4", 6: "kernel6"}
-
 ROUTE_HEAD = re.compile(r"^(\S+)?\s+\w+\s+\[(\S+)\s[^\]]*\]\s+(\*)?")
 VIA = re.compile(r"^\s+via\s+(\S+)\s+on\s+(\S+)")
 DEV = re.compile(r"^\s+dev\s+(\S+)")
@@ -117,8 +366,34 @@ def parse_best_route(text: str, prefix: str) -> Route | None:
     return next((r for r in parse_routes(text, prefix) if r.primary), None)
 
 
+def route_count_command(protocol: str) -> str:
+    """Ask how many routes a protocol (a BGP session) brought in, over all tables."""
+    return f"show route protocol {protocol} count"
+
+
+COUNT = re.compile(r"^(?:Total:\s+)?(\d+) of \d+ routes")
+
+
+def parse_route_count(text: str) -> int | None:
+    """`show route ... count` -> the routes counted: BIRD's `Total: N of M routes ...` line
+    when it counted in several tables, else the sum of its `N of M routes ... in table T`
+    lines; None when the answer holds neither."""
+    per_table, total = [], None
+    for line in text.splitlines():
+        m = COUNT.match(line.strip())
+        if m is None:
+            continue
+        if line.strip().startswith("Total:"):
+            total = int(m.group(1))
+        else:
+            per_table.append(int(m.group(1)))
+    if total is not None:
+        return total
+    return sum(per_table) if per_table else None
+
+
 def fib_route_command(prefix: str) -> str:
     """Ask for the route BIRD gives the kernel: with `merge paths` (ECMP) that is one
     route carrying every equal-cost next hop; the table itself keeps one route per peer."""
     family = 6 if ":" in prefix else 4
-    return f"show route for {prefix} export {KERNEL_PROTOCOLS[family]} all"
+    return f"show route for {prefix} export {names.KERNEL_PROTOCOLS[family]} all"

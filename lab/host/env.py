@@ -13,6 +13,7 @@ import shutil
 import sys
 from pathlib import Path
 
+from lab.model import names
 from lab.model.errors import EnvironmentProblem
 from lab.model.plan import AddressPlan
 
@@ -21,11 +22,6 @@ INSTALL_HINT = "run `make install` (or scripts/install.sh) as root"
 # A unix socket's path must fit sockaddr_un.sun_path, 108 bytes with its NUL: BIRD
 # refuses a 108-byte path ("Socket path too long") and exits, and `up` would wait for it.
 MAX_SOCKET_PATH = 107
-# The unix sockets a lab creates, by node role, in the node's directory
-# (<lab dir>/nodes/<node>/): BIRD's control socket (lab.render.bird) and the speaker
-# shim's control socket (lab.render.exabgp; healthd connects to it). Checked for every
-# site, although with health.checker 'exabgp-healthcheck' no shim runs.
-NODE_SOCKETS = {"router": ("bird.ctl",), "site": ("speaker.sock",)}
 
 
 def require_linux_root() -> None:
@@ -86,8 +82,8 @@ def check_host_overlap(plan: AddressPlan, pools: tuple[str, str]) -> None:
 
 def socket_paths(lab_dir: Path, plan: AddressPlan) -> list[Path]:
     """Every unix socket path the lab will create, as its daemons are given it."""
-    return [lab_dir / "nodes" / node.name / sock for node in plan.nodes.values()
-            for sock in NODE_SOCKETS.get(node.role, ())]
+    return [names.node_dir(lab_dir, node.name) / sock for node in plan.nodes.values()
+            for sock in names.NODE_SOCKETS.get(node.role, ())]
 
 
 def check_socket_paths(lab_dir: Path, plan: AddressPlan) -> None:

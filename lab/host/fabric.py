@@ -19,7 +19,8 @@ from pyroute2.netlink.exceptions import NetlinkError
 from lab.host.journal import Journal, valid_lab_name
 from lab.host.procs import run_in
 from lab.model.errors import EnvironmentProblem, LabError
-from lab.model.plan import NETNS_PREFIX, AddressPlan, LinkPlan, NodePlan, lab_netns_prefix
+from lab.model.names import lab_netns_prefix, lab_of_netns
+from lab.model.plan import AddressPlan, LinkPlan, NodePlan
 from lab.model.topology import parse_duration_us
 
 IFA_F_NODAD = 0x02
@@ -187,9 +188,8 @@ def lab_namespaces(lab: str) -> list[str]:
 
 def namespace_labs() -> set[str]:
     """Every lab name found in a namespace name (`acl.<lab>.<node>`)."""
-    labs = {n.split(".")[1] for n in netns.listnetns()
-            if n.startswith(f"{NETNS_PREFIX}.") and n.count(".") >= 2}
-    return {lab for lab in labs if valid_lab_name(lab)}
+    labs = {lab_of_netns(n) for n in netns.listnetns()}
+    return {lab for lab in labs if lab is not None and valid_lab_name(lab)}
 
 
 def remove_namespace(name: str) -> bool:

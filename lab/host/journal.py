@@ -3,8 +3,9 @@
 One directory per lab under the run root (default `/run/anycast-lab/<lab>/`, override
 with ANYCAST_LAB_RUN_DIR). `journal.jsonl` is append-only and fsynced: each line is an
 intent ("netns", "link", "process-intent") or a fact learned after creation ("process"
-with its PID and start time). Replaying it gives the set of things teardown must remove,
-so `down` works after a crash, without the topology file, and twice in a row.
+with its PID and start time). Replaying it gives the set of things teardown must remove
+(namespaces and processes: a link goes with its namespace), so `down` works after a crash,
+without the topology file, and twice in a row.
 """
 
 from __future__ import annotations
@@ -18,12 +19,11 @@ from pathlib import Path
 from typing import Any
 
 from lab.host import safefs
+from lab.model import names
 from lab.model.errors import BadInput, EnvironmentProblem
 from lab.model.topology import valid_lab_name
 
 DEFAULT_RUN_ROOT = "/run/anycast-lab"
-JOURNAL = "journal.jsonl"
-STATE = "state.json"
 
 
 def require_lab_name(name: str) -> str:
@@ -72,8 +72,8 @@ def existing_labs() -> list[str]:
     if not root.is_dir() or not _ours(root):
         return []
     return sorted(p.name for p in root.iterdir()
-                  if valid_lab_name(p.name) and _ours(p) and (p / JOURNAL).is_file()
-                  and not (p / JOURNAL).is_symlink())
+                  if valid_lab_name(p.name) and _ours(p) and (p / names.JOURNAL).is_file()
+                  and not (p / names.JOURNAL).is_symlink())
 
 
 @dataclass(frozen=True)
@@ -86,20 +86,18 @@ class ProcessRecord:
 
 @dataclass
 class Owned:
-    """What the journal says the lab owns (the result of a replay)."""
+    """What the journal says the lab owns and teardown removes (the result of a replay)."""
 
     namespaces: list[str] = field(default_factory=list)
-    links: list[tuple[str, str]] = field(default_factory=list)  # (netns, ifname)
     processes: list[ProcessRecord] = field(default_factory=list)
-    files: list[str] = field(default_factory=list)
 
 
 def replay(entries: Iterable[dict[str, Any]]) -> Owned:
-    """Fold journal entries into what is owned; later 'gone' entries cancel earlier ones."""
+    """Fold journal entries into what is owned; later 'gone' entries cancel earlier ones.
+    Entries of other kinds (links, process intents) are the record of what was done;
+    teardown needs nothing from them."""
     namespaces: dict[str, None] = {}
-    links: dict[tuple[str, str], None] = {}
     processes: dict[int, ProcessRecord] = {}
-    files: dict[str, None] = {}
     for e in entries:
         kind, op = e.get("kind"), e.get("op", "create")
         if kind == "netns":
@@ -107,26 +105,13 @@ def replay(entries: Iterable[dict[str, Any]]) -> Owned:
                 namespaces.pop(e["name"], None)
             else:
                 namespaces[e["name"]] = None
-        elif kind == "link":
-            key = (e["netns"], e["ifname"])
-            if op == "gone":
-                links.pop(key, None)
-            else:
-                links[key] = None
         elif kind == "process":
             if op == "gone":
                 processes.pop(e["pid"], None)
             else:
                 processes[e["pid"]] = ProcessRecord(e["name"], e["node"], e["pid"],
                                                     e["start_time"])
-        elif kind == "file":
-            if op == "gone":
-                files.pop(e["path"], None)
-            else:
-                files[e["path"]] = None
-    # A link lives in its namespace: it goes when the namespace goes.
-    live_links = [ln for ln in links if ln[0] in namespaces]
-    return Owned(list(namespaces), live_links, list(processes.values()), list(files))
+    return Owned(list(namespaces), list(processes.values()))
 
 
 class Journal:
@@ -135,7 +120,7 @@ class Journal:
     def __init__(self, lab: str, directory: Path | None = None) -> None:
         self.lab = require_lab_name(lab)
         self.dir = directory or lab_dir(lab)
-        self.path = self.dir / JOURNAL
+        self.path = self.dir / names.JOURNAL
 
     def exists(self) -> bool:
         return self.path.exists()
@@ -191,7 +176,7 @@ class Journal:
     def set_state(self, **state: Any) -> None:
         current = self.state()
         current.update(state)
-        safefs.write_json_atomic(self.dir / STATE, current)
+        safefs.write_json_atomic(self.dir / names.STATE, current)
 
     def set_state_best_effort(self, **state: Any) -> bool:
         try:
@@ -202,7 +187,7 @@ class Journal:
 
     def state(self) -> dict[str, Any]:
         try:
-            value = json.loads((self.dir / STATE).read_text())
+            value = json.loads((self.dir / names.STATE).read_text())
         except (OSError, json.JSONDecodeError, UnicodeDecodeError):
             return {}
         return value if isinstance(value, dict) else {}

@@ -8,11 +8,10 @@ import os
 from dataclasses import dataclass, field
 
 from lab.host.journal import Journal, existing_labs, require_lab_name, valid_lab_name
-from lab.model import Topology, load_text
+from lab.model import Topology, load_text, names
 from lab.model.errors import BadInput, LabError
 from lab.model.plan import AddressPlan, build_plan
 
-TOPOLOGY_COPY = "topology.yaml"
 # The default `--lab` of every command (as `ANYCAST_LAB=NAME anycast-lab status`). Our
 # daemons carry the same variable as their marker; a shell that has it set is not one of
 # them (lab.host.procs counts markers only on root processes inside lab namespaces).
@@ -63,7 +62,7 @@ def open_lab(name: str | None, need_topology: bool = True) -> Lab:
                        f"{', '.join(labs) or 'none'})")
     journal = Journal(name)
     lab = Lab(journal, state=journal.state())
-    copy = journal.dir / TOPOLOGY_COPY
+    copy = journal.dir / names.TOPOLOGY_COPY
     try:
         report = load_text(copy.read_text(), str(copy)) if copy.is_file() else None
     except (OSError, UnicodeDecodeError):

@@ -53,7 +53,8 @@ def fault_actions(lab: Lab, site: str, fault: str) -> tuple[Callable[[], None],
 
         return (lambda: drain.drain(lab, site)), (lambda: drain.undrain(lab, site))
     if fault not in faults.REGISTRY:
-        raise BadInput(f"unknown fault '{fault}' (faults: {', '.join(faults.names())}, drain)")
+        known = ", ".join(faults.fault_names())
+        raise BadInput(f"unknown fault '{fault}' (faults: {known}, drain)")
     return (lambda: faults.inject(lab, site, fault)), (lambda: faults.heal(lab, site, fault))
 
 

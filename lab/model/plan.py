@@ -15,19 +15,10 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from lab.model.errors import BadInput
+from lab.model.names import netns_name
 from lab.model.topology import Impairment, Topology
 
-NETNS_PREFIX = "acl"
 Role = Literal["router", "site", "client"]
-
-
-def netns_name(lab: str, node: str) -> str:
-    """The namespace of a node: `acl.<lab>.<node>` (dots never occur in lab or node names)."""
-    return f"{NETNS_PREFIX}.{lab}.{node}"
-
-
-def lab_netns_prefix(lab: str) -> str:
-    return f"{NETNS_PREFIX}.{lab}."
 
 
 @dataclass(frozen=True)

@@ -252,3 +252,9 @@ def parse_duration_us(text: str) -> int:
     if not m:
         raise ValueError(text)
     return round(float(m.group(1)) * DURATION_SCALE[m.group(2)])
+
+
+def anchor_mode(topo: Topology) -> bool:
+    """ExaBGP's bundled healthcheck drives the speakers (the benchmark anchor): no health
+    daemon, no speaker API process, the IPv4 anycast prefix only."""
+    return topo.health.enabled and topo.health.checker == "exabgp-healthcheck"

@@ -15,6 +15,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from lab.host.birdctl import Birds
+from lab.model import names
 from lab.model.errors import NotAsExpected
 from lab.model.plan import AddressPlan
 from lab.model.topology import Topology
@@ -85,7 +87,8 @@ def wait_converged(topo: Topology, plan: AddressPlan, lab_dir: Path, deadline_s:
     steady = Steady(steady_s)
     unannounced: list[str] = []
     while True:
-        sess = sessions(plan, lab_dir)
+        with Birds(lab_dir) as birds:
+            sess = sessions(plan, lab_dir, birds)
         down = [s for s in sess if s.state != "Established"]
         wrong: list[WrongAnswer] = []
         unannounced = []
@@ -121,7 +124,7 @@ def wait_converged(topo: Topology, plan: AddressPlan, lab_dir: Path, deadline_s:
         peer = plan.nodes[s.peer]
         for daemon, who in (("bird", s.router), ("exabgp", s.peer if peer.role == "site"
                                                   else s.router)):
-            tail = log_tail(lab_dir / "nodes" / who / f"{daemon}.log")
+            tail = log_tail(names.node_dir(lab_dir, who) / names.log_name(daemon))
             if tail:
                 details.append(f"last lines of {daemon}@{who}'s log:")
                 details += [f"  {line}" for line in tail]

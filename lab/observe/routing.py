@@ -1,28 +1,35 @@
 """Observing a running lab (read-only): BGP sessions, the routes each router holds and
 its best paths from BIRD, which site answers each client (from the DNS service's own
-identity), speaker state."""
+identity), speaker state.
+
+The BIRD readers take the lab's BIRDs (`Birds`: one kept connection per router) so that
+one look at the lab (`status`, a round of `wait_converged`) asks each BIRD over one
+connection; without it each call opens and closes its own."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from lab.host.birdctl import (
+    Birds,
+    BirdUnavailable,
     Route,
     bgp_state,
-    birdc,
     fib_route_command,
     parse_best_route,
     parse_protocols,
+    parse_route_count,
     parse_routes,
+    route_count_command,
 )
+from lab.model import names
 from lab.model.plan import AddressPlan
-from lab.model.topology import Topology
-from lab.render.exabgp import anchor_mode
-from lab.render.jinja import proto_name
-from lab.render.launch import node_dir
+from lab.model.topology import Topology, anchor_mode
 from lab.shared.dnsid import Identity, ask_identity
 from lab.shared.speaker_client import command as speaker_command
 
@@ -36,39 +43,67 @@ class Session:
     info: str
 
 
-def sessions(plan: AddressPlan, lab_dir: Path) -> list[Session]:
-    """Every BGP session as its router's BIRD sees it."""
+@contextmanager
+def _looking(lab_dir: Path, birds: Birds | None) -> Iterator[Birds]:
+    """The caller's BIRDs, or the lab's, opened for this one call."""
+    if birds is not None:
+        yield birds
+        return
+    with Birds(lab_dir) as own:
+        yield own
+
+
+def session_protocols(plan: AddressPlan, router: str) -> list[tuple[str, str]]:
+    """(BIRD protocol, peer) of each BGP session of a router: one to each attached site,
+    one per family to each neighbouring router."""
     out = []
-    for router in plan.by_role("router"):
-        ctl = node_dir(lab_dir, router.name) / "bird.ctl"
-        protos = {p.name: p for p in parse_protocols(birdc(ctl, "show protocols"))}
-        for iface in router.interfaces:
-            peer = plan.nodes[iface.peer]
-            if peer.role == "client":
-                continue
-            pname = peer.name.replace("-", "_")
-            names = ([f"site_{pname}"] if peer.role == "site"
-                     else [f"r_{pname}_4", f"r_{pname}_6"])
-            for name in names:
+    for iface in plan.nodes[router].interfaces:
+        peer = plan.nodes[iface.peer]
+        if peer.role == "site":
+            out.append((names.site_protocol(peer.name), peer.name))
+        elif peer.role == "router":
+            out += [(names.router_protocol(peer.name, family), peer.name) for family in (4, 6)]
+    return out
+
+
+def sessions(plan: AddressPlan, lab_dir: Path, birds: Birds | None = None) -> list[Session]:
+    """Every BGP session as its router's BIRD sees it ("down" when BIRD does not answer,
+    or has no such protocol)."""
+    out = []
+    with _looking(lab_dir, birds) as birds:
+        for router in plan.by_role("router"):
+            try:
+                protos = {p.name: p for p in parse_protocols(
+                    birds.ask(router.name, "show protocols").text)}
+                missing = "BIRD has no such protocol"
+            except BirdUnavailable as exc:
+                protos, missing = {}, f"BIRD not answering: {exc.reason}"
+            for name, peer in session_protocols(plan, router.name):
                 proto = protos.get(name)
-                out.append(Session(router.name, name, peer.name,
+                out.append(Session(router.name, name, peer,
                                    bgp_state(proto) if proto else "down",
-                                   proto.info if proto else "BIRD not answering"))
+                                   proto.info if proto else missing))
     return out
 
 
 Routes = dict[tuple[str, str], list[Route]]
 
 
-def anycast_routes(plan: AddressPlan, lab_dir: Path) -> Routes:
+def _routes(birds: Birds, router: str, command: str, prefix: str) -> list[Route]:
+    """The routes of BIRD's answer; none when it has no route or does not answer (then
+    `birds.unavailable` says so)."""
+    try:
+        return parse_routes(birds.ask(router, command).text, prefix)
+    except BirdUnavailable:
+        return []
+
+
+def anycast_routes(plan: AddressPlan, lab_dir: Path, birds: Birds | None = None) -> Routes:
     """Every route each router holds for each anycast prefix, best or not."""
-    out: Routes = {}
-    for router in plan.by_role("router"):
-        ctl = node_dir(lab_dir, router.name) / "bird.ctl"
-        for prefix in plan.anycast:
-            out[(router.name, prefix)] = parse_routes(
-                birdc(ctl, f"show route for {prefix} all"), prefix)
-    return out
+    with _looking(lab_dir, birds) as birds:
+        return {(router.name, prefix): _routes(birds, router.name,
+                                               f"show route for {prefix} all", prefix)
+                for router in plan.by_role("router") for prefix in plan.anycast}
 
 
 def held_from_sites(plan: AddressPlan, routes: Routes) -> dict[str, dict[str, bool]]:
@@ -79,29 +114,45 @@ def held_from_sites(plan: AddressPlan, routes: Routes) -> dict[str, dict[str, bo
     families = {str(plan.anycast4): "v4", str(plan.anycast6): "v6"}
     out: dict[str, dict[str, bool]] = {}
     for site in plan.by_role("site"):
-        router, protocol = site.interfaces[0].peer, f"site_{proto_name(site.name)}"
+        router, protocol = site.interfaces[0].peer, names.site_protocol(site.name)
         out[site.name] = {
             families[prefix]: any(r.protocol == protocol for r in routes.get((router, prefix), []))
             for prefix in plan.anycast}
     return out
 
 
-def best_route(lab_dir: Path, router: str, prefix: str) -> Route | None:
+def site_route_count(plan: AddressPlan, lab_dir: Path, site: str,
+                     birds: Birds | None = None) -> int | None:
+    """How many routes the site's router holds from the site's own BGP session, both
+    families (0: withdrawn); None when BIRD does not answer."""
+    router = plan.nodes[site].interfaces[0].peer
+    with _looking(lab_dir, birds) as birds:
+        try:
+            reply = birds.ask(router, route_count_command(names.site_protocol(site)))
+        except BirdUnavailable:
+            return None
+    return parse_route_count(reply.text)
+
+
+def best_route(birds: Birds, router: str, prefix: str) -> Route | None:
     """The route BIRD installs in the router's kernel: its best path, and under ECMP every
-    equal-cost next hop (`next_hops`)."""
-    ctl = node_dir(lab_dir, router) / "bird.ctl"
-    return parse_best_route(birdc(ctl, fib_route_command(prefix)), prefix)
+    equal-cost next hop (`next_hops`); None when it has none or does not answer."""
+    try:
+        return parse_best_route(birds.ask(router, fib_route_command(prefix)).text, prefix)
+    except BirdUnavailable:
+        return None
 
 
 Forwarding = dict[tuple[str, str], tuple[Route | None, list[str]]]
 
 
-def forwarding(plan: AddressPlan, lab_dir: Path) -> Forwarding:
+def forwarding(plan: AddressPlan, lab_dir: Path, birds: Birds | None = None) -> Forwarding:
     """Per router and anycast prefix: its best route, and the nodes a packet crosses from
     it (the router first), following each router's best route hop by hop through the BIRD
     tables; the path ends at a site, or where it breaks (no route, a loop)."""
-    routes = {(r.name, p): best_route(lab_dir, r.name, p)
-              for r in plan.by_role("router") for p in plan.anycast}
+    with _looking(lab_dir, birds) as birds:
+        routes = {(r.name, p): best_route(birds, r.name, p)
+                  for r in plan.by_role("router") for p in plan.anycast}
     by_address = plan.node_by_address()
     out: Forwarding = {}
     for (router, prefix), route in routes.items():
@@ -118,11 +169,12 @@ def forwarding(plan: AddressPlan, lab_dir: Path) -> Forwarding:
     return out
 
 
-def best_paths(plan: AddressPlan, lab_dir: Path) -> dict[str, dict[str, dict[str, Any]]]:
+def best_paths(plan: AddressPlan, lab_dir: Path,
+               birds: Birds | None = None) -> dict[str, dict[str, dict[str, Any]]]:
     """Per router and anycast prefix: next hop, AS path, and the site the path ends at
     (followed hop by hop through the routers' BIRD tables)."""
     result: dict[str, dict[str, dict[str, Any]]] = {}
-    for (router, prefix), (route, hops) in forwarding(plan, lab_dir).items():
+    for (router, prefix), (route, hops) in forwarding(plan, lab_dir, birds).items():
         end = hops[-1]
         result.setdefault(router, {})[prefix] = {
             "site": end if len(hops) > 1 and plan.nodes[end].role == "site" else None,
@@ -190,8 +242,7 @@ def misplaced(topo: Topology, answers: dict[str, dict[str, Identity]],
 
 
 def speaker_state(lab_dir: Path, site: str) -> dict[str, Any]:
-    sock = node_dir(lab_dir, site) / "speaker.sock"
     try:
-        return speaker_command(sock, "state", timeout=2.0)
+        return speaker_command(names.speaker_socket(lab_dir, site), "state", timeout=2.0)
     except (OSError, ValueError) as exc:
         return {"ok": False, "state": "unknown", "detail": str(exc)}

@@ -16,7 +16,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from lab.host import procs
+from lab.host.birdctl import Birds
 from lab.host.labs import Lab
+from lab.model.names import node_dir
 from lab.observe.kernel import fabric_status
 from lab.observe.routing import (
     announced_families,
@@ -29,7 +31,6 @@ from lab.observe.routing import (
     speaker_state,
 )
 from lab.render.health import state_file
-from lab.render.launch import node_dir
 
 
 def collect(lab: Lab, fabric: bool = True) -> dict[str, Any]:
@@ -45,9 +46,11 @@ def collect(lab: Lab, fabric: bool = True) -> dict[str, Any]:
     problems: list[str] = []
     notes: list[str] = []
 
-    sess = sessions(plan, lab_dir)
-    routes = anycast_routes(plan, lab_dir)
-    paths = best_paths(plan, lab_dir)
+    with Birds(lab_dir) as birds:
+        sess = sessions(plan, lab_dir, birds)
+        routes = anycast_routes(plan, lab_dir, birds)
+        paths = best_paths(plan, lab_dir, birds)
+    problems += [f"{router}: {exc}" for router, exc in birds.unavailable.items()]
     held = held_from_sites(plan, routes)
     families = announced_families(topo)
     for name, site in topo.sites.items():

@@ -8,12 +8,12 @@ import time
 from pathlib import Path
 
 from lab.host.labs import Lab
+from lab.model import names
 from lab.model.plan import require_site
-from lab.render.launch import node_dir
 
 
 def drain_file(lab_dir: Path, site: str) -> Path:
-    return node_dir(lab_dir, site) / "drain"
+    return names.node_dir(lab_dir, site) / names.DRAIN
 
 
 def _site_drain_file(lab: Lab, site: str) -> Path:

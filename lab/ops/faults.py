@@ -34,6 +34,7 @@ from pyroute2 import IPRoute
 from lab.host import procs, safefs
 from lab.host.labs import Lab, command
 from lab.host.procs import run_in
+from lab.model import names
 from lab.model.errors import BadInput, EnvironmentProblem, LabError
 from lab.model.plan import NodePlan, require_site
 from lab.observe.converge import log_tail
@@ -178,7 +179,7 @@ REGISTRY: dict[str, Fault] = _registry([
 ])
 
 
-def names() -> list[str]:
+def fault_names() -> list[str]:
     """The faults' names, in the registry's order."""
     return list(REGISTRY)
 
@@ -192,7 +193,7 @@ def lookup(name: str) -> Fault:
 
 
 def _faults_file(lab: Lab) -> Path:
-    return lab.journal.dir / "faults.json"
+    return lab.journal.dir / names.FAULTS
 
 
 def active(lab: Lab) -> dict[str, Record]:

@@ -31,11 +31,11 @@ from lab.host.fabric import (
     remove_namespace,
 )
 from lab.host.journal import Journal, existing_labs, require_lab_name, valid_lab_name
-from lab.host.labs import LAB_ENV, TOPOLOGY_COPY, Lab, command, open_lab
-from lab.model import Report, Topology, load_file, load_text
+from lab.host.labs import LAB_ENV, Lab, command, open_lab
+from lab.model import Report, Topology, load_file, load_text, names
 from lab.model.compare import summary, topology_changes
 from lab.model.errors import BadInput, LabError, NotAsExpected
-from lab.model.plan import AddressPlan, build_plan, lab_netns_prefix
+from lab.model.plan import AddressPlan, build_plan
 from lab.observe.converge import wait_converged
 from lab.ops import tokenstore
 from lab.render import credentials, launch
@@ -125,7 +125,7 @@ def _build(topology: Topology, plan: AddressPlan, progress: Progress,
         journal.set_state(phase="building", started=time.time(),
                           topology_file=str(Path(source).resolve()) if source else None)
         # The effective topology (after --name), so status and down never need the file.
-        safefs.write_atomic(journal.dir / TOPOLOGY_COPY,
+        safefs.write_atomic(journal.dir / names.TOPOLOGY_COPY,
                             yaml.safe_dump(topology.model_dump(mode="json"), sort_keys=False))
         made = credentials.create(journal.dir, plan)
         canary = credentials.canaries(journal.dir)["revoked_jti"]
@@ -247,7 +247,7 @@ def keep_logs(journal: Journal) -> Path:
     _remove_tree(target)
     prune_failed(keep=KEEP_FAILED - 1)
     safefs.ensure_private_dir(target)
-    for log in journal.dir.glob("nodes/*/*.log"):
+    for log in journal.dir.glob(f"{names.NODES}/*/{names.log_name('*')}"):
         if log.is_symlink() or not log.is_file():
             continue
         dest_dir = safefs.ensure_private_dir(target / log.parent.name)
@@ -316,7 +316,7 @@ def teardown(journal: Journal, grace_s: float = 3.0) -> TeardownReport:
     report.processes = procs.stop_many(pids, grace_s)
     for record in owned.processes:
         journal.record_best_effort("process", op="gone", pid=record.pid)
-    prefix = lab_netns_prefix(journal.lab)
+    prefix = names.lab_netns_prefix(journal.lab)
     ours = [n for n in owned.namespaces if n.startswith(prefix)]
     for name in dict.fromkeys([*ours, *lab_namespaces(journal.lab)]):
         if remove_namespace(name):

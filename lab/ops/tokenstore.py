@@ -17,10 +17,10 @@ from typing import Any
 import jwt
 
 from lab.model.errors import BadInput
+from lab.model.names import node_dir
 from lab.model.plan import AddressPlan
 from lab.render.credentials import AUDIENCE, ISSUER, paths
 from lab.render.introspect import revocation_path
-from lab.render.launch import node_dir
 from lab.shared import revocation, tokens
 
 # A lab token lives no longer than its lab; a year is longer than any lab, and keeps

@@ -7,13 +7,9 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from lab.model import names
 from lab.model.errors import LabError
 from lab.model.plan import AddressPlan, NodePlan
-
-
-def node_dir(lab_dir: Path, node: str) -> Path:
-    """Where a node's configs, sockets, logs and state files live."""
-    return lab_dir / "nodes" / node
 
 
 @dataclass(frozen=True)
@@ -38,7 +34,7 @@ class ReadyTarget:
     pid: int
 
     def dir_of(self, node: str) -> Path:
-        return node_dir(self.lab_dir, node)
+        return names.node_dir(self.lab_dir, node)
 
 
 @dataclass

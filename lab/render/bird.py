@@ -6,11 +6,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from lab.host.birdctl import birdc
+from lab.host import birdctl
+from lab.model import names
 from lab.model.plan import AddressPlan, NodePlan
 from lab.model.topology import Topology
 from lab.render.base import DaemonSpec, Readiness, ReadyTarget
-from lab.render.jinja import proto_name, render
+from lab.render.jinja import render
+
+ASK_TIMEOUT_S = 2.0  # one readiness question to BIRD (it answers in well under 1 ms)
 
 
 def render_bird(topo: Topology, plan: AddressPlan, router: NodePlan) -> str:
@@ -22,10 +25,12 @@ def render_bird(topo: Topology, plan: AddressPlan, router: NodePlan) -> str:
                  "local4": iface.v4.ip, "remote4": remote.v4.ip,
                  "local6": iface.v6.ip, "remote6": remote.v6.ip}
         if peer.role == "router":
-            router_peers.append({**entry, "proto": f"r_{proto_name(peer.name)}"})
+            router_peers.append({**entry, "proto4": names.router_protocol(peer.name, 4),
+                                 "proto6": names.router_protocol(peer.name, 6)})
         elif peer.role == "site":
-            site_peers.append({**entry, "proto": f"site_{proto_name(peer.name)}"})
+            site_peers.append({**entry, "proto": names.site_protocol(peer.name)})
     return render("bird.conf.j2", lab=plan.lab, router=router,
+                  kernel4=names.KERNEL_PROTOCOLS[4], kernel6=names.KERNEL_PROTOCOLS[6],
                   anycast4=plan.anycast4, anycast6=plan.anycast6,
                   pool4=topo.pools.links4, pool6=topo.pools.links6,
                   hold_time=topo.bgp.hold_time, keepalive_time=topo.bgp.keepalive_time,
@@ -34,25 +39,24 @@ def render_bird(topo: Topology, plan: AddressPlan, router: NodePlan) -> str:
 
 def bird_spec(topo: Topology, plan: AddressPlan, router: NodePlan, node_dir: Path,
               bird: str = "bird") -> DaemonSpec:
-    conf = node_dir / "bird.conf"
+    conf = node_dir / names.BIRD_CONF
     return DaemonSpec(
         name="bird", node=router.name, netns=router.netns, config_path=conf,
         config=render_bird(topo, plan, router),
         check_argv=[bird, "-p", "-c", str(conf)],
-        argv=[bird, "-f", "-c", str(conf), "-s", str(node_dir / "bird.ctl"),
-              "-P", str(node_dir / "bird.pid")],
-        log_path=node_dir / "bird.log",
+        argv=[bird, "-f", "-c", str(conf), "-s", str(node_dir / names.BIRD_CTL),
+              "-P", str(node_dir / names.BIRD_PID)],
+        log_path=node_dir / names.log_name("bird"),
     )
-
-
-def control_socket(node_dir: Path) -> Path:
-    return node_dir / "bird.ctl"
 
 
 def bird_ready(t: ReadyTarget) -> Readiness:
     """BIRD answers `show status` on its control socket (read-only) and says it is up."""
-    out = birdc(control_socket(t.dir_of(t.node.name)), "show status", timeout=2.0)
-    if "Daemon is up and running" in out:
+    try:
+        reply = birdctl.ask(names.bird_socket(t.lab_dir, t.node.name), "show status",
+                            timeout_s=ASK_TIMEOUT_S)
+    except birdctl.BirdUnavailable as exc:
+        return Readiness(False, f"control socket does not answer ({exc.reason})")
+    if "Daemon is up and running" in reply.text:
         return Readiness(True, "control socket answers: up and running")
-    return Readiness(False, "control socket does not answer" if not out
-                     else f"control socket says: {out.strip().splitlines()[-1]}")
+    return Readiness(False, f"control socket says: {reply.message}")

@@ -13,6 +13,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from lab.model import names
 from lab.model.plan import AddressPlan
 from lab.shared import clients, pki, tokens
 
@@ -82,7 +83,7 @@ class Paths:
 
 
 def paths(lab_dir: Path) -> Paths:
-    return Paths(lab_dir / "pki")
+    return Paths(lab_dir / names.PKI)
 
 
 def _write(path: Path, data: bytes | str, private: bool = False) -> None:

@@ -12,13 +12,15 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from lab.host.birdctl import bgp_state, birdc, parse_protocols
+from lab.host import birdctl
+from lab.host.birdctl import bgp_state, parse_protocols
+from lab.model import names
 from lab.model.errors import LabError
 from lab.model.plan import AddressPlan, NodePlan
-from lab.model.topology import Topology
+from lab.model.topology import Topology, anchor_mode
 from lab.render.base import DaemonSpec, Readiness, ReadyTarget
-from lab.render.bird import control_socket
-from lab.render.jinja import proto_name, render
+from lab.render.bird import ASK_TIMEOUT_S
+from lab.render.jinja import render
 
 
 def speaker_routes(plan: AddressPlan, site: NodePlan) -> list[tuple[str, str]]:
@@ -30,7 +32,8 @@ def speaker_routes(plan: AddressPlan, site: NodePlan) -> list[tuple[str, str]]:
 def api_argv(plan: AddressPlan, site: NodePlan, node_dir: Path, python: str,
              watchdog_ms: int | None) -> list[str]:
     """The API process: in watchdog mode (health daemon in control) or static mode."""
-    argv = [python, "-m", "lab.sites.speaker.api", "--control", str(node_dir / "speaker.sock")]
+    argv = [python, "-m", "lab.sites.speaker.api", "--control",
+            str(node_dir / names.SPEAKER_SOCK)]
     for prefix, nexthop in speaker_routes(plan, site):
         argv += ["--route", prefix, nexthop]
     if watchdog_ms is None:
@@ -40,12 +43,8 @@ def api_argv(plan: AddressPlan, site: NodePlan, node_dir: Path, python: str,
     return argv
 
 
-def anchor_mode(topo: Topology) -> bool:
-    """ExaBGP's bundled healthcheck drives the speaker (no healthd, no speaker shim)."""
-    return topo.health.enabled and topo.health.checker == "exabgp-healthcheck"
-
-
-HEALTHCHECK_QNAME = "health.anycast.lab"
+# The name healthd's DNS check asks, as `dig` is given it (no trailing dot).
+HEALTHCHECK_QNAME = names.HEALTH_QNAME.rstrip(".")
 
 
 def healthcheck_command(topo: Topology, site: NodePlan) -> str:
@@ -72,7 +71,7 @@ def healthcheck_argv(node_dir: Path, python: str) -> list[str]:
     """ExaBGP's run line for the bundled healthcheck: ExaBGP splits it on whitespace with
     no quoting, so every option lives in the config file."""
     return [python, "-m", "exabgp", "healthcheck", "--config",
-            str(node_dir / "healthcheck.conf")]
+            str(node_dir / names.HEALTHCHECK_CONF)]
 
 
 def healthcheck_args(config: str) -> list[str]:
@@ -170,11 +169,12 @@ class ExabgpSpec(DaemonSpec):
 
 def exabgp_spec(topo: Topology, plan: AddressPlan, site: NodePlan, node_dir: Path,
                 exabgp: str, python: str = sys.executable) -> ExabgpSpec:
-    conf = node_dir / "exabgp.conf"
+    conf = node_dir / names.EXABGP_CONF
     hc_path = hc_config = None
     if anchor_mode(topo):
         api = healthcheck_argv(node_dir, python)
-        hc_path, hc_config = node_dir / "healthcheck.conf", render_healthcheck(topo, plan, site)
+        hc_path, hc_config = (node_dir / names.HEALTHCHECK_CONF,
+                              render_healthcheck(topo, plan, site))
     else:
         watchdog = topo.health.watchdog_ms if topo.health.enabled else None
         api = api_argv(plan, site, node_dir, python, watchdog)
@@ -184,7 +184,7 @@ def exabgp_spec(topo: Topology, plan: AddressPlan, site: NodePlan, node_dir: Pat
         check_argv=[exabgp, "validate", str(conf)],
         argv=[exabgp, "server", str(conf)],
         env=exabgp_env(node_dir),
-        log_path=node_dir / "exabgp.log",
+        log_path=node_dir / names.log_name("exabgp"),
         batch_check=True,
         healthcheck_path=hc_path, healthcheck_config=hc_config,
     )
@@ -194,10 +194,13 @@ def exabgp_ready(t: ReadyTarget) -> Readiness:
     """The site's router (its BIRD, read-only) has the BGP session to this speaker
     Established: ExaBGP runs, reached the router and exchanged OPENs."""
     router = t.node.interfaces[0].peer
-    protocol = f"site_{proto_name(t.node.name)}"
-    protos = {p.name: p for p in parse_protocols(birdc(control_socket(t.dir_of(router)),
-                                                        "show protocols", timeout=2.0))}
-    proto = protos.get(protocol)
+    protocol = names.site_protocol(t.node.name)
+    try:
+        reply = birdctl.ask(names.bird_socket(t.lab_dir, router), f"show protocols {protocol}",
+                            timeout_s=ASK_TIMEOUT_S)
+    except birdctl.BirdUnavailable as exc:
+        return Readiness(False, f"router {router}'s BIRD does not answer ({exc.reason})")
+    proto = next((p for p in parse_protocols(reply.text) if p.name == protocol), None)
     if proto is None:
         return Readiness(False, f"router {router} does not answer about {protocol}")
     state = bgp_state(proto)

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from lab.model import names
 from lab.model.plan import AddressPlan, NodePlan
 from lab.model.topology import Topology
 from lab.render.base import DaemonSpec, Readiness, ReadyTarget
@@ -20,11 +21,11 @@ METRICS_PORT = 9273
 
 
 def state_file(node_dir: Path) -> Path:
-    return node_dir / "health-state.json"
+    return node_dir / names.HEALTH_STATE
 
 
 def event_log(node_dir: Path) -> Path:
-    return node_dir / "health-events.jsonl"
+    return node_dir / names.HEALTH_EVENTS
 
 
 def health_config(topo: Topology, plan: AddressPlan, site: NodePlan, node_dir: Path,
@@ -32,8 +33,8 @@ def health_config(topo: Topology, plan: AddressPlan, site: NodePlan, node_dir: P
     unicast = str(site.interfaces[0].v4.ip)
     return {
         "site": site.name,
-        "shim_socket": str(node_dir / "speaker.sock"),
-        "drain_file": str(node_dir / "drain"),
+        "shim_socket": str(node_dir / names.SPEAKER_SOCK),
+        "drain_file": str(node_dir / names.DRAIN),
         "state_file": str(state_file(node_dir)),
         "event_log": str(event_log(node_dir)),
         "metrics_listen": f"{unicast}:{METRICS_PORT}",
@@ -42,7 +43,7 @@ def health_config(topo: Topology, plan: AddressPlan, site: NodePlan, node_dir: P
         "saturation": topo.health.saturation,
         "checks": [
             {"type": "dns", "name": "dns", "server": unicast,
-             "qname": "health.anycast.lab.", "expect": [str(plan.anycast4.network_address)]},
+             "qname": names.HEALTH_QNAME, "expect": [str(plan.anycast4.network_address)]},
             {"type": "introspect", "name": "introspect", "address": HEALTH_ADDRESS,
              "port": HEALTH_PORT,
              "server_name": SERVICE_NAME, "ca_file": str(pki.ca_cert),
@@ -57,14 +58,14 @@ def health_config(topo: Topology, plan: AddressPlan, site: NodePlan, node_dir: P
 
 def health_spec(topo: Topology, plan: AddressPlan, site: NodePlan, node_dir: Path,
                 pki: Paths) -> DaemonSpec:
-    conf = node_dir / "healthd.json"
+    conf = node_dir / names.HEALTHD_CONF
     return DaemonSpec(
         name="healthd", node=site.name, netns=site.netns, config_path=conf,
         config=json.dumps(health_config(topo, plan, site, node_dir, pki), indent=2),
         check_argv=[sys.executable, "-m", "lab.sites.health", "--check-config", "--config",
                     str(conf)],
         argv=[sys.executable, "-m", "lab.sites.health", "--config", str(conf)],
-        log_path=node_dir / "healthd.log",
+        log_path=node_dir / names.log_name("healthd"),
         batch_check=True,
     )
 

@@ -10,6 +10,7 @@ import ssl
 import sys
 from pathlib import Path
 
+from lab.model import names
 from lab.model.plan import AddressPlan, NodePlan
 from lab.render import credentials
 from lab.render.base import DaemonSpec, Readiness, ReadyTarget
@@ -25,7 +26,7 @@ HEALTH_ADDRESS, HEALTH_PORT = "127.0.0.1", 8443
 
 
 def revocation_path(node_dir: Path) -> Path:
-    return node_dir / "revoked.json"
+    return node_dir / names.REVOCATION
 
 
 def introspect_config(plan: AddressPlan, site: NodePlan, node_dir: Path,
@@ -48,14 +49,14 @@ def introspect_config(plan: AddressPlan, site: NodePlan, node_dir: Path,
 
 def introspect_spec(plan: AddressPlan, site: NodePlan, node_dir: Path,
                     pki: Paths) -> DaemonSpec:
-    conf = node_dir / "introspect.json"
+    conf = node_dir / names.INTROSPECT_CONF
     argv = [sys.executable, "-m", "lab.sites.introspect", "--config", str(conf)]
     return DaemonSpec(
         name="introspect", node=site.name, netns=site.netns, config_path=conf,
         config=json.dumps(introspect_config(plan, site, node_dir, pki), indent=2),
         check_argv=[sys.executable, "-m", "lab.sites.introspect", "--check-config", str(conf)],
         argv=argv,
-        log_path=node_dir / "introspect.log",
+        log_path=node_dir / names.log_name("introspect"),
         batch_check=True,
     )
 

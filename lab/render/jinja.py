@@ -13,8 +13,3 @@ _env = Environment(loader=PackageLoader("lab.render", "templates"), undefined=St
 
 def render(template: str, **context: Any) -> str:
     return _env.get_template(template).render(**context)
-
-
-def proto_name(name: str) -> str:
-    """A node name as a BIRD protocol identifier ('r-eu' -> 'r_eu')."""
-    return name.replace("-", "_")

@@ -8,17 +8,18 @@ from pathlib import Path
 
 from lab.host import env, procs
 from lab.host.journal import Journal
+from lab.model.names import node_dir
 from lab.model.plan import AddressPlan
 from lab.model.topology import Topology
 from lab.render import credentials
-from lab.render.base import DaemonSpec, node_dir
+from lab.render.base import DaemonSpec
 from lab.render.bird import bird_spec
 from lab.render.exabgp import anchor_mode, exabgp_spec
 from lab.render.health import health_spec
 from lab.render.introspect import introspect_spec
 from lab.render.unbound import unbound_spec
 
-TOOLS = ["bird", "birdc", "unbound", "unbound-checkconf", "exabgp"]
+TOOLS = ["bird", "unbound", "unbound-checkconf", "exabgp"]
 # health.checker 'exabgp-healthcheck': its check command (lab.render.exabgp).
 ANCHOR_TOOLS = ["dig", "timeout"]
 

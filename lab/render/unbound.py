@@ -6,12 +6,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from lab.model import names
 from lab.model.plan import AddressPlan, NodePlan
 from lab.render.base import DaemonSpec, Readiness, ReadyTarget
 from lab.render.jinja import render
 from lab.shared.dnsid import ask_identity
-
-ZONE = "anycast.lab."
 
 
 def site_listen(plan: AddressPlan, site: NodePlan) -> list[str]:
@@ -22,7 +21,9 @@ def site_listen(plan: AddressPlan, site: NodePlan) -> list[str]:
 
 def render_unbound(plan: AddressPlan, site: NodePlan, node_dir: Path) -> str:
     return render("unbound.conf.j2", lab=plan.lab, site=site.name, directory=node_dir,
-                  listen=site_listen(plan, site), zone=ZONE,
+                  pidfile=node_dir / names.UNBOUND_PID,
+                  listen=site_listen(plan, site), zone=names.LAB_ZONE,
+                  health_qname=names.HEALTH_QNAME,
                   anycast4=plan.anycast4.network_address,
                   anycast6=plan.anycast6.network_address,
                   health_answer=plan.anycast4.network_address)
@@ -30,13 +31,13 @@ def render_unbound(plan: AddressPlan, site: NodePlan, node_dir: Path) -> str:
 
 def unbound_spec(plan: AddressPlan, site: NodePlan, node_dir: Path,
                  unbound: str = "unbound", checkconf: str = "unbound-checkconf") -> DaemonSpec:
-    conf = node_dir / "unbound.conf"
+    conf = node_dir / names.UNBOUND_CONF
     return DaemonSpec(
         name="unbound", node=site.name, netns=site.netns, config_path=conf,
         config=render_unbound(plan, site, node_dir),
         check_argv=[checkconf, str(conf)],
         argv=[unbound, "-d", "-c", str(conf)],
-        log_path=node_dir / "unbound.log",
+        log_path=node_dir / names.log_name("unbound"),
     )
 
 

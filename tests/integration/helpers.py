@@ -18,15 +18,13 @@ import yaml
 from pyroute2 import IPRoute, netns
 
 from lab.host import labs, procs
-from lab.host.birdctl import birdc
 from lab.host.journal import Journal, lab_dir, run_root
 from lab.host.lock import lock_path
 from lab.host.procs import run_in
-from lab.model.plan import lab_netns_prefix
-from lab.observe.routing import client_sites
+from lab.model.names import lab_netns_prefix
+from lab.observe.routing import client_sites, site_route_count
 from lab.ops import lifecycle
 from lab.render import credentials
-from lab.render.launch import node_dir
 
 T = TypeVar("T")
 
@@ -111,12 +109,8 @@ def sites_seen(plan) -> dict[str, tuple[str | None, str | None]]:
 def site_routes(lab: labs.Lab, site: str) -> int:
     """Routes the site's router holds from the site's BGP session (0: withdrawn, -1: BIRD
     gave no count)."""
-    router = lab.topology.sites[site].router
-    out = birdc(node_dir(lab.journal.dir, router) / "bird.ctl",
-                f"show route protocol site_{site.replace('-', '_')} count")
-    # "... Total: 2 of 38 routes for 20 networks in 2 tables"
-    total = out.split("Total:")[-1].split()
-    return int(total[0]) if "Total:" in out and total else -1
+    count = site_route_count(lab.plan, lab.journal.dir, site)
+    return -1 if count is None else count
 
 
 def log_size(path: Path) -> int:

@@ -24,10 +24,10 @@ import pytest
 
 from lab.host import labs
 from lab.host.procs import enter_netns, run_in
+from lab.model.names import node_dir
 from lab.observe.routing import client_sites
 from lab.ops import drain as drains
 from lab.render.health import event_log, state_file
-from lab.render.launch import node_dir
 from lab.sites.introspect import guard
 
 from .helpers import (

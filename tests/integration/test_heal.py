@@ -7,8 +7,9 @@ import json
 import socket
 
 from lab.host import procs
+from lab.model import names
+from lab.model.names import node_dir
 from lab.ops import faults
-from lab.render.launch import node_dir
 from lab.shared.dnsid import ask_identity
 from lab.shared.nsnet import socket_in
 
@@ -29,7 +30,7 @@ def unicast(lab) -> str:
 
 def test_double_fault_frozen_and_killed_dns_heals_to_one_working_unbound(make_lab):
     lab = make_lab().up()
-    log = node_dir(lab.journal.dir, SITE) / "unbound.log"
+    log = node_dir(lab.journal.dir, SITE) / names.log_name("unbound")
     assert lab_cli("fail", SITE, "dns-hang", "--lab", lab.name).returncode == 0
     assert lab_cli("fail", SITE, "dns", "--lab", lab.name).returncode == 0
     assert unbounds(lab) == []
@@ -57,7 +58,7 @@ def test_heal_of_a_daemon_that_cannot_start_says_so_and_keeps_the_fault(make_lab
     """The test holds UDP port 53 on the site's unicast address inside the site's
     namespace: the restarted Unbound cannot bind it and exits."""
     lab = make_lab().up()
-    log = node_dir(lab.journal.dir, SITE) / "unbound.log"
+    log = node_dir(lab.journal.dir, SITE) / names.log_name("unbound")
     assert lab_cli("fail", SITE, "dns", "--lab", lab.name).returncode == 0
     squatter = socket_in(lab.plan.nodes[SITE].netns, socket.AF_INET, socket.SOCK_DGRAM)
     try:

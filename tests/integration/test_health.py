@@ -13,12 +13,13 @@ import pytest
 
 from lab.host import labs, procs
 from lab.host.procs import run_in
+from lab.model import names
+from lab.model.names import node_dir
 from lab.observe.routing import best_paths, client_sites
 from lab.ops import drain as drains
 from lab.ops import faults
 from lab.render.health import event_log
 from lab.render.introspect import revocation_path
-from lab.render.launch import node_dir
 from probes.dns import BackgroundProbe
 
 from .helpers import (
@@ -65,7 +66,8 @@ def site_of(lab: labs.Lab, client: str = CLIENT) -> str | None:
 
 def router_uses_site(lab: labs.Lab) -> bool:
     best = best_paths(lab.plan, lab.journal.dir)["r-eu"]
-    return any(b["site"] == SITE and b["protocol"] == f"site_{SITE}" for b in best.values())
+    return any(b["site"] == SITE and b["protocol"] == names.site_protocol(SITE)
+               for b in best.values())
 
 
 @pytest.mark.parametrize("fault", ["dns", "dns-hang", "introspect", "introspect-hang"])
@@ -74,7 +76,7 @@ def test_service_failure_withdraws_and_heal_brings_it_back(lab, fault):
     wait_for(lambda: site_routes(lab, SITE) == 0, timeout=10, message="the routes to be withdrawn")
     wait_for(lambda: site_of(lab) == FAILOVER[CLIENT], timeout=10,
              message=f"{CLIENT} to move to {FAILOVER[CLIENT]}")
-    assert json.loads((node_dir(lab.journal.dir, SITE) / "health-state.json").read_text()
+    assert json.loads((node_dir(lab.journal.dir, SITE) / names.HEALTH_STATE).read_text()
                       )["health"] == "down"
     faults.heal(lab, SITE, fault)
     wait_for(lambda: site_routes(lab, SITE) == 2, timeout=10, message="both routes announced again")

@@ -8,8 +8,8 @@ import signal
 
 from lab.host.journal import Journal
 from lab.host.procs import run_in
+from lab.model import names
 from lab.observe.routing import best_paths, sessions
-from lab.render.launch import node_dir
 from lab.shared.speaker_client import command as speaker
 
 from .helpers import (
@@ -70,7 +70,7 @@ def test_best_paths_name_the_site_and_as_path(default_lab):
 def test_withdraw_moves_clients_to_failover_and_announce_brings_them_back(make_lab, tmp_path):
     handle = make_lab(static_copy(DEFAULT, tmp_path))
     lab = handle.up()
-    control = node_dir(lab.journal.dir, "ams") / "speaker.sock"
+    control = names.speaker_socket(lab.journal.dir, "ams")
     moved = [c for c, site in EXPECTED.items() if site == "ams"]
     assert moved, "the default topology has a client of ams"
 

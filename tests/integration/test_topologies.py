@@ -12,7 +12,7 @@ import time
 import pytest
 import yaml
 
-from lab.render.launch import node_dir
+from lab.model import names
 from lab.shared.speaker_client import command as speaker
 
 from .helpers import ROOT, nothing_left, sites_seen, static_copy, wait_for
@@ -50,7 +50,7 @@ def test_catchment_and_failover_are_as_the_file_says(make_lab, tmp_path, file: s
     # Withdraw the client's site: it (and every other client of that site) moves to its
     # failover site; every other client stays where it was.
     gone = expected[client]
-    control = node_dir(lab.journal.dir, gone) / "speaker.sock"
+    control = names.speaker_socket(lab.journal.dir, gone)
     # As in test_routing.py: the site's speaker API process, over its control socket.
     answer = speaker(control, "withdraw")
     assert answer["ok"] and answer["state"] == "withdrawn", answer

@@ -16,9 +16,9 @@ import yaml
 from lab.model import Topology, load_text
 from lab.model.errors import LabError
 from lab.model.plan import AddressPlan, build_plan
+from lab.model.topology import anchor_mode
 from lab.render import launch
 from lab.render.exabgp import (
-    anchor_mode,
     exabgp_spec,
     healthcheck_args,
     parse_healthcheck,

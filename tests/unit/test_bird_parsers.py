@@ -11,7 +11,8 @@ import pytest
 import yaml
 
 from lab.host.birdctl import (
-    KERNEL_PROTOCOLS,
+    BirdUnavailable,
+    Reply,
     bgp_state,
     fib_route_command,
     parse_best_route,
@@ -19,6 +20,7 @@ from lab.host.birdctl import (
     parse_routes,
 )
 from lab.model import load_text
+from lab.model.names import KERNEL_PROTOCOLS
 from lab.model.plan import build_plan
 from lab.observe import routing as observe
 from lab.render.bird import render_bird
@@ -197,22 +199,27 @@ def test_fib_route_command_names_our_kernel_protocols():
         assert f"protocol kernel {name} {{" in config
 
 
-def _fake_birdc(files: dict[tuple[str, str], str]):
-    """observe's birdc, answering from captured files: (router, command) -> file."""
-    def fake(ctl: Path, command: str, **_kw) -> str:
-        name = files.get((ctl.parent.name, command))
-        return answer(name) if name else ""
-    return fake
+class FakeBirds:
+    """The lab's BIRDs, answering from captured files: (router, command) -> file; BIRD
+    does not answer any other question."""
+
+    def __init__(self, files: dict[tuple[str, str], str]) -> None:
+        self.files = files
+
+    def ask(self, router: str, command: str) -> Reply:
+        name = self.files.get((router, command))
+        if name is None:
+            raise BirdUnavailable(Path(router), "not captured")
+        return Reply(0, tuple((1000, line) for line in answer(name).splitlines()))
 
 
-def test_best_paths_report_every_ecmp_next_hop(monkeypatch, tmp_path):
+def test_best_paths_report_every_ecmp_next_hop(tmp_path):
     files = {("r-eu", fib_route_command(V4)): "route4-ecmp-export.txt",
              ("r-eu", fib_route_command(V6)): "route6-ecmp-export.txt"}
     for router in ("r-us", "r-ap"):
         files[(router, fib_route_command(V4))] = f"route4-ecmp-export-{router}.txt"
         files[(router, fib_route_command(V6))] = f"route6-ecmp-export-{router}.txt"
-    monkeypatch.setattr(observe, "birdc", _fake_birdc(files))
-    paths = observe.best_paths(build_plan(_topology(ecmp=True)), tmp_path)
+    paths = observe.best_paths(build_plan(_topology(ecmp=True)), tmp_path, FakeBirds(files))
     r_eu = paths["r-eu"]
     assert r_eu[V4]["next_hops"] == ECMP4 and r_eu[V6]["next_hops"] == ECMP6
     assert r_eu[V4]["next_hop"] == ECMP4[0]
@@ -222,12 +229,12 @@ def test_best_paths_report_every_ecmp_next_hop(monkeypatch, tmp_path):
                              "communities", "local_pref"}
 
 
-def test_sessions_read_the_broken_routers(monkeypatch, tmp_path):
+def test_sessions_read_the_broken_routers(tmp_path):
     files = {(f"r-{r}", "show protocols"): f"protocols-broken-r-{r}.txt"
              for r in ("eu", "us", "ap")}
-    monkeypatch.setattr(observe, "birdc", _fake_birdc(files))
     got = {(s.router, s.protocol): s.state
-           for s in observe.sessions(build_plan(_topology(ecmp=True)), tmp_path)}
+           for s in observe.sessions(build_plan(_topology(ecmp=True)), tmp_path,
+                                     FakeBirds(files))}
     assert got[("r-eu", "site_ams")] == "Active"
     assert got[("r-eu", "r_r_us_4")] == "down"
     assert got[("r-us", "r_r_eu_4")] == "Active"

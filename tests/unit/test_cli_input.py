@@ -16,11 +16,11 @@ import pytest
 
 from lab.host import env
 from lab.measure.failover import check_plot_path
-from lab.model import load_text
+from lab.model import load_text, names
 from lab.model.errors import BadInput, EnvironmentProblem
 from lab.model.plan import build_plan
 from lab.ops import tokenstore
-from lab.render import bird, exabgp, health, launch
+from lab.render import bird, exabgp, health
 from lab.render.credentials import paths
 
 REPO = Path(__file__).resolve().parents[2]
@@ -151,10 +151,14 @@ def test_socket_names_are_the_ones_the_daemons_use(tmp_path: Path) -> None:
     assert topo is not None
     plan = build_plan(topo)
     site = plan.nodes["s1"]
-    d_router, d_site = launch.node_dir(tmp_path, "r1"), launch.node_dir(tmp_path, "s1")
+    d_router, d_site = names.node_dir(tmp_path, "r1"), names.node_dir(tmp_path, "s1")
     sockets = set(env.socket_paths(tmp_path, plan))
-    assert bird.control_socket(d_router) in sockets
-    assert str(d_site / "speaker.sock") in exabgp.api_argv(plan, site, d_site, "py", 300)
+    argv = bird.bird_spec(topo, plan, plan.nodes["r1"], d_router).argv
+    assert Path(argv[argv.index("-s") + 1]) == names.bird_socket(tmp_path, "r1")
+    assert names.bird_socket(tmp_path, "r1") in sockets
+    assert names.speaker_socket(tmp_path, "s1") in sockets
+    assert str(names.speaker_socket(tmp_path, "s1")) in exabgp.api_argv(plan, site, d_site,
+                                                                         "py", 300)
     pki = paths(tmp_path)
     assert Path(health.health_config(topo, plan, site, d_site, pki)["shim_socket"]) in sockets
     assert len(sockets) == len(plan.by_role("router")) + len(plan.by_role("site"))
@@ -171,7 +175,7 @@ def _plan_with_long_names():
 def test_socket_paths_at_the_limit_pass_and_one_byte_more_fails(tmp_path: Path) -> None:
     plan = _plan_with_long_names()
     # <root>/<24-char lab>/nodes/site-fifteen-ch/speaker.sock: 60 bytes after the root.
-    tail = len(f"/{'l' * 24}/nodes/site-fifteen-ch/speaker.sock")
+    tail = len(f"/{'l' * 24}/{names.NODES}/site-fifteen-ch/{names.SPEAKER_SOCK}")
     root = Path("/" + "r" * (env.MAX_SOCKET_PATH - tail - 1))
     env.check_socket_paths(root / plan.lab, plan)
     longer = Path(str(root) + "r")

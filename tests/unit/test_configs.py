@@ -22,13 +22,13 @@ import pytest
 import yaml
 
 from lab.model import Topology, load_file, load_text
+from lab.model.names import node_dir
 from lab.model.plan import AddressPlan, build_plan
 from lab.render import credentials
 from lab.render.base import DaemonSpec
 from lab.render.bird import bird_spec
 from lab.render.exabgp import exabgp_spec
 from lab.render.introspect import introspect_spec
-from lab.render.launch import node_dir
 from lab.render.unbound import unbound_spec
 
 from ..prerequisites import need_tools

@@ -67,7 +67,7 @@ def register(monkeypatch: pytest.MonkeyPatch, *added: faults.Fault) -> None:
 
 
 def test_the_built_in_faults_in_their_order() -> None:
-    assert faults.names() == BUILT_IN
+    assert faults.fault_names() == BUILT_IN
     assert all(f.description for f in faults.REGISTRY.values())
     assert {f.name for f in faults.REGISTRY.values()
             if isinstance(f, faults.ProcessFault) and f.sig == signal.SIGSTOP} == {

@@ -11,11 +11,11 @@ import pytest
 import yaml
 
 from lab.model import load_text
+from lab.model.names import node_dir
 from lab.model.plan import build_plan
 from lab.render import credentials
 from lab.render.health import health_config
 from lab.render.introspect import introspect_config
-from lab.render.launch import node_dir
 from lab.sites.health.checks import Result
 from lab.sites.health.config import HealthConfig
 from lab.sites.health.daemon import Daemon

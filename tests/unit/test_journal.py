@@ -11,15 +11,15 @@ import pytest
 
 from lab.host import journal as journal_mod
 from lab.host.journal import (
-    JOURNAL,
-    STATE,
     Journal,
+    Owned,
     ProcessRecord,
     existing_labs,
     lab_dir,
     replay,
     run_root,
 )
+from lab.model.names import JOURNAL, STATE
 
 
 @pytest.fixture
@@ -37,7 +37,7 @@ def proc(pid: int, name: str = "bird", node: str = "r1", start: int = 100) -> di
 
 def test_replay_empty() -> None:
     owned = replay([])
-    assert (owned.namespaces, owned.links, owned.processes, owned.files) == ([], [], [], [])
+    assert (owned.namespaces, owned.processes) == ([], [])
 
 
 def test_replay_create_then_gone_cancels() -> None:
@@ -62,7 +62,7 @@ def test_replay_gone_without_create_is_harmless() -> None:
     owned = replay([{"kind": "netns", "op": "gone", "name": "acl.x.r9"},
                     {"kind": "process", "op": "gone", "pid": 42},
                     {"kind": "link", "op": "gone", "netns": "acl.x.r1", "ifname": "r2"}])
-    assert (owned.namespaces, owned.links, owned.processes) == ([], [], [])
+    assert (owned.namespaces, owned.processes) == ([], [])
 
 
 def test_replay_keeps_first_seen_order_without_duplicates() -> None:
@@ -70,23 +70,18 @@ def test_replay_keeps_first_seen_order_without_duplicates() -> None:
     assert owned.namespaces == ["b", "a", "c"]
 
 
-def test_replay_links_follow_their_namespace() -> None:
+def test_replay_links_go_with_their_namespace() -> None:
+    """A link is recorded, but teardown removes its namespace, never the link itself:
+    links (even in a namespace the journal does not know) add nothing to what is owned."""
     owned = replay([
         {"kind": "netns", "name": "acl.x.r1"},
         {"kind": "netns", "name": "acl.x.r2"},
         {"kind": "link", "netns": "acl.x.r1", "ifname": "r2"},
         {"kind": "link", "netns": "acl.x.r2", "ifname": "r1"},
-        {"kind": "link", "netns": "acl.x.r2", "ifname": "s1"},
-        {"kind": "link", "op": "gone", "netns": "acl.x.r2", "ifname": "s1"},
+        {"kind": "link", "netns": "acl.x.ghost", "ifname": "r1"},
         {"kind": "netns", "op": "gone", "name": "acl.x.r1"},
     ])
-    assert owned.namespaces == ["acl.x.r2"]
-    assert owned.links == [("acl.x.r2", "r1")]
-
-
-def test_replay_link_in_unjournaled_namespace_is_dropped() -> None:
-    owned = replay([{"kind": "link", "netns": "acl.x.ghost", "ifname": "r1"}])
-    assert owned.links == []
+    assert owned == Owned(["acl.x.r2"], [])
 
 
 def test_replay_process_records() -> None:
@@ -106,16 +101,14 @@ def test_replay_process_pid_reused_keeps_latest_record() -> None:
     assert owned.processes == [ProcessRecord("exabgp", "r1", 10, 2)]
 
 
-def test_replay_files_and_unknown_kinds() -> None:
+def test_replay_ignores_unknown_kinds() -> None:
     owned = replay([
+        {"kind": "netns", "name": "acl.x.r1"},
         {"kind": "file", "path": "/run/anycast-lab/x/bird-r1.conf"},
-        {"kind": "file", "path": "/run/anycast-lab/x/old.conf"},
-        {"kind": "file", "op": "gone", "path": "/run/anycast-lab/x/old.conf"},
         {"kind": "something-new", "name": "ignored"},
         {"t": 1.0},
     ])
-    assert owned.files == ["/run/anycast-lab/x/bird-r1.conf"]
-    assert owned.namespaces == []
+    assert owned == Owned(["acl.x.r1"], [])
 
 
 # --- Journal on disk ------------------------------------------------------------------
@@ -182,7 +175,6 @@ def test_record_gone_and_owned(run_dir: Path) -> None:
     owned = j.owned()
     assert owned == replay(j.entries())
     assert owned.namespaces == ["acl.lab1.r2"]
-    assert owned.links == []
 
 
 def test_torn_last_line_is_skipped(run_dir: Path) -> None:
@@ -254,7 +246,7 @@ def test_explicit_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
     monkeypatch.setenv("ANYCAST_LAB_RUN_DIR", str(tmp_path / "elsewhere"))
     j = Journal("lab1", directory=tmp_path / "custom")
     j.open()
-    j.record("file", path="/tmp/x")
+    j.record("netns", name="acl.lab1.r1")
     assert (tmp_path / "custom" / JOURNAL).exists()
     assert not (tmp_path / "elsewhere").exists()
-    assert j.owned().files == ["/tmp/x"]
+    assert j.owned().namespaces == ["acl.lab1.r1"]

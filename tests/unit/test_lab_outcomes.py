@@ -16,10 +16,10 @@ import yaml
 from lab.cli.lab import age_text
 from lab.host import labs
 from lab.host.journal import Journal
-from lab.host.labs import TOPOLOGY_COPY
 from lab.model import Topology, load_file, load_text
 from lab.model.compare import changes, summary, topology_changes
 from lab.model.errors import BadInput
+from lab.model.names import TOPOLOGY_COPY
 from lab.model.plan import build_plan
 from lab.observe import inventory
 from lab.observe.converge import Steady

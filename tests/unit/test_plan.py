@@ -11,7 +11,8 @@ import yaml
 
 from lab.model import Topology, load_file, load_text
 from lab.model.generate import generate_topology
-from lab.model.plan import AddressPlan, build_plan, lab_netns_prefix, netns_name
+from lab.model.names import lab_netns_prefix, netns_name
+from lab.model.plan import AddressPlan, build_plan
 from lab.model.topology import MAX_NAME
 
 REPO = Path(__file__).resolve().parents[2]

@@ -13,8 +13,9 @@ import pytest
 from lab.host.journal import ProcessRecord
 from lab.host.procs import start_time
 from lab.model import load_file
+from lab.model.names import node_dir
 from lab.model.plan import build_plan
-from lab.render.base import ReadyTarget, node_dir
+from lab.render.base import ReadyTarget
 from lab.render.health import healthd_ready, state_file
 from lab.render.ready import check, wait_ready
 from lab.shared.wait import wait_until

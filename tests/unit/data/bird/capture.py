@@ -4,8 +4,8 @@
     .venv/bin/python tests/unit/data/bird/capture.py standalone  # session states a lab never holds
 
 `lab` builds the default triangle with `bgp: {ecmp: true}` under a unique name, drives it
-with the lab's own commands (fail, heal, drain) and asks each router's BIRD exactly as the
-lab does (`birdc -s CTL -r COMMAND`); it takes the lab down at the end.
+with the lab's own commands (fail, heal, drain) and asks each router's BIRD the lab's
+questions (`birdc -s CTL -r COMMAND`); it takes the lab down at the end.
 
 `standalone` starts one BIRD in a namespace of its own (created and deleted here) with
 sessions towards scripted TCP peers on loopback addresses: one that accepts and stays
@@ -40,7 +40,8 @@ V4, V6 = "203.0.113.53/32", "2001:db8:53::53/128"
 
 
 def birdc(ctl: Path, command: str) -> str:
-    """What lab.host.birdctl.birdc sends, keeping the answer even when birdc exits 1."""
+    """birdc's answer, kept even when birdc exits 1 (the lab's own client, lab.host.birdctl,
+    reads the same text from the control socket: tests/integration/test_birdctl.py)."""
     argv = ["birdc", "-s", str(ctl), "-r", *command.split()]
     return subprocess.run(argv, capture_output=True, text=True, timeout=10, check=False).stdout
 
