@@ -42,3 +42,5 @@ bench: install
 	$(VENV)/bin/python -m bench.services_bench
 	$(VENV)/bin/python -m bench.failover_bench
 	$(VENV)/bin/python -m bench.health_bench
+	$(VENV)/bin/python -m bench.abuse_bench
+	$(VENV)/bin/python -m bench.procs_bench
