@@ -36,7 +36,7 @@ from lab.model import Report, Topology, load_file, load_text, names
 from lab.model.compare import summary, topology_changes
 from lab.model.errors import BadInput, LabError, NotAsExpected
 from lab.model.plan import AddressPlan, build_plan
-from lab.observe.converge import wait_converged
+from lab.observe.converge import log_tail, wait_converged
 from lab.ops import tokenstore
 from lab.render import credentials, launch
 
@@ -136,8 +136,10 @@ def _build(topology: Topology, plan: AddressPlan, progress: Progress,
         progress(f"{len(specs)} daemon configs rendered and checked")
         Fabric(plan, journal, topology.bgp.multipath_hash, progress).build()
         built = True
-        launch.start_all(journal, specs)
+        records = launch.start_all(journal, specs)
         progress(f"{len(specs)} daemons started")
+        _require_ready(plan, journal, records)
+        progress("every daemon ready")
         journal.set_state(phase="converging")
         waited = wait_converged(topology, plan, journal.dir, converge_deadline_s, progress)
         progress(f"converged in {waited:.2f} s")
@@ -155,6 +157,22 @@ def _build(topology: Topology, plan: AddressPlan, progress: Progress,
         raise
     lab.state = journal.state()
     return lab
+
+
+def _require_ready(plan: AddressPlan, journal: Journal, records: list) -> None:
+    """Every daemon up and ready (Unbound answers, the introspection service answers over
+    TLS, BIRD's socket, healthd's state), else LabError naming each with its log's tail."""
+    from lab.render.ready import wait_all_ready
+
+    unready = wait_all_ready(plan, journal.dir, records)
+    if unready:
+        first, seen = unready[0]
+        log = names.node_dir(journal.dir, first.node) / names.log_name(first.name.split("@")[0])
+        raise LabError(f"{first.name} is not ready: {seen.detail}"
+                       + (f" (and {len(unready) - 1} more)" if len(unready) > 1 else ""),
+                       details=[f"{r.name}: {w.detail}" for r, w in unready[1:]]
+                       + [f"last lines of {first.name}'s log:"]
+                       + [f"  {line}" for line in log_tail(log)])
 
 
 def _roll_back(journal: Journal, exc: BaseException, progress: Progress) -> None:

@@ -52,3 +52,19 @@ def wait_ready(plan: AddressPlan, lab_dir: Path, record: ProcessRecord,
     """Poll `check` until ready, until the process has exited, or until the deadline."""
     return wait_until(lambda: check(plan, lab_dir, record), timeout_s, interval_s=0.05,
                       stop=lambda r: r.final)
+
+
+# Covered by convergence itself (its BGP session to the router is what `up` waits for).
+NOT_AWAITED_AT_UP = frozenset({"exabgp"})
+
+
+def wait_all_ready(plan: AddressPlan, lab_dir: Path, records: list[ProcessRecord],
+                   timeout_s: float = READY_TIMEOUT_S) -> list[tuple[ProcessRecord, Readiness]]:
+    """Wait (in parallel, one deadline) until every started daemon is ready; returns the
+    ones that are not, with what was seen (empty when all are)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    awaited = [r for r in records if daemon_of(r) not in NOT_AWAITED_AT_UP]
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        seen = list(pool.map(lambda r: wait_ready(plan, lab_dir, r, timeout_s), awaited))
+    return [(r, ready) for r, ready in zip(awaited, seen, strict=True) if not ready]

@@ -97,3 +97,18 @@ def test_a_live_process_is_asked_its_condition(plan, tmp_path):
     assert not check(plan, tmp_path, record).final
     write_state(tmp_path, {"pid": os.getpid(), "running": True})
     assert check(plan, tmp_path, record)
+
+
+def test_up_waits_for_every_daemon_and_names_the_ones_not_ready(plan, tmp_path):
+    from lab.render.ready import wait_all_ready
+
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    me = start_time(os.getpid()) or 0
+    write_state(tmp_path, {"pid": os.getpid(), "running": True})
+    records = [ProcessRecord("healthd@ams", "ams", os.getpid(), me),
+               ProcessRecord("unbound@ams", "ams", gone.pid, 12345),
+               ProcessRecord("exabgp@ams", "ams", gone.pid, 12345)]  # convergence's job
+    unready = wait_all_ready(plan, tmp_path, records, timeout_s=2)
+    assert [(r.name, w.final) for r, w in unready] == [("unbound@ams", True)]
+    assert "exited" in unready[0][1].detail
