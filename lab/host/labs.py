@@ -4,6 +4,7 @@ Read-only: opening a lab changes nothing."""
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass, field
 
@@ -13,6 +14,8 @@ from lab.model.errors import BadInput, LabError
 from lab.model.plan import AddressPlan, build_plan
 
 TOPOLOGY_COPY = "topology.yaml"
+# Run-time impairments (`anycast-lab impair`), by link name; written by lab.ops.impair.
+IMPAIRMENTS_FILE = "impairments.json"
 # The default `--lab` of every command (as `ANYCAST_LAB=NAME anycast-lab status`). Our
 # daemons carry the same variable as their marker; a shell that has it set is not one of
 # them (lab.host.procs counts markers only on root processes inside lab namespaces).
@@ -75,3 +78,12 @@ def open_lab(name: str | None, need_topology: bool = True) -> Lab:
         raise LabError(f"lab '{name}' has lost its topology record ({copy}): run "
                        f"`anycast-lab down --lab {name}` and bring it up again")
     return lab
+
+
+def recorded_impairments(lab: Lab) -> dict:
+    """The lab's run-time impairments as recorded ({} when there are none)."""
+    try:
+        data = json.loads((lab.journal.dir / IMPAIRMENTS_FILE).read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return {}
+    return data if isinstance(data, dict) else {}
