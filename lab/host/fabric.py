@@ -21,10 +21,13 @@ from lab.host.procs import run_in
 from lab.model.errors import EnvironmentProblem, LabError
 from lab.model.names import lab_netns_prefix, lab_of_netns
 from lab.model.plan import AddressPlan, LinkPlan, NodePlan
-from lab.model.topology import parse_duration_us
+from lab.model.topology import Impairment, parse_duration_us
 
 IFA_F_NODAD = 0x02
 MARKER_ALIAS = "anycast-lab:{lab}"
+# tbf for a rate limit: a 32 KiB burst, packets wait at most 50 ms in its queue.
+TBF_BURST = 32 * 1024
+TBF_LATENCY_US = 50_000
 
 Progress = Callable[[str], None]
 
@@ -160,24 +163,57 @@ class Fabric:
         for node_name, peer in ((link.a, link.b), (link.b, link.a)):
             index = ipr[node_name].link_lookup(ifname=peer)[0]
             try:
-                if imp.delay or imp.jitter or imp.loss:
-                    kwargs: dict[str, object] = {}
-                    if imp.delay:
-                        kwargs["delay"] = parse_duration_us(imp.delay)
-                    if imp.jitter:
-                        kwargs["jitter"] = parse_duration_us(imp.jitter)
-                    if imp.loss:
-                        kwargs["loss"] = imp.loss
-                    if imp.rate:
-                        kwargs["rate"] = imp.rate
-                    ipr[node_name].tc("add", "netem", index=index, **kwargs)
-                elif imp.rate:
-                    ipr[node_name].tc("add", "tbf", index=index, rate=imp.rate,
-                                      burst=32 * 1024, latency=50000)
+                attach_qdisc(ipr[node_name], index, imp, "add")
             except NetlinkError as exc:
                 raise EnvironmentProblem(
                     f"links[{link.index}] ({link.a}--{link.b}): the kernel refused the "
                     f"impairment ({exc}); check that sch_netem/sch_tbf are available") from exc
+
+
+def attach_qdisc(ipr: IPRoute, index: int, imp: Impairment, op: str = "replace") -> str | None:
+    """Make `imp` the root qdisc of one interface: netem when it asks for delay, jitter or
+    loss (netem carries the rate too), else tbf for a rate. Returns which one, or None
+    when `imp` asks for nothing tc does."""
+    if imp.delay or imp.jitter or imp.loss:
+        kwargs: dict[str, object] = {}
+        if imp.delay:
+            kwargs["delay"] = parse_duration_us(imp.delay)
+        if imp.jitter:
+            kwargs["jitter"] = parse_duration_us(imp.jitter)
+        if imp.loss:
+            kwargs["loss"] = imp.loss
+        if imp.rate:
+            kwargs["rate"] = imp.rate
+        ipr.tc(op, "netem", index=index, **kwargs)
+        return "netem"
+    if imp.rate:
+        ipr.tc(op, "tbf", index=index, rate=imp.rate, burst=TBF_BURST, latency=TBF_LATENCY_US)
+        return "tbf"
+    return None
+
+
+def set_link_qdisc(netns: str, ifname: str, imp: Impairment | None) -> str | None:
+    """Give one interface of a lab namespace the root qdisc `imp` asks for (None: the
+    kernel's default), replacing whatever was there. Returns the qdisc's kind, or None."""
+    shown = run_in(netns, ["tc", "qdisc", "show", "dev", ifname, "root"])
+    if shown.returncode != 0:
+        raise LabError(f"interface {ifname} is missing in namespace {netns}: "
+                       f"{shown.stderr.strip()}")
+    if any(f"qdisc {kind} " in shown.stdout for kind in ("tbf", "netem")):
+        removed = run_in(netns, ["tc", "qdisc", "del", "dev", ifname, "root"])
+        if removed.returncode != 0:
+            raise EnvironmentProblem(f"{netns} {ifname}: the kernel refused to remove the "
+                                     f"root qdisc ({removed.stderr.strip()})")
+    if imp is None:
+        return None
+    with IPRoute(netns=netns, flags=0) as ipr:
+        index = ipr.link_lookup(ifname=ifname)[0]
+        try:
+            return attach_qdisc(ipr, index, imp, "add")
+        except NetlinkError as exc:
+            raise EnvironmentProblem(f"{netns} {ifname}: the kernel refused the impairment "
+                                     f"({exc}); check that sch_netem/sch_tbf are "
+                                     "available") from exc
 
 
 def lab_namespaces(lab: str) -> list[str]:

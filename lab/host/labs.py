@@ -4,6 +4,7 @@ Read-only: opening a lab changes nothing."""
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass, field
 
@@ -74,3 +75,12 @@ def open_lab(name: str | None, need_topology: bool = True) -> Lab:
         raise LabError(f"lab '{name}' has lost its topology record ({copy}): run "
                        f"`anycast-lab down --lab {name}` and bring it up again")
     return lab
+
+
+def recorded_impairments(lab: Lab) -> dict:
+    """The lab's run-time impairments as recorded ({} when there are none)."""
+    try:
+        data = json.loads((lab.journal.dir / names.IMPAIRMENTS).read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return {}
+    return data if isinstance(data, dict) else {}

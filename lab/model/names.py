@@ -41,6 +41,7 @@ JOURNAL = "journal.jsonl"        # what the lab owns, written before it is creat
 STATE = "state.json"             # the lab's phase ("building", "up", "tearing-down")
 TOPOLOGY_COPY = "topology.yaml"  # the effective topology, as `up` built it
 FAULTS = "faults.json"           # the faults in force, so `heal` knows what to undo
+IMPAIRMENTS = "impairments.json" # run-time impairments (`anycast-lab impair`), by link
 PKI = "pki"                      # the lab's trust material (lab.render.credentials)
 NODES = "nodes"                  # one directory per node, below
 

@@ -17,7 +17,7 @@ from typing import Any
 
 from lab.host import procs
 from lab.host.birdctl import Birds
-from lab.host.labs import Lab
+from lab.host.labs import Lab, recorded_impairments
 from lab.model.names import node_dir
 from lab.observe.kernel import fabric_status
 from lab.observe.routing import (
@@ -87,6 +87,7 @@ def collect(lab: Lab, fabric: bool = True) -> dict[str, Any]:
         report["fabric"] = fabric_status(plan)
         problems += [f"namespace {n['netns']} is missing"
                      for n in report["fabric"]["nodes"].values() if not n["exists"]]
+    report["impairments"] = recorded_impairments(lab)
     report["ok"] = not problems
     report["problems"] = problems
     report["notes"] = notes

@@ -36,6 +36,7 @@ ERRORS: dict[str, list[str]] = {
     "heal": ["heal", "ams", "--lab", "Not-A-Lab"],
     "drain": ["drain", "ams", "--lab", "Not-A-Lab"],
     "undrain": ["undrain", "ams", "--lab", "Not-A-Lab"],
+    "impair": ["impair", "ams", "--loss", "30", "--lab", "Not-A-Lab"],
     "measure failover": ["measure", "failover", "--site", "ams", "--fault", "dns",
                          "--plot", "/nonexistent/dir/x.png"],
     "token issue": ["token", "issue", "--client", "c", "--ttl", "0"],
