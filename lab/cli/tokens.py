@@ -40,7 +40,8 @@ def token_issue(client: Annotated[str, typer.Option("--client", help="client id"
 @token_app.command("revoke")
 def token_revoke(what: Annotated[str, typer.Argument(help="a token id (jti) or a token")],
                  lab: LabOpt = None, json_out: JsonOpt = False) -> None:
-    """Revoke a token on every site (bumps each site's revocation list version)."""
+    """Revoke a token on every site (bumps the revocation list version of each site that
+    did not hold it yet; revoking it again changes nothing)."""
     from lab.host import labs
     from lab.ops import tokenstore
 
@@ -48,12 +49,14 @@ def token_revoke(what: Annotated[str, typer.Argument(help="a token id (jti) or a
     opened = labs.open_lab(lab)
     assert opened.plan is not None
     with locked(opened.name, "token revoke"):
-        versions = tokenstore.revoke(opened.journal.dir, opened.plan, jti)
+        versions, already = tokenstore.revoke_sites(opened.journal.dir, opened.plan, jti)
     if json_out:
-        ui.emit_json({"jti": jti, "versions": versions})
+        ui.emit_json({"jti": jti, "versions": versions,
+                      "already_revoked": bool(versions) and len(already) == len(versions),
+                      "already_revoked_on": already})
     else:
-        ui.out.print(f"revoked {jti} on {len(versions)} sites: " + ", ".join(
-            f"{site} v{v}" for site, v in versions.items()), markup=False, highlight=False)
+        ui.out.print(tokenstore.revoke_text(jti, versions, already), markup=False,
+                     highlight=False, soft_wrap=True)
 
 
 @token_app.command("list")
@@ -71,4 +74,4 @@ def token_list(lab: LabOpt = None, json_out: JsonOpt = False) -> None:
     ui.out.print(ui.table("tokens", ["jti", "client", "sub", "scope", "expires", "revoked on"], [
         [*(escape(str(t[k])) for k in ("jti", "client_id", "sub", "scope")),
          "expired" if t["expired"] else tokenstore.expiry_text(t["exp"]),
-         ", ".join(t["revoked_on"]) or "-"] for t in items]))
+         ", ".join(t["revoked_on"]) or "-"] for t in items], copyable=("jti",)))

@@ -22,7 +22,10 @@ LAB_NAME_RE = re.compile(r"[a-z][a-z0-9-]{0,23}")
 # (/proc/sys/net/ipv4/conf/{all,default,lo}).
 RESERVED_NAMES = frozenset({"lo", "all", "default"})
 
-DURATION_RE = re.compile(r"(\d+(?:\.\d+)?)\s*(us|ms|s)")
+# One duration syntax for every duration field, like tc's rates: a number and a lowercase
+# unit with no space ('20ms'); '20 ms' is refused with a message naming that form.
+DURATION_RE = re.compile(r"(\d+(?:\.\d+)?)(us|ms|s)")
+SPACED_DURATION_RE = re.compile(r"(\d+(?:\.\d+)?)\s+(us|ms|s)")
 DURATION_SCALE = {"us": 1, "ms": 1000, "s": 1_000_000}
 # pyroute2 sends netem's delay and jitter as 32-bit counts of kernel ticks (15.625 per
 # microsecond), which end at 274.9 s; a minute is already past `up`'s convergence deadline.
@@ -180,8 +183,10 @@ class Client(Strict):
 class Impairment(Strict):
     """Per-link impairment applied with tc (netem for delay/jitter/loss, tbf for rate)."""
 
-    delay: str | None = Field(None, description="one-way delay, e.g. '20ms'")
-    jitter: str | None = Field(None, description="delay variation, e.g. '5ms' (needs delay)")
+    delay: str | None = Field(None, description="one-way delay: a number and "
+                                 "us, ms or s with no space, e.g. '20ms'")
+    jitter: str | None = Field(None, description="delay variation, written like "
+                                  "delay, e.g. '5ms' (needs delay)")
     loss: float | None = Field(None, ge=0, le=100, description="random loss in percent")
     rate: str | None = Field(None, description="rate limit, e.g. '10mbit'")
 
@@ -191,8 +196,14 @@ class Impairment(Strict):
         if value is None:
             return value
         m = DURATION_RE.fullmatch(value)
+        spaced = SPACED_DURATION_RE.fullmatch(value)
+        if spaced:
+            raise ValueError(f"{quoted(value)} has a space: write a duration as a number and "
+                             f"its unit with no space, like '{spaced.group(1)}"
+                             f"{spaced.group(2)}'")
         if not m:
-            raise ValueError(f"{quoted(value)} is not a duration like '20ms', '500us' or '1s'")
+            raise ValueError(f"{quoted(value)} is not a duration like '20ms', '500us' or '1s' "
+                             "(a number and a lowercase unit, no space)")
         if float(m.group(1)) * DURATION_SCALE[m.group(2)] > MAX_DURATION_US:
             raise ValueError(f"{quoted(value)} is longer than {MAX_DURATION_US // 1_000_000} s, "
                              "the longest delay or jitter a lab link takes")

@@ -75,14 +75,41 @@ def jti_of(text: str) -> str:
     return text
 
 
-def revoke(lab_dir: Path, plan: AddressPlan, jti: str) -> dict[str, int]:
-    """Add the jti to every site's revocation list; returns each list's new version."""
-    versions = {}
+def revoke_sites(lab_dir: Path, plan: AddressPlan,
+                 jti: str) -> tuple[dict[str, int], list[str]]:
+    """Add the jti to every site's revocation list that does not hold it yet.
+
+    Returns each list's version afterwards, and the sites where the jti was already
+    revoked: their list is left as it was (same version), so revoking twice is a no-op.
+    """
+    versions, already = {}, []
     for site in plan.by_role("site"):
         path = revocation_path(node_dir(lab_dir, site.name))
         path.parent.mkdir(parents=True, exist_ok=True)
-        versions[site.name] = revocation.revoke(path, jti)
-    return versions
+        versions[site.name], added = revocation.revoke_if_new(path, jti)
+        if not added:
+            already.append(site.name)
+    return versions, already
+
+
+def revoke(lab_dir: Path, plan: AddressPlan, jti: str) -> dict[str, int]:
+    """Revoke the jti on every site (see `revoke_sites`); returns each list's version."""
+    return revoke_sites(lab_dir, plan, jti)[0]
+
+
+def revoke_text(jti: str, versions: dict[str, int], already: list[str]) -> str:
+    """One sentence saying where the jti was revoked now and where it already was."""
+    def listed(sites: list[str]) -> str:
+        return ", ".join(f"{site} v{versions[site]}" for site in sites)
+
+    new = [site for site in versions if site not in already]
+    if not new:
+        return (f"{jti} was already revoked on all {len(versions)} sites; nothing changed "
+                f"({listed(already)})")
+    text = f"revoked {jti} on {len(new)} site{'s' if len(new) != 1 else ''}: {listed(new)}"
+    if already:
+        text += f"; already revoked on {listed(already)} (unchanged)"
+    return text
 
 
 def listing(lab_dir: Path, plan: AddressPlan) -> list[dict[str, Any]]:

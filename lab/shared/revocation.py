@@ -4,7 +4,8 @@ File format (JSON)::
 
     {"version": N, "revoked": {"<jti>": <revoked_at, epoch seconds>, ...}}
 
-``revoke(path, jti)`` is the writer: under an ``flock`` on ``<path>.lock`` it
+``revoke(path, jti)`` is the writer (``revoke_if_new`` the same, but it leaves the
+file and its version alone when the jti is already there): under an ``flock`` on ``<path>.lock`` it
 reads the file, adds the jti, bumps ``version`` and replaces the file
 atomically and durably (``lab.shared.atomic``: temp file, fsync, rename, fsync of
 the directory), so a reader only ever sees a whole old file or a whole new one.
@@ -43,7 +44,7 @@ from typing import Any, TypeVar
 
 from lab.shared.atomic import write_json_atomic
 
-__all__ = ["RevocationList", "read_revocations", "revoke"]
+__all__ = ["RevocationList", "read_revocations", "revoke", "revoke_if_new"]
 
 log = logging.getLogger(__name__)
 
@@ -117,6 +118,26 @@ def revoke(path: str | os.PathLike[str], jti: str, *, now: float | None = None) 
         revoked.setdefault(jti, int(time.time() if now is None else now))
         _write_atomic(target, version + 1, revoked)
     return version + 1
+
+
+def revoke_if_new(path: str | os.PathLike[str], jti: str, *,
+                  now: float | None = None) -> tuple[int, bool]:
+    """Add ``jti`` unless it is already revoked; return ``(version, added)``.
+
+    An already revoked jti leaves the file untouched, so its version stays where it
+    was and no reader re-reads the list for nothing. Refuses a corrupt file as
+    ``revoke`` does.
+    """
+    if not isinstance(jti, str) or not jti:
+        raise ValueError("jti must be a non-empty string")
+    target = Path(path)
+    with _locked(target):
+        version, revoked = read_revocations(target)
+        if jti in revoked:
+            return version, False
+        revoked[jti] = int(time.time() if now is None else now)
+        _write_atomic(target, version + 1, revoked)
+    return version + 1, True
 
 
 def _signature(st: os.stat_result) -> tuple[int, ...]:

@@ -125,6 +125,22 @@ def test_delay_bounds(delay: str, ok: bool) -> None:
     assert load_text(MINIMAL + f"    impair: {{delay: '{delay}'}}\n").ok is ok
 
 
+@pytest.mark.parametrize("field", ["delay", "jitter"])
+@pytest.mark.parametrize(("text", "form"), [("10 ms", "10ms"), ("1.5  s", "1.5s"),
+                                            ("500\tus", "500us")])
+def test_a_duration_with_a_space_is_refused_naming_the_accepted_form(
+        field: str, text: str, form: str) -> None:
+    impair = {"delay": "60s", field: text}
+    text_yaml = MINIMAL + "    impair: {" + ", ".join(
+        f"{k}: '{v}'" for k, v in impair.items()) + "}\n"
+    report = load_text(text_yaml)
+    assert report.ok is False
+    messages = "\n".join(_messages(text_yaml))
+    assert f"like '{form}'" in messages and "space" in messages, messages
+    assert load_text(MINIMAL + "    impair: {" + ", ".join(
+        f"{k}: '{form if k == field else v}'" for k, v in impair.items()) + "}\n").ok
+
+
 def test_the_largest_lab_the_bounds_allow_validates() -> None:
     """Every section at its limit, long names, every optional field: under the node and
     size bounds, and valid (so the bounds refuse nothing a real lab needs)."""

@@ -298,8 +298,10 @@ class Server:
         if words == ["withdraw"] and self.controller not in (None, conn):
             # Else the controller would believe the route is still up.
             return {"ok": False, "state": self.speaker.state,
-                    "detail": "watchdog mode: the controller owns the route; drain the "
-                              "site or stop the health daemon"}
+                    "detail": "refused: this site's health daemon owns its routes and "
+                              "would not know of a withdraw by hand; drain the site "
+                              "(`anycast-lab drain SITE`) or fail a check "
+                              "(`anycast-lab fail SITE dns`) instead"}
         return self.speaker.handle(line)
 
     def close(self, conn: Conn, why: str) -> None:
