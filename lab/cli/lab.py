@@ -50,11 +50,14 @@ def print_status(report: dict[str, Any], show_fabric: bool = False) -> None:
     ui.out.print(f"lab [bold]{lab}[/] ({report.get('phase')}), anycast "
                  f"{', '.join(report['anycast'])}", highlight=False)
     ui.out.print(ui.table("sites", ["site", "router", "BGP session", "announced", "health",
-                                    "checks", "since"], [
+                                    "checks", "since", "why"], [
         [name, s["router"], _state(s["session"]), _announced(s),
          _health(s), " ".join(f"{c}:{v['state']}" for c, v in s.get("checks", {}).items()),
-         (s.get("health_since") or "")[11:19]]
+         (s.get("health_since") or "")[11:19], escape(s.get("reason") or "")]
         for name, s in report["sites"].items()]))
+    for fault in report.get("faults", []):
+        ui.out.print(f"[yellow]fault:[/] {fault['fault']} at {fault['site']} since "
+                     f"{(fault.get('since') or '?')[11:23]}", highlight=False)
     rows = []
     for name, r in report["routers"].items():
         for prefix, best in r["best"].items():
@@ -69,10 +72,15 @@ def print_status(report: dict[str, Any], show_fabric: bool = False) -> None:
         colour = "green" if site == expected else "yellow"
         return f"[{colour}]{site}[/] ({rtt:.2f} ms)" if rtt is not None else site
 
+    def verdict(c: dict[str, Any]) -> str:
+        return {"expected": "[green]as expected[/]",
+                "failover": "[green]as expected (failover)[/]"}.get(
+                    c.get("as_expected"), "[red]not as expected[/]")  # type: ignore[arg-type]
+
     ui.out.print(ui.table("clients: which site answers (DNS id.server)",
-                          ["client", "expected", "IPv4 anycast", "IPv6 anycast"], [
+                          ["client", "expected", "IPv4 anycast", "IPv6 anycast", "verdict"], [
         [name, c["expected"], where(c["site"], c["expected"], c["rtt_ms"]),
-         where(c["site6"], c["expected"], c["rtt6_ms"])]
+         where(c["site6"], c["expected"], c["rtt6_ms"]), verdict(c)]
         for name, c in report["clients"].items()]))
     if show_fabric and "fabric" in report:
         rows = []

@@ -30,6 +30,7 @@ from lab.host.birdctl import (
 from lab.model import names
 from lab.model.plan import AddressPlan
 from lab.model.topology import Topology, anchor_mode
+from lab.observe.reasons import answer_verdict
 from lab.shared.dnsid import Identity, ask_identity
 from lab.shared.speaker_client import command as speaker_command
 
@@ -224,13 +225,19 @@ class WrongAnswer:
 
 
 def wrong_answers(topo: Topology, answers: dict[str, dict[str, Identity]],
-                  families: tuple[str, ...] | None = None) -> list[WrongAnswer]:
-    """Every client answer that does not come from the client's expected site."""
+                  families: tuple[str, ...] | None = None,
+                  unavailable: dict[str, set[str]] | None = None) -> list[WrongAnswer]:
+    """Every client answer that does not come from the client's expected site. Given
+    `unavailable` (per family, the sites withdrawn or faulted), an answer from the
+    client's declared failover site while its expected site is unavailable is as
+    expected, not wrong; without it (as `up` asks, before anything may be down) only the
+    expected site is right."""
     out = []
     for name, client in topo.clients.items():
         for fam in families or announced_families(topo):
             got = answers[name][fam]
-            if got.site != client.expect:
+            down = (unavailable or {}).get(fam, set())
+            if not answer_verdict(got.site, client.expect, client.failover, down):
                 out.append(WrongAnswer(name, fam, got.site, client.expect, got.error))
     return out
 
