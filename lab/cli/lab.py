@@ -50,11 +50,15 @@ def print_status(report: dict[str, Any], show_fabric: bool = False) -> None:
     ui.out.print(f"lab [bold]{lab}[/] ({report.get('phase')}), anycast "
                  f"{', '.join(report['anycast'])}", highlight=False)
     ui.out.print(ui.table("sites", ["site", "router", "BGP session", "announced", "health",
-                                    "checks", "since", "why"], [
+                                    "checks", "since"], [
         [name, s["router"], _state(s["session"]), _announced(s),
          _health(s), " ".join(f"{c}:{v['state']}" for c, v in s.get("checks", {}).items()),
-         (s.get("health_since") or "")[11:19], escape(s.get("reason") or "")]
+         (s.get("health_since") or "")[11:19]]
         for name, s in report["sites"].items()]))
+    for name, s in report["sites"].items():
+        if s.get("reason"):
+            ui.out.print(f"[bold]{name}[/]: {escape(s['reason'])}", highlight=False,
+                         soft_wrap=True)
     for fault in report.get("faults", []):
         ui.out.print(f"[yellow]fault:[/] {fault['fault']} at {fault['site']} since "
                      f"{(fault.get('since') or '?')[11:23]}", highlight=False)

@@ -116,7 +116,10 @@ def site_reason(facts: SiteFacts) -> str:
     announced = bool(families) and len(held) == len(families)
     state = facts.state or {}
     if facts.session != "Established":
-        info = f": {facts.session_info}" if facts.session_info else ""
+        words = facts.session_info.split()
+        if words[:1] == [facts.session]:  # BIRD's info column repeats the state
+            words = words[1:]
+        info = f": {' '.join(words)}" if words else ""
         verdict = "withdrawn" if not held else "announced"
         return f"{verdict}: session {facts.session}{info}"
     if facts.mode == "healthd" and facts.healthd in (FROZEN, GONE):

@@ -85,6 +85,12 @@ def test_a_session_not_established_comes_first():
     assert reasons.site_reason(f) == "withdrawn: session Connect: Socket: Connection timed out"
 
 
+def test_the_session_state_is_not_repeated_from_birds_info_column():
+    f = facts(session="Connect", session_info="Connect       BGP Error: Hold timer expired",
+              held=NONE)
+    assert reasons.site_reason(f) == "withdrawn: session Connect: BGP Error: Hold timer expired"
+
+
 def test_drained_and_draining():
     drained = state(drained=True, drained_since="2026-12-01T09:15:00.000Z", route="withdrawn")
     assert reasons.site_reason(facts(state=drained, held=NONE)) == "drained since 09:15:00"
