@@ -41,6 +41,17 @@ def _health(site: dict[str, Any]) -> str:
     return text + (" [yellow](drained)[/]" if site.get("drained") else "")
 
 
+def _sites(expected: str | list[str] | None) -> list[str]:
+    """A client's `expect:` (one site or a list) as a list."""
+    if expected is None:
+        return []
+    return [expected] if isinstance(expected, str) else list(expected)
+
+
+def _words(expected: str | list[str] | None) -> str:
+    return " or ".join(_sites(expected))
+
+
 def _state(state: str | None) -> str:
     return f"[green]{state}[/]" if state == "Established" else f"[red]{state}[/]"
 
@@ -70,10 +81,10 @@ def print_status(report: dict[str, Any], show_fabric: bool = False) -> None:
     ui.out.print(ui.table("routers: best path to the anycast prefixes",
                           ["router", "prefix", "site", "next hop", "AS path"], rows))
 
-    def where(site: str | None, expected: str, rtt: float | None) -> str:
+    def where(site: str | None, expected: str | list[str], rtt: float | None) -> str:
         if site is None:
             return "[red]no answer[/]"
-        colour = "green" if site == expected else "yellow"
+        colour = "green" if site in _sites(expected) else "yellow"
         return f"[{colour}]{site}[/] ({rtt:.2f} ms)" if rtt is not None else site
 
     def verdict(c: dict[str, Any]) -> str:
@@ -83,7 +94,7 @@ def print_status(report: dict[str, Any], show_fabric: bool = False) -> None:
 
     ui.out.print(ui.table("clients: which site answers (DNS id.server)",
                           ["client", "expected", "IPv4 anycast", "IPv6 anycast", "verdict"], [
-        [name, c["expected"], where(c["site"], c["expected"], c["rtt_ms"]),
+        [name, _words(c["expected"]), where(c["site"], c["expected"], c["rtt_ms"]),
          where(c["site6"], c["expected"], c["rtt6_ms"]), verdict(c)]
         for name, c in report["clients"].items()]))
     if show_fabric and "fabric" in report:
@@ -110,10 +121,10 @@ def print_catchment(report: dict[str, Any]) -> None:
             f = c[fam]
             path = " > ".join(h or "*" for h in f["path"])
             site = f["site"] or "[red]no answer[/]"
-            if f["site"] and f["site"] != c["expected"]:
+            if f["site"] and f["site"] not in _sites(c["expected"]):
                 site = f"[yellow]{site}[/]"
             rtt = f"{f['rtt_ms']:.2f}" if f["rtt_ms"] is not None else "-"
-            rows.append([name, fam, site, c["expected"], rtt, path])
+            rows.append([name, fam, site, _words(c["expected"]), rtt, path])
     ui.out.print(ui.table(f"catchment of lab '{report['lab']}'",
                           ["client", "family", "site", "expected", "RTT ms", "path"], rows))
 

@@ -92,16 +92,19 @@ def check_references(topo: Topology) -> Iterator[Finding]:
         if client.router not in topo.routers:
             yield (f"clients.{name}.router",
                    f"unknown router '{client.router}' (known: {_known(routers)})")
-        if client.expect not in topo.sites:
-            yield (f"clients.{name}.expect",
-                   f"unknown site '{client.expect}' (known: {_known(list(topo.sites))})")
-        if client.failover is not None:
-            if client.failover not in topo.sites:
-                yield (f"clients.{name}.failover", f"unknown site '{client.failover}' "
+        for site in client.expect_sites:
+            if site not in topo.sites:
+                yield (f"clients.{name}.expect",
+                       f"unknown site '{site}' (known: {_known(list(topo.sites))})")
+        for site in client.failover_sites:
+            if site not in topo.sites:
+                yield (f"clients.{name}.failover", f"unknown site '{site}' "
                                                    f"(known: {_known(list(topo.sites))})")
-            elif client.failover == client.expect:
+            elif site in client.expect_sites:
                 yield (f"clients.{name}.failover",
-                       "the failover site must differ from the expected site")
+                       "the failover site must differ from the expected site"
+                       if len(client.expect_sites) == 1 and len(client.failover_sites) == 1
+                       else f"the failover site '{site}' is also an expected site")
     if not topo.sites:
         yield ("sites", "at least one site is required")
     if not topo.routers:

@@ -269,13 +269,33 @@ def _pydantic_problems(exc: ValidationError, tree: _Tree,
                        lines: dict[str, int]) -> list[Problem]:
     problems: list[Problem] = []
     done: set[tuple[str, str]] = set()
-    for err in exc.errors(include_url=False):
+    for err in _one_branch(exc.errors(include_url=False)):
         path, message = _describe(err, tree)
         if (path, message) in done:
             continue
         done.add((path, message))
         problems.append(Problem(path, message, _line_for(path, lines)))
     return problems
+
+
+SITE_OR_SITES = ("expect", "failover")  # a client's site: one name, or a list of them
+
+
+def _one_branch(errors: list[Any]) -> list[Any]:
+    """A client's `expect:`/`failover:` is a site or a list of sites; of pydantic's errors
+    for both readings keep the one the value was written as (a list: the list's), with
+    the branch left out of the location, so it reads like any other field's."""
+    out = []
+    for err in errors:
+        loc = tuple(err["loc"])
+        if len(loc) >= 4 and loc[0] == "clients" and loc[2] in SITE_OR_SITES \
+                and loc[3] in ("str", "list[str]"):
+            written_as_list = isinstance(err.get("input"), list) or len(loc) > 4
+            if (loc[3] == "list[str]") != written_as_list:
+                continue
+            err = {**err, "loc": (*loc[:3], *loc[4:])}
+        out.append(err)
+    return out
 
 
 def _describe(err: Any, tree: _Tree) -> tuple[str, str]:

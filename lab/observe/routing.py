@@ -29,7 +29,7 @@ from lab.host.birdctl import (
 )
 from lab.model import names
 from lab.model.plan import AddressPlan
-from lab.model.topology import Topology, anchor_mode
+from lab.model.topology import Client, Topology, anchor_mode
 from lab.observe.reasons import answer_verdict
 from lab.shared.dnsid import Identity, ask_identity
 from lab.shared.speaker_client import command as speaker_command
@@ -215,13 +215,18 @@ class WrongAnswer:
     client: str
     family: str  # "v4" or "v6"
     got: str | None  # the site that answered; None: nobody did
-    expected: str
+    expected: str  # the expected site, or "a1 or a2" for a list of them
     error: str | None = None  # why nobody answered
 
     def __str__(self) -> str:
         why = f" ({self.error})" if self.error else ""
         return (f"client {self.client} ({self.family}) is answered by {self.got or 'nobody'}"
                 f"{why}, expected {self.expected}")
+
+
+def expected_words(client: Client) -> str:
+    """A client's expected site(s) in words: 'ams', or 'a1 or a2'."""
+    return " or ".join(client.expect_sites)
 
 
 def wrong_answers(topo: Topology, answers: dict[str, dict[str, Identity]],
@@ -238,7 +243,7 @@ def wrong_answers(topo: Topology, answers: dict[str, dict[str, Identity]],
             got = answers[name][fam]
             down = (unavailable or {}).get(fam, set())
             if not answer_verdict(got.site, client.expect, client.failover, down):
-                out.append(WrongAnswer(name, fam, got.site, client.expect, got.error))
+                out.append(WrongAnswer(name, fam, got.site, expected_words(client), got.error))
     return out
 
 
