@@ -76,7 +76,11 @@ def print_status(report: dict[str, Any], show_fabric: bool = False) -> None:
     rows = []
     for name, r in report["routers"].items():
         for prefix, best in r["best"].items():
-            rows.append([name, prefix, best["site"] or "[red]none[/]", best["next_hop"],
+            spread = best.get("next_hop_sites") or {}
+            sites = best.get("sites") or ([best["site"]] if best["site"] else [])
+            hops = "\n".join(f"{hop} ({', '.join(ends) or '?'})" if len(spread) > 1 else hop
+                              for hop, ends in spread.items()) or best["next_hop"]
+            rows.append([name, prefix, " ".join(sites) or "[red]none[/]", hops,
                          " ".join(str(a) for a in best["as_path"])])
     ui.out.print(ui.table("routers: best path to the anycast prefixes",
                           ["router", "prefix", "site", "next hop", "AS path"], rows))
@@ -87,6 +91,12 @@ def print_status(report: dict[str, Any], show_fabric: bool = False) -> None:
         colour = "green" if site in _sites(expected) else "yellow"
         return f"[{colour}]{site}[/] ({rtt:.2f} ms)" if rtt is not None else site
 
+    def spread(counts: dict[str, int] | None) -> str:
+        """A client's answers over several queries, compactly: 'a1:12 a2:8'."""
+        if not counts or len(counts) < 2:
+            return ""
+        return "\n" + " ".join(f"{site}:{n}" for site, n in sorted(counts.items()))
+
     def verdict(c: dict[str, Any]) -> str:
         return {"expected": "[green]as expected[/]",
                 "failover": "[green]as expected (failover)[/]"}.get(
@@ -94,8 +104,9 @@ def print_status(report: dict[str, Any], show_fabric: bool = False) -> None:
 
     ui.out.print(ui.table("clients: which site answers (DNS id.server)",
                           ["client", "expected", "IPv4 anycast", "IPv6 anycast", "verdict"], [
-        [name, _words(c["expected"]), where(c["site"], c["expected"], c["rtt_ms"]),
-         where(c["site6"], c["expected"], c["rtt6_ms"]), verdict(c)]
+        [name, _words(c["expected"]),
+         where(c["site"], c["expected"], c["rtt_ms"]) + spread(c.get("sites")),
+         where(c["site6"], c["expected"], c["rtt6_ms"]) + spread(c.get("sites6")), verdict(c)]
         for name, c in report["clients"].items()]))
     if show_fabric and "fabric" in report:
         rows = []

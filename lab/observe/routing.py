@@ -170,15 +170,49 @@ def forwarding(plan: AddressPlan, lab_dir: Path, birds: Birds | None = None) -> 
     return out
 
 
+def next_hop_sites(plan: AddressPlan, routes: dict[tuple[str, str], Route | None],
+                   router: str, prefix: str) -> dict[str, list[str]]:
+    """Per next hop of the router's route to `prefix` (every equal-cost one under ECMP):
+    the sites a packet sent that way can end at, following every next hop of each router
+    on the way (a loop or a missing route ends a branch with no site)."""
+    by_address = plan.node_by_address()
+
+    def ends(node: str | None, seen: frozenset[str]) -> set[str]:
+        if node is None or node in seen:
+            return set()
+        if plan.nodes[node].role == "site":
+            return {node}
+        route = routes.get((node, prefix))
+        if route is None:
+            return set()
+        hops = route.next_hops or ([route.next_hop] if route.next_hop else [])
+        return set().union(*(ends(by_address.get(h), seen | {node}) for h in hops))
+
+    route = routes.get((router, prefix))
+    if route is None:
+        return {}
+    hops = route.next_hops or ([route.next_hop] if route.next_hop else [])
+    return {h: sorted(ends(by_address.get(h), frozenset({router}))) for h in hops}
+
+
 def best_paths(plan: AddressPlan, lab_dir: Path,
                birds: Birds | None = None) -> dict[str, dict[str, dict[str, Any]]]:
     """Per router and anycast prefix: next hop, AS path, and the site the path ends at
-    (followed hop by hop through the routers' BIRD tables)."""
+    (followed hop by hop through the routers' BIRD tables); under ECMP also every next
+    hop BIRD gives the kernel, each with the sites it leads to (`next_hop_sites`), and all
+    of those sites (`sites`)."""
     result: dict[str, dict[str, dict[str, Any]]] = {}
-    for (router, prefix), (route, hops) in forwarding(plan, lab_dir, birds).items():
+    with _looking(lab_dir, birds) as birds:
+        routes = {(r.name, p): best_route(birds, r.name, p)
+                  for r in plan.by_role("router") for p in plan.anycast}
+        paths = forwarding(plan, lab_dir, birds)
+    for (router, prefix), (route, hops) in paths.items():
         end = hops[-1]
+        spread = next_hop_sites(plan, routes, router, prefix)
         result.setdefault(router, {})[prefix] = {
             "site": end if len(hops) > 1 and plan.nodes[end].role == "site" else None,
+            "sites": sorted(set().union(*spread.values())) if spread else [],
+            "next_hop_sites": spread,
             "next_hop": route.next_hop if route else None,
             "next_hops": route.next_hops if route else [],
             "as_path": route.as_path if route else [],
@@ -187,6 +221,25 @@ def best_paths(plan: AddressPlan, lab_dir: Path,
             "local_pref": route.local_pref if route else None,
         }
     return result
+
+
+def client_spread(plan: AddressPlan, queries: int = 16,
+                  timeout: float = 0.5) -> dict[str, dict[str, dict[str, int]]]:
+    """For each client and family: how many of `queries` id.server questions each site
+    answered ("none": unanswered). Each question goes from a new socket, so from another
+    source port: under ECMP with an L4 hash that is how one client's flows spread."""
+    targets = [(c.name, c.netns, fam, str(addr.network_address))
+               for c in plan.by_role("client")
+               for fam, addr in (("v4", plan.anycast4), ("v6", plan.anycast6))
+               for _ in range(queries)]
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        answers = list(pool.map(lambda t: ask_identity(t[1], t[3], timeout), targets))
+    out: dict[str, dict[str, dict[str, int]]] = {}
+    for (client, _ns, fam, _addr), ident in zip(targets, answers, strict=True):
+        counts = out.setdefault(client, {}).setdefault(fam, {})
+        key = ident.site or "none"
+        counts[key] = counts.get(key, 0) + 1
+    return out
 
 
 def client_sites(plan: AddressPlan, timeout: float = 0.5) -> dict[str, dict[str, Identity]]:

@@ -24,14 +24,16 @@ from lab.model.names import node_dir
 from lab.observe import reasons
 from lab.observe.kernel import fabric_status
 from lab.observe.routing import (
+    WrongAnswer,
     announced_families,
     anycast_routes,
     best_paths,
     client_sites,
+    client_spread,
+    expected_words,
     held_from_sites,
     sessions,
     speaker_state,
-    wrong_answers,
 )
 from lab.render.health import state_file
 
@@ -93,22 +95,38 @@ def collect(lab: Lab, fabric: bool = True) -> dict[str, Any]:
         problems += [f"{name}: session {p} is {st}" for p, st in peers.items()
                      if st != "Established"]
     answers = client_sites(plan)
+    spread = client_spread(plan) if topo.bgp.ecmp else None
+    faulted = {f.get("site") for f in in_force.values()}
     unavailable = {fam: {name for name in topo.sites
-                         if not held[name].get(fam) or name in {f.get("site")
-                                                                 for f in in_force.values()}}
+                         if not held[name].get(fam) or name in faulted}
                    for fam in families}
     for name, client in topo.clients.items():
         v4, v6 = answers[name]["v4"], answers[name]["v6"]
-        report["clients"][name] = {
+        entry = report["clients"][name] = {
             "router": client.router, "expected": client.expect, "failover": client.failover,
             "site": v4.site, "site6": v6.site, "rtt_ms": v4.rtt_ms, "rtt6_ms": v6.rtt_ms,
             "error": v4.error, "error6": v6.error,
-            "as_expected": reasons.client_verdict(
-                reasons.answer_verdict(answers[name][fam].site, client.expect,
-                                       client.failover, unavailable[fam])
-                for fam in families),
         }
-    problems += [str(w) for w in wrong_answers(topo, answers, families, unavailable)]
+        if spread is not None:
+            entry["sites"], entry["sites6"] = spread[name]["v4"], spread[name]["v6"]
+        verdicts = []
+        for fam in families:
+            got = answers[name][fam]
+            seen = {got.site: 1}
+            if spread is not None:
+                seen.update({(None if s == "none" else s): n
+                             for s, n in spread[name][fam].items()})
+            for site, count in seen.items():
+                verdict = reasons.answer_verdict(site, client.expect, client.failover,
+                                                 unavailable[fam])
+                verdicts.append(verdict)
+                if not verdict:
+                    wrong = WrongAnswer(name, fam, site, expected_words(client),
+                                        got.error if site is None else None)
+                    share = f" ({count} of {sum(seen.values())} queries)" \
+                        if spread is not None else ""
+                    problems.append(f"{wrong}{share}")
+        entry["as_expected"] = reasons.client_verdict(verdicts)
     if fabric:
         report["fabric"] = fabric_status(plan)
         problems += [f"namespace {n['netns']} is missing"
