@@ -21,6 +21,7 @@ from lab.host.birdctl import Birds
 from lab.host.labs import Lab
 from lab.model import names
 from lab.model.names import node_dir
+from lab.model.topology import Client
 from lab.observe import reasons
 from lab.observe.kernel import fabric_status
 from lab.observe.routing import (
@@ -36,6 +37,7 @@ from lab.observe.routing import (
     speaker_state,
 )
 from lab.render.health import state_file
+from lab.shared.dnsid import Identity
 
 
 def collect(lab: Lab, fabric: bool = True) -> dict[str, Any]:
@@ -109,24 +111,12 @@ def collect(lab: Lab, fabric: bool = True) -> dict[str, Any]:
         }
         if spread is not None:
             entry["sites"], entry["sites6"] = spread[name]["v4"], spread[name]["v6"]
-        verdicts = []
-        for fam in families:
-            got = answers[name][fam]
-            seen = {got.site: 1}
-            if spread is not None:
-                seen.update({(None if s == "none" else s): n
-                             for s, n in spread[name][fam].items()})
-            for site, count in seen.items():
-                verdict = reasons.answer_verdict(site, client.expect, client.failover,
-                                                 unavailable[fam])
-                verdicts.append(verdict)
-                if not verdict:
-                    wrong = WrongAnswer(name, fam, site, expected_words(client),
-                                        got.error if site is None else None)
-                    share = f" ({count} of {sum(seen.values())} queries)" \
-                        if spread is not None else ""
-                    problems.append(f"{wrong}{share}")
-        entry["as_expected"] = reasons.client_verdict(verdicts)
+        verdict, wrong = judge_client(
+            name, client, answers[name],
+            {fam: spread[name][fam] for fam in families} if spread is not None else None,
+            unavailable)
+        entry["as_expected"] = verdict
+        problems += wrong
     if fabric:
         report["fabric"] = fabric_status(plan)
         problems += [f"namespace {n['netns']} is missing"
@@ -135,6 +125,31 @@ def collect(lab: Lab, fabric: bool = True) -> dict[str, Any]:
     report["problems"] = problems
     report["notes"] = notes
     return report
+
+
+def judge_client(name: str, client: Client, answers: dict[str, Identity],
+                 spread: dict[str, dict[str, int]] | None,
+                 unavailable: dict[str, set[str]]) -> tuple[str | bool, list[str]]:
+    """A client's verdict ("expected", "failover" or False) over its answers per family
+    (under ECMP every site of its distribution counts), and one problem line per site
+    that answered it wrongly."""
+    verdicts: list[str | bool] = []
+    problems = []
+    for fam in unavailable:
+        got = answers[fam]
+        seen: dict[str | None, int] = {got.site: 1}
+        if spread is not None:
+            seen.update({(None if s == "none" else s): n for s, n in spread[fam].items()})
+        for site, count in seen.items():
+            verdict = reasons.answer_verdict(site, client.expect, client.failover,
+                                             unavailable[fam])
+            verdicts.append(verdict)
+            if not verdict:
+                wrong = WrongAnswer(name, fam, site, expected_words(client),
+                                    got.error if site is None else None)
+                share = f" ({count} of {sum(seen.values())} queries)" if spread else ""
+                problems.append(f"{wrong}{share}")
+    return reasons.client_verdict(verdicts), problems
 
 
 @dataclass(frozen=True)

@@ -153,3 +153,32 @@ def test_wrong_answers_excuses_failover_only_when_told_the_expected_site_is_down
     assert wrong_answers(topo, on_nyc, unavailable={"v4": {"ams"}, "v6": {"ams"}}) == []
     assert [w.family for w in wrong_answers(topo, on_nyc,
                                             unavailable={"v4": {"ams"}, "v6": set()})] == ["v6"]
+
+
+def test_judge_client_over_an_ecmp_distribution():
+    from lab.observe.status import judge_client
+
+    client = _topo().clients["c1"].model_copy(update={"expect": ["ams", "nyc"],
+                                                       "failover": None})
+    answers = {"v4": Identity("ams", 1.0), "v6": Identity("nyc", 1.0)}
+    spread = {"v4": {"ams": 9, "nyc": 7}, "v6": {"nyc": 16}}
+    both_up = {"v4": set(), "v6": set()}
+    assert judge_client("c1", client, answers, spread, both_up) == ("expected", [])
+    stray = {"v4": {"ams": 9, "sin": 7}, "v6": {"nyc": 16}}
+    verdict, problems = judge_client("c1", client, answers, stray, both_up)
+    assert verdict is False
+    assert problems == ["client c1 (v4) is answered by sin, expected ams or nyc (7 of 16 "
+                        "queries)"]
+
+
+def test_judge_client_on_its_failover_site_while_the_expected_one_is_faulted():
+    from lab.observe.status import judge_client
+
+    client = _topo().clients["c1"]
+    answers = {"v4": Identity("nyc", 1.0), "v6": Identity("nyc", 1.0)}
+    down = {"v4": {"ams"}, "v6": {"ams"}}
+    assert judge_client("c1", client, answers, None, down) == ("failover", [])
+    verdict, problems = judge_client("c1", client, answers, None, {"v4": set(), "v6": set()})
+    assert verdict is False and problems == [
+        "client c1 (v4) is answered by nyc, expected ams",
+        "client c1 (v6) is answered by nyc, expected ams"]
