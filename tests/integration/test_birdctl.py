@@ -17,7 +17,7 @@ from lab.host import birdctl, procs
 from lab.host.birdctl import BirdClient, BirdUnavailable, fib_route_command, route_count_command
 from lab.model import names
 
-from .conftest import lab_cli
+from .helpers import lab_cli
 
 V4, V6 = "203.0.113.53/32", "2001:db8:53::53/128"
 COMMANDS = ["show protocols", f"show route for {V4} all", f"show route for {V6} all",

@@ -18,8 +18,7 @@ import yaml
 from lab.host.journal import lab_dir
 from lab.render import credentials
 
-from .conftest import DEFAULT, ROOT, unique_name
-from .helpers import leftovers, nothing_left
+from .helpers import DEFAULT, ROOT, leftovers, nothing_left, unique_name
 
 
 def cli(*args: str, lab: str | None, timeout: float = 180) -> subprocess.CompletedProcess[str]:

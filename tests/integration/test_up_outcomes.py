@@ -20,8 +20,7 @@ from lab.host import labs
 from lab.host.journal import Journal, lab_dir
 from lab.render.launch import node_dir
 
-from .conftest import DEFAULT, ROOT, lab_cli
-from .helpers import leftovers, nothing_left
+from .helpers import DEFAULT, ROOT, lab_cli, leftovers, nothing_left
 
 CONVERGE_DEADLINE_S = 60  # lifecycle.up's default
 
