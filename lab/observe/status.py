@@ -68,7 +68,7 @@ def collect(lab: Lab, fabric: bool = True) -> dict[str, Any]:
         session = next((s for s in sess if s.peer == name), None)
         speaker = speaker_state(lab_dir, name).get("state")
         seen = announcement(name, site.router, held[name], families, speaker)
-        health, facts = site_health(lab, name, now)
+        health, facts = health_and_facts(lab, name, now)
         site_faults = [f for f in in_force.values() if f.get("site") == name]
         facts = reasons.SiteFacts(
             name=name, router=site.router, mode=health_mode(lab),
@@ -205,10 +205,15 @@ def healthd_process(lab: Lab, site: str) -> tuple[bool, str]:
     return True, reasons.FROZEN if procs.is_stopped(record.pid) else reasons.RUNNING
 
 
-def site_health(lab: Lab, site: str,
-                now: float) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The health daemon's own account (its state file), or why there is none; and the
-    facts about it the site's reason needs (`reasons.SiteFacts` fields)."""
+def site_health(lab: Lab, site: str) -> dict[str, Any]:
+    """The health daemon's own account (its state file), or why there is none."""
+    return health_and_facts(lab, site, time.time())[0]
+
+
+def health_and_facts(lab: Lab, site: str,
+                     now: float) -> tuple[dict[str, Any], dict[str, Any]]:
+    """`site_health`, and the facts about the health daemon a site's reason needs
+    (`reasons.SiteFacts` fields: its state file, running/frozen/gone)."""
     mode = health_mode(lab)
     if mode == "static":
         return {"health": "static", "drained": False}, {}
