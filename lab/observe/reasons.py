@@ -100,6 +100,19 @@ def _healthd_silence(facts: SiteFacts) -> str:
     return f"health daemon {how}" + (f", silent {silent:.1f} s" if silent is not None else "")
 
 
+def _faults_words(facts: SiteFacts) -> str:
+    """'; blackhole since 12:01:03 (2.1 s)' for the site's faults in force, else ''."""
+    words = []
+    for fault in facts.faults:
+        start = fault.get("t")
+        if isinstance(start, int | float):
+            words.append(f"{fault.get('fault')} since {clock(start)} "
+                         f"({max(0.0, facts.now - start):.1f} s)")
+        else:
+            words.append(str(fault.get("fault")))
+    return "; " + ", ".join(words) if words else ""
+
+
 def _down_checks(state: dict[str, Any]) -> list[str]:
     out = []
     for name, check in (state.get("checks") or {}).items():
@@ -121,7 +134,7 @@ def site_reason(facts: SiteFacts) -> str:
             words = words[1:]
         info = f": {' '.join(words)}" if words else ""
         verdict = "withdrawn" if not held else "announced"
-        return f"{verdict}: session {facts.session}{info}"
+        return f"{verdict}: session {facts.session}{info}{_faults_words(facts)}"
     if facts.mode == "healthd" and facts.healthd in (FROZEN, GONE):
         silence = _healthd_silence(facts)
         if held:

@@ -83,6 +83,21 @@ def test_frozen_health_daemon_is_the_watchdog_reason(make_lab):
     assert [h["ready"] for h in healed] == [True], healed
 
 
+def test_blackhole_is_the_lost_session_with_the_fault(make_lab):
+    lab = make_lab(prefix="sr").up()
+    faults.inject(lab, SITE, "blackhole")
+    try:
+        code, report = wait_for(lambda: settled(lab, "withdrawn: session"), timeout=20,
+                                interval=0.3, message="ams's session lost to the blackhole")
+        reason = report["sites"][SITE]["reason"]
+        assert re.search(r"; blackhole since \d\d:\d\d:\d\d \([\d.]+ s\)$", reason), reason
+        assert report["clients"][CLIENT]["as_expected"] == "failover"
+        assert code == 1 and any("session site_ams is" in p for p in report["problems"])
+    finally:
+        healed = faults.heal(lab, SITE)
+    assert [h["ready"] for h in healed] == [True], healed
+
+
 def kernel_next_hops(netns: str, prefix: str) -> set[str]:
     """The gateways of the router's kernel route to `prefix` (every multipath next hop)."""
     family = "-6" if ":" in prefix else "-4"

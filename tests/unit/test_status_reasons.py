@@ -91,6 +91,13 @@ def test_the_session_state_is_not_repeated_from_birds_info_column():
     assert reasons.site_reason(f) == "withdrawn: session Connect: BGP Error: Hold timer expired"
 
 
+def test_a_lost_session_names_the_fault_in_force_and_how_long_ago():
+    f = facts(session="Connect", session_info="Connect", held=NONE,
+              faults=[{"site": "ams", "fault": "blackhole", "t": NOW - 2.1}])
+    assert reasons.site_reason(f) == \
+        f"withdrawn: session Connect; blackhole since {reasons.clock(NOW - 2.1)} (2.1 s)"
+
+
 def test_drained_and_draining():
     drained = state(drained=True, drained_since="2026-12-01T09:15:00.000Z", route="withdrawn")
     assert reasons.site_reason(facts(state=drained, held=NONE)) == "drained since 09:15:00"
