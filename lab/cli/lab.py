@@ -157,6 +157,10 @@ def validate(topology: Annotated[Path | None, typer.Argument(help="topology file
         ui.out.print(f"[green]ok[/] {escape(report.source)}: lab '{t.name}', {len(t.routers)} "
                      f"routers, {len(t.sites)} sites, {len(t.clients)} clients, "
                      f"{len(t.links)} links")
+        for w in report.warnings:
+            line = f"{report.source}:{w.line}: " if w.line else f"{report.source}: "
+            ui.err.print(f"  warning: {line}{w}", markup=False, highlight=False,
+                         soft_wrap=True)
     else:
         ui.err.print(f"[red]{escape(report.source)}: {len(report.problems)} problem(s)[/]")
         for p in report.problems:  # plain text: messages quote the file ([r1, r2], names)

@@ -338,6 +338,29 @@ CHECKS = (check_names, check_references, check_links, check_connectivity, check_
           check_router_ids, check_bgp, check_prefixes)
 
 
+def ecmp_warnings(topo: Topology) -> list[Finding]:
+    """Under `bgp.ecmp`, a client whose `expect:` names one site that has an equal-cost
+    twin (another site on the same router in the same AS: the router's two paths tie and
+    it installs both): the client may be answered by either. Not an error: the lab
+    still comes up when its flows happen to hash to the named site."""
+    if not topo.bgp.ecmp:
+        return []
+    out = []
+    for name, client in topo.clients.items():
+        if len(client.expect_sites) != 1 or client.expect_sites[0] not in topo.sites:
+            continue
+        site = client.expect_sites[0]
+        home = topo.sites[site]
+        twins = [t for t, other in topo.sites.items() if t != site
+                 and other.router == home.router and other.asn == home.asn]
+        if twins:
+            out.append((f"clients.{name}.expect",
+                        f"bgp.ecmp is on and {site} has an equal-cost twin on {home.router} "
+                        f"({', '.join(twins)}): the client may be answered by either; "
+                        f"name the set: expect: [{', '.join([site, *twins])}]"))
+    return out
+
+
 def check_topology(topo: Topology) -> list[Finding]:
     """Run every semantic check; return all findings, grouped by check."""
     return [finding for check in CHECKS for finding in check(topo)]

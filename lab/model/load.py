@@ -30,7 +30,7 @@ import yaml
 from pydantic import ValidationError
 
 from lab.model import safeyaml
-from lab.model.checks import check_topology
+from lab.model.checks import check_topology, ecmp_warnings
 from lab.model.topology import SECTION_LIMITS, Topology
 
 _STR_TAG = "tag:yaml.org,2002:str"
@@ -87,18 +87,23 @@ class Report:
     source: str
     topology: Topology | None = None
     problems: list[Problem] = field(default_factory=list)
+    warnings: list[Problem] = field(default_factory=list)  # worth knowing, not wrong
 
     @property
     def ok(self) -> bool:
         return self.topology is not None and not self.problems
 
     def to_json(self) -> dict[str, Any]:
-        """Each error has "path", "message" and "line" (null when unknown)."""
-        return {
+        """Each error has "path", "message" and "line" (null when unknown); "warnings"
+        (the same shape) only when there are any."""
+        doc: dict[str, Any] = {
             "ok": self.ok,
             "file": self.source,
             "errors": [asdict(p) for p in self.problems],
         }
+        if self.warnings:
+            doc["warnings"] = [asdict(p) for p in self.warnings]
+        return doc
 
 
 def format_path(loc: tuple[Any, ...]) -> str:
@@ -469,6 +474,8 @@ def _problems(text: str, report: Report) -> list[Problem]:
         problems.append(Problem(path, message, _line_for(path, lines)))
     if not problems:
         report.topology = topology
+        report.warnings = [Problem(path, message, _line_for(path, lines))
+                           for path, message in ecmp_warnings(topology)]
     return problems
 
 

@@ -77,3 +77,16 @@ def test_the_shipped_ecmp_ring_expects_sets_under_ecmp():
     assert topo is not None and topo.bgp.ecmp and topo.bgp.multipath_hash == "l4"
     assert any(len(c.expect_sites) > 1 for c in topo.clients.values())
     assert yaml.safe_load(path.read_text())["bgp"] == {"ecmp": True, "multipath_hash": "l4"}
+
+
+def test_validate_warns_of_a_single_expected_site_with_an_equal_cost_twin():
+    client = "  c1: {router: r1, expect: a1, failover: b1}\n"
+    report = load_text(BASE + client, "twin.yaml")
+    assert report.ok
+    assert [(w.path, w.line) for w in report.warnings] == [("clients.c1.expect", 14)]
+    assert "a1 has an equal-cost twin on r1 (a2)" in report.warnings[0].message
+    assert report.to_json()["warnings"][0]["path"] == "clients.c1.expect"
+    # Naming the set, or ECMP off, or a site without a twin: nothing to warn of.
+    assert load_text(BASE + "  c1: {router: r1, expect: [a1, a2]}\n").warnings == []
+    assert load_text(BASE.replace("ecmp: true", "ecmp: false") + client).warnings == []
+    assert load_text(BASE + "  c1: {router: r2, expect: b1}\n").warnings == []
