@@ -41,6 +41,17 @@ def _health(site: dict[str, Any]) -> str:
     return text + (" [yellow](drained)[/]" if site.get("drained") else "")
 
 
+def _sites(expected: str | list[str] | None) -> list[str]:
+    """A client's `expect:` (one site or a list) as a list."""
+    if expected is None:
+        return []
+    return [expected] if isinstance(expected, str) else list(expected)
+
+
+def _words(expected: str | list[str] | None) -> str:
+    return " or ".join(_sites(expected))
+
+
 def _state(state: str | None) -> str:
     return f"[green]{state}[/]" if state == "Established" else f"[red]{state}[/]"
 
@@ -55,24 +66,47 @@ def print_status(report: dict[str, Any], show_fabric: bool = False) -> None:
          _health(s), " ".join(f"{c}:{v['state']}" for c, v in s.get("checks", {}).items()),
          (s.get("health_since") or "")[11:19]]
         for name, s in report["sites"].items()]))
+    for name, s in report["sites"].items():
+        if s.get("reason"):
+            ui.out.print(f"[bold]{name}[/]: {escape(s['reason'])}", highlight=False,
+                         soft_wrap=True)
+    for fault in report.get("faults", []):
+        ui.out.print(f"[yellow]fault:[/] {fault['fault']} at {fault['site']} since "
+                     f"{(fault.get('since') or '?')[11:23]}", highlight=False)
     rows = []
     for name, r in report["routers"].items():
         for prefix, best in r["best"].items():
-            rows.append([name, prefix, best["site"] or "[red]none[/]", best["next_hop"],
+            spread = best.get("next_hop_sites") or {}
+            sites = best.get("sites") or ([best["site"]] if best["site"] else [])
+            hops = "\n".join(f"{hop} ({', '.join(ends) or '?'})" if len(spread) > 1 else hop
+                              for hop, ends in spread.items()) or best["next_hop"]
+            rows.append([name, prefix, " ".join(sites) or "[red]none[/]", hops,
                          " ".join(str(a) for a in best["as_path"])])
     ui.out.print(ui.table("routers: best path to the anycast prefixes",
                           ["router", "prefix", "site", "next hop", "AS path"], rows))
 
-    def where(site: str | None, expected: str, rtt: float | None) -> str:
+    def where(site: str | None, expected: str | list[str], rtt: float | None) -> str:
         if site is None:
             return "[red]no answer[/]"
-        colour = "green" if site == expected else "yellow"
+        colour = "green" if site in _sites(expected) else "yellow"
         return f"[{colour}]{site}[/] ({rtt:.2f} ms)" if rtt is not None else site
 
+    def spread(counts: dict[str, int] | None) -> str:
+        """A client's answers over several queries, compactly: 'a1:12 a2:8'."""
+        if not counts or len(counts) < 2:
+            return ""
+        return "\n" + " ".join(f"{site}:{n}" for site, n in sorted(counts.items()))
+
+    def verdict(c: dict[str, Any]) -> str:
+        return {"expected": "[green]as expected[/]",
+                "failover": "[green]as expected (failover)[/]"}.get(
+                    c.get("as_expected"), "[red]not as expected[/]")  # type: ignore[arg-type]
+
     ui.out.print(ui.table("clients: which site answers (DNS id.server)",
-                          ["client", "expected", "IPv4 anycast", "IPv6 anycast"], [
-        [name, c["expected"], where(c["site"], c["expected"], c["rtt_ms"]),
-         where(c["site6"], c["expected"], c["rtt6_ms"])]
+                          ["client", "expected", "IPv4 anycast", "IPv6 anycast", "verdict"], [
+        [name, _words(c["expected"]),
+         where(c["site"], c["expected"], c["rtt_ms"]) + spread(c.get("sites")),
+         where(c["site6"], c["expected"], c["rtt6_ms"]) + spread(c.get("sites6")), verdict(c)]
         for name, c in report["clients"].items()]))
     if show_fabric and "fabric" in report:
         rows = []
@@ -98,10 +132,10 @@ def print_catchment(report: dict[str, Any]) -> None:
             f = c[fam]
             path = " > ".join(h or "*" for h in f["path"])
             site = f["site"] or "[red]no answer[/]"
-            if f["site"] and f["site"] != c["expected"]:
+            if f["site"] and f["site"] not in _sites(c["expected"]):
                 site = f"[yellow]{site}[/]"
             rtt = f"{f['rtt_ms']:.2f}" if f["rtt_ms"] is not None else "-"
-            rows.append([name, fam, site, c["expected"], rtt, path])
+            rows.append([name, fam, site, _words(c["expected"]), rtt, path])
     ui.out.print(ui.table(f"catchment of lab '{report['lab']}'",
                           ["client", "family", "site", "expected", "RTT ms", "path"], rows))
 
@@ -123,6 +157,10 @@ def validate(topology: Annotated[Path | None, typer.Argument(help="topology file
         ui.out.print(f"[green]ok[/] {escape(report.source)}: lab '{t.name}', {len(t.routers)} "
                      f"routers, {len(t.sites)} sites, {len(t.clients)} clients, "
                      f"{len(t.links)} links")
+        for w in report.warnings:
+            line = f"{report.source}:{w.line}: " if w.line else f"{report.source}: "
+            ui.err.print(f"  warning: {line}{w}", markup=False, highlight=False,
+                         soft_wrap=True)
     else:
         ui.err.print(f"[red]{escape(report.source)}: {len(report.problems)} problem(s)[/]")
         for p in report.problems:  # plain text: messages quote the file ([r1, r2], names)

@@ -92,16 +92,19 @@ def check_references(topo: Topology) -> Iterator[Finding]:
         if client.router not in topo.routers:
             yield (f"clients.{name}.router",
                    f"unknown router '{client.router}' (known: {_known(routers)})")
-        if client.expect not in topo.sites:
-            yield (f"clients.{name}.expect",
-                   f"unknown site '{client.expect}' (known: {_known(list(topo.sites))})")
-        if client.failover is not None:
-            if client.failover not in topo.sites:
-                yield (f"clients.{name}.failover", f"unknown site '{client.failover}' "
+        for site in client.expect_sites:
+            if site not in topo.sites:
+                yield (f"clients.{name}.expect",
+                       f"unknown site '{site}' (known: {_known(list(topo.sites))})")
+        for site in client.failover_sites:
+            if site not in topo.sites:
+                yield (f"clients.{name}.failover", f"unknown site '{site}' "
                                                    f"(known: {_known(list(topo.sites))})")
-            elif client.failover == client.expect:
+            elif site in client.expect_sites:
                 yield (f"clients.{name}.failover",
-                       "the failover site must differ from the expected site")
+                       "the failover site must differ from the expected site"
+                       if len(client.expect_sites) == 1 and len(client.failover_sites) == 1
+                       else f"the failover site '{site}' is also an expected site")
     if not topo.sites:
         yield ("sites", "at least one site is required")
     if not topo.routers:
@@ -333,6 +336,29 @@ def check_prefixes(topo: Topology) -> Iterator[Finding]:
 
 CHECKS = (check_names, check_references, check_links, check_connectivity, check_asns,
           check_router_ids, check_bgp, check_prefixes)
+
+
+def ecmp_warnings(topo: Topology) -> list[Finding]:
+    """Under `bgp.ecmp`, a client whose `expect:` names one site that has an equal-cost
+    twin (another site on the same router in the same AS: the router's two paths tie and
+    it installs both): the client may be answered by either. Not an error: the lab
+    still comes up when its flows happen to hash to the named site."""
+    if not topo.bgp.ecmp:
+        return []
+    out = []
+    for name, client in topo.clients.items():
+        if len(client.expect_sites) != 1 or client.expect_sites[0] not in topo.sites:
+            continue
+        site = client.expect_sites[0]
+        home = topo.sites[site]
+        twins = [t for t, other in topo.sites.items() if t != site
+                 and other.router == home.router and other.asn == home.asn]
+        if twins:
+            out.append((f"clients.{name}.expect",
+                        f"bgp.ecmp is on and {site} has an equal-cost twin on {home.router} "
+                        f"({', '.join(twins)}): the client may be answered by either; "
+                        f"name the set: expect: [{', '.join([site, *twins])}]"))
+    return out
 
 
 def check_topology(topo: Topology) -> list[Finding]:

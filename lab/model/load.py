@@ -30,7 +30,7 @@ import yaml
 from pydantic import ValidationError
 
 from lab.model import safeyaml
-from lab.model.checks import check_topology
+from lab.model.checks import check_topology, ecmp_warnings
 from lab.model.topology import SECTION_LIMITS, Topology
 
 _STR_TAG = "tag:yaml.org,2002:str"
@@ -87,18 +87,23 @@ class Report:
     source: str
     topology: Topology | None = None
     problems: list[Problem] = field(default_factory=list)
+    warnings: list[Problem] = field(default_factory=list)  # worth knowing, not wrong
 
     @property
     def ok(self) -> bool:
         return self.topology is not None and not self.problems
 
     def to_json(self) -> dict[str, Any]:
-        """Each error has "path", "message" and "line" (null when unknown)."""
-        return {
+        """Each error has "path", "message" and "line" (null when unknown); "warnings"
+        (the same shape) only when there are any."""
+        doc: dict[str, Any] = {
             "ok": self.ok,
             "file": self.source,
             "errors": [asdict(p) for p in self.problems],
         }
+        if self.warnings:
+            doc["warnings"] = [asdict(p) for p in self.warnings]
+        return doc
 
 
 def format_path(loc: tuple[Any, ...]) -> str:
@@ -269,13 +274,33 @@ def _pydantic_problems(exc: ValidationError, tree: _Tree,
                        lines: dict[str, int]) -> list[Problem]:
     problems: list[Problem] = []
     done: set[tuple[str, str]] = set()
-    for err in exc.errors(include_url=False):
+    for err in _one_branch(exc.errors(include_url=False)):
         path, message = _describe(err, tree)
         if (path, message) in done:
             continue
         done.add((path, message))
         problems.append(Problem(path, message, _line_for(path, lines)))
     return problems
+
+
+SITE_OR_SITES = ("expect", "failover")  # a client's site: one name, or a list of them
+
+
+def _one_branch(errors: list[Any]) -> list[Any]:
+    """A client's `expect:`/`failover:` is a site or a list of sites; of pydantic's errors
+    for both readings keep the one the value was written as (a list: the list's), with
+    the branch left out of the location, so it reads like any other field's."""
+    out = []
+    for err in errors:
+        loc = tuple(err["loc"])
+        if len(loc) >= 4 and loc[0] == "clients" and loc[2] in SITE_OR_SITES \
+                and loc[3] in ("str", "list[str]"):
+            written_as_list = isinstance(err.get("input"), list) or len(loc) > 4
+            if (loc[3] == "list[str]") != written_as_list:
+                continue
+            err = {**err, "loc": (*loc[:3], *loc[4:])}
+        out.append(err)
+    return out
 
 
 def _describe(err: Any, tree: _Tree) -> tuple[str, str]:
@@ -449,6 +474,8 @@ def _problems(text: str, report: Report) -> list[Problem]:
         problems.append(Problem(path, message, _line_for(path, lines)))
     if not problems:
         report.topology = topology
+        report.warnings = [Problem(path, message, _line_for(path, lines))
+                           for path, message in ecmp_warnings(topology)]
     return problems
 
 

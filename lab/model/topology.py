@@ -175,9 +175,35 @@ class Client(Strict):
     """A client namespace attached to a router, and the site it should reach."""
 
     router: str = Field(description="the router this client attaches to")
-    expect: str = Field(description="the site this client is expected to reach")
-    failover: str | None = Field(
-        None, description="the site this client is expected to reach when 'expect' is down")
+    expect: str | list[str] = Field(
+        description="the site this client is expected to reach, or a list of sites any of "
+        "which is correct (equal-cost sites under bgp.ecmp: the client may be spread "
+        "across them)")
+    failover: str | list[str] | None = Field(
+        None, description="the site (or list of sites, any of which is correct) this client "
+        "is expected to reach when every 'expect' site is down")
+
+    @field_validator("expect", "failover")
+    @classmethod
+    def _sites(cls, value: str | list[str] | None) -> str | list[str] | None:
+        if isinstance(value, list):
+            if not value:
+                raise ValueError("a list of sites must name at least one site")
+            if len(set(value)) != len(value):
+                raise ValueError("a list of sites names a site twice")
+        return value
+
+    @property
+    def expect_sites(self) -> tuple[str, ...]:
+        """`expect` as sites, in the file's order."""
+        return (self.expect,) if isinstance(self.expect, str) else tuple(self.expect)
+
+    @property
+    def failover_sites(self) -> tuple[str, ...]:
+        """`failover` as sites, in the file's order (none when not given)."""
+        if self.failover is None:
+            return ()
+        return (self.failover,) if isinstance(self.failover, str) else tuple(self.failover)
 
 
 class Impairment(Strict):

@@ -26,6 +26,6 @@ def collect(lab: Lab) -> dict[str, Any]:
             hops = trace(netns, address)
             entry[fam] = {"site": ident.site, "rtt_ms": ident.rtt_ms, "error": ident.error,
                           "path": [names.get(h, h) if h else None for h in hops]}
-            ok &= ident.site == client.expect
+            ok &= ident.site in client.expect_sites
         clients[name] = entry
     return {"lab": lab.name, "anycast": plan.anycast, "clients": clients, "ok": ok}

@@ -29,7 +29,8 @@ from lab.host.birdctl import (
 )
 from lab.model import names
 from lab.model.plan import AddressPlan
-from lab.model.topology import Topology, anchor_mode
+from lab.model.topology import Client, Topology, anchor_mode
+from lab.observe.reasons import answer_verdict
 from lab.shared.dnsid import Identity, ask_identity
 from lab.shared.speaker_client import command as speaker_command
 
@@ -169,15 +170,49 @@ def forwarding(plan: AddressPlan, lab_dir: Path, birds: Birds | None = None) -> 
     return out
 
 
+def next_hop_sites(plan: AddressPlan, routes: dict[tuple[str, str], Route | None],
+                   router: str, prefix: str) -> dict[str, list[str]]:
+    """Per next hop of the router's route to `prefix` (every equal-cost one under ECMP):
+    the sites a packet sent that way can end at, following every next hop of each router
+    on the way (a loop or a missing route ends a branch with no site)."""
+    by_address = plan.node_by_address()
+
+    def ends(node: str | None, seen: frozenset[str]) -> set[str]:
+        if node is None or node in seen:
+            return set()
+        if plan.nodes[node].role == "site":
+            return {node}
+        route = routes.get((node, prefix))
+        if route is None:
+            return set()
+        hops = route.next_hops or ([route.next_hop] if route.next_hop else [])
+        return set().union(*(ends(by_address.get(h), seen | {node}) for h in hops))
+
+    route = routes.get((router, prefix))
+    if route is None:
+        return {}
+    hops = route.next_hops or ([route.next_hop] if route.next_hop else [])
+    return {h: sorted(ends(by_address.get(h), frozenset({router}))) for h in hops}
+
+
 def best_paths(plan: AddressPlan, lab_dir: Path,
                birds: Birds | None = None) -> dict[str, dict[str, dict[str, Any]]]:
     """Per router and anycast prefix: next hop, AS path, and the site the path ends at
-    (followed hop by hop through the routers' BIRD tables)."""
+    (followed hop by hop through the routers' BIRD tables); under ECMP also every next
+    hop BIRD gives the kernel, each with the sites it leads to (`next_hop_sites`), and all
+    of those sites (`sites`)."""
     result: dict[str, dict[str, dict[str, Any]]] = {}
-    for (router, prefix), (route, hops) in forwarding(plan, lab_dir, birds).items():
+    with _looking(lab_dir, birds) as birds:
+        routes = {(r.name, p): best_route(birds, r.name, p)
+                  for r in plan.by_role("router") for p in plan.anycast}
+        paths = forwarding(plan, lab_dir, birds)
+    for (router, prefix), (route, hops) in paths.items():
         end = hops[-1]
+        spread = next_hop_sites(plan, routes, router, prefix)
         result.setdefault(router, {})[prefix] = {
             "site": end if len(hops) > 1 and plan.nodes[end].role == "site" else None,
+            "sites": sorted(set().union(*spread.values())) if spread else [],
+            "next_hop_sites": spread,
             "next_hop": route.next_hop if route else None,
             "next_hops": route.next_hops if route else [],
             "as_path": route.as_path if route else [],
@@ -186,6 +221,25 @@ def best_paths(plan: AddressPlan, lab_dir: Path,
             "local_pref": route.local_pref if route else None,
         }
     return result
+
+
+def client_spread(plan: AddressPlan, queries: int = 16,
+                  timeout: float = 0.5) -> dict[str, dict[str, dict[str, int]]]:
+    """For each client and family: how many of `queries` id.server questions each site
+    answered ("none": unanswered). Each question goes from a new socket, so from another
+    source port: under ECMP with an L4 hash that is how one client's flows spread."""
+    targets = [(c.name, c.netns, fam, str(addr.network_address))
+               for c in plan.by_role("client")
+               for fam, addr in (("v4", plan.anycast4), ("v6", plan.anycast6))
+               for _ in range(queries)]
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        answers = list(pool.map(lambda t: ask_identity(t[1], t[3], timeout), targets))
+    out: dict[str, dict[str, dict[str, int]]] = {}
+    for (client, _ns, fam, _addr), ident in zip(targets, answers, strict=True):
+        counts = out.setdefault(client, {}).setdefault(fam, {})
+        key = ident.site or "none"
+        counts[key] = counts.get(key, 0) + 1
+    return out
 
 
 def client_sites(plan: AddressPlan, timeout: float = 0.5) -> dict[str, dict[str, Identity]]:
@@ -214,7 +268,7 @@ class WrongAnswer:
     client: str
     family: str  # "v4" or "v6"
     got: str | None  # the site that answered; None: nobody did
-    expected: str
+    expected: str  # the expected site, or "a1 or a2" for a list of them
     error: str | None = None  # why nobody answered
 
     def __str__(self) -> str:
@@ -223,15 +277,26 @@ class WrongAnswer:
                 f"{why}, expected {self.expected}")
 
 
+def expected_words(client: Client) -> str:
+    """A client's expected site(s) in words: 'ams', or 'a1 or a2'."""
+    return " or ".join(client.expect_sites)
+
+
 def wrong_answers(topo: Topology, answers: dict[str, dict[str, Identity]],
-                  families: tuple[str, ...] | None = None) -> list[WrongAnswer]:
-    """Every client answer that does not come from the client's expected site."""
+                  families: tuple[str, ...] | None = None,
+                  unavailable: dict[str, set[str]] | None = None) -> list[WrongAnswer]:
+    """Every client answer that does not come from the client's expected site. Given
+    `unavailable` (per family, the sites withdrawn or faulted), an answer from the
+    client's declared failover site while its expected site is unavailable is as
+    expected, not wrong; without it (as `up` asks, before anything may be down) only the
+    expected site is right."""
     out = []
     for name, client in topo.clients.items():
         for fam in families or announced_families(topo):
             got = answers[name][fam]
-            if got.site != client.expect:
-                out.append(WrongAnswer(name, fam, got.site, client.expect, got.error))
+            down = (unavailable or {}).get(fam, set())
+            if not answer_verdict(got.site, client.expect, client.failover, down):
+                out.append(WrongAnswer(name, fam, got.site, expected_words(client), got.error))
     return out
 
 

@@ -12,25 +12,32 @@ hold timer has not caught yet: it is reported, and `ok` stays about sessions and
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass
 from typing import Any
 
 from lab.host import procs
 from lab.host.birdctl import Birds
 from lab.host.labs import Lab, recorded_impairments
+from lab.model import names
 from lab.model.names import node_dir
+from lab.model.topology import Client
+from lab.observe import reasons
 from lab.observe.kernel import fabric_status
 from lab.observe.routing import (
+    WrongAnswer,
     announced_families,
     anycast_routes,
     best_paths,
     client_sites,
+    client_spread,
+    expected_words,
     held_from_sites,
-    misplaced,
     sessions,
     speaker_state,
 )
 from lab.render.health import state_file
+from lab.shared.dnsid import Identity
 
 
 def collect(lab: Lab, fabric: bool = True) -> dict[str, Any]:
@@ -53,10 +60,22 @@ def collect(lab: Lab, fabric: bool = True) -> dict[str, Any]:
     problems += [f"{router}: {exc}" for router, exc in birds.unavailable.items()]
     held = held_from_sites(plan, routes)
     families = announced_families(topo)
+    now = time.time()
+    in_force = active_faults(lab)
+    report["faults"] = [{"site": f.get("site"), "fault": f.get("fault"),
+                         "since": reasons.iso(f.get("t"))} for f in in_force.values()]
     for name, site in topo.sites.items():
         session = next((s for s in sess if s.peer == name), None)
         speaker = speaker_state(lab_dir, name).get("state")
         seen = announcement(name, site.router, held[name], families, speaker)
+        health, facts = health_and_facts(lab, name, now)
+        site_faults = [f for f in in_force.values() if f.get("site") == name]
+        facts = reasons.SiteFacts(
+            name=name, router=site.router, mode=health_mode(lab),
+            session=session.state if session else "down",
+            session_info=session.info if session else "no such BGP session",
+            held=seen.by_family, now=now, watchdog_ms=topo.health.watchdog_ms,
+            faults=site_faults, **facts)
         report["sites"][name] = {
             "router": site.router, "asn": site.asn,
             "session": session.state if session else "down",
@@ -64,7 +83,10 @@ def collect(lab: Lab, fabric: bool = True) -> dict[str, Any]:
             "announced_by_family": seen.by_family,
             "speaker": speaker,
             "speaker_announced": seen.speaker_announced,
-            **site_health(lab, name),
+            **health,
+            "reason": reasons.site_reason(facts),
+            "faults": [{"fault": f.get("fault"), "since": reasons.iso(f.get("t"))}
+                       for f in site_faults],
         }
         if seen.disagreement:
             notes.append(seen.disagreement)
@@ -75,14 +97,26 @@ def collect(lab: Lab, fabric: bool = True) -> dict[str, Any]:
         problems += [f"{name}: session {p} is {st}" for p, st in peers.items()
                      if st != "Established"]
     answers = client_sites(plan)
+    spread = client_spread(plan) if topo.bgp.ecmp else None
+    faulted = {f.get("site") for f in in_force.values()}
+    unavailable = {fam: {name for name in topo.sites
+                         if not held[name].get(fam) or name in faulted}
+                   for fam in families}
     for name, client in topo.clients.items():
         v4, v6 = answers[name]["v4"], answers[name]["v6"]
-        report["clients"][name] = {
+        entry = report["clients"][name] = {
             "router": client.router, "expected": client.expect, "failover": client.failover,
             "site": v4.site, "site6": v6.site, "rtt_ms": v4.rtt_ms, "rtt6_ms": v6.rtt_ms,
             "error": v4.error, "error6": v6.error,
         }
-    problems += misplaced(topo, answers)
+        if spread is not None:
+            entry["sites"], entry["sites6"] = spread[name]["v4"], spread[name]["v6"]
+        verdict, wrong = judge_client(
+            name, client, answers[name],
+            {fam: spread[name][fam] for fam in families} if spread is not None else None,
+            unavailable)
+        entry["as_expected"] = verdict
+        problems += wrong
     if fabric:
         report["fabric"] = fabric_status(plan)
         problems += [f"namespace {n['netns']} is missing"
@@ -92,6 +126,31 @@ def collect(lab: Lab, fabric: bool = True) -> dict[str, Any]:
     report["problems"] = problems
     report["notes"] = notes
     return report
+
+
+def judge_client(name: str, client: Client, answers: dict[str, Identity],
+                 spread: dict[str, dict[str, int]] | None,
+                 unavailable: dict[str, set[str]]) -> tuple[str | bool, list[str]]:
+    """A client's verdict ("expected", "failover" or False) over its answers per family
+    (under ECMP every site of its distribution counts), and one problem line per site
+    that answered it wrongly."""
+    verdicts: list[str | bool] = []
+    problems = []
+    for fam in unavailable:
+        got = answers[fam]
+        seen: dict[str | None, int] = {got.site: 1}
+        if spread is not None:
+            seen.update({(None if s == "none" else s): n for s, n in spread[fam].items()})
+        for site, count in seen.items():
+            verdict = reasons.answer_verdict(site, client.expect, client.failover,
+                                             unavailable[fam])
+            verdicts.append(verdict)
+            if not verdict:
+                wrong = WrongAnswer(name, fam, site, expected_words(client),
+                                    got.error if site is None else None)
+                share = f" ({count} of {sum(seen.values())} queries)" if spread else ""
+                problems.append(f"{wrong}{share}")
+    return reasons.client_verdict(verdicts), problems
 
 
 @dataclass(frozen=True)
@@ -121,21 +180,64 @@ def announcement(site: str, router: str, held: dict[str, bool], families: tuple[
     return Announcement(not missing, by_family, said, note)
 
 
-def site_health(lab: Lab, site: str) -> dict[str, Any]:
-    """The health daemon's own account (its state file), or why there is none."""
+def active_faults(lab: Lab) -> dict[str, dict[str, Any]]:
+    """The faults in force (the lab's faults file, as `fail` records them)."""
+    try:
+        found = json.loads((lab.journal.dir / names.FAULTS).read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return {}
+    return found if isinstance(found, dict) else {}
+
+
+def health_mode(lab: Lab) -> str:
+    """'healthd', 'exabgp-healthcheck' or 'static': who decides a site's announcement."""
     assert lab.topology is not None
     if not lab.topology.health.enabled:
-        return {"health": "static", "drained": False}
-    if lab.topology.health.checker == "exabgp-healthcheck":
-        return {"health": "exabgp-healthcheck", "drained": False}
+        return "static"
+    return lab.topology.health.checker
+
+
+def healthd_process(lab: Lab, site: str) -> tuple[bool, str]:
+    """(running, how): the site's health daemon is running, frozen (stopped by a signal)
+    or gone."""
+    record = procs.running(lab.journal, f"healthd@{site}")
+    if record is None:
+        return False, reasons.GONE
+    return True, reasons.FROZEN if procs.is_stopped(record.pid) else reasons.RUNNING
+
+
+def site_health(lab: Lab, site: str) -> dict[str, Any]:
+    """The health daemon's own account (its state file), or why there is none."""
+    return health_and_facts(lab, site, time.time())[0]
+
+
+def health_and_facts(lab: Lab, site: str,
+                     now: float) -> tuple[dict[str, Any], dict[str, Any]]:
+    """`site_health`, and the facts about the health daemon a site's reason needs
+    (`reasons.SiteFacts` fields: its state file, running/frozen/gone)."""
+    mode = health_mode(lab)
+    if mode == "static":
+        return {"health": "static", "drained": False}, {}
+    if mode == "exabgp-healthcheck":
+        return {"health": "exabgp-healthcheck", "drained": False}, {}
     path = state_file(node_dir(lab.journal.dir, site))
-    running = procs.running(lab.journal, f"healthd@{site}") is not None
+    running, how = healthd_process(lab, site)
     try:
         state = json.loads(path.read_text())
     except (FileNotFoundError, json.JSONDecodeError):
-        return {"health": "unknown", "drained": False, "healthd": running}
+        state = None
+    facts = {"state": state if isinstance(state, dict) else None, "healthd": how}
+    probe = reasons.SiteFacts(name=site, router="", mode=mode, session="", session_info="",
+                              held={}, now=now, **facts)
+    process = {"healthd_process": how, "health_state_age_s": _rounded(reasons.state_age(probe)),
+               "health_state_stale": reasons.state_stale(probe)}
+    if not isinstance(state, dict):
+        return {"health": "unknown", "drained": False, "healthd": running, **process}, facts
+    health = state.get("health") if running else "unknown (healthd not running)"
+    if how == reasons.FROZEN:
+        health = "unknown (healthd frozen)"
     return {
-        "health": state.get("health") if running else "unknown (healthd not running)",
+        "health": health,
         "health_since": state.get("health_since"),
         "health_reason": state.get("health_reason"),
         "drained": state.get("drained", False),
@@ -146,4 +248,9 @@ def site_health(lab: Lab, site: str) -> dict[str, Any]:
                        "reason": c.get("reason"), "latency_ms": c.get("latency_ms")}
                    for n, c in state.get("checks", {}).items()},
         "healthd": running,
-    }
+        **process,
+    }, facts
+
+
+def _rounded(value: float | None) -> float | None:
+    return None if value is None else round(value, 3)

@@ -225,8 +225,13 @@ def test_best_paths_report_every_ecmp_next_hop(tmp_path):
     assert r_eu[V4]["next_hop"] == ECMP4[0]
     assert r_eu[V4]["site"] == "nyc" and r_eu[V6]["site"] == "nyc"  # along the first hop
     assert paths["r-us"][V4]["site"] == "nyc" and paths["r-ap"][V6]["site"] == "sin"
-    assert set(r_eu[V4]) == {"site", "next_hop", "next_hops", "as_path", "protocol",
-                             "communities", "local_pref"}
+    assert set(r_eu[V4]) == {"site", "sites", "next_hop_sites", "next_hop", "next_hops",
+                             "as_path", "protocol", "communities", "local_pref"}
+    # Every equal-cost next hop, each with the site it leads to.
+    assert r_eu[V4]["next_hop_sites"] == {ECMP4[0]: ["nyc"], ECMP4[1]: ["sin"]}
+    assert r_eu[V6]["next_hop_sites"] == {ECMP6[0]: ["nyc"], ECMP6[1]: ["sin"]}
+    assert r_eu[V4]["sites"] == ["nyc", "sin"]
+    assert paths["r-us"][V4]["sites"] == ["nyc"]
 
 
 def test_sessions_read_the_broken_routers(tmp_path):

@@ -17,8 +17,8 @@ from lab.cli import main as cli
 from lab.cli import ui
 from lab.cli.main import app
 from lab.host.journal import Journal
-from lab.host.labs import TOPOLOGY_COPY
 from lab.model import load_file
+from lab.model.names import TOPOLOGY_COPY
 from lab.model.plan import build_plan
 from lab.ops import tokenstore
 from lab.render.credentials import paths

@@ -45,8 +45,8 @@ def test_default_topology_content() -> None:
     assert len(topo.routers) >= 2 and len(topo.sites) >= 2
     for client in topo.clients.values():
         assert client.router in topo.routers
-        assert client.expect in topo.sites
-        assert client.failover is None or client.failover in topo.sites
+        assert set(client.expect_sites) <= set(topo.sites)
+        assert set(client.failover_sites) <= set(topo.sites)
 
 
 @pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.name)
@@ -56,8 +56,18 @@ def test_every_shipped_client_names_an_expect_and_a_failover(path: Path) -> None
     data = yaml.safe_load(path.read_text())
     assert data["clients"], path.name
     for name, c in data["clients"].items():
-        assert c.get("expect") in data["sites"], name
-        assert c.get("failover") in data["sites"] and c["failover"] != c["expect"], name
+        expect, failover = sites_of(c.get("expect")), sites_of(c.get("failover"))
+        assert expect and expect <= set(data["sites"]), name
+        assert failover <= set(data["sites"]) and not failover & expect, name
+        # A failover site is named unless every site is already expected.
+        assert failover or expect == set(data["sites"]), name
+
+
+def sites_of(value: str | list[str] | None) -> set[str]:
+    """`expect:`/`failover:` (one site or a list) as a set."""
+    if value is None:
+        return set()
+    return {value} if isinstance(value, str) else set(value)
 
 
 @pytest.mark.parametrize(("sites", "routers"), [(50, 5), (1, 1), (1, 2), (3, 3), (120, 4)])
