@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import secrets
+import shutil
 import subprocess
 import sys
 import time
@@ -64,8 +65,14 @@ class LabHandle:
         return labs.open_lab(self.name)
 
     def down(self) -> None:
+        """Tear the lab down, and remove what it leaves by design: the kept logs of a
+        failed run and its lock file (a test owns those too)."""
         if Journal(self.name).exists():
             lifecycle.teardown(Journal(self.name))
+        for path in lifecycle.failed_runs():
+            if path.name == f"{lifecycle.FAILED_PREFIX}{self.name}":
+                shutil.rmtree(path, ignore_errors=True)
+        lock_path(self.name).unlink(missing_ok=True)
 
     @property
     def dir(self) -> Path:

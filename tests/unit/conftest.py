@@ -12,6 +12,8 @@ from typing import Any
 
 import pytest
 
+from lab.model import load_file
+from lab.model.plan import AddressPlan, build_plan
 from lab.shared.pki import create_signing_key
 
 from .helpers import FakeExaBGP, make_pki, start_introspect, start_shim, stop_process
@@ -48,3 +50,14 @@ def shim(tmp_path: Path) -> Iterator[tuple[FakeExaBGP, Path]]:
     fake, sock = start_shim(tmp_path, "--watchdog-ms", "200")
     yield fake, sock
     fake.close()
+
+
+DEFAULT_TOPOLOGY = Path(__file__).resolve().parents[2] / "topologies" / "default.yaml"
+
+
+@pytest.fixture(scope="session")
+def default_plan() -> AddressPlan:
+    """The address plan of the shipped default topology (pure: no lab is built)."""
+    report = load_file(DEFAULT_TOPOLOGY)
+    assert report.topology is not None, report.problems
+    return build_plan(report.topology)

@@ -8,8 +8,7 @@ from pathlib import Path
 import pytest
 
 from lab.host.birdctl import parse_routes
-from lab.model import load_file
-from lab.model.plan import build_plan
+from lab.model.plan import AddressPlan
 from lab.observe.routing import held_from_sites
 from lab.observe.status import announcement
 
@@ -71,10 +70,8 @@ def test_no_route_parses_to_nothing():
 
 
 @pytest.fixture(scope="module")
-def plan():
-    report = load_file(REPO / "topologies" / "default.yaml")
-    assert report.topology is not None
-    return build_plan(report.topology)
+def plan(default_plan: AddressPlan) -> AddressPlan:
+    return default_plan
 
 
 def test_a_site_is_held_from_its_own_session_best_or_not(plan):

@@ -7,9 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from lab.model import load_file
 from lab.model.errors import BadInput, EnvironmentProblem
-from lab.model.plan import AddressPlan, build_plan
+from lab.model.plan import AddressPlan
 from lab.model.topology import Impairment
 from lab.ops.impair import ends, find_link, mechanisms, request
 
@@ -17,10 +16,8 @@ DEFAULT = Path(__file__).resolve().parents[2] / "topologies" / "default.yaml"
 
 
 @pytest.fixture(scope="module")
-def plan() -> AddressPlan:
-    report = load_file(DEFAULT)
-    assert report.topology is not None, report.problems
-    return build_plan(report.topology)
+def plan(default_plan: AddressPlan) -> AddressPlan:
+    return default_plan
 
 
 def test_a_valid_request_is_the_topologys_impairment() -> None:

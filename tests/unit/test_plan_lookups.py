@@ -6,18 +6,15 @@ from pathlib import Path
 
 import pytest
 
-from lab.model import load_file
 from lab.model.errors import BadInput
-from lab.model.plan import AddressPlan, build_plan, require_site
+from lab.model.plan import AddressPlan, require_site
 
 DEFAULT = Path(__file__).resolve().parents[2] / "topologies" / "default.yaml"
 
 
 @pytest.fixture(scope="module")
-def plan() -> AddressPlan:
-    report = load_file(DEFAULT)
-    assert report.topology is not None, report.problems
-    return build_plan(report.topology)
+def plan(default_plan: AddressPlan) -> AddressPlan:
+    return default_plan
 
 
 def test_every_interface_address_maps_to_its_node(plan: AddressPlan) -> None:

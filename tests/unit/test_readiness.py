@@ -12,9 +12,8 @@ import pytest
 
 from lab.host.journal import ProcessRecord
 from lab.host.procs import start_time
-from lab.model import load_file
 from lab.model.names import node_dir
-from lab.model.plan import build_plan
+from lab.model.plan import AddressPlan
 from lab.render.base import ReadyTarget
 from lab.render.health import healthd_ready, state_file
 from lab.render.ready import check, wait_ready
@@ -52,10 +51,8 @@ def test_wait_until_stops_when_waiting_is_pointless():
 
 
 @pytest.fixture(scope="module")
-def plan():
-    report = load_file(REPO / "topologies" / "default.yaml")
-    assert report.topology is not None
-    return build_plan(report.topology)
+def plan(default_plan: AddressPlan) -> AddressPlan:
+    return default_plan
 
 
 def target(plan, lab_dir: Path, pid: int) -> ReadyTarget:
