@@ -76,6 +76,12 @@ def holder(lab: str) -> Holder | None:
         os.close(fd)
 
 
+def _holder_once_named(fd: int, wait_s: float = 0.5) -> Holder | None:
+    """The holder names itself just after it takes the lock: a refusal in between waits
+    that long for the name rather than saying "another command"."""
+    return wait_until(lambda: _read_holder(fd), wait_s, interval_s=0.01)
+
+
 def _read_holder(fd: int) -> Holder | None:
     try:
         data = json.loads(os.pread(fd, 4096, 0) or b"{}")
@@ -108,7 +114,7 @@ def locked(lab: str, command: str, wait_s: float = 0.0,
         return
     try:
         if not wait_until(lambda: _try_lock(fd), wait_s, interval_s=0.05):
-            raise LabBusy(lab, _read_holder(fd))
+            raise LabBusy(lab, _holder_once_named(fd))
         me = {"pid": os.getpid(), "start_time": procs.start_time(os.getpid()) or 0,
               "command": command, "since": round(time.time(), 3)}
         with contextlib.suppress(OSError):  # naming the holder is a courtesy, not a need
