@@ -720,11 +720,14 @@ def test_tls_server_on_loopback(tls_server: dict[str, Any], signing_key: bytes) 
             h = http.get(_url(address, port, "/healthz"))
             assert h.json() == {"status": "ok", "site": SITE, "revocation_version": 0}
 
-        # Keep-alive responses are not held back by Nagle + delayed ACK (~40 ms each).
-        started = time.monotonic()
+        # Keep-alive responses are not held back by Nagle + delayed ACK: that stall is a
+        # fixed ~40 ms on every request after the first, so most requests would show it.
+        stalled = 0
         for _ in range(20):
+            started = time.monotonic()
             assert http.get(_url("127.0.0.1", port, "/healthz")).status_code == 200
-        assert time.monotonic() - started < 0.6
+            stalled += time.monotonic() - started >= 0.035
+        assert stalled < 10
 
         # Revocation reaches the running process.
         revoke(tls_server["dir"] / "revoked.json", claims["jti"])

@@ -195,7 +195,7 @@ def test_channel_times_out_and_drops_a_late_ack(pipes, capsys) -> None:
     channel, ack_w, out_r = pipes
     started = time.monotonic()
     assert channel.send(["withdraw route 1"], timeout=0.05) == ["timeout"]
-    assert 0.05 <= time.monotonic() - started < 0.5
+    assert 0.05 <= time.monotonic() - started < 2.0
     assert os.read(out_r, 100) == b"withdraw route 1\n"
     os.write(ack_w, b"done\n")  # the late ack of the line above
     channel.read_unsolicited()  # the loop calls this when stdin is readable
