@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import shutil
 import socket
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -146,3 +147,45 @@ def test_a_missing_namespace_or_program_is_refused_before_anything_starts(namesp
         procs.start(journal, name="y@x", node="x", netns=target,
                     argv=["no-such-program-here"], log_path=tmp_path / "y.log")
     assert journal.owned().processes == []
+
+
+def test_the_launcher_forks_a_preloaded_daemon_into_its_namespace(namespaces, journal,
+                                                                  tmp_path, monkeypatch):
+    """A `python -m MODULE` daemon the launcher runs is in its namespace, shows its own
+    argv, carries the lab's marker, writes its log, outlives the launcher, stops by PID."""
+    target, _ = namespaces
+    monkeypatch.setattr(procs, "LAUNCHED", {"http.server": "socketserver"})
+    monkeypatch.delenv(procs.LAUNCHER_ENV, raising=False)
+    argv = [sys.executable, "-m", "http.server", "--bind", "127.0.0.1", "8000"]
+    log = tmp_path / "server.log"
+    record = procs.start(journal, name="web@x", node="x", netns=target, argv=argv,
+                         log_path=log, cwd=tmp_path)
+    launcher = procs.running(journal, "launcher")
+    assert launcher is not None and launcher.pid != record.pid
+    assert ns_inode(f"/proc/{record.pid}/ns/net") == ns_inode(f"/run/netns/{target}")
+    wait_for(lambda: "Serving HTTP" in log.read_text(), timeout=10, message="server log")
+    title = Path(f"/proc/{record.pid}/cmdline").read_bytes().rstrip(b"\0").decode()
+    assert title == " ".join(argv)
+    environ = Path(f"/proc/{record.pid}/environ").read_bytes().split(b"\0")
+    assert f"{procs.MARKER}={journal.lab}".encode() in environ
+    assert record.pid in procs.marked_pids(journal.lab)
+
+    procs.Launcher.close_all()
+    assert not procs.is_running(launcher)
+    assert procs.is_running(record)  # the daemon is not the launcher's to end
+    assert procs.stop(record, grace_s=1.0)
+    assert not procs.is_running(record)
+
+
+def test_the_launcher_is_not_used_when_told_to_exec(namespaces, journal, tmp_path,
+                                                   monkeypatch):
+    target, _ = namespaces
+    monkeypatch.setattr(procs, "LAUNCHED", {"http.server": "socketserver"})
+    monkeypatch.setenv(procs.LAUNCHER_ENV, "exec")
+    argv = [sys.executable, "-m", "http.server", "--bind", "127.0.0.1", "8000"]
+    record = procs.start(journal, name="web@x", node="x", netns=target, argv=argv,
+                         log_path=tmp_path / "server.log", cwd=tmp_path)
+    assert procs.running(journal, "launcher") is None
+    wait_for(lambda: Path(f"/proc/{record.pid}/cmdline").read_bytes().split(b"\0")[1:3]
+             == [b"-m", b"http.server"], timeout=5, message="exec'd server")
+    assert procs.stop(record, grace_s=1.0)

@@ -1,0 +1,154 @@
+"""A pre-imported launcher for the lab's own Python daemons (health daemon, introspection
+service): it imports their modules once, then forks one child per daemon, which joins
+its node's network namespace and runs the daemon's `python -m MODULE` entry point.
+
+Paying the interpreter's start and the imports once, instead of once per daemon, is what
+makes a large lab start fast; the children share the imported pages copy-on-write (the
+imported objects are moved out of the garbage collector's reach with `gc.freeze()`, and
+stay there in the children, so that their collections do not copy them).
+
+The launcher is single-threaded, so forking it is safe. It talks to the process runner
+(`lab.host.procs`) over its stdin/stdout, one JSON line per request and one per answer,
+and exits when its stdin closes (the command that started it ended or died). Children
+are in a new session, with stdin on /dev/null and stdout/stderr on their log file;
+they are reaped by the kernel (SIGCHLD ignored here) and outlive the launcher.
+
+Run as: python -m lab.host.zygote TARGET=PRELOAD...: a TARGET is a module it may run as
+`python -m MODULE`, or the path of a Python console script (ExaBGP's `exabgp`); PRELOAD
+is what the target's entry point imports (importing a `__main__` would run it). Every
+child's process title is set to the argv it stands for, so `ps` shows the daemon.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import gc
+import importlib
+import importlib.util
+import json
+import os
+import runpy
+import signal
+import sys
+from typing import Any
+
+import setproctitle
+
+CLONE_NEWNET = 0x40000000
+NETNS_DIR = "/run/netns"
+
+
+def _setns(netns: str) -> None:
+    """Join /run/netns/NETNS (never creating it)."""
+    if "/" in netns or netns in ("", ".", ".."):
+        raise ValueError(f"bad namespace name {netns!r}")
+    libc = ctypes.CDLL(None, use_errno=True)
+    fd = os.open(os.path.join(NETNS_DIR, netns), os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        if libc.setns(fd, CLONE_NEWNET) != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, f"setns {netns}: {os.strerror(err)}")
+    finally:
+        os.close(fd)
+
+
+def _child(request: dict[str, Any], ready: int) -> None:
+    """In the forked child: become the daemon. Writes "ok" (or why not) to `ready` once it
+    is in its namespace, with its stdio, directory, title and environment. Never returns."""
+    code = 1
+    try:
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        os.setsid()
+        log = os.open(request["log_path"],
+                      os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC,
+                      0o644)
+        null = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(null, 0)
+        os.dup2(log, 1)
+        os.dup2(log, 2)
+        top = min(os.sysconf("SC_OPEN_MAX"), 65536)
+        os.closerange(3, ready)
+        os.closerange(ready + 1, top)
+        sys.stdin = open(0, closefd=False)  # noqa: SIM115 - the child's own stdio
+        sys.stdout = open(1, "w", buffering=1, closefd=False)  # noqa: SIM115
+        sys.stderr = open(2, "w", buffering=1, closefd=False)  # noqa: SIM115
+        if request.get("netns"):
+            _setns(request["netns"])
+        os.chdir(request["cwd"])
+        # Before the environment changes: with SPT_NOENV (set by the runner) the title
+        # stays within the launcher's own argv and /proc/PID/environ keeps the marker.
+        setproctitle.setproctitle(" ".join(request["argv"]))
+        os.environ.clear()
+        os.environ.update(request["env"])
+        os.write(ready, b"ok")
+        os.close(ready)
+        ready = -1  # from here on the daemon's own: its number may be reused
+        target, args = request["target"], request["argv"][request["skip"]:]
+        if target.startswith("/"):  # a console script: run it as its shebang would
+            sys.argv = [target, *args]
+            runpy.run_path(target, run_name="__main__")
+        else:
+            sys.argv = [target, *args]
+            runpy.run_module(target, run_name="__main__", alter_sys=True)
+        code = 0
+    except SystemExit as done:
+        code = done.code if isinstance(done.code, int) else (0 if done.code is None else 1)
+    except BaseException as failed:
+        import traceback
+        traceback.print_exc()
+        if ready >= 0:
+            with contextlib.suppress(OSError):
+                os.write(ready, f"{type(failed).__name__}: {failed}".encode()[:500])
+    finally:
+        try:
+            sys.stdout.flush()
+            sys.stderr.flush()
+        finally:
+            os._exit(code)
+
+
+def serve(pairs: list[str]) -> int:
+    targets = set()
+    for pair in pairs:
+        target, _, preload = pair.partition("=")
+        importlib.import_module(preload)
+        if target.startswith("/"):
+            if not os.path.isfile(target):
+                raise SystemExit(f"no script {target}")
+        else:
+            spec = importlib.util.find_spec(target)
+            if spec is None or (spec.submodule_search_locations is not None
+                                and importlib.util.find_spec(f"{target}.__main__") is None):
+                raise SystemExit(f"{target} cannot be run with -m")
+        targets.add(target)
+    signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # children are reaped by the kernel
+    gc.collect()
+    gc.freeze()
+    out = sys.stdout
+    for line in sys.stdin:
+        try:
+            request = json.loads(line)
+            if request.get("target") not in targets:
+                raise ValueError(f"{request.get('target')!r} is not preloaded here")
+            read_end, write_end = os.pipe()
+            pid = os.fork()
+        except (ValueError, OSError) as failed:
+            out.write(json.dumps({"error": str(failed)}) + "\n")
+            out.flush()
+            continue
+        if pid == 0:
+            os.close(read_end)
+            _child(request, write_end)
+        os.close(write_end)
+        with os.fdopen(read_end, "rb") as ready:
+            said = ready.read(512).decode(errors="replace")  # EOF: the child closed it
+        answer = {"pid": pid} if said == "ok" else {
+            "error": f"the daemon failed before it started: {said or 'no word'}"}
+        out.write(json.dumps(answer) + "\n")
+        out.flush()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(serve(sys.argv[1:]))
