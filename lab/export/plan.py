@@ -11,6 +11,7 @@ import json
 import tempfile
 from pathlib import Path
 
+import jwt
 import yaml
 
 from lab.export import commands, hosts
@@ -37,11 +38,13 @@ def container_specs(topo: Topology, plan: AddressPlan,
     return launch.specs_for(topo, plan, Path(str(LAB_DIR)), runtime.tools, runtime.python)
 
 
-def first_revocations(jti: str) -> bytes:
-    """A site's revocation list as `up` starts it: the revoked canary alone."""
+def first_revocations(canaries: dict[str, str]) -> bytes:
+    """A site's revocation list as `up` starts it: the revoked canary alone, revoked when
+    it was issued (so the same trust material always gives the same file)."""
+    issued = jwt.decode(canaries["revoked"], options={"verify_signature": False})["iat"]
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / names.REVOCATION
-        revocation.revoke(path, jti)
+        revocation.revoke(path, canaries["revoked_jti"], now=issued)
         return path.read_bytes()
 
 
@@ -67,7 +70,7 @@ def plan_export(topo: Topology, *, image: str = DEFAULT_IMAGE, clabernetes: bool
 
     nodes = {n.name: ExportNode(n.name, n.role, placed[n.name]) for n in plan.nodes.values()}
     specs = container_specs(topo, plan, runtime)
-    revoked = first_revocations(json.loads(material["canaries.json"][0])["revoked_jti"])
+    revoked = first_revocations(json.loads(material["canaries.json"][0]))
     for node in plan.nodes.values():
         out = nodes[node.name]
         wanted = SITE_PKI if node.role == "site" else CLIENT_PKI if node.role == "client" else ()
