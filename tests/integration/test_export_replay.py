@@ -1,0 +1,88 @@
+"""The local replay of a containerlab export (see replay.py): the default lab exported,
+built as containerlab would build it (a namespace, an init and binds per node, veths per
+link), each node's exec list run in order inside it; then checked as `up` checks a lab:
+every client at its expected site on both families; one fault (a site's DNS server
+killed) moves its client to the failover site, and re-running that node's exec list
+(what clabernetes does after recreating a link) heals it. Nothing of the replay is left,
+and the root namespace is unchanged."""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+
+from lab.export.plan import plan_export
+from lab.export.write import write_export
+from lab.model.plan import build_plan
+from lab.observe.converge import wait_converged
+from lab.observe.routing import client_sites
+from lab.ops.lifecycle import validated
+
+from .helpers import DEFAULT, EXPECTED, FAILOVER, root_snapshot, unique_name, wait_for
+from .replay import Replay
+
+
+def _ok(results) -> None:
+    failed = [r for r in results if r.returncode != 0]
+    assert not failed, (f"{failed[0].node}: `{failed[0].command[:120]}` exited "
+                        f"{failed[0].returncode}: {failed[0].output}")
+
+
+def _answers(plan) -> dict[str, tuple[str | None, str | None]]:
+    got = client_sites(plan, timeout=0.3)
+    return {c: (f["v4"].site, f["v6"].site) for c, f in got.items()}
+
+
+def test_an_exported_lab_replayed_locally_works_fails_over_and_heals(tmp_path: Path) -> None:
+    before = root_snapshot()
+    topo = validated(DEFAULT, name=unique_name("rp"))
+    export = plan_export(topo)
+    out = tmp_path / "export"
+    write_export(export, out)
+    replay = Replay(export, out, tmp_path)
+    try:
+        replay.build()
+        order = ([n for n in export.nodes.values() if n.role == "router"]
+                 + [n for n in export.nodes.values() if n.role == "site"]
+                 + [n for n in export.nodes.values() if n.role == "client"])
+        for node in order:
+            _ok(replay.run_exec(node.name))
+
+        # Checked as `up` checks: the plan with the replay's namespace names, the lab
+        # directory seen through each node's init.
+        plan = build_plan(topo)
+        for node in plan.nodes.values():
+            node.netns = replay.netns_of(node.name)
+        notes: list[str] = []
+        wait_converged(topo, plan, replay.view, 60.0, notes.append)
+        assert _answers(plan) == {c: (s, s) for c, s in EXPECTED.items()}
+
+        # One fault: ams's Unbound killed; its health daemon withdraws ams.
+        unbound = [pid for pid, cmd in replay.processes("ams").items()
+                   if cmd.startswith("/usr/sbin/unbound ")]
+        assert len(unbound) == 1
+        os.kill(unbound[0], signal.SIGKILL)
+        moved = ("c-eu", (FAILOVER["c-eu"], FAILOVER["c-eu"]))
+        wait_for(lambda: _answers(plan).get(moved[0]) == moved[1], 20,
+                 message=f"c-eu answered by {FAILOVER['c-eu']} after ams's DNS was killed")
+
+        # Heal: ams's exec list again, as it is: it starts only what is not running.
+        running = {p: c for p, c in replay.processes("ams").items()}
+        _ok(replay.run_exec("ams"))
+        wait_converged(topo, plan, replay.view, 60.0, notes.append)
+        assert _answers(plan) == {c: (s, s) for c, s in EXPECTED.items()}
+        after = replay.processes("ams")
+        assert set(running) <= set(after), "re-running the exec list restarted a daemon"
+        assert sum(c.startswith("/usr/sbin/unbound ") for c in after.values()) == 1
+
+        # Every other node's exec list is idempotent too: nothing restarts, still converged.
+        bird_before = replay.processes("r-eu")
+        _ok(replay.run_exec("r-eu"))
+        assert replay.processes("r-eu") == bird_before
+        wait_converged(topo, plan, replay.view, 30.0, notes.append)
+    finally:
+        removed = replay.teardown()
+    assert removed["namespaces"] == len(export.nodes)
+    assert replay.leftovers() == {"namespaces": [], "inits": []}
+    assert root_snapshot() == before
