@@ -10,7 +10,8 @@ namespace) that holds the node's view of the filesystem:
   this checkout's virtual environment bind-mounted at /opt/anycast-lab/venv (the one path
   that differs from the image: the same package, installed here in editable mode);
 - every bind of the node, file by file, at its container path (read-only where the bind
-  says `:ro`), as docker binds them.
+  says `:ro`), as docker binds them; none for the clabernetes variant, whose exec list
+  writes the files itself.
 
 Links are veth pairs created straight into the two namespaces (no end in the root
 namespace), named as the export's endpoints say, with no address: the exec lists do the
@@ -56,6 +57,7 @@ class ExecResult:
     command: str
     returncode: int
     output: str
+    seconds: float
 
 
 @dataclass
@@ -107,7 +109,8 @@ class Replay:
         lines = ["set -e", "mount -t tmpfs -o mode=755 tmpfs /opt",
                  f"mkdir -p {VENV} {IMAGE_ROOT}/run",
                  f"mount --bind {shlex.quote(sys.prefix)} {VENV}"]
-        for f in self.export.nodes[node].files:
+        # Under clabernetes there are no binds: the exec list writes the files.
+        for f in [] if self.export.clabernetes else self.export.nodes[node].files:
             source = shlex.quote(str(self.directory / f.export_path))
             target = shlex.quote(f.container_path)
             lines += [f"mkdir -p {shlex.quote(str(Path(f.container_path).parent))}",
@@ -154,12 +157,14 @@ class Replay:
         results = []
         for command in self.export.nodes[node].exec:
             argv = shlex.split(command)
+            began = time.monotonic()
             done = subprocess.run(
                 ["nsenter", "-t", str(self.inits[node]), "-n", "-m", "-p", "--", *argv],
                 capture_output=True, text=True, timeout=EXEC_TIMEOUT_S, env=ENV, cwd="/",
                 stdin=subprocess.DEVNULL)
             results.append(ExecResult(node, command, done.returncode,
-                                      (done.stdout + done.stderr)[-2000:]))
+                                      (done.stdout + done.stderr)[-2000:],
+                                      time.monotonic() - began))
             if done.returncode != 0:
                 break
         return results

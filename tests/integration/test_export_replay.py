@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 from pathlib import Path
+
+import pytest
 
 from lab.export.plan import plan_export
 from lab.export.write import write_export
@@ -34,10 +37,12 @@ def _answers(plan) -> dict[str, tuple[str | None, str | None]]:
     return {c: (f["v4"].site, f["v6"].site) for c, f in got.items()}
 
 
-def test_an_exported_lab_replayed_locally_works_fails_over_and_heals(tmp_path: Path) -> None:
+@pytest.mark.parametrize("clabernetes", [False, True], ids=["binds", "clabernetes"])
+def test_an_exported_lab_replayed_locally_works_fails_over_and_heals(
+        tmp_path: Path, clabernetes: bool) -> None:
     before = root_snapshot()
     topo = validated(DEFAULT, name=unique_name("rp"))
-    export = plan_export(topo)
+    export = plan_export(topo, clabernetes=clabernetes)
     out = tmp_path / "export"
     write_export(export, out)
     replay = Replay(export, out, tmp_path)
@@ -46,8 +51,15 @@ def test_an_exported_lab_replayed_locally_works_fails_over_and_heals(tmp_path: P
         order = ([n for n in export.nodes.values() if n.role == "router"]
                  + [n for n in export.nodes.values() if n.role == "site"]
                  + [n for n in export.nodes.values() if n.role == "client"])
+        started = time.monotonic()
+        ran = []
         for node in order:
-            _ok(replay.run_exec(node.name))
+            ran += replay.run_exec(node.name)
+            _ok(ran)
+        print(f"replay: every exec list ran in {time.monotonic() - started:.1f} s, one node "
+              "after the other; slowest commands: " + "; ".join(
+                  f"{r.node} {r.seconds:.1f} s {r.command[:60]}"
+                  for r in sorted(ran, key=lambda r: -r.seconds)[:4]))
 
         # Checked as `up` checks: the plan with the replay's namespace names, the lab
         # directory seen through each node's init.
@@ -55,7 +67,8 @@ def test_an_exported_lab_replayed_locally_works_fails_over_and_heals(tmp_path: P
         for node in plan.nodes.values():
             node.netns = replay.netns_of(node.name)
         notes: list[str] = []
-        wait_converged(topo, plan, replay.view, 60.0, notes.append)
+        waited = wait_converged(topo, plan, replay.view, 60.0, notes.append)
+        print(f"replay: converged {waited:.2f} s after the last exec list")
         assert _answers(plan) == {c: (s, s) for c, s in EXPECTED.items()}
 
         # One fault: ams's Unbound killed; its health daemon withdraws ams.
@@ -63,14 +76,20 @@ def test_an_exported_lab_replayed_locally_works_fails_over_and_heals(tmp_path: P
                    if cmd.startswith("/usr/sbin/unbound ")]
         assert len(unbound) == 1
         os.kill(unbound[0], signal.SIGKILL)
+        killed = time.monotonic()
         moved = ("c-eu", (FAILOVER["c-eu"], FAILOVER["c-eu"]))
         wait_for(lambda: _answers(plan).get(moved[0]) == moved[1], 20,
                  message=f"c-eu answered by {FAILOVER['c-eu']} after ams's DNS was killed")
+        print(f"replay: c-eu at {FAILOVER['c-eu']} {time.monotonic() - killed:.2f} s after "
+              "ams's Unbound was killed")
 
         # Heal: ams's exec list again, as it is: it starts only what is not running.
         running = {p: c for p, c in replay.processes("ams").items()}
+        healing = time.monotonic()
         _ok(replay.run_exec("ams"))
         wait_converged(topo, plan, replay.view, 60.0, notes.append)
+        print(f"replay: healed (exec list again, converged) in "
+              f"{time.monotonic() - healing:.2f} s")
         assert _answers(plan) == {c: (s, s) for c, s in EXPECTED.items()}
         after = replay.processes("ams")
         assert set(running) <= set(after), "re-running the exec list restarted a daemon"

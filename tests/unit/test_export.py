@@ -370,3 +370,45 @@ def test_the_writer_never_follows_a_planted_symlink(tmp_path: Path) -> None:
     with pytest.raises(BadInput, match="symlink"):
         write_export(export_of("default"), out)
     assert list(victim.iterdir()) == []
+
+
+def _cli(argv: list[str], monkeypatch: pytest.MonkeyPatch,
+         capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    from lab.cli import main as cli
+
+    monkeypatch.setattr(sys, "argv", ["anycast-lab", *argv])
+    with pytest.raises(SystemExit) as exited:
+        cli.main()
+    out, err = capsys.readouterr()
+    code = exited.value.code
+    return (code if isinstance(code, int) else 0), out, err
+
+
+def test_the_cli_says_which_file_each_host_deploys(tmp_path: Path, monkeypatch, capsys) -> None:
+    out = tmp_path / "out"
+    code, stdout, _ = _cli(["export", "containerlab", str(ROOT / "topologies/default.yaml"),
+                            "-o", str(out), "--hosts", "3", "--json"], monkeypatch, capsys)
+    assert code == 0, stdout
+    report = json.loads(stdout)
+    assert report["ok"] and report["lab"] == "default" and report["vxlan_links"] == 3
+    assert [h["deploys"] for h in report["hosts"]] == [
+        f"default.host{i}.clab.yml" for i in (1, 2, 3)]
+    assert all((out / h["deploys"]).is_file() for h in report["hosts"])
+    code, stdout, _ = _cli(["export", "containerlab", str(ROOT / "topologies/default.yaml"),
+                            "-o", str(out)], monkeypatch, capsys)
+    assert code == 0 and "host1: containerlab deploy -t default.clab.yml" in stdout
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["--hosts", "2", "--split", "x.yaml"], "exclude each other"),
+    (["--hosts", "9"], "--hosts must be between 1"),
+    ([], "-o DIR"),
+])
+def test_the_cli_refuses_bad_input_with_exit_2(argv, words, tmp_path: Path, monkeypatch,
+                                               capsys) -> None:
+    out = [] if not argv else ["-o", str(tmp_path / "o")]
+    code, stdout, _ = _cli(["export", "containerlab", str(ROOT / "topologies/default.yaml"),
+                            *out, *argv, "--json"], monkeypatch, capsys)
+    error = json.loads(stdout)["error"]
+    assert code == 2 == error["exit_code"] and words in error["message"]
+    assert not (tmp_path / "o").exists()
