@@ -67,7 +67,8 @@ def containerlab(
                  f"({report['vxlan_links']} vxlan), {report['files']} files")
     for h in report["hosts"]:
         where = f" ({h['address']})" if h["address"] else ""
-        verb = "kubectl/clabverter" if clabernetes else "containerlab deploy -t"
+        verb = ("containerlab --runtime c9s deploy -t" if clabernetes
+                else "containerlab deploy -t")
         ui.out.print(f"  {h['host']}{where}: {verb} {escape(h['deploys'])} "
                      f"({len(h['nodes'])} nodes)", highlight=False)
     if placeholders:
