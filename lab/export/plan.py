@@ -1,4 +1,5 @@
-"""A topology -> an export (pure: nothing is written, nothing on this machine is asked).
+"""A topology -> an export (pure: nothing is written but scratch files in a temporary
+directory, nothing on this machine is asked).
 
 The daemons' configs come from `lab.render.launch.specs_for`, the very function `up` uses,
 given the container's lab directory and programs (`lab.export.paths`); the trust material

@@ -53,16 +53,18 @@ def write_export(export: Export, directory: Path) -> Written:
     for rel in files:
         _check_relative(rel)
     _prepare(directory)
+    deploy = {h.name: export.topology_file(h.name) for h in export.hosts
+              if export.nodes_on(h.name)}
+    # The marker first, as an intent: an export cut short (a full disk) is still known
+    # as ours, and the next export into the directory replaces it.
+    marker = {"lab": export.lab, "files": sorted(files), "deploy": deploy,
+              "clabernetes": export.clabernetes}
+    safefs.write_new(directory / MARKER, json.dumps(marker, indent=2) + "\n")
     for rel, (data, mode) in sorted(files.items()):
         target = directory
         for part in PurePosixPath(rel).parent.parts:
             target = safefs.ensure_private_dir(target / part)
         safefs.write_new(target / PurePosixPath(rel).name, data, mode)
-    deploy = {h.name: export.topology_file(h.name) for h in export.hosts
-              if export.nodes_on(h.name)}
-    marker = {"lab": export.lab, "files": sorted(files), "deploy": deploy,
-              "clabernetes": export.clabernetes}
-    safefs.write_new(directory / MARKER, json.dumps(marker, indent=2) + "\n")
     return Written(directory, sorted(files), deploy)
 
 

@@ -1,10 +1,13 @@
-"""A local replay of a containerlab export: what `containerlab deploy` would build, made
-here without containerlab, so an export's exec lists are proven to build a working lab.
+"""A local replay of a containerlab export: what `containerlab deploy` would build from the
+topology files the export wrote, made here without containerlab, so an export's exec lists
+are proven to build a working lab.
 
-Per node, a "container": a network namespace of its own (named `aclr-<id>.<node>`: never
-`acl.`, so no lab's `down` takes it for one of its namespaces, and it never touches theirs),
-and an init process (`sleep infinity`, PID 1 of its own PID namespace, in its own mount
-namespace) that holds the node's view of the filesystem:
+It reads what containerlab reads: each host's topology file (the export's marker says which
+host deploys which), its nodes' binds and exec lists, its links. Per node, a "container": a
+network namespace of its own (named `aclr-<id>.<node>`: never `acl.`, so no lab's `down`
+takes it for one of its namespaces, and it never touches theirs), and an init process
+(`sleep infinity`, PID 1 of its own PID namespace, in its own mount namespace) that holds
+the node's view of the filesystem:
 
 - a tmpfs on /opt, standing in for the image's /opt, with the image's program paths:
   this checkout's virtual environment bind-mounted at /opt/anycast-lab/venv (the one path
@@ -13,10 +16,16 @@ namespace) that holds the node's view of the filesystem:
   says `:ro`), as docker binds them; none for the clabernetes variant, whose exec list
   writes the files itself.
 
-Links are veth pairs created straight into the two namespaces (no end in the root
-namespace), named as the export's endpoints say, with no address: the exec lists do the
-rest. Each exec string is split like containerlab splits it (no shell) and run in the
-node (`nsenter` into its init's network, mount and PID namespaces), in order.
+Links in one file are veth pairs created straight into the two namespaces (no end in the
+root namespace), named as the endpoints say, with no address: the exec lists do the rest.
+Several files are several hosts: each host is a namespace (`aclr-<id>.host-<name>`) with
+an uplink, on one underlay bridge (`aclr-<id>.underlay`), carrying the host's address; a
+`type: vxlan` link is, on its host, a VXLAN device (its VNI, towards its `remote`, on its
+`dst-port`) bridged to a veth whose other end is the node's interface. containerlab
+stitches the two with tc redirects; a bridge does the same at layer 2.
+
+Each exec string is split like containerlab splits it (no shell) and run in the node
+(`nsenter` into its init's network, mount and PID namespaces), in order.
 
 Everything is written to the replay's record (a JSONL file) before it is created, and
 `teardown` removes what the record lists, only that: each init is killed by its PID and
@@ -39,10 +48,11 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import yaml
 from pyroute2 import IPRoute, netns
 
-from lab.export.model import Export
 from lab.export.paths import IMAGE_ROOT, VENV
+from lab.export.write import MARKER
 from lab.host import procs
 
 PREFIX = "aclr"
@@ -60,13 +70,47 @@ class ExecResult:
     seconds: float
 
 
+@dataclass(frozen=True)
+class Bind:
+    source: Path
+    target: str
+    read_only: bool
+
+
+@dataclass
+class Node:
+    name: str
+    host: str
+    binds: list[Bind]
+    exec: list[str]
+
+
 @dataclass
 class Replay:
-    export: Export
     directory: Path          # the export directory (binds are relative to it)
     work: Path               # the record and the view live here
     run_id: str = field(default_factory=lambda: secrets.token_hex(3))
     inits: dict[str, int] = field(default_factory=dict)
+    nodes: dict[str, Node] = field(default_factory=dict)
+    docs: dict[str, dict] = field(default_factory=dict)   # host -> its topology document
+
+    def __post_init__(self) -> None:
+        marker = json.loads((self.directory / MARKER).read_text())
+        for host, file in marker["deploy"].items():
+            doc = yaml.safe_load((self.directory / file).read_text())
+            self.docs[host] = doc
+            for name, spec in doc["topology"]["nodes"].items():
+                assert spec["kind"] == "linux"
+                self.nodes[name] = Node(name, host, [self._bind(b) for b in
+                                                     spec.get("binds", [])],
+                                        list(spec.get("exec", [])))
+
+    def _bind(self, text: str) -> Bind:
+        parts = text.split(":")
+        assert len(parts) in (2, 3) and (len(parts) == 2 or parts[2] == "ro"), text
+        source = Path(parts[0])
+        assert not source.is_absolute() and ".." not in source.parts, text
+        return Bind(self.directory / source, parts[1], len(parts) == 3)
 
     @property
     def record_path(self) -> Path:
@@ -85,19 +129,25 @@ class Replay:
             f.flush()
             os.fsync(f.fileno())
 
+    def _netns(self, name: str) -> str:
+        self._record(kind="netns", name=name)
+        netns.create(name)
+        return name
+
     # --- building: what containerlab does before the exec lists ----------------------
 
     def build(self) -> None:
-        for name in self.export.nodes:
-            self._record(kind="netns", name=self.netns_of(name))
-            netns.create(self.netns_of(name))
-        for link in self.export.links:
-            assert not link.crosses_hosts, "the replay builds one host"
-            a, b = link.a, link.b
-            with IPRoute(netns=self.netns_of(a.node), flags=0) as ipr:
-                ipr.link("add", ifname=a.interface, kind="veth",
-                         peer={"ifname": b.interface, "net_ns_fd": self.netns_of(b.node)})
-        for name in self.export.nodes:
+        for name in self.nodes:
+            self._netns(self.netns_of(name))
+        if len(self.docs) > 1:
+            self._underlay()
+        for host, doc in self.docs.items():
+            for link in doc["topology"].get("links", []):
+                if link.get("type") == "vxlan":
+                    self._vxlan(host, link)
+                else:
+                    self._veth(link["endpoints"])
+        for name in self.nodes:
             self._start_init(name)
         (self.view / "nodes").mkdir(parents=True)
         (self.view / "pki").symlink_to(self.directory / "pki")
@@ -105,17 +155,76 @@ class Replay:
             (self.view / "nodes" / name).symlink_to(
                 f"/proc/{pid}/root{IMAGE_ROOT}/run/nodes/{name}")
 
+    def _veth(self, endpoints: list[str]) -> None:
+        (a, ia), (b, ib) = (e.split(":", 1) for e in endpoints)
+        with IPRoute(netns=self.netns_of(a), flags=0) as ipr:
+            ipr.link("add", ifname=ia, kind="veth",
+                     peer={"ifname": ib, "net_ns_fd": self.netns_of(b)})
+
+    def host_netns(self, host: str) -> str:
+        return f"{PREFIX}-{self.run_id}.host-{host}"
+
+    def host_addresses(self) -> dict[str, str]:
+        """Each host's address, as the other hosts' vxlan links name it (`remote`)."""
+        out: dict[str, str] = {}
+        vnis = {h: {ln["vni"]: ln for ln in d["topology"].get("links", [])
+                    if ln.get("type") == "vxlan"} for h, d in self.docs.items()}
+        for host, links in vnis.items():
+            for vni in links:
+                other = next(h for h in vnis if h != host and vni in vnis[h])
+                out.setdefault(host, vnis[other][vni]["remote"])
+        return out
+
+    def _underlay(self) -> None:
+        under = self._netns(f"{PREFIX}-{self.run_id}.underlay")
+        ip("-n", under, "link", "add", "br0", "type", "bridge")
+        ip("-n", under, "link", "set", "br0", "up")
+        addresses = self.host_addresses()
+        for i, host in enumerate(self.docs):
+            ns = self._netns(self.host_netns(host))
+            ip("-n", ns, "link", "add", "uplink", "type", "veth", "peer", "name", f"h{i}",
+               "netns", under)
+            ip("-n", under, "link", "set", f"h{i}", "master", "br0", "up")
+            ip("-n", ns, "addr", "add", f"{addresses[host]}/32", "dev", "uplink")
+            ip("-n", ns, "link", "set", "uplink", "up")
+            for other, address in addresses.items():
+                if other != host:
+                    ip("-n", ns, "route", "add", f"{address}/32", "dev", "uplink")
+
+    def _vxlan(self, host: str, link: dict) -> None:
+        ns, vni = self.host_netns(host), str(link["vni"])
+        node, ifname = link["endpoint"]["node"], link["endpoint"]["interface"]
+        local = self.host_addresses()[host]
+        ip("-n", ns, "link", "add", f"vx{vni}", "type", "vxlan", "id", vni, "remote",
+           link["remote"], "local", local, "dstport", str(link["dst-port"]), "dev", "uplink")
+        ip("-n", ns, "link", "add", f"c{vni}", "type", "veth", "peer", "name", ifname,
+           "netns", self.netns_of(node))
+        ip("-n", ns, "link", "add", f"b{vni}", "type", "bridge")
+        for dev in (f"vx{vni}", f"c{vni}"):
+            ip("-n", ns, "link", "set", dev, "master", f"b{vni}", "up")
+        ip("-n", ns, "link", "set", f"b{vni}", "up")
+
+    def vxlan_received(self) -> dict[str, int]:
+        """Packets each host's VXLAN devices received: `<host>/vx<vni>` -> count."""
+        out = {}
+        for host in self.docs if len(self.docs) > 1 else []:
+            with IPRoute(netns=self.host_netns(host), flags=0) as ipr:
+                for link in ipr.get_links():
+                    name = link.get_attr("IFLA_IFNAME")
+                    if name.startswith("vx"):
+                        out[f"{host}/{name}"] = link.get_attr("IFLA_STATS64")["rx_packets"]
+        return out
+
     def _mount_script(self, node: str) -> str:
         lines = ["set -e", "mount -t tmpfs -o mode=755 tmpfs /opt",
                  f"mkdir -p {VENV} {IMAGE_ROOT}/run",
                  f"mount --bind {shlex.quote(sys.prefix)} {VENV}"]
-        # Under clabernetes there are no binds: the exec list writes the files.
-        for f in [] if self.export.clabernetes else self.export.nodes[node].files:
-            source = shlex.quote(str(self.directory / f.export_path))
-            target = shlex.quote(f.container_path)
-            lines += [f"mkdir -p {shlex.quote(str(Path(f.container_path).parent))}",
-                      f"touch {target}", f"mount --bind {source} {target}"]
-            if not f.keep:
+        for bind in self.nodes[node].binds:
+            target = shlex.quote(bind.target)
+            lines += [f"mkdir -p {shlex.quote(str(Path(bind.target).parent))}",
+                      f"touch {target}", f"mount --bind {shlex.quote(str(bind.source))} "
+                      f"{target}"]
+            if bind.read_only:
                 lines.append(f"mount -o remount,bind,ro {target}")
         lines.append("exec sleep infinity")
         return "\n".join(lines)
@@ -155,7 +264,7 @@ class Replay:
     def run_exec(self, node: str) -> list[ExecResult]:
         """Run a node's exec list in order, as containerlab does; stop at a failure."""
         results = []
-        for command in self.export.nodes[node].exec:
+        for command in self.nodes[node].exec:
             argv = shlex.split(command)
             began = time.monotonic()
             done = subprocess.run(
@@ -221,6 +330,14 @@ class Replay:
         ours = f"{PREFIX}-{self.run_id}."
         return {"namespaces": [n for n in netns.listnetns() if n.startswith(ours)],
                 "inits": [p for p in self.inits.values() if _alive(p, None)]}
+
+
+def ip(*args: str) -> None:
+    """`ip -n NAMESPACE ...`: always in one of the replay's namespaces."""
+    assert args[0] == "-n" and args[1].startswith(f"{PREFIX}-"), args
+    done = subprocess.run(["ip", *args], capture_output=True, text=True, timeout=10)
+    if done.returncode != 0:
+        raise RuntimeError(f"ip {' '.join(args)}: {done.stderr.strip()}")
 
 
 def _children(pid: int) -> list[int]:

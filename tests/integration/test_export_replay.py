@@ -1,10 +1,11 @@
-"""The local replay of a containerlab export (see replay.py): the default lab exported,
-built as containerlab would build it (a namespace, an init and binds per node, veths per
-link), each node's exec list run in order inside it; then checked as `up` checks a lab:
-every client at its expected site on both families; one fault (a site's DNS server
-killed) moves its client to the failover site, and re-running that node's exec list
-(what clabernetes does after recreating a link) heals it. Nothing of the replay is left,
-and the root namespace is unchanged."""
+"""The local replay of a containerlab export (see replay.py): the default lab exported (one
+host; the clabernetes variant; three hosts joined by VXLAN), built from the written
+topology files as containerlab would build it (a namespace, an init and binds per node,
+veths per link, VXLAN between hosts), each node's exec list run in order inside it; then
+checked as `up` checks a lab: every client at its expected site on both families; one
+fault (a site's DNS server killed) moves its client to the failover site, and re-running
+that node's exec list (what clabernetes does after recreating a link) heals it. Nothing
+of the replay is left, and the root namespace is unchanged."""
 
 from __future__ import annotations
 
@@ -37,15 +38,22 @@ def _answers(plan) -> dict[str, tuple[str | None, str | None]]:
     return {c: (f["v4"].site, f["v6"].site) for c, f in got.items()}
 
 
-@pytest.mark.parametrize("clabernetes", [False, True], ids=["binds", "clabernetes"])
+VARIANTS = {"one-host": {}, "clabernetes": {"clabernetes": True},
+            "three-hosts-vxlan": {"host_count": 3}}
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
 def test_an_exported_lab_replayed_locally_works_fails_over_and_heals(
-        tmp_path: Path, clabernetes: bool) -> None:
+        tmp_path: Path, variant: str) -> None:
     before = root_snapshot()
     topo = validated(DEFAULT, name=unique_name("rp"))
-    export = plan_export(topo, clabernetes=clabernetes)
+    export = plan_export(topo, **VARIANTS[variant])
     out = tmp_path / "export"
     write_export(export, out)
-    replay = Replay(export, out, tmp_path)
+    replay = Replay(out, tmp_path)
+    assert set(replay.nodes) == set(export.nodes)
+    if variant.startswith("three-hosts"):
+        assert len(replay.docs) == 3 and len(set(replay.host_addresses().values())) == 3
     try:
         replay.build()
         order = ([n for n in export.nodes.values() if n.role == "router"]
@@ -70,6 +78,9 @@ def test_an_exported_lab_replayed_locally_works_fails_over_and_heals(
         waited = wait_converged(topo, plan, replay.view, 60.0, notes.append)
         print(f"replay: converged {waited:.2f} s after the last exec list")
         assert _answers(plan) == {c: (s, s) for c, s in EXPECTED.items()}
+        if variant.startswith("three-hosts"):  # the routers' sessions ran through VXLAN
+            received = replay.vxlan_received()
+            assert len(received) == 6 and all(received.values()), received
 
         # One fault: ams's Unbound killed; its health daemon withdraws ams.
         unbound = [pid for pid, cmd in replay.processes("ams").items()
@@ -102,6 +113,7 @@ def test_an_exported_lab_replayed_locally_works_fails_over_and_heals(
         wait_converged(topo, plan, replay.view, 30.0, notes.append)
     finally:
         removed = replay.teardown()
-    assert removed["namespaces"] == len(export.nodes)
+    hosts = len(replay.docs) + 1 if len(replay.docs) > 1 else 0  # and the underlay
+    assert removed["namespaces"] == len(export.nodes) + hosts
     assert replay.leftovers() == {"namespaces": [], "inits": []}
     assert root_snapshot() == before

@@ -412,3 +412,14 @@ def test_the_cli_refuses_bad_input_with_exit_2(argv, words, tmp_path: Path, monk
     error = json.loads(stdout)["error"]
     assert code == 2 == error["exit_code"] and words in error["message"]
     assert not (tmp_path / "o").exists()
+
+
+def test_an_export_cut_short_is_still_known_as_ours(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    write_export(export_of("default"), out)
+    for path in sorted((out / "nodes").rglob("*"))[5:]:  # as if the disk filled up
+        if path.is_file():
+            path.unlink()
+    (out / "default.clab.yml").unlink()
+    written = write_export(export_of("default"), out)
+    assert all((out / rel).is_file() for rel in written.files)
