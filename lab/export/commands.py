@@ -13,7 +13,6 @@ topology file) or `'` inside its `bash -c` script.
 from __future__ import annotations
 
 import base64
-import shlex
 from pathlib import PurePosixPath
 
 from lab.export.model import NodeFile
@@ -24,7 +23,6 @@ from lab.model.topology import Impairment
 from lab.render.base import DaemonSpec
 from lab.render.credentials import SERVICE_NAME
 from lab.render.exabgp import ExabgpSpec
-from lab.render.health import state_file
 from lab.render.introspect import PORT
 from lab.render.ready import READY_TIMEOUT_S
 
@@ -167,7 +165,7 @@ def ready_command(plan: AddressPlan, spec: DaemonSpec, lab_dir: PurePosixPath) -
                 f"{SERVICE_NAME}:{PORT}:{unicast} https://{SERVICE_NAME}:{PORT}/healthz "
                 f"2>/dev/null | grep -Eq .site.:.?.{spec.node}.")
     elif spec.name == "healthd":
-        cond = f"grep -Eq .running.:.?true {state_file(nd)} 2>/dev/null"  # type: ignore[arg-type]
+        cond = f"grep -Eq .running.:.?true {nd / names.HEALTH_STATE} 2>/dev/null"
     else:
         return None
     return until(cond, READY_TIMEOUT_S)
@@ -209,8 +207,3 @@ def file_command(f: NodeFile) -> str:
     write = (f"mkdir -p {parent} && echo {data} | base64 -d > {path}.new && "
              f"chmod {f.mode:o} {path}.new && mv -f {path}.new {path}")
     return bash(f"test -e {path} || {{ {write}; }}" if f.keep else write)
-
-
-def split(command: str) -> list[str]:
-    """An exec string as containerlab runs it: split like a shell, no shell."""
-    return shlex.split(command)
