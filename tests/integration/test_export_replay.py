@@ -23,6 +23,7 @@ from lab.observe.converge import wait_converged
 from lab.observe.routing import client_sites
 from lab.ops.lifecycle import validated
 
+from ..prerequisites import missing_tools, skip_or_fail
 from .helpers import DEFAULT, EXPECTED, FAILOVER, root_snapshot, unique_name, wait_for
 from .replay import Replay
 
@@ -38,6 +39,8 @@ def _answers(plan) -> dict[str, tuple[str | None, str | None]]:
     return {c: (f["v4"].site, f["v6"].site) for c, f in got.items()}
 
 
+# What the replay itself runs, and what the exec lists run besides the lab's tools.
+REPLAY_TOOLS = ["nsenter", "unshare", "mount", "ip", "flock", "setsid", "timeout", "base64"]
 VARIANTS = {"one-host": {}, "clabernetes": {"clabernetes": True},
             "three-hosts-vxlan": {"host_count": 3}}
 
@@ -45,6 +48,9 @@ VARIANTS = {"one-host": {}, "clabernetes": {"clabernetes": True},
 @pytest.mark.parametrize("variant", sorted(VARIANTS))
 def test_an_exported_lab_replayed_locally_works_fails_over_and_heals(
         tmp_path: Path, variant: str) -> None:
+    missing = missing_tools(REPLAY_TOOLS)
+    if missing:
+        skip_or_fail(f"the replay needs {', '.join(missing)}")
     before = root_snapshot()
     topo = validated(DEFAULT, name=unique_name("rp"))
     export = plan_export(topo, **VARIANTS[variant])
