@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -105,32 +106,48 @@ def create(lab_dir: Path, plan: AddressPlan) -> Paths:
     """Make all of the lab's trust material (fresh for every `up`)."""
     p = paths(lab_dir)
     p.root.mkdir(mode=0o700, parents=True, exist_ok=True)
+    for name, (data, private) in material(plan).items():
+        _write(p.root / name, data, private=private)
+    return p
+
+
+def material(plan: AddressPlan) -> dict[str, tuple[bytes, bool]]:
+    """The lab's trust material as file name (in the pki directory) -> (bytes, private),
+    in the order `create` writes it; nothing is written here (an export writes the same)."""
+    p = Paths(Path("."))
+    out: dict[str, tuple[bytes, bool]] = {}
+
+    def put(path: Path, data: bytes | str, private: bool = False) -> None:
+        out[path.name] = (data.encode() if isinstance(data, str) else data, private)
+
     ca_key, ca_cert = pki.create_ca(f"anycast-lab {plan.lab} CA")
-    _write(p.ca_key, ca_key, private=True)
-    _write(p.ca_cert, ca_cert)
+    put(p.ca_key, ca_key, private=True)
+    put(p.ca_cert, ca_cert)
     key, cert = pki.issue_server_cert(ca_key, ca_cert, [SERVICE_NAME], server_addresses(plan))
-    _write(p.server_key, key, private=True)
-    _write(p.server_cert, cert)
+    put(p.server_key, key, private=True)
+    put(p.server_cert, cert)
     signing = pki.create_signing_key()
-    _write(p.signing_key, signing, private=True)
-    _write(p.signing_pub, pki.public_pem(signing))
+    put(p.signing_key, signing, private=True)
+    put(p.signing_pub, pki.public_pem(signing))
     secrets = {cid: clients.generate_secret() for cid in LAB_CLIENTS}
-    _write(p.secrets, json.dumps(secrets, indent=2), private=True)
-    clients.write_registry(p.registry, secrets)
+    put(p.secrets, json.dumps(secrets, indent=2), private=True)
+    with tempfile.TemporaryDirectory() as tmp:  # the registry's own writer, its bytes kept
+        clients.write_registry(Path(tmp) / p.registry.name, secrets)
+        put(p.registry, (Path(tmp) / p.registry.name).read_bytes(), private=True)
     active, active_claims = tokens.issue_token(
         signing, issuer=ISSUER, audience=AUDIENCE, client_id="healthd", sub="canary-active",
         scope="health", ttl_s=CANARY_TTL_S)
     revoked, revoked_claims = tokens.issue_token(
         signing, issuer=ISSUER, audience=AUDIENCE, client_id="healthd", sub="canary-revoked",
         scope="health", ttl_s=CANARY_TTL_S)
-    _write(p.healthd_secret, secrets["healthd"], private=True)
-    _write(p.canary_active, active, private=True)
-    _write(p.canary_revoked, revoked, private=True)
-    _write(p.canaries, json.dumps({"active": active, "revoked": revoked,
-                                   "revoked_jti": revoked_claims["jti"],
-                                   "active_jti": active_claims["jti"]}, indent=2),
-           private=True)
-    return p
+    put(p.healthd_secret, secrets["healthd"], private=True)
+    put(p.canary_active, active, private=True)
+    put(p.canary_revoked, revoked, private=True)
+    put(p.canaries, json.dumps({"active": active, "revoked": revoked,
+                                "revoked_jti": revoked_claims["jti"],
+                                "active_jti": active_claims["jti"]}, indent=2),
+        private=True)
+    return out
 
 
 def client_secret(lab_dir: Path, client_id: str) -> str:

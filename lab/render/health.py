@@ -57,14 +57,14 @@ def health_config(topo: Topology, plan: AddressPlan, site: NodePlan, node_dir: P
 
 
 def health_spec(topo: Topology, plan: AddressPlan, site: NodePlan, node_dir: Path,
-                pki: Paths) -> DaemonSpec:
+                pki: Paths, python: str = sys.executable) -> DaemonSpec:
     conf = node_dir / names.HEALTHD_CONF
     return DaemonSpec(
         name="healthd", node=site.name, netns=site.netns, config_path=conf,
         config=json.dumps(health_config(topo, plan, site, node_dir, pki), indent=2),
-        check_argv=[sys.executable, "-m", "lab.sites.health", "--check-config", "--config",
+        check_argv=[python, "-m", "lab.sites.health", "--check-config", "--config",
                     str(conf)],
-        argv=[sys.executable, "-m", "lab.sites.health", "--config", str(conf)],
+        argv=[python, "-m", "lab.sites.health", "--config", str(conf)],
         log_path=node_dir / names.log_name("healthd"),
         batch_check=True,
     )

@@ -48,13 +48,13 @@ def introspect_config(plan: AddressPlan, site: NodePlan, node_dir: Path,
 
 
 def introspect_spec(plan: AddressPlan, site: NodePlan, node_dir: Path,
-                    pki: Paths) -> DaemonSpec:
+                    pki: Paths, python: str = sys.executable) -> DaemonSpec:
     conf = node_dir / names.INTROSPECT_CONF
-    argv = [sys.executable, "-m", "lab.sites.introspect", "--config", str(conf)]
+    argv = [python, "-m", "lab.sites.introspect", "--config", str(conf)]
     return DaemonSpec(
         name="introspect", node=site.name, netns=site.netns, config_path=conf,
         config=json.dumps(introspect_config(plan, site, node_dir, pki), indent=2),
-        check_argv=[sys.executable, "-m", "lab.sites.introspect", "--check-config", str(conf)],
+        check_argv=[python, "-m", "lab.sites.introspect", "--check-config", str(conf)],
         argv=argv,
         log_path=node_dir / names.log_name("introspect"),
         batch_check=True,

@@ -3,6 +3,7 @@ any namespace exists), and start them through the process runner in dependency o
 
 from __future__ import annotations
 
+import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -28,8 +29,15 @@ def lab_specs(topo: Topology, plan: AddressPlan, lab_dir: Path) -> list[DaemonSp
     """Every daemon, in start order: routers, then per site its services before its
     speaker (credentials must exist: see `credentials.create`). With health.checker
     'exabgp-healthcheck' ExaBGP runs the bundled healthcheck itself: no healthd."""
+    tools = env.require_tools(TOOLS + (ANCHOR_TOOLS if anchor_mode(topo) else []))
+    return specs_for(topo, plan, lab_dir, tools, sys.executable)
+
+
+def specs_for(topo: Topology, plan: AddressPlan, lab_dir: Path, tools: dict[str, str],
+              python: str) -> list[DaemonSpec]:
+    """`lab_specs` for given tool paths and Python interpreter, checking nothing on this
+    machine: what `up` starts here, or (with a container's paths) in a container."""
     anchor = anchor_mode(topo)
-    tools = env.require_tools(TOOLS + (ANCHOR_TOOLS if anchor else []))
     specs: list[DaemonSpec] = []
     for router in plan.by_role("router"):
         specs.append(bird_spec(topo, plan, router, node_dir(lab_dir, router.name),
@@ -37,10 +45,10 @@ def lab_specs(topo: Topology, plan: AddressPlan, lab_dir: Path) -> list[DaemonSp
     for site in plan.by_role("site"):
         d = node_dir(lab_dir, site.name)
         specs.append(unbound_spec(plan, site, d, tools["unbound"], tools["unbound-checkconf"]))
-        specs.append(introspect_spec(plan, site, d, credentials.paths(lab_dir)))
-        specs.append(exabgp_spec(topo, plan, site, d, tools["exabgp"]))
+        specs.append(introspect_spec(plan, site, d, credentials.paths(lab_dir), python))
+        specs.append(exabgp_spec(topo, plan, site, d, tools["exabgp"], python))
         if topo.health.enabled and not anchor:
-            specs.append(health_spec(topo, plan, site, d, credentials.paths(lab_dir)))
+            specs.append(health_spec(topo, plan, site, d, credentials.paths(lab_dir), python))
     return specs
 
 
