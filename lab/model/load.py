@@ -373,16 +373,25 @@ def _short(text: str, limit: int = 60) -> str:
 
 def _allowed_keys(loc: tuple[Any, ...]) -> list[str]:
     """The keys a model accepts at a location, for 'unknown key' hints."""
+    from pydantic import BaseModel
+
     from lab.model import topology as m
 
     section_models = {"anycast": m.Anycast, "pools": m.Pools, "bgp": m.Bgp, "health": m.Health,
                       "routers": m.Router, "sites": m.Site, "clients": m.Client,
-                      "links": m.Link}
+                      "links": m.Link, "up": m.Up}
     if not loc:
         return list(m.Topology.model_fields)
     if len(loc) >= 3 and loc[0] == "links" and loc[2] == "impair":
         return list(m.Impairment.model_fields)
     cls = section_models.get(loc[0])
+    if cls is m.Health:  # nested sections: follow the fields down
+        for part in loc[1:]:
+            info = cls.model_fields.get(str(part))
+            sub = info.annotation if info is not None else None
+            if not (isinstance(sub, type) and issubclass(sub, BaseModel)):
+                return []
+            cls = sub
     return list(cls.model_fields) if cls else []
 
 
