@@ -126,11 +126,13 @@ def print_status(report: dict[str, Any], show_fabric: bool = False) -> None:
 
 
 def print_catchment(report: dict[str, Any]) -> None:
+    from lab.observe.catchment import path_text
+
     rows = []
     for name, c in report["clients"].items():
         for fam in ("ipv4", "ipv6"):
             f = c[fam]
-            path = " > ".join(h or "*" for h in f["path"])
+            path = path_text(f["path"])
             site = f["site"] or "[red]no answer[/]"
             if f["site"] and f["site"] not in _sites(c["expected"]):
                 site = f"[yellow]{site}[/]"
