@@ -145,10 +145,12 @@ def print_catchment(report: dict[str, Any]) -> None:
 @app.command()
 def validate(topology: Annotated[Path | None, typer.Argument(help="topology file")] = None,
              json_out: JsonOpt = False) -> None:
-    """Check a topology file; changes nothing."""
+    """Check a topology file, and its prefixes against this machine's own networks
+    (read, never changed); changes nothing."""
+    from lab.host.env import host_networks_or_none
     from lab.model import load_file
 
-    report = load_file(topology or default_topology())
+    report = load_file(topology or default_topology(), host_networks_or_none())
     if report.problems and not report.problems[0].path and report.problems[0].line is None:
         raise BadInput(report.problems[0].message)  # a missing or unreadable file
     if json_out:

@@ -418,3 +418,25 @@ def ecmp_warnings(topo: Topology) -> list[Finding]:
 def check_topology(topo: Topology) -> list[Finding]:
     """Run every semantic check; return all findings, grouped by check."""
     return [finding for check in CHECKS for finding in check(topo)]
+
+
+def host_overlaps(prefixes: dict[str, str], host: list[Network]) -> list[Finding]:
+    """The lab's prefixes (path -> prefix text, e.g. {"pools.links4": "100.64.0.0/16"})
+    that overlap one of the host's own networks, one finding each. Loopback and link-local
+    host networks are skipped (every machine has them, and the lab's prefixes may never be
+    there anyway); a prefix that does not parse is left to check_prefixes."""
+    out = []
+    for path, text in prefixes.items():
+        try:
+            ours = ipaddress.ip_network(text, strict=False)
+        except ValueError:
+            continue
+        for net in host:
+            if net.is_loopback or net.is_link_local or net.version != ours.version:
+                continue
+            if ours.overlaps(net):
+                out.append((path, f"{ours} overlaps {net}, a network of this machine: the lab "
+                                  f"would shadow it (choose another {path.split('.')[0]} "
+                                  "prefix)"))
+                break
+    return out
