@@ -56,6 +56,40 @@ def _state(state: str | None) -> str:
     return f"[green]{state}[/]" if state == "Established" else f"[red]{state}[/]"
 
 
+def _clock(when: str | float | None) -> str:
+    """An ISO time or epoch seconds as the "HH:MM:SS" (UTC) that status shows."""
+    if isinstance(when, int | float) and not isinstance(when, bool):
+        return time.strftime("%H:%M:%S", time.gmtime(when))
+    return when[11:19] if isinstance(when, str) and len(when) >= 19 else "?"
+
+
+def _impairment(record: dict[str, Any]) -> str:
+    """'loss 5 % (nftables), rate 1mbit (tbf)': each setting and the mechanism applying it."""
+    mechanisms = record.get("mechanisms") or {}
+    parts = []
+    for field, unit in (("loss", " %"), ("rate", ""), ("delay", "")):
+        value = record.get(field)
+        if value is None:
+            continue
+        how = mechanisms.get(field)
+        parts.append(f"{field} {value:g}{unit}" if isinstance(value, float)
+                     else f"{field} {value}{unit}")
+        parts[-1] += f" ({how})" if how else ""
+    return ", ".join(parts) or "none"
+
+
+def in_force_rows(report: dict[str, Any]) -> list[list[str]]:
+    """The status table's rows for what is in force: each fault (site, fault, since) and
+    each run-time impairment (link, settings with their mechanism, since)."""
+    rows = [["fault", str(f.get("site")), str(f.get("fault")), _clock(f.get("since"))]
+            for f in report.get("faults") or []]
+    for link, record in (report.get("impairments") or {}).items():
+        if isinstance(record, dict):
+            rows.append(["impairment", str(record.get("link") or link), _impairment(record),
+                         _clock(record.get("t"))])
+    return rows
+
+
 def print_status(report: dict[str, Any], show_fabric: bool = False) -> None:
     lab = report["lab"]
     ui.out.print(f"lab [bold]{lab}[/] ({report.get('phase')}), anycast "
@@ -70,9 +104,11 @@ def print_status(report: dict[str, Any], show_fabric: bool = False) -> None:
         if s.get("reason"):
             ui.out.print(f"[bold]{name}[/]: {escape(s['reason'])}", highlight=False,
                          soft_wrap=True)
-    for fault in report.get("faults", []):
-        ui.out.print(f"[yellow]fault:[/] {fault['fault']} at {fault['site']} since "
-                     f"{(fault.get('since') or '?')[11:23]}", highlight=False)
+    in_force = in_force_rows(report)
+    if in_force:
+        ui.out.print(ui.table("in force: faults (`heal` ends one) and run-time impairments "
+                              "(`impair --clear` ends one)",
+                              ["kind", "where", "what", "since"], in_force))
     rows = []
     for name, r in report["routers"].items():
         for prefix, best in r["best"].items():
