@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -78,16 +79,24 @@ def _impairment(record: dict[str, Any]) -> str:
     return ", ".join(parts) or "none"
 
 
-def in_force_rows(report: dict[str, Any]) -> list[list[str]]:
-    """The status table's rows for what is in force: each fault (site, fault, since) and
-    each run-time impairment (link, settings with their mechanism, since)."""
-    rows = [["fault", str(f.get("site")), str(f.get("fault")), _clock(f.get("since"))]
-            for f in report.get("faults") or []]
+def _plain_hint(verb: str) -> str:
+    return f"`anycast-lab {verb}`"
+
+
+def in_force_lines(report: dict[str, Any],
+                   hint: Callable[[str], str] = _plain_hint) -> list[str]:
+    """What is in force, a line each: every fault (`fault: dns-hang at ams since
+    12:01:03, until `anycast-lab heal ams``) and every run-time impairment (`impairment:
+    r-eu--r-us loss 5 % (nftables) since 12:02:03, until `anycast-lab impair r-eu--r-us
+    --clear``); `hint` writes the command that ends it."""
+    lines = [f"fault: {f.get('fault')} at {f.get('site')} since {_clock(f.get('since'))}, "
+             f"until {hint('heal ' + str(f.get('site')))}" for f in report.get("faults") or []]
     for link, record in (report.get("impairments") or {}).items():
         if isinstance(record, dict):
-            rows.append(["impairment", str(record.get("link") or link), _impairment(record),
-                         _clock(record.get("t"))])
-    return rows
+            name = record.get("link") or link
+            lines.append(f"impairment: {name} {_impairment(record)} since "
+                         f"{_clock(record.get('t'))}, until {hint(f'impair {name} --clear')}")
+    return lines
 
 
 def print_status(report: dict[str, Any], show_fabric: bool = False) -> None:
@@ -104,11 +113,11 @@ def print_status(report: dict[str, Any], show_fabric: bool = False) -> None:
         if s.get("reason"):
             ui.out.print(f"[bold]{name}[/]: {escape(s['reason'])}", highlight=False,
                          soft_wrap=True)
-    in_force = in_force_rows(report)
-    if in_force:
-        ui.out.print(ui.table("in force: faults (`heal` ends one) and run-time impairments "
-                              "(`impair --clear` ends one)",
-                              ["kind", "where", "what", "since"], in_force))
+    from lab.host.labs import command
+
+    for line in in_force_lines(report, lambda verb: command(lab, verb)):
+        kind, _, rest = line.partition(": ")
+        ui.out.print(f"[yellow]{kind}:[/] {escape(rest)}", highlight=False, soft_wrap=True)
     rows = []
     for name, r in report["routers"].items():
         for prefix, best in r["best"].items():

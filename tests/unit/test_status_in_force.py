@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from lab.cli.lab import in_force_rows, print_status
+from lab.cli.lab import in_force_lines, print_status
 
 T = calendar.timegm(time.strptime("2026-12-01 12:02:03", "%Y-%m-%d %H:%M:%S"))
 
@@ -29,29 +29,28 @@ IMPAIRMENTS = {
 }
 
 
-def test_rows_name_each_fault_and_impairment_with_its_start() -> None:
-    rows = in_force_rows(_report(faults=FAULTS, impairments=IMPAIRMENTS))
-    assert rows == [
-        ["fault", "ams", "dns-hang", "12:01:03"],
-        ["impairment", "r-eu--r-us", "loss 5 % (nftables), rate 1mbit (tbf)", "12:02:03"],
-        ["impairment", "r-eu--ams", "delay 20ms (netem)", "12:02:03"],
+def test_a_line_names_each_fault_and_impairment_with_its_start_and_end() -> None:
+    assert in_force_lines(_report(faults=FAULTS, impairments=IMPAIRMENTS)) == [
+        "fault: dns-hang at ams since 12:01:03, until `anycast-lab heal ams`",
+        "impairment: r-eu--r-us loss 5 % (nftables), rate 1mbit (tbf) since 12:02:03, "
+        "until `anycast-lab impair r-eu--r-us --clear`",
+        "impairment: r-eu--ams delay 20ms (netem) since 12:02:03, "
+        "until `anycast-lab impair r-eu--ams --clear`",
     ]
 
 
-def test_nothing_in_force_prints_no_table(capsys: pytest.CaptureFixture[str]) -> None:
-    assert in_force_rows(_report(faults=[], impairments={})) == []
+def test_nothing_in_force_prints_nothing_of_it(capsys: pytest.CaptureFixture[str]) -> None:
+    assert in_force_lines(_report(faults=[], impairments={})) == []
     print_status(_report(faults=[], impairments={}))
-    assert "in force" not in capsys.readouterr().out
-
-
-def test_the_status_table_shows_them_whole(monkeypatch: pytest.MonkeyPatch,
-                                           capsys: pytest.CaptureFixture[str]) -> None:
-    monkeypatch.setenv("COLUMNS", "80")
-    print_status(_report(faults=FAULTS, impairments=IMPAIRMENTS))
     text = capsys.readouterr().out
-    assert "in force" in text
-    lines = text.splitlines()
-    fault = next(line for line in lines if "dns-hang" in line)
-    assert "ams" in fault and "12:01:03" in fault
-    loss = next(line for line in lines if "r-eu--r-us" in line)
-    assert "loss 5 % (nftables), rate 1mbit (tbf)" in loss and "12:02:03" in loss
+    assert "fault:" not in text and "impairment:" not in text
+
+
+def test_status_prints_each_line_whole(monkeypatch: pytest.MonkeyPatch, tmp_path,
+                                       capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("COLUMNS", "80")
+    monkeypatch.setenv("ANYCAST_LAB_RUN_DIR", str(tmp_path / "run"))  # no other lab here
+    print_status(_report(faults=FAULTS, impairments=IMPAIRMENTS))
+    lines = capsys.readouterr().out.splitlines()
+    for want in in_force_lines(_report(faults=FAULTS, impairments=IMPAIRMENTS)):
+        assert want in lines
