@@ -2,19 +2,28 @@
 
 Sends one ICMP echo per TTL (bounded: at most `max_hops`, each waiting `timeout_s`) on a
 raw socket created inside the client's namespace and returns the responding address of
-each hop (None where nothing answered); the last hop is the site that answered.
+each hop (None where nothing answered); the last hop is the address traced, when it
+answered.
+
+Quiet: scapy builds and parses the packets only (no sending, no routing table of its own),
+and its logger is held to errors, so nothing but our own output reaches stdout or stderr.
+The ICMPv6 checksum is left to the kernel (it fills it in on a raw ICMPv6 socket,
+RFC 3542), so scapy is never asked for one it cannot compute without an IPv6 header.
 """
 
 from __future__ import annotations
 
+import logging
 import socket
 import time
 
-from scapy.layers.inet import ICMP, IP
-from scapy.layers.inet6 import ICMPv6EchoReply, ICMPv6EchoRequest, IPv6
-
 from lab.shared.nsnet import socket_in
 from lab.shared.wait import wait_until
+
+logging.getLogger("scapy").setLevel(logging.ERROR)  # before scapy's import, which logs
+
+from scapy.layers.inet import ICMP, IP  # noqa: E402
+from scapy.layers.inet6 import ICMPv6EchoReply, ICMPv6EchoRequest, IPv6  # noqa: E402
 
 IPPROTO_ICMPV6 = 58
 
@@ -32,11 +41,9 @@ def trace(netns: str, address: str, max_hops: int = 8, timeout_s: float = 0.3) -
         for ttl in range(1, max_hops + 1):
             if v6:
                 sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_UNICAST_HOPS, ttl)
-                packet = bytes(ICMPv6EchoRequest(id=ident, seq=ttl))
             else:
                 sock.setsockopt(socket.IPPROTO_IP, socket.IP_TTL, ttl)
-                packet = bytes(ICMP(type=8, id=ident, seq=ttl))
-            sock.sendto(packet, (address, 0))
+            sock.sendto(echo_request(v6, ident, ttl), (address, 0))
             hop, done = _await_reply(sock, v6, ident, ttl, timeout_s)
             hops.append(hop)
             if done:
@@ -44,6 +51,14 @@ def trace(netns: str, address: str, max_hops: int = 8, timeout_s: float = 0.3) -
     finally:
         sock.close()
     return hops
+
+
+def echo_request(v6: bool, ident: int, seq: int) -> bytes:
+    """The ICMP (or ICMPv6) echo request of one probe. The ICMPv6 checksum stays 0: the
+    kernel computes it on a raw ICMPv6 socket."""
+    if v6:
+        return bytes(ICMPv6EchoRequest(id=ident, seq=seq, cksum=0))
+    return bytes(ICMP(type=8, id=ident, seq=seq))
 
 
 def _await_reply(sock: socket.socket, v6: bool, ident: int, ttl: int,

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -56,6 +57,48 @@ def _state(state: str | None) -> str:
     return f"[green]{state}[/]" if state == "Established" else f"[red]{state}[/]"
 
 
+def _clock(when: str | float | None) -> str:
+    """An ISO time or epoch seconds as the "HH:MM:SS" (UTC) that status shows."""
+    if isinstance(when, int | float) and not isinstance(when, bool):
+        return time.strftime("%H:%M:%S", time.gmtime(when))
+    return when[11:19] if isinstance(when, str) and len(when) >= 19 else "?"
+
+
+def _impairment(record: dict[str, Any]) -> str:
+    """'loss 5 % (nftables), rate 1mbit (tbf)': each setting and the mechanism applying it."""
+    mechanisms = record.get("mechanisms") or {}
+    parts = []
+    for field, unit in (("loss", " %"), ("rate", ""), ("delay", "")):
+        value = record.get(field)
+        if value is None:
+            continue
+        how = mechanisms.get(field)
+        parts.append(f"{field} {value:g}{unit}" if isinstance(value, float)
+                     else f"{field} {value}{unit}")
+        parts[-1] += f" ({how})" if how else ""
+    return ", ".join(parts) or "none"
+
+
+def _plain_hint(verb: str) -> str:
+    return f"`anycast-lab {verb}`"
+
+
+def in_force_lines(report: dict[str, Any],
+                   hint: Callable[[str], str] = _plain_hint) -> list[str]:
+    """What is in force, a line each: every fault (`fault: dns-hang at ams since
+    12:01:03, until `anycast-lab heal ams``) and every run-time impairment (`impairment:
+    r-eu--r-us loss 5 % (nftables) since 12:02:03, until `anycast-lab impair r-eu--r-us
+    --clear``); `hint` writes the command that ends it."""
+    lines = [f"fault: {f.get('fault')} at {f.get('site')} since {_clock(f.get('since'))}, "
+             f"until {hint('heal ' + str(f.get('site')))}" for f in report.get("faults") or []]
+    for link, record in (report.get("impairments") or {}).items():
+        if isinstance(record, dict):
+            name = record.get("link") or link
+            lines.append(f"impairment: {name} {_impairment(record)} since "
+                         f"{_clock(record.get('t'))}, until {hint(f'impair {name} --clear')}")
+    return lines
+
+
 def print_status(report: dict[str, Any], show_fabric: bool = False) -> None:
     lab = report["lab"]
     ui.out.print(f"lab [bold]{lab}[/] ({report.get('phase')}), anycast "
@@ -70,9 +113,11 @@ def print_status(report: dict[str, Any], show_fabric: bool = False) -> None:
         if s.get("reason"):
             ui.out.print(f"[bold]{name}[/]: {escape(s['reason'])}", highlight=False,
                          soft_wrap=True)
-    for fault in report.get("faults", []):
-        ui.out.print(f"[yellow]fault:[/] {fault['fault']} at {fault['site']} since "
-                     f"{(fault.get('since') or '?')[11:23]}", highlight=False)
+    from lab.host.labs import command
+
+    for line in in_force_lines(report, lambda verb: command(lab, verb)):
+        kind, _, rest = line.partition(": ")
+        ui.out.print(f"[yellow]{kind}:[/] {escape(rest)}", highlight=False, soft_wrap=True)
     rows = []
     for name, r in report["routers"].items():
         for prefix, best in r["best"].items():
@@ -126,11 +171,13 @@ def print_status(report: dict[str, Any], show_fabric: bool = False) -> None:
 
 
 def print_catchment(report: dict[str, Any]) -> None:
+    from lab.observe.catchment import path_text
+
     rows = []
     for name, c in report["clients"].items():
         for fam in ("ipv4", "ipv6"):
             f = c[fam]
-            path = " > ".join(h or "*" for h in f["path"])
+            path = path_text(f["path"])
             site = f["site"] or "[red]no answer[/]"
             if f["site"] and f["site"] not in _sites(c["expected"]):
                 site = f"[yellow]{site}[/]"
@@ -143,10 +190,12 @@ def print_catchment(report: dict[str, Any]) -> None:
 @app.command()
 def validate(topology: Annotated[Path | None, typer.Argument(help="topology file")] = None,
              json_out: JsonOpt = False) -> None:
-    """Check a topology file; changes nothing."""
+    """Check a topology file, and its prefixes against this machine's own networks
+    (read, never changed); changes nothing."""
+    from lab.host.env import host_networks_or_none
     from lab.model import load_file
 
-    report = load_file(topology or default_topology())
+    report = load_file(topology or default_topology(), host_networks_or_none())
     if report.problems and not report.problems[0].path and report.problems[0].line is None:
         raise BadInput(report.problems[0].message)  # a missing or unreadable file
     if json_out:

@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 from lab.model import names
+from lab.model.checks import host_overlaps
 from lab.model.errors import EnvironmentProblem
 from lab.model.plan import AddressPlan
 
@@ -67,17 +68,22 @@ def host_networks() -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
     return nets
 
 
+def host_networks_or_none() -> list[ipaddress.IPv4Network | ipaddress.IPv6Network] | None:
+    """`host_networks()`, or None where they cannot be read (not Linux, no netlink)."""
+    try:
+        return host_networks()
+    except (OSError, ImportError):
+        return None
+
+
 def check_host_overlap(plan: AddressPlan, pools: tuple[str, str]) -> None:
     """The lab's pools and anycast prefixes must not overlap the host's own networks."""
-    ours = [ipaddress.ip_network(p) for p in (*pools, *plan.anycast)]
-    for host in host_networks():
-        if host.is_loopback or host.is_link_local:
-            continue
-        for net in ours:
-            if net.version == host.version and net.overlaps(host):
-                raise EnvironmentProblem(
-                    f"the lab's {net} overlaps the host network {host}: choose other "
-                    "pools or anycast prefixes in the topology file")
+    ours = {"pools.links4": pools[0], "pools.links6": pools[1],
+            "anycast.ipv4": plan.anycast[0], "anycast.ipv6": plan.anycast[1]}
+    found = host_overlaps(ours, host_networks())
+    if found:
+        raise EnvironmentProblem(f"{found[0][0]}: {found[0][1]}",
+                                 details=[f"{path}: {message}" for path, message in found[1:]])
 
 
 def socket_paths(lab_dir: Path, plan: AddressPlan) -> list[Path]:

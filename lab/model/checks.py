@@ -10,10 +10,14 @@ from collections import Counter
 from collections.abc import Iterator
 
 from lab.model.topology import (
+    CHECK_BOUNDS_MS,
+    CHECK_DEFAULTS,
     MAX_NAME,
     NAME_RE,
     RESERVED_NAMES,
+    CheckTiming,
     Topology,
+    check_timing,
     parse_duration_us,
     quoted,
     valid_lab_name,
@@ -334,8 +338,58 @@ def check_prefixes(topo: Topology) -> Iterator[Finding]:
     yield from findings
 
 
+def _shown_ms(ms: float) -> str:
+    """2000 -> '2 s', 600000 -> '10 min', 150 -> '150 ms'."""
+    for unit, size in (("h", 3_600_000), ("min", 60_000), ("s", 1000)):
+        if ms >= size and ms % size == 0:
+            return f"{ms // size:.0f} {unit}"
+    return f"{ms:g} ms"
+
+
+def check_health(topo: Topology) -> Iterator[Finding]:
+    """Each health check's pace: whole milliseconds within the health daemon's bounds, a
+    timeout no longer than the interval, a fast interval no slower than the interval; and
+    only where the health daemon runs the checks."""
+    health = topo.health
+    for check in CHECK_DEFAULTS:
+        given: CheckTiming = getattr(health.checks, check)
+        base = f"health.checks.{check}"
+        if given != CheckTiming() and health.checker != "healthd":
+            yield (base, f"sets the pace of anycast-healthd's {check} check, but checker is "
+                         f"{health.checker}: tune that in health.exabgp_healthcheck instead")
+            continue
+        bad = False
+        for field, (low, high) in CHECK_BOUNDS_MS.items():
+            text = getattr(given, field)
+            if text is None:
+                continue
+            ms = parse_duration_us(text) / 1000
+            if ms != int(ms):
+                yield (f"{base}.{field}", f"{quoted(text)} is not a whole number of "
+                                          "milliseconds, the health daemon's unit")
+                bad = True
+            elif not low <= ms <= high:
+                yield (f"{base}.{field}", f"{quoted(text)} is outside "
+                                          f"{_shown_ms(low)} to {_shown_ms(high)}")
+                bad = True
+        if bad:
+            continue
+        pace = check_timing(topo, check)
+        if pace.timeout_ms > pace.interval_ms:
+            path = f"{base}.timeout" if given.timeout else f"{base}.interval"
+            default = "" if given.timeout else f"the {check} check's default "
+            yield (path, f"{default}timeout {_shown_ms(pace.timeout_ms)} is longer than interval "
+                         f"{_shown_ms(pace.interval_ms)}: a run must end before the next "
+                         "is due (make the timeout at most the interval)")
+        if pace.fast_interval_ms > pace.interval_ms:  # only when given: the default adapts
+            yield (f"{base}.fast_interval",
+                   f"fast_interval {_shown_ms(pace.fast_interval_ms)} is longer than interval "
+                   f"{_shown_ms(pace.interval_ms)}: checks may only run faster while the "
+                   "state is changing")
+
+
 CHECKS = (check_names, check_references, check_links, check_connectivity, check_asns,
-          check_router_ids, check_bgp, check_prefixes)
+          check_router_ids, check_bgp, check_prefixes, check_health)
 
 
 def ecmp_warnings(topo: Topology) -> list[Finding]:
@@ -364,3 +418,25 @@ def ecmp_warnings(topo: Topology) -> list[Finding]:
 def check_topology(topo: Topology) -> list[Finding]:
     """Run every semantic check; return all findings, grouped by check."""
     return [finding for check in CHECKS for finding in check(topo)]
+
+
+def host_overlaps(prefixes: dict[str, str], host: list[Network]) -> list[Finding]:
+    """The lab's prefixes (path -> prefix text, e.g. {"pools.links4": "100.64.0.0/16"})
+    that overlap one of the host's own networks, one finding each. Loopback and link-local
+    host networks are skipped (every machine has them, and the lab's prefixes may never be
+    there anyway); a prefix that does not parse is left to check_prefixes."""
+    out = []
+    for path, text in prefixes.items():
+        try:
+            ours = ipaddress.ip_network(text, strict=False)
+        except ValueError:
+            continue
+        for net in host:
+            if net.is_loopback or net.is_link_local or net.version != ours.version:
+                continue
+            if ours.overlaps(net):
+                out.append((path, f"{ours} overlaps {net}, a network of this machine: the lab "
+                                  f"would shadow it (choose another {path.split('.')[0]} "
+                                  "prefix)"))
+                break
+    return out

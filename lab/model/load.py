@@ -9,11 +9,15 @@ it concerns and its line), so a user fixes a whole stage in one go:
    document to check.
 2. Structure: the YAML node tree (duplicate keys, which do not stop validation; sections
    with more entries than a lab may have, which do) and the typed model (types, ranges,
-   unknown keys, missing fields, names YAML does not read as strings). A structural
-   problem stops here too.
+   unknown keys, missing fields, names YAML does not read as strings).
 3. Semantics (`checks.py`): names, cross-references, ASNs, addresses. These checks need
-   a structurally valid model, so they only run once stages 1 and 2 found nothing that
-   stops validation; their problems show in the next round.
+   a typed model. When stage 2 found problems, they run on what is left of the file with
+   each broken part set aside (`_set_aside`: an unknown key dropped, a broken router,
+   site, client or link left out, a broken setting back to its default), and a finding
+   about a part set aside, or that setting it aside could cause, is not reported. So one
+   run reports the problems of both stages.
+4. Optionally (`host_networks`), overlap of the lab's prefixes with this machine's own
+   networks, from whatever prefixes of the file parse.
 
 The final report lists the problems sorted by line (stable; problems without a line
 last).
@@ -21,7 +25,9 @@ last).
 
 from __future__ import annotations
 
+import copy
 import io
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,8 +36,8 @@ import yaml
 from pydantic import ValidationError
 
 from lab.model import safeyaml
-from lab.model.checks import check_topology, ecmp_warnings
-from lab.model.topology import SECTION_LIMITS, Topology
+from lab.model.checks import Network, check_topology, ecmp_warnings, host_overlaps
+from lab.model.topology import SECTION_LIMITS, Anycast, Pools, Topology
 
 _STR_TAG = "tag:yaml.org,2002:str"
 _BOOL_TAG = "tag:yaml.org,2002:bool"
@@ -373,16 +379,25 @@ def _short(text: str, limit: int = 60) -> str:
 
 def _allowed_keys(loc: tuple[Any, ...]) -> list[str]:
     """The keys a model accepts at a location, for 'unknown key' hints."""
+    from pydantic import BaseModel
+
     from lab.model import topology as m
 
     section_models = {"anycast": m.Anycast, "pools": m.Pools, "bgp": m.Bgp, "health": m.Health,
                       "routers": m.Router, "sites": m.Site, "clients": m.Client,
-                      "links": m.Link}
+                      "links": m.Link, "up": m.Up}
     if not loc:
         return list(m.Topology.model_fields)
     if len(loc) >= 3 and loc[0] == "links" and loc[2] == "impair":
         return list(m.Impairment.model_fields)
     cls = section_models.get(loc[0])
+    if cls is m.Health:  # nested sections: follow the fields down
+        for part in loc[1:]:
+            info = cls.model_fields.get(str(part))
+            sub = info.annotation if info is not None else None
+            if not (isinstance(sub, type) and issubclass(sub, BaseModel)):
+                return []
+            cls = sub
     return list(cls.model_fields) if cls else []
 
 
@@ -421,10 +436,12 @@ def _yaml_error(exc: yaml.YAMLError, text: str) -> Problem:
     return Problem("", f"YAML syntax error: {message}", mark.line + 1 if mark else None)
 
 
-def load_text(text: str, source: str = "<text>") -> Report:
-    """Validate topology YAML text completely; never raises for bad input."""
+def load_text(text: str, source: str = "<text>", host_networks: list[Network] | None = None,
+              ) -> Report:
+    """Validate topology YAML text completely; never raises for bad input. With
+    `host_networks` (this machine's own), a lab prefix overlapping one is a problem too."""
     report = Report(source)
-    report.problems = _problems(text, report)
+    report.problems = _problems(text, report, host_networks)
     report.problems.sort(key=lambda p: (p.line is None, p.line or 0))
     return report
 
@@ -433,7 +450,8 @@ TOO_LARGE = (f"larger than {safeyaml.MAX_FILE_BYTES // 1024} KiB, the most a top
              "may hold (the largest lab allowed needs about 100 KiB)")
 
 
-def _problems(text: str, report: Report) -> list[Problem]:
+def _problems(text: str, report: Report,
+              host_networks: list[Network] | None = None) -> list[Problem]:
     """Run the stages (see the module docstring); sets report.topology when valid."""
     if len(text) > safeyaml.MAX_FILE_BYTES or \
             len(text.encode("utf-8", "replace")) > safeyaml.MAX_FILE_BYTES:
@@ -465,10 +483,14 @@ def _problems(text: str, report: Report) -> list[Problem]:
         data = safeyaml.construct(root)
     except yaml.YAMLError as exc:
         return [_yaml_error(exc, text)]
+    if host_networks is not None:
+        problems += [Problem(path, message, _line_for(path, lines))
+                     for path, message in host_overlaps(_prefixes(data), host_networks)]
     try:
         topology = Topology.model_validate(data)
     except ValidationError as exc:
-        return problems + _pydantic_problems(exc, _Tree(root), lines)
+        structural = _pydantic_problems(exc, _Tree(root), lines)
+        return problems + structural + _semantics_of_the_rest(data, exc, lines)
     # Stage 3: semantics.
     for path, message in check_topology(topology):
         problems.append(Problem(path, message, _line_for(path, lines)))
@@ -479,9 +501,142 @@ def _problems(text: str, report: Report) -> list[Problem]:
     return problems
 
 
-def load_file(path: str | Path) -> Report:
+def _prefixes(data: Any) -> dict[str, str]:
+    """The file's anycast prefixes and pools by path, defaults where not given (values
+    that are not text are left out: stage 2 reports them)."""
+    out = {}
+    for section, model in (("anycast", Anycast), ("pools", Pools)):
+        given = data.get(section) if isinstance(data, dict) else None
+        for key, info in model.model_fields.items():
+            value = given.get(key, info.default) if isinstance(given, dict) else info.default
+            if isinstance(value, str):
+                out[f"{section}.{key}"] = value
+    return out
+
+
+SECTIONS_OF_NODES = ("routers", "sites", "clients")
+MAX_REPAIRS = 5  # rounds of setting aside; each removes at least one broken part
+
+
+def _semantics_of_the_rest(data: Any, exc: ValidationError,
+                           lines: dict[str, int]) -> list[Problem]:
+    """Stage 3 on the file with its broken parts set aside (see the module docstring);
+    [] when what is left still does not make a model."""
+    if not isinstance(data, dict):
+        return []
+    rest = copy.deepcopy(data)
+    aside: list[str] = []  # paths set aside, as the file writes them
+    links = list(range(len(rest["links"]))) if isinstance(rest.get("links"), list) else []
+    for _ in range(MAX_REPAIRS):
+        for err in exc.errors(include_url=False):
+            _set_aside(rest, tuple(err["loc"]), err["type"], aside, links)
+        if isinstance(rest.get("links"), list):
+            kept = [i for i, item in enumerate(rest["links"]) if item is not _ASIDE]
+            links = [links[i] for i in kept]
+            rest["links"] = [item for item in rest["links"] if item is not _ASIDE]
+        try:
+            topology = Topology.model_validate(rest)
+            break
+        except ValidationError as again:
+            exc = again
+    else:
+        return []
+    names = {p.split(".")[1] for p in aside
+             if p.split(".")[0] in SECTIONS_OF_NODES and p.count(".") == 1}
+    graph_changed = any(p.startswith(("routers.", "links")) for p in aside)
+    out = []
+    for path, message in check_topology(topology):
+        path = _old_link_index(path, links)
+        if graph_changed and ("connected" in message or "cannot reach" in message):
+            continue  # a router or link set aside changes the graph
+        if any(_related(path, p) for p in aside) or any(f"'{n}'" in message for n in names):
+            continue
+        if any(message.startswith(f"unknown {kind} ") for kind, section in
+               (("router", "routers"), ("site", "sites")) if section in aside):
+            continue  # the whole section is set aside: every name in it is unknown
+        out.append(Problem(path, message, _line_for(path, lines)))
+    return out
+
+
+_ASIDE = object()  # a link set aside (removed after each round, keeping the indexes)
+
+
+def _set_aside(data: dict[str, Any], loc: tuple[Any, ...], kind: str, aside: list[str],
+               links: list[int]) -> None:
+    """Set aside the part of `data` the error at `loc` is about (see the module
+    docstring); records its path in `aside`."""
+    if not loc:
+        return
+    head = loc[0]
+    if kind == "extra_forbidden":  # an unknown key: drop just that key
+        parent = _at(data, loc[:-1])
+        if isinstance(parent, dict) and loc[-1] in parent:
+            del parent[loc[-1]]
+            aside.append(format_path(_file_loc(loc, links)))
+        return
+    if head in SECTIONS_OF_NODES and len(loc) >= 2 and isinstance(data.get(head), dict):
+        data[head].pop(loc[1], None)
+        aside.append(f"{head}.{loc[1]}")
+        return
+    if head == "links" and len(loc) >= 2 and isinstance(loc[1], int) \
+            and isinstance(data.get("links"), list) and loc[1] < len(data["links"]):
+        data["links"][loc[1]] = _ASIDE
+        aside.append(f"links[{links[loc[1]]}]")
+        return
+    if head == "name":
+        data["name"] = "lab"  # a stand-in: stage 2 reported the name
+        aside.append("name")
+        return
+    # A setting (anycast, pools, bgp, health, up) or a whole section: back to its
+    # default, by dropping the deepest key the error names.
+    for cut in range(len(loc), 0, -1):
+        parent = _at(data, loc[:cut - 1])
+        if isinstance(parent, dict) and loc[cut - 1] in parent:
+            del parent[loc[cut - 1]]
+            aside.append(format_path(loc[:cut]))
+            return
+    if head in ("routers", "sites"):  # missing: an empty one, whose emptiness is known
+        data[head] = {}
+        aside.append(head)
+
+
+def _at(data: Any, loc: tuple[Any, ...]) -> Any:
+    for part in loc:
+        in_list = isinstance(data, list) and isinstance(part, int) and 0 <= part < len(data)
+        if in_list or (isinstance(data, dict) and part in data):
+            data = data[part]
+        else:
+            return None
+    return data
+
+
+def _file_loc(loc: tuple[Any, ...], links: list[int]) -> tuple[Any, ...]:
+    """A location with a link's index as the file has it."""
+    if len(loc) >= 2 and loc[0] == "links" and isinstance(loc[1], int) and loc[1] < len(links):
+        return ("links", links[loc[1]], *loc[2:])
+    return loc
+
+
+def _old_link_index(path: str, links: list[int]) -> str:
+    """'links[1].endpoints' of the rest -> the same link's path in the file."""
+    m = re.match(r"links\[(\d+)\]", path)
+    if m is None or int(m.group(1)) >= len(links):
+        return path
+    return f"links[{links[int(m.group(1))]}]{path[m.end():]}"
+
+
+def _related(path: str, aside: str) -> bool:
+    """`path` is `aside`, inside it, or a section that holds it."""
+    for inner, outer in ((path, aside), (aside, path)):
+        if inner == outer or inner.startswith((f"{outer}.", f"{outer}[")):
+            return True
+    return False
+
+
+def load_file(path: str | Path, host_networks: list[Network] | None = None) -> Report:
     """Validate a topology file; a missing, unreadable or oversized file is a problem,
-    not a crash. Reads at most MAX_FILE_BYTES + 1 bytes, whatever the file is."""
+    not a crash. Reads at most MAX_FILE_BYTES + 1 bytes, whatever the file is.
+    `host_networks`: as for `load_text`."""
     p = Path(path)
     try:
         with p.open("rb") as f:
@@ -497,4 +652,4 @@ def load_file(path: str | Path) -> Report:
         text = io.TextIOWrapper(io.BytesIO(raw), encoding="utf-8").read()
     except UnicodeDecodeError as exc:
         return Report(str(p), problems=[Problem("", f"cannot read '{p}': {exc}")])
-    return load_text(text, str(p))
+    return load_text(text, str(p), host_networks)

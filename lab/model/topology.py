@@ -7,6 +7,7 @@ arithmetic are checked in `checks.py`, so that every problem is reported at once
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -66,6 +67,19 @@ def valid_lab_name(name: object) -> bool:
     with a letter, at most 24 characters (no dot, no '/', no newline)."""
     return isinstance(name, str) and LAB_NAME_RE.fullmatch(name) is not None
 
+def check_duration(value: str) -> str:
+    """`value` if it is a duration in the lab's one syntax ('20ms'), else ValueError with
+    one sentence saying how to write it."""
+    spaced = SPACED_DURATION_RE.fullmatch(value)
+    if spaced:
+        raise ValueError(f"{quoted(value)} has a space: write a duration as a number and "
+                         f"its unit with no space, like '{spaced.group(1)}{spaced.group(2)}'")
+    if not DURATION_RE.fullmatch(value):
+        raise ValueError(f"{quoted(value)} is not a duration like '20ms', '500us' or '1s' "
+                         "(a number and a lowercase unit, no space)")
+    return value
+
+
 # Strict: YAML's `yes` (True), '65001' and 65001.0 are not AS numbers. The range is the
 # whole 32-bit space so that checks.py can explain the reserved ones (0, 4294967295).
 Asn = Annotated[int, Field(strict=True, ge=0, le=4294967295,
@@ -122,6 +136,62 @@ class ExabgpHealthcheck(Strict):
                                    "neighbouring AS")
 
 
+@dataclass(frozen=True)
+class CheckDefaults:
+    """A health check's pace when the topology does not set it (the health daemon's
+    default profile for that check type). Times in milliseconds."""
+
+    interval_ms: int  # between runs while the check's state holds
+    fast_interval_ms: int  # between runs while it is changing (and from start)
+    timeout_ms: int  # one run's limit
+    rise: int  # good results in a row before a down check is up
+    fall: int  # bad results in a row before an up check is down
+
+
+# The checks anycast-healthd runs on every site, and their defaults.
+CHECK_DEFAULTS = {
+    "dns": CheckDefaults(interval_ms=100, fast_interval_ms=10, timeout_ms=100, rise=3, fall=2),
+    "introspect": CheckDefaults(interval_ms=500, fast_interval_ms=100, timeout_ms=300,
+                                rise=2, fall=2),
+}
+# What the health daemon accepts (each bound is its own; times in milliseconds).
+CHECK_BOUNDS_MS = {"interval": (10, 3_600_000), "fast_interval": (5, 3_600_000),
+                   "timeout": (5, 600_000)}
+MAX_CHECK_US = 3_600_000_000
+
+
+class CheckTiming(Strict):
+    """One health check's pace; an unset field keeps the check's default (CHECK_DEFAULTS).
+    Durations are written like every other duration ('100ms', '1s')."""
+
+    interval: str | None = Field(None, description="time between runs while the check's "
+                                 "state holds, e.g. '100ms'")
+    fast_interval: str | None = Field(None, description="time between runs while the state "
+                                      "is changing (after a result that disagrees, and from "
+                                      "start); default: the check's own, or interval if "
+                                      "that is shorter")
+    timeout: str | None = Field(None, description="one run's limit; at most interval")
+    rise: int | None = Field(None, strict=True, ge=1, le=100, description="good results in "
+                             "a row before a down check is up")
+    fall: int | None = Field(None, strict=True, ge=1, le=100, description="bad results in "
+                             "a row before an up check is down")
+
+    @field_validator("interval", "fast_interval", "timeout")
+    @classmethod
+    def _duration(cls, value: str | None) -> str | None:
+        if value is not None and duration_us(check_duration(value)) > MAX_CHECK_US:
+            raise ValueError(f"{quoted(value)} is longer than 1 h, the most a health check's "
+                             "interval or timeout may be")
+        return value
+
+
+class HealthChecks(Strict):
+    """The pace of each check of anycast-healthd (checker: healthd)."""
+
+    dns: CheckTiming = CheckTiming()
+    introspect: CheckTiming = CheckTiming()
+
+
 class Health(Strict):
     """Per-site health checking (anycast-healthd, or ExaBGP's bundled healthcheck as an
     anchor) and, with anycast-healthd, its fail-closed watchdog."""
@@ -145,6 +215,9 @@ class Health(Strict):
         "bundled healthcheck as its API process instead (IPv4 anycast prefix only, no "
         "watchdog, no drain; see exabgp_healthcheck)")
     exabgp_healthcheck: ExabgpHealthcheck = ExabgpHealthcheck()
+    checks: HealthChecks = Field(HealthChecks(), description="per check (dns, introspect): "
+                                 "interval, fast_interval, timeout, rise, fall; checker: "
+                                 "healthd only")
 
 
 class Up(Strict):
@@ -221,16 +294,7 @@ class Impairment(Strict):
     def _duration(cls, value: str | None) -> str | None:
         if value is None:
             return value
-        m = DURATION_RE.fullmatch(value)
-        spaced = SPACED_DURATION_RE.fullmatch(value)
-        if spaced:
-            raise ValueError(f"{quoted(value)} has a space: write a duration as a number and "
-                             f"its unit with no space, like '{spaced.group(1)}"
-                             f"{spaced.group(2)}'")
-        if not m:
-            raise ValueError(f"{quoted(value)} is not a duration like '20ms', '500us' or '1s' "
-                             "(a number and a lowercase unit, no space)")
-        if float(m.group(1)) * DURATION_SCALE[m.group(2)] > MAX_DURATION_US:
+        if duration_us(check_duration(value)) > MAX_DURATION_US:
             raise ValueError(f"{quoted(value)} is longer than {MAX_DURATION_US // 1_000_000} s, "
                              "the longest delay or jitter a lab link takes")
         return value
@@ -283,6 +347,14 @@ class Topology(Strict):
         return [*self.routers, *self.sites, *self.clients]
 
 
+def duration_us(text: str) -> float:
+    """'20ms' -> 20000.0 (microseconds; inf for an absurdly long one)."""
+    m = DURATION_RE.fullmatch(text)
+    if not m:
+        raise ValueError(text)
+    return float(m.group(1)) * DURATION_SCALE[m.group(2)]
+
+
 def parse_duration_us(text: str) -> int:
     """'20ms' -> 20000 (microseconds)."""
     m = DURATION_RE.fullmatch(text)
@@ -295,3 +367,26 @@ def anchor_mode(topo: Topology) -> bool:
     """ExaBGP's bundled healthcheck drives the speakers (the benchmark anchor): no health
     daemon, no speaker API process, the IPv4 anycast prefix only."""
     return topo.health.enabled and topo.health.checker == "exabgp-healthcheck"
+
+
+def _ms(text: str | None) -> float | None:
+    return None if text is None else parse_duration_us(text) / 1000
+
+
+def check_timing(topo: Topology, check: str) -> CheckDefaults:
+    """The pace of health check `check` ('dns', 'introspect') as the topology sets it,
+    each unset field its default. Milliseconds, rounded to whole ones (checks.py refuses
+    a value that is not whole)."""
+    base = CHECK_DEFAULTS[check]
+    given: CheckTiming = getattr(topo.health.checks, check)
+    interval = _ms(given.interval)
+    interval_ms = base.interval_ms if interval is None else round(interval)
+    fast = _ms(given.fast_interval)
+    timeout = _ms(given.timeout)
+    return CheckDefaults(
+        interval_ms=interval_ms,
+        fast_interval_ms=min(base.fast_interval_ms, interval_ms) if fast is None
+        else round(fast),
+        timeout_ms=base.timeout_ms if timeout is None else round(timeout),
+        rise=base.rise if given.rise is None else given.rise,
+        fall=base.fall if given.fall is None else given.fall)

@@ -21,7 +21,7 @@ from lab.host.birdctl import Birds
 from lab.host.labs import Lab, recorded_impairments
 from lab.model import names
 from lab.model.names import node_dir
-from lab.model.topology import Client
+from lab.model.topology import CHECK_DEFAULTS, Client
 from lab.observe import reasons
 from lab.observe.kernel import fabric_status
 from lab.observe.routing import (
@@ -36,7 +36,7 @@ from lab.observe.routing import (
     sessions,
     speaker_state,
 )
-from lab.render.health import state_file
+from lab.render.health import pace, state_file
 from lab.shared.dnsid import Identity
 
 
@@ -84,6 +84,7 @@ def collect(lab: Lab, fabric: bool = True) -> dict[str, Any]:
             "speaker": speaker,
             "speaker_announced": seen.speaker_announced,
             **health,
+            "check_timing": configured_timing(lab),
             "reason": reasons.site_reason(facts),
             "faults": [{"fault": f.get("fault"), "since": reasons.iso(f.get("t"))}
                        for f in site_faults],
@@ -180,6 +181,16 @@ def announcement(site: str, router: str, held: dict[str, bool], families: tuple[
     return Announcement(not missing, by_family, said, note)
 
 
+def configured_timing(lab: Lab) -> dict[str, dict[str, int]] | None:
+    """Each health check's pace as the lab's topology sets it (defaults filled in), in
+    the health daemon's fields; None when no health daemon runs the checks. What the
+    running daemon uses is in each check's `timing` (from its state file)."""
+    if health_mode(lab) != "healthd":
+        return None
+    assert lab.topology is not None
+    return {check: pace(lab.topology, check) for check in CHECK_DEFAULTS}
+
+
 def active_faults(lab: Lab) -> dict[str, dict[str, Any]]:
     """The faults in force (the lab's faults file, as `fail` records them)."""
     try:
@@ -245,7 +256,8 @@ def health_and_facts(lab: Lab, site: str,
         "flaps": state.get("flaps"),
         "saturation": state.get("saturation"),  # {"policy": absorb|withdraw, "saturated"}
         "checks": {n: {"state": c.get("state"), "since": c.get("since"),
-                       "reason": c.get("reason"), "latency_ms": c.get("latency_ms")}
+                       "reason": c.get("reason"), "latency_ms": c.get("latency_ms"),
+                       "timing": c.get("timing")}
                    for n, c in state.get("checks", {}).items()},
         "healthd": running,
         **process,

@@ -1,7 +1,8 @@
 """anycast-healthd on every site (lab.sites.health): the DNS check against the site's own
 unicast address, the introspection check against the service's health listener (its own,
-on loopback: client connections cannot starve it); it alone tells the speaker to announce
-(fail-closed). Ready when the running process has written its state file."""
+on loopback: client connections cannot starve it), each at the pace the topology's
+`health.checks` gives it (every field written out, defaults included); it alone tells the
+speaker to announce (fail-closed). Ready when the running process has written its state file."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from typing import Any
 
 from lab.model import names
 from lab.model.plan import AddressPlan, NodePlan
-from lab.model.topology import Topology
+from lab.model.topology import Topology, check_timing
 from lab.render.base import DaemonSpec, Readiness, ReadyTarget
 from lab.render.credentials import SERVICE_NAME, Paths
 from lab.render.introspect import HEALTH_ADDRESS, HEALTH_PORT
@@ -26,6 +27,13 @@ def state_file(node_dir: Path) -> Path:
 
 def event_log(node_dir: Path) -> Path:
     return node_dir / names.HEALTH_EVENTS
+
+
+def pace(topo: Topology, check: str) -> dict[str, int]:
+    """A check's timing fields as the health daemon's config takes them."""
+    t = check_timing(topo, check)
+    return {"interval_ms": t.interval_ms, "fast_interval_ms": t.fast_interval_ms,
+            "timeout_ms": t.timeout_ms, "rise": t.rise, "fall": t.fall}
 
 
 def health_config(topo: Topology, plan: AddressPlan, site: NodePlan, node_dir: Path,
@@ -43,7 +51,8 @@ def health_config(topo: Topology, plan: AddressPlan, site: NodePlan, node_dir: P
         "saturation": topo.health.saturation,
         "checks": [
             {"type": "dns", "name": "dns", "server": unicast,
-             "qname": names.HEALTH_QNAME, "expect": [str(plan.anycast4.network_address)]},
+             "qname": names.HEALTH_QNAME, "expect": [str(plan.anycast4.network_address)],
+             **pace(topo, "dns")},
             {"type": "introspect", "name": "introspect", "address": HEALTH_ADDRESS,
              "port": HEALTH_PORT,
              "server_name": SERVICE_NAME, "ca_file": str(pki.ca_cert),
@@ -51,7 +60,7 @@ def health_config(topo: Topology, plan: AddressPlan, site: NodePlan, node_dir: P
              "active_token_file": str(pki.canary_active),
              "revoked_token_file": str(pki.canary_revoked),
              # The 401 probe is logged by the service (an auth failure): every 10th run.
-             "unauthenticated_every": 10},
+             "unauthenticated_every": 10, **pace(topo, "introspect")},
         ],
     }
 

@@ -110,3 +110,25 @@ def test_missing_file_is_one_sentence(tmp_path: Path) -> None:
     lines = [ln for ln in result.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1, lines
     assert str(missing) in lines[0] and "does not exist" in lines[0]
+
+
+def test_validate_reports_a_schema_problem_and_a_host_overlap_together(tmp_path: Path) -> None:
+    from lab.host.env import host_networks_or_none
+
+    nets = [n for n in host_networks_or_none() or []
+            if not (n.is_loopback or n.is_link_local)]
+    if not nets:
+        pytest.skip("this machine has no network besides loopback and link-local")
+    net = nets[0]
+    pool = "links4" if net.version == 4 else "links6"
+    bad = tmp_path / "overlap.yaml"
+    bad.write_text(f"name: bad\npools: {{{pool}: '{net}'}}\nrouters: {{r1: {{asn: 65001}}}}\n"
+                   "sites: {s1: {router: r1, asn: 65100, colour: red}}\n")
+    result = run_module("validate", str(bad), "--json")
+    assert result.returncode == 2, result.stdout + result.stderr
+    errors = {(e["path"], e["line"]): e["message"] for e in json.loads(result.stdout)["errors"]}
+    assert "a network of this machine" in errors[(f"pools.{pool}", 2)]
+    assert "unknown key 'colour'" in errors[("sites.s1.colour", 4)]
+    human = run_module("validate", str(bad))
+    assert human.returncode == 2
+    assert f"{bad}:2: pools.{pool}: " in human.stderr and f"{bad}:4: sites.s1" in human.stderr

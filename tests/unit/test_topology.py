@@ -140,8 +140,9 @@ def test_to_json_problem_without_line() -> None:
 def test_to_json_always_has_line() -> None:
     report = load_text("routers: {r1: {asn: 1, color: red}}\nsites: {}\n", "two.yaml")
     errors = report.to_json()["errors"]
-    assert [set(e) for e in errors] == [{"path", "message", "line"}] * 2
-    assert [e["line"] for e in errors] == [1, None]
+    assert [set(e) for e in errors] == [{"path", "message", "line"}] * 3
+    assert [(e["path"], e["line"]) for e in errors] == [
+        ("routers.r1.color", 1), ("sites", 2), ("name", None)]
 
 
 def test_problems_sorted_by_line_stably_none_last() -> None:
@@ -157,12 +158,12 @@ def test_problems_sorted_by_line_stably_none_last() -> None:
         "routers.r1", "routers.r2", "routers.r1.asn", "routers.r2.asn"]
 
 
-def test_semantic_checks_wait_for_a_valid_structure() -> None:
-    """Staged validation: a structural problem hides the semantic ones until fixed."""
+def test_semantic_checks_do_not_wait_for_a_valid_structure() -> None:
+    """One pass: a structural problem and the semantic ones are reported together."""
     text = ("name: x\nrouters: {r1: {asn: 1%s}}\n"
             "sites: {s1: {router: r1, asn: 2}, s2: {router: r9, asn: 2}}\n")
     structural = load_text(text % ", x: 1")
-    assert [p.path for p in structural.problems] == ["routers.r1.x"]
+    assert [p.path for p in structural.problems] == ["routers.r1.x", "sites.s2.router"]
     semantic = load_text(text % "")
     assert [p.path for p in semantic.problems] == ["sites.s2.router"]
 

@@ -51,6 +51,9 @@ class Timing:
     fall: int  # bad results in a row before an up check is down
 
 
+TIMING_FIELDS = ("interval_ms", "fast_interval_ms", "timeout_ms", "rise", "fall")
+
+
 class CheckBase(_Model):
     """What every check has: a name, whether the site needs it, and its timing (each
     field defaults to the check type's `timing`). Times in milliseconds."""

@@ -33,7 +33,7 @@ from typing import Any
 
 from lab.shared.speaker_client import Controller, ShimError
 from lab.sites.health.checks import Probe, Result, make_probe
-from lab.sites.health.config import Check, HealthConfig, parse_listen
+from lab.sites.health.config import TIMING_FIELDS, Check, HealthConfig, parse_listen
 from lab.sites.health.metrics import Metrics
 from lab.sites.health.report import EventLog, iso, replace_state_file
 from lab.sites.health.state import ANNOUNCE, GSHUT, UP, WITHDRAW, CheckTracker, Site, Transition
@@ -108,6 +108,8 @@ class Daemon:
         self.workers: dict[str, Worker] = {}
         self.due = {c.name: 0.0 for c in cfg.checks}
         self.latency: dict[str, float] = {}
+        # Each check's pace as this daemon runs it (the state file shows it).
+        self.timing = {c.name: c.model_dump(include=set(TIMING_FIELDS)) for c in cfg.checks}
         self.link = Controller(cfg.shim_socket)
         self.metrics = Metrics([c.name for c in cfg.checks])
         self.events = EventLog(cfg.event_log)
@@ -136,8 +138,7 @@ class Daemon:
         signal.signal(signal.SIGHUP, self._on_hup)
         self.events.write("start", site=self.cfg.site, pid=os.getpid(),
                           checks=[c.model_dump(include={"name", "type", "required",
-                                                        "interval_ms", "fast_interval_ms",
-                                                        "timeout_ms", "rise", "fall"})
+                                                        *TIMING_FIELDS})
                                   for c in self.cfg.checks])
         log.info("site %s: %d check(s); shim %s; drain file %s", self.cfg.site,
                  len(self.cfg.checks), self.cfg.shim_socket, self.cfg.drain_file)
@@ -414,7 +415,8 @@ class Daemon:
                        "reason": t.reason, "last_result": t.last_result, "flaps": t.flaps,
                        "transitions": t.transitions,
                        "latency_ms": (round(self.latency[name] * 1000, 3)
-                                      if name in self.latency else None)}
+                                      if name in self.latency else None),
+                       "timing": self.timing[name]}
                 for name, t in s.checks.items()
             },
         }
