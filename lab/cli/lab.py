@@ -380,6 +380,12 @@ def status(lab: LabOpt = None, json_out: JsonOpt = False,
     raise typer.Exit(0 if report.get("ok", True) else 1)
 
 
+def command_argv(args: list[str]) -> list[str]:
+    """The command `exec` runs: what follows NODE, without the one `--` that separates it
+    (a `--` inside the command's own arguments is the command's)."""
+    return list(args[1:]) if args[:1] == ["--"] else list(args)
+
+
 @app.command(name="exec", context_settings={"allow_extra_args": True,
                                             "ignore_unknown_options": True})
 def exec_(ctx: typer.Context, node: Annotated[str, typer.Argument(help="node name")],
@@ -388,7 +394,7 @@ def exec_(ctx: typer.Context, node: Annotated[str, typer.Argument(help="node nam
     from lab.host import env, labs
     from lab.host.procs import MARKER, NODE_MARKER, enter_netns
 
-    argv = [a for a in ctx.args if a != "--"] if ctx.args[:1] == ["--"] else list(ctx.args)
+    argv = command_argv(ctx.args)
     if not argv:
         raise BadInput("no command given: use `anycast-lab exec NODE -- CMD...`")
     env.require_linux_root()
