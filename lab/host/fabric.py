@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import socket
 import subprocess
+import zlib
 from collections.abc import Callable
 from contextlib import ExitStack
+from pathlib import Path
 
 from pyroute2 import IPRoute, netns
 from pyroute2.netlink.exceptions import NetlinkError
@@ -32,8 +34,32 @@ TBF_LATENCY_US = 50_000
 Progress = Callable[[str], None]
 
 
-def sysctls_for(node: NodePlan, multipath_hash: str) -> dict[str, str]:
-    """Sysctls a node's namespace needs; set before its interfaces exist so they inherit."""
+def hash_seed_available() -> bool:
+    """Can a namespace hash multipath flows with its own seed and chosen fields (the seed
+    since Linux 6.11, the custom fields since 5.12)?"""
+    return all(Path(f"/proc/sys/net/ipv4/{name}").exists()
+               for name in ("fib_multipath_hash_seed", "fib_multipath_hash_fields"))
+
+
+def hash_seed(node: NodePlan) -> int:
+    """A router's own multipath hash seed, fixed by its name (the same on every run)."""
+    return zlib.crc32(node.name.encode()) or 1
+
+
+# Source and destination address, protocol, source and destination port: the 5-tuple.
+L4_FIELDS = "0x0037"
+
+
+def sysctls_for(node: NodePlan, multipath_hash: str,
+                own_hash_seed: bool = False) -> dict[str, str]:
+    """Sysctls a node's namespace needs; set before its interfaces exist so they inherit.
+
+    `own_hash_seed` (where the kernel allows it): each router hashes with its own seed,
+    and an L4 hash is the custom-fields policy over the 5-tuple rather than policy 1.
+    Policy 1 reuses a hash the packet already carries, and a packet keeps the sender's
+    hash across veths: every router on a path would then pick alike, so a router behind
+    another only ever sees one of its equal-cost members (measured: 0 of 50 queries).
+    """
     values = {
         # Anycast paths are asymmetric: no reverse-path filtering anywhere in the lab.
         "net.ipv4.conf.all.rp_filter": "0",
@@ -52,13 +78,19 @@ def sysctls_for(node: NodePlan, multipath_hash: str) -> dict[str, str]:
         "net.ipv6.icmp.ratelimit": "0",
     }
     if node.role == "router":
-        policy = "1" if multipath_hash == "l4" else "0"
+        l4 = multipath_hash == "l4"
+        policy = ("3" if own_hash_seed else "1") if l4 else "0"
         values |= {
             "net.ipv4.ip_forward": "1",
             "net.ipv6.conf.all.forwarding": "1",
             "net.ipv4.fib_multipath_hash_policy": policy,
             "net.ipv6.fib_multipath_hash_policy": policy,
         }
+        if own_hash_seed:  # IPv6's multipath hash uses this seed too
+            values["net.ipv4.fib_multipath_hash_seed"] = str(hash_seed(node))
+            if l4:
+                values["net.ipv4.fib_multipath_hash_fields"] = L4_FIELDS
+                values["net.ipv6.fib_multipath_hash_fields"] = L4_FIELDS
     return values
 
 
@@ -119,7 +151,8 @@ class Fabric:
             self.progress("addresses and routes")
 
     def _sysctls(self, node: NodePlan) -> None:
-        pairs = [f"{k}={v}" for k, v in sysctls_for(node, self.multipath_hash).items()]
+        values = sysctls_for(node, self.multipath_hash, hash_seed_available())
+        pairs = [f"{k}={v}" for k, v in values.items()]
         result = run_in(node.netns, ["sysctl", "-q", "-w", *pairs])
         if result.returncode != 0:
             raise EnvironmentProblem(f"setting sysctls in namespace {node.netns} failed: "
