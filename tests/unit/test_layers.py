@@ -3,7 +3,8 @@
 The orchestrator's layers, lowest first; each may import only from itself and the layers
 before it:
 
-    lab.model -> lab.host -> lab.render -> lab.observe -> lab.ops -> lab.measure -> lab.cli
+    lab.model -> lab.host -> lab.render -> lab.observe -> lab.ops -> lab.draw -> lab.measure
+    -> lab.cli
 
 Besides them:
 - `lab.shared` is what everyone may import; it imports nothing else from `lab/` or
@@ -26,7 +27,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 
 ORCHESTRATOR = ["lab.model", "lab.host", "lab.render", "lab.observe", "lab.ops",
-                "lab.measure", "lab.cli"]
+                "lab.draw", "lab.measure", "lab.cli"]
 SHARED = "lab.shared"
 SITES = "lab.sites"
 PROBES = "probes"
