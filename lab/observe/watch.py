@@ -63,6 +63,8 @@ class _Probe:
     site: str | None = None
     rtt_ms: float | None = None
     last_answer: str | None = "?"  # the site of the last settled sample ("?": none yet)
+    last_site: str | None = None  # the last site that answered
+    lost_run: int = 0  # queries lost since it last answered
 
 
 def site_symbols(sites: list[str]) -> dict[str, str]:
@@ -196,6 +198,8 @@ class Watcher:
                 self._start_probe(p)
 
     def _client_change(self, p: _Probe, s: Sample) -> None:
+        if s.site is None:
+            p.lost_run += 1
         if s.site == p.last_answer:
             return
         where = f"{p.client} {p.family}"
@@ -205,10 +209,14 @@ class Watcher:
         elif s.site is None:
             self._event("lost", where, f"{where}: no answer ({s.error or 'timeout'}), "
                                        f"was {p.last_answer}", t)
-        elif p.last_answer is None:
-            self._event("answered", where, f"{where}: answered by {s.site} again", t)
+        elif s.site == p.last_site:
+            self._event("answered", where, f"{where}: answered by {s.site} again after "
+                                           f"{p.lost_run} lost", t)
         else:
-            self._event("moved", where, f"{where}: {p.last_answer} -> {s.site}", t)
+            lost = f" after {p.lost_run} lost" if p.last_answer is None else ""
+            self._event("moved", where, f"{where}: {p.last_site} -> {s.site}{lost}", t)
+        if s.site is not None:
+            p.last_site, p.lost_run = s.site, 0
         p.last_answer = s.site
 
     def client_rows(self) -> dict[str, dict[str, Any]]:

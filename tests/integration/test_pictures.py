@@ -1,9 +1,14 @@
 """Pictures of a real lab: `graph --lab` draws a site withdrawn by a real fault differently
-from an announced one, and moves the client's arrow to the site that answers it now."""
+from an announced one, and moves the client's arrow to the site that answers it now;
+`watch --json` streams lines that show a client moving during a real fault, exits 0 at
+its duration and leaves no process behind."""
 
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,8 +16,10 @@ from pathlib import Path
 import pytest
 
 from lab.draw import palette
+from lab.host import labs
+from lab.ops import faults
 
-from .helpers import DEFAULT, LabHandle, lab_cli, unique_name, wait_for
+from .helpers import DEFAULT, ROOT, LabHandle, lab_cli, unique_name, wait_for
 
 SITE, CLIENT, FAILOVER = "ams", "c-eu", "nyc"
 SVG = "{http://www.w3.org/2000/svg}"
@@ -76,3 +83,66 @@ def test_graph_colours_a_withdrawn_site_differently(lab: LabHandle, tmp_path: Pa
             in mermaid.stdout
     finally:
         lab_cli("heal", SITE, "--lab", lab.name, timeout=60)
+
+
+def children_of(pid: int) -> set[int]:
+    """The processes whose parent is `pid` (from /proc)."""
+    found = set()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+            found.add(int(entry))
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_watch_streams_a_client_moving_and_exits_clean(lab: LabHandle) -> None:
+    opened = labs.open_lab(lab.name)
+    proc = subprocess.Popen([sys.executable, "-m", "lab", "watch", "--lab", lab.name,
+                             "--json", "--duration", "3", "--rate", "20"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            cwd=ROOT)
+    lines: list[dict] = []
+    children: set[int] = set()
+    injected = False
+    try:
+        assert proc.stdout is not None
+        for raw in proc.stdout:
+            lines.append(json.loads(raw))
+            children |= children_of(proc.pid)
+            if not injected and lines[-1]["clients"][CLIENT]["ipv4"]["site"] == SITE:
+                faults.inject(opened, SITE, "dns")
+                injected = True
+        code = proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        if injected:
+            faults.heal(opened, SITE)
+    assert code == 0, proc.stderr.read() if proc.stderr else ""
+    assert injected, "c-eu was never seen on ams"
+    sites = [line["clients"][CLIENT]["ipv4"]["site"] for line in lines]
+    first_nyc = sites.index(FAILOVER)  # ValueError: c-eu never seen on nyc
+    assert SITE in sites[:first_nyc]
+    assert lines[-1]["clients"]["c-us"]["ipv4"]["site"] == "nyc"
+    events = [e for line in lines for e in line["events"]]
+    assert any(e["kind"] == "moved" and e["where"] == f"{CLIENT} ipv4"
+               and e["text"].startswith(f"{CLIENT} ipv4: {SITE} -> {FAILOVER}")
+               for e in events), events
+    assert any(line["sites"].get(SITE, {}).get("faults") == ["dns"] for line in lines)
+    # Nothing left: watch starts no process of its own, and it is gone.
+    assert not alive(proc.pid)
+    assert not [pid for pid in children if alive(pid)], children
