@@ -31,6 +31,10 @@ from lab.measure.trials import ClientTrial, TrialRecord
 
 LOST = palette.VERMILLION
 SITE_COLOURS = [c for c in palette.SITE_COLOURS if c not in (LOST, palette.BLACK)]
+# The time axis: the second before the fault (what `before` is judged on) to this long
+# after the latest heal.
+BEFORE_S = 1.0
+AFTER_HEAL_S = 1.5
 V6_SUFFIX = " v6"  # the name of a client's IPv6 probe (lab.measure.failover)
 
 
@@ -95,7 +99,7 @@ def outage_text(c: ClientTrial | None) -> str:
     if c is None:
         return ""
     if c.outage_ms is None:
-        return f"never answered again, {c.lost} lost"
+        return f"no answer before the heal, {c.lost} lost"
     if c.site_after == c.site_before and not c.lost:
         return "unaffected"
     return f"outage {c.outage_ms:.0f} ms, {c.lost} lost"
@@ -129,7 +133,8 @@ def figure(records: list[TrialRecord], title: str, max_panels: int = 6,
         ax = fig.add_subplot(grid[slot + (1 if summary else 0), 0], sharex=first)
         first = first or ax
         present |= _panel(ax, records[index], index, rows, colour, routers or {})
-        ax.set_xlim(min(starts) - 0.05, max(ends) + 0.05)
+        ax.set_xlim(max(min(starts), -BEFORE_S) - 0.05, min(max(ends), max(
+            r.t_heal - r.t_fault for r in records) + AFTER_HEAL_S) + 0.05)
         if slot < len(shown) - 1:
             ax.tick_params(labelbottom=False)
     assert first is not None
