@@ -42,6 +42,8 @@ ERRORS: dict[str, list[str]] = {
     "token issue": ["token", "issue", "--client", "c", "--ttl", "0"],
     "token revoke": ["token", "revoke", "a b"],
     "token list": ["token", "list", "--lab", "Not-A-Lab"],
+    "graph": ["graph", "--format", "gif"],
+    "watch": ["watch", "--lab", "Not-A-Lab"],
 }
 
 
