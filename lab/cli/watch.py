@@ -86,7 +86,7 @@ def render(frame: dict[str, Any], events: list[Any], symbols: dict[str, str],
     if not frame["sites"]:
         sites.add_row("…", "", "", "", "reading the sites")
     lines = [Text("last events", style="bold")]
-    for e in events[-8:]:
+    for e in sorted(events, key=lambda e: e.t)[-10:]:  # the health log arrives late
         lines.append(Text(f"{e.to_json()['time'][11:23]}  {e.text}"))
     footer = Text(f"{time.monotonic() - started:.0f} s; Ctrl-C to stop", style="dim")
     return Group(clients, sites, *lines, footer)
