@@ -9,7 +9,9 @@ Event kinds, as the timeline draws them:
 - `withdraw` / `announce`: the health daemon told the speaker to withdraw / re-announce
   (a drain's re-announcement with GRACEFUL_SHUTDOWN counts as neither);
 - `route-change`: a router's best path to a prefix changed (`where`: the router,
-  `family`, `detail`: the BIRD protocol and AS path it now has, or "none").
+  `family`, `detail`: the BIRD protocol and AS path it now has, or "none"); `t` is the
+  answer that showed it, `since` the look before that did not: the change happened in
+  between (a loaded machine stretches that window).
 A fault that bypasses the health daemon (a speaker killed, a link cut) has no health
 events: its route changes are what shows."""
 
@@ -36,10 +38,14 @@ class Event:
     where: str  # a site or a router
     family: str = ""
     detail: str = ""
+    since: float | None = None  # route-change: the look before, when it was not yet seen
 
     def to_json(self, t_fault: float) -> dict[str, Any]:
         out = asdict(self)
         out["t_ms"] = round((out.pop("t") - t_fault) * 1000, 1)
+        since = out.pop("since")
+        if since is not None:
+            out["since_ms"] = round((since - t_fault) * 1000, 1)
         return out
 
 
@@ -98,18 +104,19 @@ class RouteWatcher:
         return list(self.events)
 
     def _run(self) -> None:
-        last: dict[tuple[str, str], str] = {}
+        last: dict[tuple[str, str], tuple[str, float]] = {}
         with Birds(self.lab_dir, timeout_s=1.0) as birds:
             while not self._stop.is_set():
                 for router in self.routers:
                     for family, prefix in self.prefixes.items():
+                        asked = time.monotonic()
                         route = best_route(birds, router, prefix)
-                        now = time.monotonic()
                         seen = "none" if route is None else " ".join(
                             [route.protocol, *(str(a) for a in route.as_path)])
                         before = last.get((router, family))
-                        if before is not None and before != seen:
-                            self.events.append(Event(now, "route-change", router, family,
-                                                     seen))
-                        last[(router, family)] = seen
+                        if before is not None and before[0] != seen:
+                            # Changed after the previous look and before this answer.
+                            self.events.append(Event(time.monotonic(), "route-change",
+                                                     router, family, seen, since=before[1]))
+                        last[(router, family)] = (seen, asked)
                 self._stop.wait(POLL_S)

@@ -7,7 +7,8 @@ Markers (a line style and a legend entry each, so colour is never the only cue):
   fault healed, re-announced (from the trial's events: a fault that bypasses the health
   daemon has no health or withdraw marker, and the legend says which were not recorded);
 - on a probe's row: the route changed at its client's router (first change after the
-  fault), and the first query answered by another site than before.
+  fault: a thick tick where BIRD's answer showed it, a whisker back to the look before
+  that did not), and the first query answered by another site than before.
 Each row says the client's outage and lost queries at its right. Past `max_panels`
 trials the first panel summarises every trial (its longest outage) and the worst trials
 are drawn, with a note saying so."""
@@ -85,13 +86,15 @@ def panel_times(record: TrialRecord) -> dict[str, float]:
     return found
 
 
-def route_change(record: TrialRecord, router: str | None, family: str) -> float | None:
+def route_change(record: TrialRecord, router: str | None, family: str
+                 ) -> tuple[float, float] | None:
     """The first change of `router`'s best path (for `family`) after the fault, before
-    the heal, in seconds since the fault."""
+    the heal: (last look without it, first look with it), in seconds since the fault."""
     for e in record.events:
         if e.kind == "route-change" and e.where == router and e.family == family \
                 and record.t_fault <= e.t <= record.t_heal:
-            return e.t - record.t_fault
+            since = e.since if e.since is not None else e.t
+            return since - record.t_fault, e.t - record.t_fault
     return None
 
 
@@ -211,10 +214,13 @@ def _panel(ax: Axes, record: TrialRecord, index: int, rows: list[str],
         trial = by_row.get(name)
         client = trial.client if trial else name.removesuffix(V6_SUFFIX)
         family = trial.family if trial else "ipv4"
-        when = route_change(record, routers.get(client), family)
-        if when is not None:
+        window = route_change(record, routers.get(client), family)
+        if window is not None:
+            since, when = window
             ax.vlines(when, row - 0.42, row + 0.42, color=ROUTE.colour, linewidth=3,
                       gid=f"marker:{ROUTE.kind}:{name}")
+            ax.hlines(row + 0.42, since, when, color=ROUTE.colour, linewidth=1.5,
+                      gid=f"window:{ROUTE.kind}:{name}")  # it changed in this window
             drawn.add(ROUTE.kind)
         before = trial.site_before if trial else None
         moved = next((s.t - t0 for s in samples if s.t >= t0 and s.site

@@ -146,3 +146,30 @@ def test_watch_streams_a_client_moving_and_exits_clean(lab: LabHandle) -> None:
     # Nothing left: watch starts no process of its own, and it is gone.
     assert not alive(proc.pid)
     assert not [pid for pid in children if alive(pid)], children
+
+
+def test_failover_records_the_events_the_timeline_marks(lab: LabHandle, tmp_path: Path) -> None:
+    png = tmp_path / "timeline.png"
+    result = lab_cli("measure", "failover", "--lab", lab.name, "--site", SITE, "--fault",
+                     "dns", "--trials", "1", "--rate", "100", "--family", "both", "--plot",
+                     str(png), "--json", timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    report = json.loads(result.stdout)
+    assert report["families"] == ["ipv4", "ipv6"]
+    trial = report["trials"][0]
+    moved = {(c["client"], c["family"]): c["site_after"] for c in trial["clients"]
+             if c["site_after"] != c["site_before"]}
+    assert moved == {(CLIENT, "ipv4"): FAILOVER, (CLIENT, "ipv6"): FAILOVER}
+    first = {}
+    for e in trial["events"]:
+        first.setdefault((e["kind"], e["where"], e["family"]), e["t_ms"])
+    down, withdraw = first[("health-down", SITE, "")], first[("withdraw", SITE, "")]
+    route4, route6 = first[("route-change", "r-eu", "ipv4")], first[("route-change", "r-eu",
+                                                                      "ipv6")]
+    assert 0 < down <= withdraw <= min(route4, route6) < trial["heal_after_ms"]
+    assert first[("announce", SITE, "")] > trial["heal_after_ms"]
+    from PIL import Image
+
+    with Image.open(png) as image:
+        rows = image.info["Description"].removeprefix("rows: ").split(",")
+    assert rows == ["c-eu", "c-eu v6", "c-us", "c-us v6", "c-ap", "c-ap v6"]

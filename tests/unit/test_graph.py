@@ -8,6 +8,8 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import subprocess
+import sys
 import xml.etree.ElementTree as ET
 from io import BytesIO
 from pathlib import Path
@@ -193,3 +195,31 @@ def test_format_from_option_or_suffix(fmt: str | None, output: str | None, want:
 def test_bad_format_is_refused(fmt: str | None, output: str | None, words: str) -> None:
     with pytest.raises(BadInput, match=words):
         render.format_for(fmt, Path(output) if output else None)
+
+
+def _cli(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "lab", *args], capture_output=True, text=True,
+                          timeout=60, cwd=cwd)
+
+
+def test_cli_prints_mermaid_and_writes_a_picture(tmp_path: Path) -> None:
+    result = _cli("graph", "topologies/two-sites.yaml", "--format", "mermaid")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("flowchart TB\n") and "n_r_west" in result.stdout
+    if shutil.which("dot") is None:
+        pytest.skip("Graphviz's dot is not installed")
+    out = tmp_path / "g.svg"
+    result = _cli("graph", "topologies/two-sites.yaml", "-o", str(out), "--json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["ok"] is True and report["format"] == "svg" and report["output"] == str(out)
+    assert len(report["graph"]["nodes"]) == 6 and report["graph"]["live"] is False
+    assert _svg_counts(out.read_bytes()) == (6, 5)
+
+
+def test_cli_refuses_a_picture_to_stdout_and_a_missing_directory(tmp_path: Path) -> None:
+    result = _cli("graph", "--format", "png")
+    assert result.returncode == 2 and "give a file to write with -o FILE" in result.stderr
+    result = _cli("graph", "-o", str(tmp_path / "no" / "g.svg"), "--json")
+    assert result.returncode == 2
+    assert "does not exist" in json.loads(result.stdout)["error"]["message"]

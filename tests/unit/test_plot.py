@@ -48,7 +48,8 @@ def trial(start: float, outage_s: float, events: bool = True) -> TrialRecord:
         record.events = [
             ev.Event(t_fault + outage_s - 0.01, "health-down", "ams"),
             ev.Event(t_fault + outage_s - 0.005, "withdraw", "ams"),
-            ev.Event(t_fault + outage_s - 0.002, "route-change", "r-eu", "ipv4", "r_r_us_4"),
+            ev.Event(t_fault + outage_s - 0.002, "route-change", "r-eu", "ipv4", "r_r_us_4",
+                     since=t_fault + outage_s - 0.022),
             ev.Event(t_fault + outage_s - 0.001, "route-change", "r-eu", "ipv6", "r_r_us_6"),
             ev.Event(t_heal + 0.03, "announce", "ams")]
     return record
@@ -84,6 +85,8 @@ def test_every_trial_is_drawn_with_every_marker() -> None:
     assert second["marker:fault"].get_xdata()[0] == 0
     assert abs(second["marker:heal"].get_xdata()[0] - 1.0) < 1e-9
     assert abs(second["marker:withdraw"].get_xdata()[0] - 0.245) < 1e-9
+    window = second["window:route-change:c-eu"].get_segments()[0]
+    assert abs(window[0][0] - 0.228) < 1e-9 and abs(window[1][0] - 0.248) < 1e-9
     outages = {a.get_gid(): a.get_text() for a in fig.findobj() if
                (a.get_gid() or "").startswith("outage:")}
     assert outages["outage:c-us"] == "unaffected"
