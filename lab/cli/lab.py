@@ -389,7 +389,7 @@ def catchment(lab: LabOpt = None, json_out: JsonOpt = False,
     from lab.measure.failover import check_plot_path
     from lab.observe import catchment as cm
 
-    check_plot_path(plot)
+    check_plot_path(plot, "the catchment matrix")
     env.require_linux_root()
     opened = labs.open_lab(lab)
     report = cm.collect(opened)

@@ -19,7 +19,7 @@ from lab.ops import faults
 from lab.shared.wait import wait_until
 
 
-def check_plot_path(path: Path | None) -> Path | None:
+def check_plot_path(path: Path | None, what: str = "the timeline") -> Path | None:
     """The --plot path, checked before any measurement (BadInput otherwise): not a
     directory, a name ending in .png, and either an existing regular file that can be
     overwritten or a new file in an existing directory (tried: created, then removed)."""
@@ -28,7 +28,7 @@ def check_plot_path(path: Path | None) -> Path | None:
     if path.is_dir():
         raise BadInput(f"--plot {path} is a directory; give a file path ending in .png")
     if path.suffix.lower() != ".png":
-        raise BadInput(f"--plot {path}: the timeline is a PNG picture; give a path ending "
+        raise BadInput(f"--plot {path}: {what} is a PNG picture; give a path ending "
                        "in .png")
     if not path.parent.is_dir():
         raise BadInput(f"--plot {path}: the directory {path.parent} does not exist")
