@@ -6,6 +6,7 @@ import json
 import signal
 import sys
 import time
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -17,6 +18,7 @@ from rich.text import Text
 from lab.cli import ui
 from lab.cli.main import JsonOpt, LabOpt, app
 from lab.draw import palette
+from lab.model.errors import BadInput
 
 WATCH_HELP = """A live view of a running lab, refreshed several times a second.
 
@@ -99,6 +101,8 @@ def watch(lab: LabOpt = None,
           duration: Annotated[float | None, typer.Option(
               "--duration", min=0.5, max=86400, help="stop after this many seconds "
                                                    "(default: until Ctrl-C)")] = None,
+          snapshot: Annotated[Path | None, typer.Option(
+              "--snapshot", help="at exit, save the last frame as an SVG picture")] = None,
           json_out: JsonOpt = False) -> None:
     from rich.live import Live
 
@@ -106,6 +110,13 @@ def watch(lab: LabOpt = None,
     from lab.observe.watch import Watcher
 
     started = time.monotonic()
+    if snapshot is not None:
+        from lab.draw.render import check_output
+
+        if snapshot.suffix.lower() != ".svg":
+            raise BadInput(f"--snapshot {snapshot}: the frame is saved as SVG; give a path "
+                           "ending in .svg")
+        check_output(snapshot)
     env.require_linux_root()
     opened = labs.open_lab(lab)
     if opened.topology is None or opened.plan is None:
@@ -123,12 +134,14 @@ def watch(lab: LabOpt = None,
     previous = signal.signal(signal.SIGTERM, on_term)
     seq = 0
     seen: list[Any] = []
+    frame: dict[str, Any] | None = None
     end = None if duration is None else started + duration
     try:
         if json_out:
             while not stop["now"] and (end is None or time.monotonic() < end):
                 frame = watcher.snapshot()
                 new, seq = watcher.events_since(seq)
+                seen = (seen + new)[-50:]
                 frame["events"] = [e.to_json() for e in new]
                 sys.stdout.write(json.dumps(frame) + "\n")
                 sys.stdout.flush()
@@ -148,7 +161,22 @@ def watch(lab: LabOpt = None,
     finally:
         signal.signal(signal.SIGTERM, previous)
         watcher.stop()
+    if snapshot is not None and frame is not None:
+        save_frame(render(frame, seen, watcher.symbols, expected, started), snapshot,
+                   f"anycast-lab watch --lab {opened.name}")
     raise typer.Exit(0)
+
+
+def save_frame(frame: Group, path: Path, title: str) -> None:
+    """A frame as an SVG picture (rich's own export: the terminal's text and colours)."""
+    import io
+
+    from rich.console import Console
+
+    console = Console(record=True, width=130, file=io.StringIO(), force_terminal=True,
+                      color_system="truecolor")
+    console.print(frame)
+    path.write_text(console.export_svg(title=title))
 
 
 def _sleep_until_frame(end: float | None) -> None:
