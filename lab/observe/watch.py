@@ -235,12 +235,17 @@ class Watcher:
     # --- sites ---------------------------------------------------------------------------
 
     def _poll_sites(self) -> None:
+        failed: str | None = None
         with Birds(self.lab.journal.dir, timeout_s=1.0) as birds:
             while not self._stop.is_set():
                 try:
                     self._look_at_sites(birds)
-                except Exception as exc:  # a look that failed is shown, and tried again
-                    self._event("error", "watch", f"could not read the sites: {exc}")
+                    failed = None
+                except Exception as exc:  # a look that failed is shown (once), tried again
+                    text = f"could not read the sites: {exc}"
+                    if text != failed:
+                        self._event("error", "watch", text)
+                    failed = text
                 birds.unavailable.clear()
                 self._stop.wait(SITES_EVERY_S)
 

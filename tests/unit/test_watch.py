@@ -4,11 +4,14 @@ from a snapshot."""
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from io import StringIO
 
 from rich.console import Console
 
-from lab.cli.watch import render
+from lab.cli.watch import render, save_frame
 from lab.observe import watch as w
 from probes.dns import Sample
 
@@ -92,3 +95,19 @@ def test_a_frame_shows_clients_sites_and_events() -> None:
     assert "nyc (moved) 2.5 ms" in text and "no answer" in text and "AAxN" in text
     assert "withdrawn: dns check down" in text and "NO" in text
     assert "c-eu ipv4: ams -> nyc" in text
+
+
+def test_a_frame_saved_as_svg(tmp_path) -> None:
+    frame = {"lab": "t", "clients": {}, "sites": {}}
+    path = tmp_path / "f.svg"
+    save_frame(render(frame, [], {}, {}, 0.0), path, "watch")
+    text = path.read_text()
+    assert text.startswith("<svg") and "reading" in text  # the sites table's placeholder
+
+
+def test_snapshot_must_be_svg_and_is_checked_before_root(tmp_path) -> None:
+    result = subprocess.run([sys.executable, "-m", "lab", "watch", "--snapshot",
+                             str(tmp_path / "f.png"), "--json"], capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode == 2
+    assert "give a path ending in .svg" in json.loads(result.stdout)["error"]["message"]
