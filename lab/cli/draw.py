@@ -15,11 +15,12 @@ from lab.model.errors import BadInput
 GRAPH_HELP = """A picture of a lab: routers (boxes, AS number), sites (hexagons), clients
 (ellipses), links with their impairments.
 
-From a topology file (no root needed; default: the default topology), or with --lab from a
-running lab: each site coloured, bordered and labelled by its state (announced: solid
-green; withdrawn: dashed vermillion; drained: dotted yellow; faulted: double purple), a
-dashed arrow from each client to the site that answers it (per family, with shares under
-ECMP), and the best paths to the anycast prefixes as thick blue arrows.
+From a topology file (no root needed; default: the default topology; a file given wins
+over $ANYCAST_LAB), or with --lab from a running lab: each site coloured, bordered and
+labelled by its state (announced: solid green; withdrawn: dashed vermillion; drained:
+dotted yellow; faulted: double purple), a dashed arrow from each client to the site
+that answers it (per family, with shares under ECMP), and the best paths to the anycast
+prefixes as thick blue arrows.
 
 Formats: svg and png (drawn by Graphviz; need -o FILE), dot and mermaid (text, to stdout
 or -o FILE). Without --format the file's suffix decides (.svg .png .dot .mmd), else dot."""
@@ -38,7 +39,10 @@ def graph(topology: Annotated[Path | None, typer.Argument(
     from lab.draw import render, text
 
     if topology is not None and lab is not None:
-        raise BadInput("give a topology file or --lab, not both")
+        if not any(a == "--lab" or a.startswith("--lab=") for a in sys.argv[1:]):
+            lab = None  # the shell's ANYCAST_LAB: the file given wins
+        else:
+            raise BadInput("give a topology file or --lab, not both")
     fmt = render.format_for(fmt, output)
     render.check_output(output)
     if lab is not None:
