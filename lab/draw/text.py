@@ -53,7 +53,8 @@ def _node_attrs(node: Node) -> dict[str, str]:
 def _edge_attrs(edge: Edge) -> dict[str, str]:
     if edge.kind == "answer":
         return {"label": edge.label, "style": "dashed", "color": palette.VERMILLION,
-                "fontcolor": palette.VERMILLION, "constraint": "false", "arrowhead": "vee"}
+                "fontcolor": palette.VERMILLION, "constraint": "false", "arrowhead": "vee",
+                "tailport": "s", "headport": "n"}
     attrs = {"dir": "none", "color": palette.BLACK if edge.link == "core" else palette.GREY}
     label = edge.label
     if edge.best:
