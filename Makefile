@@ -5,7 +5,7 @@ LAB := $(VENV)/bin/anycast-lab
 PYTEST := $(VENV)/bin/pytest
 TOPOLOGY ?= topologies/default.yaml
 
-.PHONY: install lab-up lab-down status test unit integration lint bench
+.PHONY: install lab-up lab-down status test unit integration lint bench docs
 
 install:
 	@scripts/install.sh
@@ -45,3 +45,8 @@ bench: install
 	$(VENV)/bin/python -m bench.abuse_bench
 	$(VENV)/bin/python -m bench.procs_bench
 	$(VENV)/bin/python -m bench.scale_bench
+
+# Every picture in docs/: the topologies' graphs; as root also the live pictures and the
+# failover timeline, from a lab of its own (scripts/docs.sh; DOCS_MEASURED=0 skips that).
+docs:
+	@scripts/docs.sh

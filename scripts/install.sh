@@ -7,7 +7,7 @@ set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 venv="${ANYCAST_LAB_VENV:-$here/.venv}"
 packages=(bird2 unbound bind9-dnsutils dnsperf wrk nftables iproute2 iputils-ping procps curl jq
-          util-linux python3 python3-venv python3-pip)
+          util-linux python3 python3-venv python3-pip graphviz)
 
 say() { printf 'install: %s\n' "$*"; }
 die() { printf 'install: error: %s\n' "$*" >&2; exit 3; }

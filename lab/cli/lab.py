@@ -435,17 +435,30 @@ def birdc(router: Annotated[str, typer.Argument(help="router name")],
 
 
 @app.command()
-def catchment(lab: LabOpt = None, json_out: JsonOpt = False) -> None:
+def catchment(lab: LabOpt = None, json_out: JsonOpt = False,
+              plot: Annotated[Path | None, typer.Option(
+                  "--plot", help="also draw clients x sites per family (a .png file)")]
+              = None) -> None:
     """Client -> site (from the service's answer), RTT and router path, both families."""
     from lab.host import env, labs
+    from lab.measure.failover import check_plot_path
     from lab.observe import catchment as cm
 
+    check_plot_path(plot, "the catchment matrix")
     env.require_linux_root()
-    report = cm.collect(labs.open_lab(lab))
+    opened = labs.open_lab(lab)
+    report = cm.collect(opened)
+    if plot is not None:
+        from lab.draw.catchment import draw
+
+        assert opened.topology is not None
+        report["plot"] = str(draw(report, list(opened.topology.sites), plot))
     if json_out:
         ui.emit_json(report)
     else:
         print_catchment(report)
+        if report.get("plot"):
+            ui.out.print(f"picture: {report['plot']}", highlight=False)
     raise typer.Exit(0 if report["ok"] else 1)
 
 

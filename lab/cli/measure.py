@@ -9,18 +9,21 @@ import typer
 
 from lab.cli import ui
 from lab.cli.main import JsonOpt, LabOpt, app
+from lab.model.errors import BadInput
 
 
 def print_failover(report: dict[str, Any]) -> None:
     rows = []
     for i, trial in enumerate(report["trials"], 1):
         for c in trial["clients"]:
-            rows.append([i, c["client"], c["site_before"], c["site_after"],
+            moved = c["site_after"] != c["site_before"] or c["lost"]
+            rows.append([i, c["client"], c.get("family", "ipv4"), c["site_before"],
+                         c["site_after"],
                          "never" if c["outage_ms"] is None else c["outage_ms"], c["lost"],
-                         c["recovery_ms"]])
+                         c["recovery_ms"] if moved else "-"])
     ui.out.print(ui.table(f"failover: {report['fault']} at {report['site']}",
-                          ["trial", "client", "before", "after", "outage ms", "lost",
-                           "recovery ms"], rows))
+                          ["trial", "client", "family", "before", "after", "outage ms",
+                           "lost", "recovery ms"], rows))
     s = report["summary"]
     ui.out.print(f"outage ms over {s['affected_client_trials']} affected client-trials: "
                  f"median {s['outage_ms']['median']}, p95 {s['outage_ms']['p95']}, "
@@ -34,7 +37,29 @@ measure_app = typer.Typer(help="Measure what clients see.", no_args_is_help=True
 app.add_typer(measure_app, name="measure")
 
 
-@measure_app.command("failover")
+FAILOVER_HELP = """Probe every client, inject the fault, heal it, repeat; report the outage.
+
+Each client asks the anycast DNS address (id.server) --rate times a second
+from its own namespace, over IPv4, IPv6 or both (--family).
+The table has a row per trial, client and family:
+
+\b
+before: the site answering most queries in the second before the fault.
+after: the site that answered the last query before the heal.
+outage ms: from the first query after the fault that failed (or was
+  answered by another site) to the first answer from `after`; 0 if the
+  client moved without a failed query; `never`: no answer before the heal.
+lost: queries without an answer between the fault and the heal.
+recovery ms: from the heal to the first answer from `before` again;
+  `-` for a client the fault did not touch (it never left).
+
+--plot draws every trial on one time axis (0: the fault) with markers:
+health check down, withdraw sent, route changed at each client's router,
+client answered elsewhere, fault healed, re-announced. Past 6 trials: a
+summary panel of every trial and the worst trials."""
+
+
+@measure_app.command("failover", help=FAILOVER_HELP)
 def measure_failover(
         site: Annotated[str, typer.Option("--site", help="the site to fail")],
         fault: Annotated[str, typer.Option("--fault", help="a fault (see `fail`) or drain")],
@@ -42,16 +67,21 @@ def measure_failover(
         rate: Annotated[float, typer.Option("--rate", help="queries/s per client",
                                             min=1, max=1000)] = 100.0,
         plot: Annotated[Path | None, typer.Option("--plot", help="timeline PNG")] = None,
+        family: Annotated[str, typer.Option(
+            "--family", help="ipv4, ipv6 or both: which anycast address the clients "
+                             "probe")] = "ipv4",
         lab: LabOpt = None, json_out: JsonOpt = False) -> None:
-    """Probe every client, inject the fault, heal it, repeat; report the outage."""
     from lab.host import env, labs
     from lab.measure import failover as mr
 
+    families = {"ipv4": ("ipv4",), "ipv6": ("ipv6",), "both": ("ipv4", "ipv6")}.get(family)
+    if families is None:
+        raise BadInput(f"--family {family}: give ipv4, ipv6 or both")
     plot = mr.check_plot_path(plot)  # before anything is measured
     env.require_linux_root()
     opened = labs.open_lab(lab)
     with ui.progress(f"measuring {fault} at {site}", quiet=json_out) as step:
-        report = mr.failover(opened, site, fault, trials, rate, plot, step)
+        report = mr.failover(opened, site, fault, trials, rate, plot, step, families)
     if json_out:
         ui.emit_json(report)
     else:

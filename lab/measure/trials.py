@@ -18,7 +18,7 @@ import statistics
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from lab.shared.wait import wait_until
@@ -36,6 +36,7 @@ class ClientTrial:
     lost: int
     recovery_ms: float | None
     queries: int
+    family: str = "ipv4"
 
 
 def _mode(samples: list[Sample]) -> str | None:
@@ -92,15 +93,18 @@ class TrialRecord:
     t_heal: float
     samples: dict[str, list[Sample]]
     clients: list[ClientTrial]
+    events: list[Any] = field(default_factory=list)  # lab.measure.events.Event
 
 
 def run_trial(clients: dict[str, str], server: str, rate_hz: float,
               inject: Callable[[], None], heal: Callable[[], None], *,
               settle_s: float = 1.0, max_wait_s: float = 10.0, hold_s: float = 1.0,
-              timeout_s: float = 0.1) -> TrialRecord:
+              timeout_s: float = 0.1, servers: dict[str, str] | None = None) -> TrialRecord:
     """Probe from every client (name -> netns), inject, wait for the clients to settle on
-    a site, hold, heal, wait for them to return; bounded by max_wait_s per phase."""
-    probes = {name: BackgroundProbe(server, rate_hz, settle_s + 2 * max_wait_s + 2 * hold_s,
+    a site, hold, heal, wait for them to return; bounded by max_wait_s per phase.
+    `servers`: a probe's own server address by name (default: `server`)."""
+    probes = {name: BackgroundProbe((servers or {}).get(name, server), rate_hz,
+                                    settle_s + 2 * max_wait_s + 2 * hold_s,
                                     timeout_s, netns).start() for name, netns in clients.items()}
     try:
         wait_until(lambda: all(len(p.samples) >= rate_hz * settle_s for p in probes.values()),
@@ -139,5 +143,8 @@ def _settled(probes: dict[str, BackgroundProbe], since: float, before: dict[str,
 
 
 def trial_json(record: TrialRecord) -> dict[str, Any]:
-    return {"clients": [asdict(c) for c in record.clients],
-            "heal_after_ms": round((record.t_heal - record.t_fault) * 1000, 1)}
+    out = {"clients": [asdict(c) for c in record.clients],
+           "heal_after_ms": round((record.t_heal - record.t_fault) * 1000, 1)}
+    if record.events:
+        out["events"] = [e.to_json(record.t_fault) for e in record.events]
+    return out

@@ -44,6 +44,8 @@ ERRORS: dict[str, list[str]] = {
     "token list": ["token", "list", "--lab", "Not-A-Lab"],
     "export containerlab": ["export", "containerlab", "/nonexistent/topology.yaml",
                             "-o", "/nonexistent/dir/out"],
+    "graph": ["graph", "--format", "gif"],
+    "watch": ["watch", "--lab", "Not-A-Lab"],
 }
 
 

@@ -4,7 +4,7 @@ The orchestrator's layers, lowest first; each may import only from itself and th
 before it:
 
     lab.model -> lab.host -> lab.render -> lab.export -> lab.observe -> lab.ops
-    -> lab.measure -> lab.cli
+    -> lab.draw -> lab.measure -> lab.cli
 
 Besides them:
 - `lab.shared` is what everyone may import; it imports nothing else from `lab/` or
@@ -27,7 +27,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 
 ORCHESTRATOR = ["lab.model", "lab.host", "lab.render", "lab.export", "lab.observe", "lab.ops",
-                "lab.measure", "lab.cli"]
+                "lab.draw", "lab.measure", "lab.cli"]
 SHARED = "lab.shared"
 SITES = "lab.sites"
 PROBES = "probes"
