@@ -15,11 +15,12 @@ from pathlib import Path
 
 from lab.model import names
 from lab.model.plan import AddressPlan
-from lab.shared import clients, pki, tokens
+from lab.shared import clients, identity, pki, tokens
 
 ISSUER = "https://issuer.anycast.lab"
 AUDIENCE = "anycast-lab"
 SERVICE_NAME = "introspect.anycast.lab"
+ISSUER_NAME = "issuer.anycast.lab"  # the name on the issuer's certificate
 LAB_CLIENTS = ("lab-admin", "healthd")
 CANARY_TTL_S = 7 * 24 * 3600
 
@@ -43,6 +44,14 @@ class Paths:
     @property
     def server_key(self) -> Path:
         return self.root / "server.key"
+
+    @property
+    def issuer_cert(self) -> Path:
+        return self.root / "issuer.pem"
+
+    @property
+    def issuer_key(self) -> Path:
+        return self.root / "issuer.key"
 
     @property
     def signing_key(self) -> Path:
@@ -111,18 +120,26 @@ def create(lab_dir: Path, plan: AddressPlan) -> Paths:
     key, cert = pki.issue_server_cert(ca_key, ca_cert, [SERVICE_NAME], server_addresses(plan))
     _write(p.server_key, key, private=True)
     _write(p.server_cert, cert)
+    issuer = plan.issuer
+    if issuer is not None:
+        key, cert = pki.issue_server_cert(ca_key, ca_cert, [ISSUER_NAME],
+                                          [str(issuer.interfaces[0].v4.ip),
+                                           str(issuer.interfaces[0].v6.ip)])
+        _write(p.issuer_key, key, private=True)
+        _write(p.issuer_cert, cert)
     signing = pki.create_signing_key()
     _write(p.signing_key, signing, private=True)
     _write(p.signing_pub, pki.public_pem(signing))
+    kid = identity.kid_of(signing)
     secrets = {cid: clients.generate_secret() for cid in LAB_CLIENTS}
     _write(p.secrets, json.dumps(secrets, indent=2), private=True)
     clients.write_registry(p.registry, secrets)
     active, active_claims = tokens.issue_token(
         signing, issuer=ISSUER, audience=AUDIENCE, client_id="healthd", sub="canary-active",
-        scope="health", ttl_s=CANARY_TTL_S)
+        scope="health", ttl_s=CANARY_TTL_S, kid=kid)
     revoked, revoked_claims = tokens.issue_token(
         signing, issuer=ISSUER, audience=AUDIENCE, client_id="healthd", sub="canary-revoked",
-        scope="health", ttl_s=CANARY_TTL_S)
+        scope="health", ttl_s=CANARY_TTL_S, kid=kid)
     _write(p.healthd_secret, secrets["healthd"], private=True)
     _write(p.canary_active, active, private=True)
     _write(p.canary_revoked, revoked, private=True)
