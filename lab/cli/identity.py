@@ -1,14 +1,16 @@
-"""`anycast-lab audit`: identity consistency of every site, one table, exit 1 on divergence."""
+"""Identity commands: `audit` (identity consistency of every site, one table, exit 1 on
+divergence) and `contain SITE` (withdraw a compromised site at once, measured)."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 import typer
 from rich.markup import escape
 
 from lab.cli import ui
 from lab.cli.main import JsonOpt, LabOpt, app
+from lab.host.lock import locked
 
 SHOWN = {"kids": "kids", "revocation_version": "rev. version", "revocation_age_s": "rev. age",
          "revoked_canary": "revoked canary", "active_canary": "active canary",
@@ -69,4 +71,30 @@ def audit(lab: LabOpt = None, json_out: JsonOpt = False) -> None:
         if not doc["divergent"]:
             ui.out.print("every site agrees", highlight=False)
     if doc["divergent"]:
+        raise typer.Exit(1)
+
+
+@app.command()
+def contain(site: Annotated[str, typer.Argument(help="site name")],
+            lab: LabOpt = None, json_out: JsonOpt = False) -> None:
+    """Contain a compromised site: withdraw it at once (its health daemon is killed, so
+    the speaker's watchdog withdraws; nothing announces until `heal SITE`) and measure
+    the time until no client reaches it; exit 1 if a client still does after 10 s."""
+    from lab.host import labs
+    from lab.measure.contain import contain as run_contain
+
+    opened = labs.open_lab(lab)
+    with locked(opened.name, "contain"):
+        doc = run_contain(opened, site)
+    if json_out:
+        ui.emit_json(doc)
+    else:
+        took = doc["unreached_after_ms"]
+        ui.out.print(f"{site} contained: " + (
+            f"no client reaches it {took:.0f} ms after the withdrawal began "
+            f"(before: {', '.join(doc['clients_before']) or 'no client'})" if took is not None
+            else f"clients still reach it after {doc['deadline_s']:g} s: "
+                 f"{', '.join(doc['still_reaching'])}") + f"; undo with `anycast-lab heal {site}`",
+            markup=False, highlight=False)
+    if doc["unreached_after_ms"] is None:
         raise typer.Exit(1)
