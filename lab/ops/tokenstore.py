@@ -28,7 +28,7 @@ from lab.render.credentials import AUDIENCE, ISSUER, ISSUER_NAME, client_secret,
 from lab.render.introspect import revocation_path
 from lab.render.issuer import PORT as ISSUER_PORT
 from lab.render.issuer import issuer_address, seed_site
-from lab.shared import https, revocation, tokens
+from lab.shared import https, identity, revocation, tokens
 from lab.shared.wait import wait_until
 
 # How long `revoke` waits for every site to hold the new revocation version.
@@ -82,9 +82,12 @@ def issue(lab_dir: Path, client_id: str, scope: str, ttl_s: int,
             "sub": sub or client_id}).body
         return doc["token"], doc["claims"]
     p = paths(lab_dir)
-    token, claims = tokens.issue_token(p.signing_key.read_bytes(), issuer=ISSUER,
-                                       audience=AUDIENCE, client_id=client_id,
-                                       sub=sub or client_id, scope=scope, ttl_s=ttl_s)
+    key = p.signing_key.read_bytes()
+    # Signed here (a lab without an issuer, or a caller that names no plan): with the
+    # key's kid all the same, so a site that verifies by kid accepts it.
+    token, claims = tokens.issue_token(key, issuer=ISSUER, audience=AUDIENCE,
+                                       client_id=client_id, sub=sub or client_id,
+                                       scope=scope, ttl_s=ttl_s, kid=identity.kid_of(key))
     with p.tokens.open("a") as f:
         f.write(json.dumps({k: claims[k] for k in ("jti", "sub", "client_id", "scope",
                                                     "iat", "exp")}) + "\n")
