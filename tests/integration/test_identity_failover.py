@@ -231,3 +231,39 @@ def test_failover_to_a_stale_site(make_lab, tmp_path: Path, coupling: bool) -> N
     wait_for(lambda: identity_of(lab, "ams")["revocation"]["version"]
              == doc["issuer_version"], timeout=10, message="ams caught up")
     print(f"ams caught up {time.monotonic() - started:.2f} s after the partition healed")
+
+
+def test_measure_exposure_with_coupling_on_never_accepts_at_the_stale_site(
+        lab: labs.Lab) -> None:
+    try:
+        code, doc = cli_json(lab, "measure", "exposure", "--site", "ams", "--window", "3")
+        assert code == 0, doc
+        assert doc["coupling"] is True and len(doc["trials"]) == 1
+        trial = doc["trials"][0]
+        assert trial["failover_forced_from"] == ["nyc"]
+        print(f"exposure with coupling on: {trial['exposure_ms']} ms")
+        assert trial["open_at_end"] is False
+        for client, seen in trial["clients"].items():
+            assert "ams" not in seen["sites"], (client, seen)
+            assert seen["first_inactive_ms"] is not None, (client, seen)
+    finally:
+        _whole(lab)
+
+
+def test_the_issuer_down_under_serve_stale_serves_until_the_bound(make_lab,
+                                                                  tmp_path: Path) -> None:
+    bound_s = 8.0
+    lab = make_lab(topology_copy(tmp_path, issuer_unreachable="serve-stale",
+                                 serve_stale_max_ms=int(bound_s * 1000)), prefix="is").up()
+    faults.inject(lab, lab.plan.issuer.name, "issuer")
+    sites = ("ams", "nyc", "sin")
+    wait_for(lambda: all(identity_of(lab, s)["revocation"]["age_s"] > MAX_STALENESS_S + 1
+                         for s in sites), timeout=15, message="every site stale")
+    # Stale everywhere, and no site fresh: every site keeps serving (availability).
+    assert all(site_routes(lab, s) > 0 for s in sites)
+    assert all(site_of(lab, c) == s for c, s in EXPECTED.items())
+    # Past the hard bound every site withdraws.
+    for site in sites:
+        wait_for(lambda s=site: site_routes(lab, s) == 0, timeout=bound_s + 10,
+                 message=f"{site} withdrawn past the serve-stale bound")
+    assert all(identity_of(lab, s)["revocation"]["age_s"] > bound_s for s in sites)
