@@ -75,8 +75,8 @@ def measure_exposure(
     from lab.host.lock import locked
     from lab.measure.exposure import exposure
 
-    env.require_linux_root()
     opened = labs.open_lab(lab)
+    env.require_linux_root()
     with locked(opened.name, "measure exposure"), \
             ui.progress(f"measuring exposure at {site}", quiet=json_out):
         report = exposure(opened, site, trials, rate, window)

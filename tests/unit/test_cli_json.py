@@ -42,6 +42,9 @@ ERRORS: dict[str, list[str]] = {
     "token issue": ["token", "issue", "--client", "c", "--ttl", "0"],
     "token revoke": ["token", "revoke", "a b"],
     "token list": ["token", "list", "--lab", "Not-A-Lab"],
+    "audit": ["audit", "--lab", "Not-A-Lab"],
+    "contain": ["contain", "ams", "--lab", "Not-A-Lab"],
+    "measure exposure": ["measure", "exposure", "--site", "ams", "--lab", "Not-A-Lab"],
 }
 
 
