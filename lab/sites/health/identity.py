@@ -22,6 +22,8 @@ import ssl
 import time
 from typing import Any
 
+import httpx
+
 from lab.shared import https
 from lab.sites.health.checks import Probe
 from lab.sites.health.config import IdentityCheck
@@ -80,6 +82,31 @@ class IdentityProbe(Probe):
     def __init__(self, cfg: IdentityCheck) -> None:
         self.cfg = cfg
         self.context: ssl.SSLContext | None = None
+        self.client: httpx.Client | None = None  # to the site's own service, kept open
+
+    def _own(self, timeout_s: float) -> dict[str, Any]:
+        if self.client is None:
+            self.client = httpx.Client(
+                verify=ssl.create_default_context(cafile=str(self.cfg.ca_file)),
+                http2=False, trust_env=False, follow_redirects=False,
+                limits=httpx.Limits(max_connections=1, max_keepalive_connections=1,
+                                    keepalive_expiry=30))
+        host = f"[{self.cfg.address}]" if ":" in self.cfg.address else self.cfg.address
+        try:
+            answer = self.client.get(f"https://{host}:{self.cfg.port}/identity",
+                                     headers={"Host": self.cfg.server_name},
+                                     timeout=httpx.Timeout(timeout_s),
+                                     extensions={"sni_hostname": self.cfg.server_name})
+            body = answer.json()
+        except (httpx.HTTPError, ValueError) as exc:
+            raise ValueError(str(exc) or type(exc).__name__) from None
+        if answer.status_code != 200 or not isinstance(body, dict):
+            raise ValueError(f"/identity answered {answer.status_code}")
+        return body
+
+    def close(self) -> None:
+        if self.client is not None:
+            self.client.close()
 
     def _get(self, address: str, port: int, timeout_s: float) -> dict[str, Any] | None:
         if self.context is None:
@@ -94,7 +121,7 @@ class IdentityProbe(Probe):
     def attempt(self, started: float) -> tuple[bool, str]:
         deadline = started + self.cfg.timeout_ms / 1000
         try:
-            own = self._get(self.cfg.address, self.cfg.port, self.cfg.timeout_ms / 1000)
+            own = self._own(self.cfg.timeout_ms / 1000)
         except (OSError, ValueError, ssl.SSLError) as exc:
             return False, f"/identity: {exc}"[:200]
         assert own is not None

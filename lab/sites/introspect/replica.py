@@ -18,8 +18,10 @@ off from the issuer goes stale, it does not go empty).
 
 from __future__ import annotations
 
+import http.client
 import json
 import logging
+import ssl
 import threading
 import time
 from pathlib import Path
@@ -63,6 +65,10 @@ class Replica:
         self.override: dict[str, bytes] | None = None
         self._override_sig: tuple[int, int] | None = None
         self._stop = threading.Event()
+        # Kept open between pulls (the issuer's keep-alive lasts 5 s; we pull every 0.5 s).
+        self._conn: http.client.HTTPSConnection | None = None
+        self._context = ssl.create_default_context(cafile=str(config.ca_file))
+        self._context.check_hostname = True
         self._thread: threading.Thread | None = None
         try:
             self.issuer_keys = identity.parse_jwks(json.loads(config.jwks_path.read_text()))
@@ -110,44 +116,55 @@ class Replica:
             self.sync_once()
             self._stop.wait(max(0.0, self.config.interval_s - (time.monotonic() - started)))
 
-    def _get(self, path: str, etag: str | None) -> https.Answer:
-        return https.request(self.config.address, self.config.port, "GET", path,
-                             ca_file=self.config.ca_file, server_name=self.config.server_name,
-                             headers={"If-None-Match": etag} if etag else None,
-                             timeout_s=self.config.timeout_s, context=self._context())
-
-    _ctx = None
-
-    def _context(self) -> Any:
-        if self._ctx is None:
-            import ssl
-
-            self._ctx = ssl.create_default_context(cafile=str(self.config.ca_file))
-        return self._ctx
+    def _get(self, path: str, etag: str | None) -> tuple[int, dict[str, str], Any]:
+        """One GET over the kept connection (opened again after any failure): status,
+        headers (lower-case names) and the JSON body (None when there is none)."""
+        if self._conn is None:
+            self._conn = http.client.HTTPSConnection(
+                self.config.address, self.config.port, timeout=self.config.timeout_s,
+                context=self._context)
+        headers = {"Host": self.config.server_name, "Accept": "application/json"}
+        if etag:
+            headers["If-None-Match"] = etag
+        try:
+            self._conn.request("GET", path, headers=headers)
+            response = self._conn.getresponse()
+            data = response.read(https.MAX_ANSWER)
+        except (OSError, http.client.HTTPException) as exc:
+            self._conn.close()
+            self._conn = None
+            if isinstance(exc, OSError):
+                raise
+            raise ValueError(f"{path}: {type(exc).__name__}") from None
+        try:
+            body = json.loads(data) if data else None
+        except ValueError:
+            body = None
+        return response.status, {k.lower(): v for k, v in response.getheaders()}, body
 
     def sync_once(self) -> bool:
         """One pull of both documents; True when both answered (200 or 304)."""
         self.attempts += 1
         try:
-            keys = self._get("/jwks", self.jwks_etag)
-            if keys.status == 200:
-                parsed = identity.parse_jwks(keys.body)
-                write_json_atomic(self.config.jwks_path, keys.body, 0o644, fsync=False)
+            status, headers, body = self._get("/jwks", self.jwks_etag)
+            if status == 200:
+                parsed = identity.parse_jwks(body)
+                write_json_atomic(self.config.jwks_path, body, 0o644, fsync=False)
                 with self.lock:
-                    self.issuer_keys, self.jwks_etag = parsed, keys.headers.get("etag")
-            elif keys.status != 304:
-                raise ValueError(f"/jwks answered {keys.status}")
-            feed = self._get("/revocations", identity.revocation_etag(self.version))
-            if feed.status == 200:
-                doc = identity.parse_feed(feed.body, self.version)
+                    self.issuer_keys, self.jwks_etag = parsed, headers.get("etag")
+            elif status != 304:
+                raise ValueError(f"/jwks answered {status}")
+            status, _, body = self._get("/revocations", identity.revocation_etag(self.version))
+            if status == 200:
+                doc = identity.parse_feed(body, self.version)
                 if doc.version != self.version:
                     write_json_atomic(self.revocation_path, {"version": doc.version,
                                                              "revoked": doc.revoked},
                                       0o644, indent=None)
                     self.version = doc.version
                     self.updates += 1
-            elif feed.status != 304:
-                raise ValueError(f"/revocations answered {feed.status}")
+            elif status != 304:
+                raise ValueError(f"/revocations answered {status}")
         except (OSError, ValueError) as exc:
             self.failures += 1
             reason = (exc.strerror if isinstance(exc, OSError) and exc.strerror
