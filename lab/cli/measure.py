@@ -67,6 +67,7 @@ def measure_exposure(
                                             min=1, max=200)] = 20.0,
         window: Annotated[float, typer.Option("--window", help="seconds probed after the "
                                               "revocation", min=1, max=120)] = 4.0,
+        plot: Annotated[Path | None, typer.Option("--plot", help="timeline PNG")] = None,
         lab: LabOpt = None, json_out: JsonOpt = False) -> None:
     """Revoke a token while every client introspects it through the anycast address, with
     SITE stale and a failover forced onto it: how long the revoked token is still accepted
@@ -74,12 +75,14 @@ def measure_exposure(
     from lab.host import env, labs
     from lab.host.lock import locked
     from lab.measure.exposure import exposure
+    from lab.measure.failover import check_plot_path
 
+    plot = check_plot_path(plot)  # before anything is measured
     opened = labs.open_lab(lab)
     env.require_linux_root()
     with locked(opened.name, "measure exposure"), \
             ui.progress(f"measuring exposure at {site}", quiet=json_out):
-        report = exposure(opened, site, trials, rate, window)
+        report = exposure(opened, site, trials, rate, window, plot)
     if json_out:
         ui.emit_json(report)
         return
@@ -99,3 +102,5 @@ def measure_exposure(
     ui.out.print(f"exposure window ms: median {s['median']}, max {s['max']}"
                  + (" (still open when probing stopped: at least the window)" if still else ""),
                  highlight=False)
+    if report.get("plot"):
+        ui.out.print(f"timeline: {report['plot']}")

@@ -21,6 +21,7 @@ import statistics
 import threading
 import time
 import urllib.parse
+from pathlib import Path
 from typing import Any
 
 from lab.host.labs import Lab
@@ -142,7 +143,7 @@ def trial(lab: Lab, site: str, rate_hz: float, window_s: float) -> dict[str, Any
             faults.heal(lab, name)
     result = analyse(samples, t0, t_end)
     return {"revoked_version": revoked["version"], "failover_forced_from": pushed,
-            "window_s": window_s, **result}
+            "window_s": window_s, **result, "_samples": samples, "_t0": t0}
 
 
 def _dist(values: list[float]) -> dict[str, float | None]:
@@ -154,15 +155,26 @@ def _dist(values: list[float]) -> dict[str, float | None]:
             "max": ordered[-1]}
 
 
-def exposure(lab: Lab, site: str, trials: int, rate_hz: float,
-             window_s: float) -> dict[str, Any]:
+def exposure(lab: Lab, site: str, trials: int, rate_hz: float, window_s: float,
+             plot: Path | None = None) -> dict[str, Any]:
+    """`trials` trials (see `trial`); with `plot`, the first one's timeline as a PNG."""
     assert lab.plan is not None and lab.topology is not None
     require_site(lab.plan, site)
     if lab.plan.issuer is None:
         raise BadInput(f"lab '{lab.name}' has no issuer: exposure needs a topology with "
                        "`issuer:`")
     runs = [trial(lab, site, rate_hz, window_s) for _ in range(trials)]
-    return {"site": site, "coupling": lab.topology.identity.coupling,
+    if plot is not None:
+        from lab.measure.exposure_plot import timeline
+
+        coupling = "on" if lab.topology.identity.coupling else "off"
+        timeline(runs[0]["_samples"], runs[0]["_t0"], plot,
+                 f"revoked token, {site} cut off from the issuer, failover forced onto it "
+                 f"(identity coupling {coupling})")
+    for run in runs:
+        del run["_samples"], run["_t0"]
+    return {"site": site, "plot": str(plot) if plot else None,
+            "coupling": lab.topology.identity.coupling,
             "max_staleness_ms": lab.topology.identity.max_staleness_ms,
             "trials": runs,
             "summary": {"exposure_ms": _dist([r["exposure_ms"] for r in runs]),
