@@ -98,8 +98,14 @@ class IdentityProbe(Probe):
                                      timeout=httpx.Timeout(timeout_s),
                                      extensions={"sni_hostname": self.cfg.server_name})
             body = answer.json()
+        except httpx.TimeoutException:
+            raise TimeoutError("timeout (/identity call)") from None
         except (httpx.HTTPError, ValueError) as exc:
             raise ValueError(str(exc) or type(exc).__name__) from None
+        # On the health listener the service says whether it is saturated (as for the
+        # introspection check: under `absorb` a timeout then gives no verdict).
+        flag = answer.headers.get("x-anycast-saturated")
+        self.saturated = None if flag is None else flag == "1"
         if answer.status_code != 200 or not isinstance(body, dict):
             raise ValueError(f"/identity answered {answer.status_code}")
         return body
@@ -120,8 +126,11 @@ class IdentityProbe(Probe):
 
     def attempt(self, started: float) -> tuple[bool, str]:
         deadline = started + self.cfg.timeout_ms / 1000
+        self.saturated = None
         try:
             own = self._own(self.cfg.timeout_ms / 1000)
+        except TimeoutError as exc:
+            return False, str(exc)
         except (OSError, ValueError, ssl.SSLError) as exc:
             return False, f"/identity: {exc}"[:200]
         assert own is not None
