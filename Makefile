@@ -50,3 +50,4 @@ bench: install
 # failover timeline, from a lab of its own (scripts/docs.sh; DOCS_MEASURED=0 skips that).
 docs:
 	@scripts/docs.sh
+	$(VENV)/bin/python -m bench.identity_bench

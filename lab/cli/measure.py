@@ -86,3 +86,51 @@ def measure_failover(
         ui.emit_json(report)
     else:
         print_failover(report)
+
+
+@measure_app.command("exposure")
+def measure_exposure(
+        site: Annotated[str, typer.Option("--site", help="the site cut off from the issuer, "
+                                          "onto which a failover is forced")],
+        trials: Annotated[int, typer.Option("--trials", min=1, max=50)] = 1,
+        rate: Annotated[float, typer.Option("--rate", help="introspections/s per client",
+                                            min=1, max=200)] = 20.0,
+        window: Annotated[float, typer.Option("--window", help="seconds probed after the "
+                                              "revocation", min=1, max=120)] = 4.0,
+        plot: Annotated[Path | None, typer.Option("--plot", help="timeline PNG")] = None,
+        lab: LabOpt = None, json_out: JsonOpt = False) -> None:
+    """Revoke a token while every client introspects it through the anycast address, with
+    SITE stale and a failover forced onto it: how long the revoked token is still accepted
+    (the lab's identity.coupling decides whether SITE withdrew first)."""
+    from lab.host import env, labs
+    from lab.host.lock import locked
+    from lab.measure.exposure import exposure
+    from lab.measure.failover import check_plot_path
+
+    plot = check_plot_path(plot)  # before anything is measured
+    opened = labs.open_lab(lab)
+    env.require_linux_root()
+    with locked(opened.name, "measure exposure"), \
+            ui.progress(f"measuring exposure at {site}", quiet=json_out):
+        report = exposure(opened, site, trials, rate, window, plot)
+    if json_out:
+        ui.emit_json(report)
+        return
+    rows = []
+    for i, t in enumerate(report["trials"], 1):
+        for client, c in t["clients"].items():
+            rows.append([i, client, ", ".join(c["sites"]) or "-", c["accepted_after_revocation"],
+                         ", ".join(c["accepted_by"]) or "-",
+                         "-" if c["first_inactive_ms"] is None else c["first_inactive_ms"],
+                         "-" if c["last_active_ms"] is None else c["last_active_ms"]])
+    coupling = "on" if report["coupling"] else "off"
+    ui.out.print(ui.table(f"exposure: revoked token, {site} stale, coupling {coupling}",
+                          ["trial", "client", "answered by", "accepted after revocation",
+                           "accepted by", "first inactive ms", "last active ms"], rows))
+    s = report["summary"]["exposure_ms"]
+    still = any(t["open_at_end"] for t in report["trials"])
+    ui.out.print(f"exposure window ms: median {s['median']}, max {s['max']}"
+                 + (" (still open when probing stopped: at least the window)" if still else ""),
+                 highlight=False)
+    if report.get("plot"):
+        ui.out.print(f"timeline: {report['plot']}")

@@ -28,7 +28,7 @@ def token_issue(client: Annotated[str, typer.Option("--client", help="client id"
 
     tokenstore.check_ttl(ttl)
     opened = labs.open_lab(lab)
-    token, claims = tokenstore.issue(opened.journal.dir, client, scope, ttl, sub)
+    token, claims = tokenstore.issue(opened.journal.dir, client, scope, ttl, sub, opened.plan)
     if json_out:
         ui.emit_json({"token": token, "claims": claims})
     else:
@@ -48,15 +48,27 @@ def token_revoke(what: Annotated[str, typer.Argument(help="a token id (jti) or a
     jti = tokenstore.jti_of(what)
     opened = labs.open_lab(lab)
     assert opened.plan is not None
+    extra: dict = {}
     with locked(opened.name, "token revoke"):
-        versions, already = tokenstore.revoke_sites(opened.journal.dir, opened.plan, jti)
+        if opened.plan.issuer is not None:
+            doc = tokenstore.revoke_via_issuer(opened.journal.dir, opened.plan, jti)
+            versions = doc["versions"]
+            already = [] if doc["added"] else list(versions)
+            extra = {"issuer_version": doc["version"], "propagated_ms": doc["propagated_ms"]}
+        else:
+            versions, already = tokenstore.revoke_sites(opened.journal.dir, opened.plan, jti)
     if json_out:
         ui.emit_json({"jti": jti, "versions": versions,
                       "already_revoked": bool(versions) and len(already) == len(versions),
-                      "already_revoked_on": already})
+                      "already_revoked_on": already, **extra})
     else:
-        ui.out.print(tokenstore.revoke_text(jti, versions, already), markup=False,
-                     highlight=False, soft_wrap=True)
+        text = tokenstore.revoke_text(jti, versions, already)
+        if extra:
+            late = [s for s, ms in extra["propagated_ms"].items() if ms is None]
+            text += (f"; issuer version {extra['issuer_version']}"
+                     + (f"; not yet at {', '.join(late)} (stale or cut off)" if late else
+                        "; every site holds it"))
+        ui.out.print(text, markup=False, highlight=False, soft_wrap=True)
 
 
 @token_app.command("list")

@@ -37,7 +37,8 @@ KILL_WAIT_S = 2.0  # how long a SIGKILLed process may take to be gone (milliseco
 # What the launcher runs: `python -m MODULE` daemons and console scripts of this
 # interpreter's environment, each with what its entry point imports.
 LAUNCHED = {"lab.sites.health": "lab.sites.health.cli",
-            "lab.sites.introspect": "lab.sites.introspect.server"}
+            "lab.sites.introspect": "lab.sites.introspect.server",
+            "lab.sites.issuer": "lab.sites.issuer.server"}
 LAUNCHED_SCRIPTS = {"exabgp": "exabgp.application.main"}
 LAUNCHER_ENV = "ANYCAST_LAB_LAUNCHER"  # "exec": start every daemon by nsenter (to compare)
 LAUNCHER_TIMEOUT_S = 30.0

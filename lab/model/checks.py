@@ -109,6 +109,17 @@ def check_references(topo: Topology) -> Iterator[Finding]:
                        "the failover site must differ from the expected site"
                        if len(client.expect_sites) == 1 and len(client.failover_sites) == 1
                        else f"the failover site '{site}' is also an expected site")
+    if topo.issuer is not None:
+        if topo.issuer.router not in topo.routers:
+            yield ("issuer.router",
+                   f"unknown router '{topo.issuer.router}' (known: {_known(routers)})")
+        name = topo.issuer.name
+        if name in RESERVED_NAMES or len(name) > MAX_NAME or not NAME_RE.fullmatch(name) \
+                or "--" in name:
+            yield ("issuer.name", f"{quoted(name)} is not a usable node name: lowercase "
+                                  f"letters, digits and '-', at most {MAX_NAME} characters")
+        elif name in topo.routers or name in topo.sites or name in topo.clients:
+            yield ("issuer.name", f"duplicate name '{name}': already a router, site or client")
     if not topo.sites:
         yield ("sites", "at least one site is required")
     if not topo.routers:

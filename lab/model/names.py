@@ -70,6 +70,12 @@ HEALTHD_CONF = "healthd.json"
 HEALTH_STATE = "health-state.json"
 HEALTH_EVENTS = "health-events.jsonl"
 DRAIN = "drain"                  # present while the site is drained
+JWKS = "jwks.json"               # a site's replica of the issuer's keys (the seed at `up`)
+JWKS_OVERRIDE = "jwks-override.json"  # present: the keys a site serves instead (wrong-key)
+
+# The issuer: its config, its authoritative revocation list (REVOCATION) and what it issued.
+ISSUER_CONF = "issuer.json"
+ISSUED_TOKENS = "tokens.jsonl"
 
 
 def log_name(daemon: str) -> str:

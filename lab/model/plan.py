@@ -2,8 +2,9 @@
 namespace, interface and address the lab will have.
 
 Link order is fixed: router-to-router links in file order, then each site's attachment,
-then each client's attachment. Link i gets the i-th /31 of `pools.links4` and the i-th
-/64 of `pools.links6`; its first end (the router, for attachments) takes the lower
+then each client's attachment, then the issuer's (last, so that adding an issuer moves
+no other address). Link i gets the i-th /31 of `pools.links4` and the i-th /64 of
+`pools.links6`; its first end (the router, for attachments) takes the lower
 address. An interface is named after the node at its other end, so `ip -br addr` in
 router r-eu shows `r-us`, `ams`, `c-eu`.
 """
@@ -18,7 +19,8 @@ from lab.model.errors import BadInput
 from lab.model.names import netns_name
 from lab.model.topology import Impairment, Topology
 
-Role = Literal["router", "site", "client"]
+Role = Literal["router", "site", "client", "issuer"]
+LinkKind = Literal["core", "site", "client", "issuer"]
 
 
 @dataclass(frozen=True)
@@ -35,7 +37,7 @@ class Interface:
 @dataclass(frozen=True)
 class LinkPlan:
     index: int
-    kind: Literal["core", "site", "client"]
+    kind: LinkKind
     a: str
     b: str
     net4: ipaddress.IPv4Network
@@ -78,6 +80,12 @@ class AddressPlan:
     def anycast(self) -> list[str]:
         return [str(self.anycast4), str(self.anycast6)]
 
+    @property
+    def issuer(self) -> NodePlan | None:
+        """The lab's issuer node, or None for a lab without one."""
+        found = self.by_role("issuer")
+        return found[0] if found else None
+
     def node_by_address(self) -> dict[str, str]:
         """Every interface address of the lab (both families, as text) -> its node."""
         return {str(ip): n.name for n in self.nodes.values() for i in n.interfaces
@@ -106,11 +114,17 @@ def build_plan(topo: Topology) -> AddressPlan:
                                router=s.router)
     for name, c in topo.clients.items():
         nodes[name] = NodePlan(name, "client", netns_name(topo.name, name), router=c.router)
+    if topo.issuer is not None:
+        nodes[topo.issuer.name] = NodePlan(topo.issuer.name, "issuer",
+                                           netns_name(topo.name, topo.issuer.name),
+                                           router=topo.issuer.router)
 
-    pairs: list[tuple[Literal["core", "site", "client"], str, str, Impairment | None]] = [
+    pairs: list[tuple[LinkKind, str, str, Impairment | None]] = [
         ("core", ln.endpoints[0], ln.endpoints[1], ln.impair) for ln in topo.links]
     pairs += [("site", s.router, name, None) for name, s in topo.sites.items()]
     pairs += [("client", c.router, name, None) for name, c in topo.clients.items()]
+    if topo.issuer is not None:
+        pairs.append(("issuer", topo.issuer.router, topo.issuer.name, None))
 
     subnets4 = pool4.subnets(new_prefix=31)
     subnets6 = pool6.subnets(new_prefix=64)
@@ -129,7 +143,7 @@ def build_plan(topo: Topology) -> AddressPlan:
             nodes[b].gateway4, nodes[b].gateway6 = a4.ip, a6.ip
 
     for node in nodes.values():
-        if node.router_id is None and node.role != "client" and node.interfaces:
+        if node.router_id is None and node.role in ("router", "site") and node.interfaces:
             node.router_id = str(node.interfaces[0].v4.ip)
     return AddressPlan(topo.name, ipaddress.IPv4Network(topo.anycast.ipv4),
                        ipaddress.IPv6Network(topo.anycast.ipv6), nodes, links)

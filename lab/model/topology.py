@@ -220,6 +220,41 @@ class Health(Strict):
                                  "healthd only")
 
 
+class Issuer(Strict):
+    """The lab's token issuer: a node of its own (namespace, unicast address from the
+    links pool) attached to a router, holding the signing keys (a JWKS) and the
+    authoritative revocation list, served over HTTPS. Sites replicate both from it."""
+
+    router: str = Field(description="the router the issuer attaches to")
+    name: str = Field("issuer", description="the issuer node's name (a namespace and an "
+                      "interface name on its router, like any node)")
+
+
+IssuerPolicy = Literal["fail-closed", "serve-stale"]
+
+
+class Identity(Strict):
+    """How sites replicate identity state from the issuer, and how their health depends
+    on it (only with an `issuer`)."""
+
+    coupling: bool = Field(True, strict=True, description="freshness-coupled health: a "
+                           "site whose revocation state is older than max_staleness_ms, or "
+                           "whose key set differs from the issuer's, withdraws")
+    sync_interval_ms: int = Field(500, ge=50, le=600_000, description="how often each site "
+                                  "pulls the JWKS and the revocation feed (conditional GETs)")
+    max_staleness_ms: int = Field(2000, ge=100, le=3_600_000, description="revocation state "
+                                  "older than this is stale (with coupling: the site "
+                                  "withdraws)")
+    issuer_unreachable: IssuerPolicy = Field(
+        "fail-closed", description="when the issuer is unreachable from every site: "
+        "fail-closed = every site withdraws once stale (total outage, no revoked token "
+        "accepted); serve-stale = sites keep serving their stale state up to "
+        "serve_stale_max_ms (availability over revocation freshness)")
+    serve_stale_max_ms: int = Field(30_000, ge=0, le=86_400_000, description="serve-stale: "
+                                    "the hard bound on the state's age, after which a site "
+                                    "withdraws anyway")
+
+
 class Up(Strict):
     """How `anycast-lab up` treats this lab: not part of what the lab is (changing it does
     not make a running lab 'different')."""
@@ -341,10 +376,14 @@ class Topology(Strict):
     sites: dict[str, Site] = Field(max_length=MAX_SITES)
     clients: dict[str, Client] = Field({}, max_length=MAX_CLIENTS)
     links: list[Link] = Field([], max_length=MAX_LINKS)
+    issuer: Issuer | None = Field(None, description="the lab's token issuer node; none: "
+                                  "each site's revocation list is written in place")
+    identity: Identity = Identity()
     up: Up = Up()
 
     def node_names(self) -> list[str]:
-        return [*self.routers, *self.sites, *self.clients]
+        extra = [self.issuer.name] if self.issuer is not None else []
+        return [*self.routers, *self.sites, *self.clients, *extra]
 
 
 def duration_us(text: str) -> float:

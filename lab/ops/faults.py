@@ -85,6 +85,11 @@ class Fault(ABC):
     def heal_rank(self) -> int:
         return 0  # network faults first, in the order they were made
 
+    @property
+    def at_issuer(self) -> bool:
+        """Made at the lab's issuer node instead of a site."""
+        return False
+
 
 @dataclass(frozen=True, kw_only=True)
 class ProcessFault(Fault):
@@ -209,8 +214,15 @@ def _save(lab: Lab, faults: dict[str, Record]) -> None:
     safefs.write_json_atomic(_faults_file(lab), faults, durable=True, sort_keys=False)
 
 
-def _site(lab: Lab, site: str) -> NodePlan:
+def _site(lab: Lab, site: str, fault: Fault | None = None) -> NodePlan:
+    """The site (or, for a fault made at the issuer, the issuer node) called `site`."""
     assert lab.plan is not None
+    issuer = lab.plan.issuer
+    if issuer is not None and site == issuer.name and (fault is None or fault.at_issuer):
+        return issuer
+    if fault is not None and fault.at_issuer:
+        where = f"the issuer '{issuer.name}'" if issuer is not None else "an issuer (none here)"
+        raise BadInput(f"fault '{fault.name}' is made at {where}, not at a site")
     return require_site(lab.plan, site)
 
 
@@ -224,8 +236,8 @@ def _process(lab: Lab, site: str, daemon: str) -> procs.ProcessRecord:
 
 def inject(lab: Lab, site: str, what: str) -> Record:
     """Inject one fault; returns its record (with the monotonic and wall-clock instant)."""
-    node = _site(lab, site)
     fault = lookup(what)
+    node = _site(lab, site, fault)
     key = f"{site}:{what}"
     faults = active(lab)
     if key in faults:
@@ -322,3 +334,13 @@ def _set_link(netns: str, ifname: str, state: str) -> None:
     with IPRoute(netns=netns, flags=0) as ipr:
         index = ipr.link_lookup(ifname=ifname)[0]
         ipr.link("set", index=index, state=state)
+
+
+def _identity_faults() -> list[Fault]:
+    # Defined in their own module, on the classes and helpers above (so: last).
+    from lab.ops.identity_faults import IDENTITY_FAULTS
+
+    return IDENTITY_FAULTS
+
+
+REGISTRY.update(_registry(_identity_faults()))

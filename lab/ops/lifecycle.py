@@ -129,7 +129,7 @@ def _build(topology: Topology, plan: AddressPlan, progress: Progress,
                             yaml.safe_dump(topology.model_dump(mode="json"), sort_keys=False))
         made = credentials.create(journal.dir, plan)
         canary = credentials.canaries(journal.dir)["revoked_jti"]
-        tokenstore.revoke(journal.dir, plan, canary)  # every site starts knowing it
+        tokenstore.revoke_at_up(journal.dir, plan, canary)  # every site starts knowing it
         progress(f"lab CA, certificate and signing key in {made.root}")
         specs = launch.lab_specs(topology, plan, journal.dir)
         launch.prepare(specs)

@@ -1,7 +1,12 @@
 """`anycast-lab token`: issue lab tokens, revoke them on every site, list them.
 
-Issued tokens are recorded by metadata only (jti, subject, client, scope, expiry) in
-<lab dir>/pki/tokens.jsonl; the token itself is printed once and never stored.
+In a lab with an issuer node every call goes to the issuer over the lab network, from
+inside the namespace of the issuer's router (`lab.shared.https`): the issuer signs, records
+the token's metadata and holds the revocation list; the sites learn of a revocation when
+they next pull the feed, so `revoke` waits (bounded) until every site holds the new
+version and says how long that took. In a lab without one, tokens are signed here, their
+metadata recorded in <lab dir>/pki/tokens.jsonl, and a revocation is written into every
+site's list in place. Either way the token itself is printed once and never stored.
 
 Input is checked before any lab is opened: a lifetime of 1 s to MAX_TTL_S, a token id
 of 1 to MAX_JTI printable characters.
@@ -16,12 +21,18 @@ from typing import Any
 
 import jwt
 
-from lab.model.errors import BadInput
+from lab.model.errors import BadInput, LabError
 from lab.model.names import node_dir
 from lab.model.plan import AddressPlan
-from lab.render.credentials import AUDIENCE, ISSUER, paths
+from lab.render.credentials import AUDIENCE, ISSUER, ISSUER_NAME, client_secret, paths
 from lab.render.introspect import revocation_path
-from lab.shared import revocation, tokens
+from lab.render.issuer import PORT as ISSUER_PORT
+from lab.render.issuer import issuer_address, seed_site
+from lab.shared import https, identity, revocation, tokens
+from lab.shared.wait import wait_until
+
+# How long `revoke` waits for every site to hold the new revocation version.
+PROPAGATION_WAIT_S = 10.0
 
 # A lab token lives no longer than its lab; a year is longer than any lab, and keeps
 # `exp` where every clock function (and a 32-bit time_t, until 2038) can show it.
@@ -40,13 +51,43 @@ def check_ttl(ttl_s: int) -> int:
     return ttl_s
 
 
+def call_issuer(lab_dir: Path, plan: AddressPlan, method: str, path: str,
+                body: Any = None, timeout_s: float = 5.0) -> https.Answer:
+    """One admin call to the issuer, from its router's namespace; LabError when the
+    issuer does not answer or refuses."""
+    issuer = plan.issuer
+    assert issuer is not None and issuer.router is not None
+    address = issuer_address(issuer)
+    try:
+        answer = https.request(
+            address, ISSUER_PORT, method, path, ca_file=paths(lab_dir).ca_cert,
+            server_name=ISSUER_NAME, netns=plan.nodes[issuer.router].netns, body=body,
+            headers={"Authorization": https.basic("lab-admin",
+                                                  client_secret(lab_dir, "lab-admin"))},
+            timeout_s=timeout_s)
+    except (OSError, ValueError) as exc:
+        raise LabError(f"the issuer at {address}:{ISSUER_PORT} does not answer ({exc}): "
+                       f"is it running? (`anycast-lab heal {issuer.name}`)") from None
+    if answer.status != 200 or not isinstance(answer.body, dict):
+        raise LabError(f"the issuer answered {method} {path} with HTTP {answer.status}")
+    return answer
+
+
 def issue(lab_dir: Path, client_id: str, scope: str, ttl_s: int,
-          sub: str | None = None) -> tuple[str, dict[str, Any]]:
-    p = paths(lab_dir)
+          sub: str | None = None, plan: AddressPlan | None = None) -> tuple[str, dict[str, Any]]:
     check_ttl(ttl_s)
-    token, claims = tokens.issue_token(p.signing_key.read_bytes(), issuer=ISSUER,
-                                       audience=AUDIENCE, client_id=client_id,
-                                       sub=sub or client_id, scope=scope, ttl_s=ttl_s)
+    if plan is not None and plan.issuer is not None:
+        doc = call_issuer(lab_dir, plan, "POST", "/tokens", {
+            "client_id": client_id, "scope": scope, "ttl_s": ttl_s,
+            "sub": sub or client_id}).body
+        return doc["token"], doc["claims"]
+    p = paths(lab_dir)
+    key = p.signing_key.read_bytes()
+    # Signed here (a lab without an issuer, or a caller that names no plan): with the
+    # key's kid all the same, so a site that verifies by kid accepts it.
+    token, claims = tokens.issue_token(key, issuer=ISSUER, audience=AUDIENCE,
+                                       client_id=client_id, sub=sub or client_id,
+                                       scope=scope, ttl_s=ttl_s, kid=identity.kid_of(key))
     with p.tokens.open("a") as f:
         f.write(json.dumps({k: claims[k] for k in ("jti", "sub", "client_id", "scope",
                                                     "iat", "exp")}) + "\n")
@@ -75,13 +116,61 @@ def jti_of(text: str) -> str:
     return text
 
 
+def revoke_at_up(lab_dir: Path, plan: AddressPlan, jti: str) -> None:
+    """Before any daemon runs: revoke the jti (the health checks' revoked canary) where
+    the lab keeps its revocations, and give every site its starting state."""
+    if plan.issuer is None:
+        revoke(lab_dir, plan, jti)
+        return
+    issuer_dir = node_dir(lab_dir, plan.issuer.name)
+    issuer_dir.mkdir(parents=True, exist_ok=True)
+    revocation.revoke_if_new(revocation_path(issuer_dir), jti)
+    for site in plan.by_role("site"):
+        seed_site(node_dir(lab_dir, site.name), issuer_dir, paths(lab_dir))
+
+
+def site_versions(lab_dir: Path, plan: AddressPlan) -> dict[str, int]:
+    """The revocation version each site holds now (its replica's list)."""
+    out = {}
+    for site in plan.by_role("site"):
+        try:
+            out[site.name] = revocation.read_revocations(
+                revocation_path(node_dir(lab_dir, site.name)))[0]
+        except ValueError:
+            out[site.name] = -1
+    return out
+
+
+def revoke_via_issuer(lab_dir: Path, plan: AddressPlan, jti: str,
+                      wait_s: float = PROPAGATION_WAIT_S) -> dict[str, Any]:
+    """Revoke at the issuer, then wait (bounded) until every site holds that version.
+    Returns the issuer's answer with `propagated_ms` per site (None: not within wait_s)."""
+    started = time.monotonic()
+    doc = call_issuer(lab_dir, plan, "POST", "/revoke", {"jti": jti}).body
+    target = doc["version"]
+    arrived: dict[str, float | None] = dict.fromkeys(s.name for s in plan.by_role("site"))
+
+    def all_there() -> bool:
+        for site, version in site_versions(lab_dir, plan).items():
+            if arrived[site] is None and version >= target:
+                arrived[site] = round((time.monotonic() - started) * 1000, 1)
+        return all(v is not None for v in arrived.values())
+
+    wait_until(all_there, wait_s, interval_s=0.01)
+    return {**doc, "propagated_ms": arrived, "versions": site_versions(lab_dir, plan)}
+
+
 def revoke_sites(lab_dir: Path, plan: AddressPlan,
                  jti: str) -> tuple[dict[str, int], list[str]]:
     """Add the jti to every site's revocation list that does not hold it yet.
 
     Returns each list's version afterwards, and the sites where the jti was already
     revoked: their list is left as it was (same version), so revoking twice is a no-op.
+    With an issuer: revoked there, and each site's version once it has pulled it.
     """
+    if plan.issuer is not None:
+        doc = revoke_via_issuer(lab_dir, plan, jti)
+        return doc["versions"], ([] if doc["added"] else list(doc["versions"]))
     versions, already = {}, []
     for site in plan.by_role("site"):
         path = revocation_path(node_dir(lab_dir, site.name))
@@ -112,15 +201,24 @@ def revoke_text(jti: str, versions: dict[str, int], already: list[str]) -> str:
     return text
 
 
-def listing(lab_dir: Path, plan: AddressPlan) -> list[dict[str, Any]]:
+def _issued(lab_dir: Path, plan: AddressPlan) -> list[str]:
+    """The metadata lines of every token issued (JSON text, one per token)."""
+    if plan.issuer is not None:
+        doc = call_issuer(lab_dir, plan, "GET", "/tokens").body
+        return [json.dumps(t) for t in doc.get("tokens", [])]
     p = paths(lab_dir)
-    if not p.tokens.exists():
+    return p.tokens.read_text().splitlines() if p.tokens.exists() else []
+
+
+def listing(lab_dir: Path, plan: AddressPlan) -> list[dict[str, Any]]:
+    issued = _issued(lab_dir, plan)
+    if not issued:
         return []
     lists = {s.name: revocation.read_revocations(
         revocation_path(node_dir(lab_dir, s.name)))[1] for s in plan.by_role("site")}
     now = time.time()
     out = []
-    for line in p.tokens.read_text().splitlines():
+    for line in issued:
         try:
             meta = json.loads(line)
         except ValueError:  # a line torn by a crash while it was appended

@@ -16,11 +16,12 @@ from pathlib import Path
 
 from lab.model import names
 from lab.model.plan import AddressPlan
-from lab.shared import clients, pki, tokens
+from lab.shared import clients, identity, pki, tokens
 
 ISSUER = "https://issuer.anycast.lab"
 AUDIENCE = "anycast-lab"
 SERVICE_NAME = "introspect.anycast.lab"
+ISSUER_NAME = "issuer.anycast.lab"  # the name on the issuer's certificate
 LAB_CLIENTS = ("lab-admin", "healthd")
 CANARY_TTL_S = 7 * 24 * 3600
 
@@ -44,6 +45,14 @@ class Paths:
     @property
     def server_key(self) -> Path:
         return self.root / "server.key"
+
+    @property
+    def issuer_cert(self) -> Path:
+        return self.root / "issuer.pem"
+
+    @property
+    def issuer_key(self) -> Path:
+        return self.root / "issuer.key"
 
     @property
     def signing_key(self) -> Path:
@@ -126,9 +135,17 @@ def material(plan: AddressPlan) -> dict[str, tuple[bytes, bool]]:
     key, cert = pki.issue_server_cert(ca_key, ca_cert, [SERVICE_NAME], server_addresses(plan))
     put(p.server_key, key, private=True)
     put(p.server_cert, cert)
+    issuer = plan.issuer
+    if issuer is not None:
+        key, cert = pki.issue_server_cert(ca_key, ca_cert, [ISSUER_NAME],
+                                          [str(issuer.interfaces[0].v4.ip),
+                                           str(issuer.interfaces[0].v6.ip)])
+        put(p.issuer_key, key, private=True)
+        put(p.issuer_cert, cert)
     signing = pki.create_signing_key()
     put(p.signing_key, signing, private=True)
     put(p.signing_pub, pki.public_pem(signing))
+    kid = identity.kid_of(signing)
     secrets = {cid: clients.generate_secret() for cid in LAB_CLIENTS}
     put(p.secrets, json.dumps(secrets, indent=2), private=True)
     with tempfile.TemporaryDirectory() as tmp:  # the registry's own writer, its bytes kept
@@ -136,10 +153,10 @@ def material(plan: AddressPlan) -> dict[str, tuple[bytes, bool]]:
         put(p.registry, (Path(tmp) / p.registry.name).read_bytes(), private=True)
     active, active_claims = tokens.issue_token(
         signing, issuer=ISSUER, audience=AUDIENCE, client_id="healthd", sub="canary-active",
-        scope="health", ttl_s=CANARY_TTL_S)
+        scope="health", ttl_s=CANARY_TTL_S, kid=kid)
     revoked, revoked_claims = tokens.issue_token(
         signing, issuer=ISSUER, audience=AUDIENCE, client_id="healthd", sub="canary-revoked",
-        scope="health", ttl_s=CANARY_TTL_S)
+        scope="health", ttl_s=CANARY_TTL_S, kid=kid)
     put(p.healthd_secret, secrets["healthd"], private=True)
     put(p.canary_active, active, private=True)
     put(p.canary_revoked, revoked, private=True)

@@ -61,8 +61,24 @@ def health_config(topo: Topology, plan: AddressPlan, site: NodePlan, node_dir: P
              "revoked_token_file": str(pki.canary_revoked),
              # The 401 probe is logged by the service (an auth failure): every 10th run.
              "unauthenticated_every": 10, **pace(topo, "introspect")},
+            *identity_checks(topo, plan, site, pki),
         ],
     }
+
+
+def identity_checks(topo: Topology, plan: AddressPlan, site: NodePlan,
+                    pki: Paths) -> list[dict[str, Any]]:
+    """The freshness-coupled identity check (a lab with an issuer and identity.coupling):
+    the site's replicated state must hold the issuer's keys and be fresh."""
+    if plan.issuer is None or not topo.identity.coupling:
+        return []
+    ident = topo.identity
+    return [{"type": "identity", "name": "identity", "address": HEALTH_ADDRESS,
+             "port": HEALTH_PORT, "server_name": SERVICE_NAME, "ca_file": str(pki.ca_cert),
+             "max_staleness_ms": ident.max_staleness_ms, "policy": ident.issuer_unreachable,
+             "serve_stale_max_ms": ident.serve_stale_max_ms,
+             "peers": [str(s.interfaces[0].v4.ip) for s in plan.by_role("site")
+                       if s.name != site.name]}]
 
 
 def health_spec(topo: Topology, plan: AddressPlan, site: NodePlan, node_dir: Path,

@@ -30,8 +30,9 @@ def revocation_path(node_dir: Path) -> Path:
 
 
 def introspect_config(plan: AddressPlan, site: NodePlan, node_dir: Path,
-                      pki: Paths) -> dict:
-    return {
+                      pki: Paths, replica: dict | None = None) -> dict:
+    extra = {"replica": replica} if replica is not None else {}
+    return {**extra,
         "site": site.name,
         "issuer": ISSUER,
         "audience": AUDIENCE,
@@ -48,12 +49,13 @@ def introspect_config(plan: AddressPlan, site: NodePlan, node_dir: Path,
 
 
 def introspect_spec(plan: AddressPlan, site: NodePlan, node_dir: Path,
-                    pki: Paths, python: str = sys.executable) -> DaemonSpec:
+                    pki: Paths, replica: dict | None = None,
+                    python: str = sys.executable) -> DaemonSpec:
     conf = node_dir / names.INTROSPECT_CONF
     argv = [python, "-m", "lab.sites.introspect", "--config", str(conf)]
     return DaemonSpec(
         name="introspect", node=site.name, netns=site.netns, config_path=conf,
-        config=json.dumps(introspect_config(plan, site, node_dir, pki), indent=2),
+        config=json.dumps(introspect_config(plan, site, node_dir, pki, replica), indent=2),
         check_argv=[python, "-m", "lab.sites.introspect", "--check-config", str(conf)],
         argv=argv,
         log_path=node_dir / names.log_name("introspect"),

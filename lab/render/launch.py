@@ -18,6 +18,7 @@ from lab.render.bird import bird_spec
 from lab.render.exabgp import anchor_mode, exabgp_spec
 from lab.render.health import health_spec
 from lab.render.introspect import introspect_spec
+from lab.render.issuer import issuer_spec, replica_config
 from lab.render.unbound import unbound_spec
 
 TOOLS = ["bird", "unbound", "unbound-checkconf", "exabgp"]
@@ -42,10 +43,15 @@ def specs_for(topo: Topology, plan: AddressPlan, lab_dir: Path, tools: dict[str,
     for router in plan.by_role("router"):
         specs.append(bird_spec(topo, plan, router, node_dir(lab_dir, router.name),
                                tools["bird"]))
+    pki = credentials.paths(lab_dir)
+    if plan.issuer is not None:
+        specs.append(issuer_spec(plan.issuer, node_dir(lab_dir, plan.issuer.name), pki,
+                                 python))
     for site in plan.by_role("site"):
         d = node_dir(lab_dir, site.name)
         specs.append(unbound_spec(plan, site, d, tools["unbound"], tools["unbound-checkconf"]))
-        specs.append(introspect_spec(plan, site, d, credentials.paths(lab_dir), python))
+        specs.append(introspect_spec(plan, site, d, pki, replica_config(topo, plan, d, pki),
+                                     python))
         specs.append(exabgp_spec(topo, plan, site, d, tools["exabgp"], python))
         if topo.health.enabled and not anchor:
             specs.append(health_spec(topo, plan, site, d, credentials.paths(lab_dir), python))

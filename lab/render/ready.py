@@ -15,6 +15,7 @@ from lab.render.bird import bird_ready
 from lab.render.exabgp import exabgp_ready
 from lab.render.health import healthd_ready
 from lab.render.introspect import introspect_ready
+from lab.render.issuer import issuer_ready
 from lab.render.unbound import unbound_ready
 from lab.shared.wait import wait_until
 
@@ -22,6 +23,7 @@ CONDITIONS: dict[str, Callable[[ReadyTarget], Readiness]] = {
     "bird": bird_ready,
     "unbound": unbound_ready,
     "introspect": introspect_ready,
+    "issuer": issuer_ready,
     "exabgp": exabgp_ready,
     "healthd": healthd_ready,
 }

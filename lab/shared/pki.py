@@ -107,8 +107,10 @@ def issue_server_cert(
     ip_addresses: list[str],
     *,
     valid_days: int = SERVER_CERT_VALID_DAYS,
+    expired: bool = False,
 ) -> tuple[bytes, bytes]:
     """Issue a TLS server certificate signed by the CA; return ``(key_pem, cert_pem)``.
+    ``expired``: valid from two days ago until yesterday (for the lab's expired-cert fault).
 
     The certificate carries every DNS name and IP address in its subjectAltName,
     the serverAuth extended key usage and a fresh ECDSA P-256 key. Its subject CN
@@ -134,8 +136,9 @@ def issue_server_cert(
         .issuer_name(ca_cert.subject)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
-        .not_valid_before(now - _BACKDATE)
-        .not_valid_after(now + dt.timedelta(days=valid_days))
+        .not_valid_before(now - (dt.timedelta(days=2) if expired else _BACKDATE))
+        .not_valid_after(now + (dt.timedelta(days=-1) if expired
+                                else dt.timedelta(days=valid_days)))
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(_key_usage(ca=False), critical=True)
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)

@@ -132,6 +132,7 @@ def issue_token(
     now: float | None = None,
     jti: str | None = None,
     token_type: str = "Bearer",
+    kid: str | None = None,
 ) -> tuple[str, dict[str, Any]]:
     """Sign an ES256 access token; return ``(token, claims)``.
 
@@ -154,14 +155,28 @@ def issue_token(
         "jti": jti if jti is not None else secrets.token_hex(16),
         "token_type": token_type,
     }
-    return sign_claims(signing_key_pem, claims), claims
+    return sign_claims(signing_key_pem, claims, kid=kid), claims
 
 
-def sign_claims(signing_key_pem: bytes | str, claims: dict[str, Any]) -> str:
-    """These exact claims as one of our tokens: ES256, ``typ: at+jwt``, a low ``s``."""
+def sign_claims(signing_key_pem: bytes | str, claims: dict[str, Any],
+                kid: str | None = None) -> str:
+    """These exact claims as one of our tokens: ES256, ``typ: at+jwt``, a low ``s``
+    (and the signing key's ``kid`` in the header, when given)."""
+    headers = {"typ": _TOKEN_TYPE_HEADER, **({"kid": kid} if kid is not None else {})}
     token = jwt.encode(claims, _private_key(_as_bytes(signing_key_pem)), algorithm=ALGORITHM,
-                       headers={"typ": _TOKEN_TYPE_HEADER})
+                       headers=headers)
     return _low_s(token)
+
+
+def kid_of_token(token: object) -> str | None:
+    """The ``kid`` a token's header names (unverified: only to choose the key), or None."""
+    if not isinstance(token, str) or token.count(".") != 2:
+        return None
+    try:
+        kid = jwt.get_unverified_header(token).get("kid")
+    except (jwt.PyJWTError, ValueError, TypeError):
+        return None
+    return kid if isinstance(kid, str) else None
 
 
 def _is_number(value: object) -> bool:

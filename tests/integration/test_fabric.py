@@ -84,10 +84,10 @@ def test_down_with_nothing_up_is_fine():
     assert "nothing to tear down" in result.stdout
 
 
-# The default lab's journal: 9 namespaces, 9 links, then an intent and a PID for each of
-# its 15 daemons (48 entries). Kill while creating namespaces (1), links (10), daemons (19,
-# 26, 36), and after the last daemon, while converging (48).
-@pytest.mark.parametrize("kill_after_entries", [1, 10, 19, 26, 36, 48])
+# The default lab's journal: 10 namespaces (the issuer's too), 10 links, then an intent and
+# a PID for each of its 16 daemons (52 entries). Kill while creating namespaces (1), links
+# (11), daemons (21, 28, 38), and after the last daemon, while converging (52).
+@pytest.mark.parametrize("kill_after_entries", [1, 11, 21, 28, 38, 52])
 def test_down_after_up_was_sigkilled(kill_after_entries):
     """Kill `up` once its journal holds N entries, then `down` must leave nothing."""
     name = unique_name("kill")

@@ -46,6 +46,9 @@ ERRORS: dict[str, list[str]] = {
                             "-o", "/nonexistent/dir/out"],
     "graph": ["graph", "--format", "gif"],
     "watch": ["watch", "--lab", "Not-A-Lab"],
+    "audit": ["audit", "--lab", "Not-A-Lab"],
+    "contain": ["contain", "ams", "--lab", "Not-A-Lab"],
+    "measure exposure": ["measure", "exposure", "--site", "ams", "--lab", "Not-A-Lab"],
 }
 
 

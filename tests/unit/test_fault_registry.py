@@ -24,7 +24,8 @@ from lab.render.base import Readiness
 
 DEFAULT = Path(__file__).resolve().parents[2] / "topologies" / "default.yaml"
 BUILT_IN = ["dns", "dns-hang", "introspect", "introspect-hang", "healthd", "healthd-hang",
-            "speaker", "speaker-hang", "link", "blackhole"]
+            "speaker", "speaker-hang", "link", "blackhole",
+            "stale", "issuer", "wrong-key", "expired-cert", "contain"]
 
 
 @dataclass(frozen=True)
@@ -79,7 +80,7 @@ def test_a_registered_fault_is_in_fail_help(monkeypatch: pytest.MonkeyPatch) -> 
     _register()
     result = CliRunner().invoke(app, ["fail", "--help"], env={"COLUMNS": "200"})
     assert result.exit_code == 0, result.output
-    assert "blackhole, wobble" in result.output  # the argument's list
+    assert f"{BUILT_IN[-1]}, wobble" in result.output  # the argument's list
     assert "wobble" in result.output and "shake the site a little (throwaway)" in result.output
     for name, fault in faults.REGISTRY.items():
         assert name in result.output and fault.description in result.output

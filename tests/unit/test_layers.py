@@ -10,9 +10,10 @@ Besides them:
 - `lab.shared` is what everyone may import; it imports nothing else from `lab/` or
   `probes/`;
 - `probes` import only `lab.shared`; the orchestrator may use them from `lab.observe` up;
-- each program under `lab.sites` (health, speaker, introspect) imports only itself and
-  `lab.shared`, and nothing outside `lab.sites` imports it (the orchestrator starts them
-  with `python -m`, it never imports them);
+- each program under `lab.sites` (health, speaker, introspect, issuer) imports only itself
+  and `lab.shared`, and nothing outside `lab.sites` imports it (the orchestrator starts
+  them with `python -m`, it never imports them); the one exception: the issuer is served
+  by the introspection service's server (listeners, connection guard, TLS);
 - `lab` itself (`python -m lab`) imports only `lab.cli`.
 
 Imports inside functions count as much as those at the top. `bench/` and `tests/` may
@@ -92,9 +93,13 @@ EDGES = sorted({(m, target) for m, path in MODULES.items() for target in _import
                 if target != m})
 
 
+# The issuer is served by the introspection service's server and guard.
+SITE_REUSE = {("lab.sites.issuer", "lab.sites.introspect")}
+
+
 def _allowed(source: str, target: str) -> bool:
     src, dst = _package(source), _package(target)
-    if src == dst or dst == SHARED:
+    if src == dst or dst == SHARED or (src, dst) in SITE_REUSE:
         return True
     if src == SHARED:
         return False

@@ -77,7 +77,9 @@ def test_nodes_and_roles(topo: Topology, plan: AddressPlan) -> None:
 def test_link_order_and_count(topo: Topology, plan: AddressPlan) -> None:
     kinds = [ln.kind for ln in plan.links]
     n_core, n_site = len(topo.links), len(topo.sites)
-    assert kinds == ["core"] * n_core + ["site"] * n_site + ["client"] * len(topo.clients)
+    issuer = ["issuer"] if topo.issuer is not None else []
+    assert kinds == ["core"] * n_core + ["site"] * n_site + ["client"] * len(topo.clients) \
+        + issuer
     assert [ln.index for ln in plan.links] == list(range(len(plan.links)))
     for ln, spec in zip(plan.links, topo.links, strict=False):
         assert (ln.a, ln.b) == spec.endpoints

@@ -37,7 +37,14 @@ import dns.rcode
 import dns.rdatatype
 import httpx
 
-from lab.sites.health.config import Check, DnsCheck, ExecCheck, IntrospectCheck, TcpCheck
+from lab.sites.health.config import (
+    Check,
+    DnsCheck,
+    ExecCheck,
+    IdentityCheck,
+    IntrospectCheck,
+    TcpCheck,
+)
 
 REASON_MAX = 200
 
@@ -281,6 +288,10 @@ class ExecProbe(Probe):
 
 
 def make_probe(cfg: Check) -> Probe:
+    if isinstance(cfg, IdentityCheck):
+        from lab.sites.health.identity import IdentityProbe
+
+        return IdentityProbe(cfg)
     if isinstance(cfg, DnsCheck):
         return DnsProbe(cfg)
     if isinstance(cfg, IntrospectCheck):

@@ -125,6 +125,26 @@ class IntrospectCheck(CheckBase):
     unauthenticated_every: int = Field(default=1, ge=1, le=10_000)
     timing = Timing(interval_ms=500, fast_interval_ms=100, timeout_ms=300, rise=2, fall=2)
 
+class IdentityCheck(CheckBase):
+    """Freshness of the site's replicated identity state (`GET /identity` on the service's
+    health listener): the key set must be the issuer's and the revocation state younger
+    than `max_staleness_ms`. When it is older, `policy` decides if the issuer is
+    unreachable from every site (the `peers`, other sites' unicast addresses, are asked
+    for theirs): fail-closed withdraws, serve-stale serves up to `serve_stale_max_ms`."""
+
+    type: Literal["identity"]
+    address: IpAddress
+    port: int = Field(default=443, ge=1, le=65535)
+    server_name: str = Field(min_length=1)
+    ca_file: Path
+    max_staleness_ms: int = Field(ge=1, le=86_400_000)
+    policy: Literal["fail-closed", "serve-stale"] = "fail-closed"
+    serve_stale_max_ms: int = Field(default=30_000, ge=0, le=86_400_000)
+    peers: list[IpAddress] = Field(default_factory=list)
+    peer_port: int = Field(default=443, ge=1, le=65535)
+    timing = Timing(interval_ms=250, fast_interval_ms=100, timeout_ms=400, rise=3, fall=2)
+
+
 class TcpCheck(CheckBase):
     """A TCP connect within the timeout."""
 
@@ -145,7 +165,8 @@ class ExecCheck(CheckBase):
     fast_interval_ms: int = Field(ge=50, le=3_600_000)
 
 
-Check = Annotated[DnsCheck | IntrospectCheck | TcpCheck | ExecCheck, Field(discriminator="type")]
+Check = Annotated[DnsCheck | IntrospectCheck | IdentityCheck | TcpCheck | ExecCheck,
+                  Field(discriminator="type")]
 
 
 class HealthConfig(_Model):

@@ -20,6 +20,10 @@
      (fail safe: the site cannot know what is revoked);
   9. 200 with the ``tokens.verify_token`` answer, or exactly ``{"active": false}``.
 
+* ``GET /identity`` -> the identity state the site holds: with a replica (a site that
+  replicates from the issuer, ``lab.sites.introspect.replica``) its revocation version,
+  age and kid sets; always the SHA-256 of the certificate's public key and its notAfter.
+* ``GET /metrics`` -> the same as Prometheus text.
 * ``GET /healthz`` -> 200 ``{"status": "ok", "site", "revocation_version"}``
   when the revocation list is healthy, else 503 with ``"status": "unavailable"``.
 * anything else -> 404 JSON.
@@ -52,7 +56,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from lab.shared.clients import ClientRegistry, load_registry, parse_basic_auth
 from lab.shared.revocation import RevocationList
-from lab.shared.tokens import load_public_key, verify_token
+from lab.shared.tokens import kid_of_token, load_public_key, verify_token
+from lab.sites.introspect.replica import Replica, ReplicaConfig
 
 __all__ = ["INTROSPECTION_PATHS", "IntrospectConfig", "create_app"]
 
@@ -81,6 +86,9 @@ class IntrospectConfig(BaseModel):
     leeway_s: float = Field(default=0, ge=0, le=300)
     # 0 = stat the revocation file on every request (cheap, deterministic).
     revocation_check_interval_s: float = Field(default=0.0, ge=0, le=60)
+    # Replicate keys and revocations from the issuer (else: the configured public key
+    # and a revocation file written in place).
+    replica: ReplicaConfig | None = None
 
 
 def _json(status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> Response:
@@ -155,8 +163,12 @@ class _Introspection:
         config: IntrospectConfig,
         registry: ClientRegistry,
         revocations: RevocationList,
+        replica: Replica | None = None,
     ) -> None:
         self.config = config
+        self.replica = replica
+        # The certificate presented (a ServerConfig's tls_cert), for /identity.
+        self.cert = _cert_facts(getattr(config, "tls_cert", None))
         self.public_key = config.public_key_pem.encode("ascii")
         self.registry = registry
         self.revocations = revocations
@@ -223,15 +235,62 @@ class _Introspection:
         self.revocations.refresh()
         if not self.revocations.healthy:
             return _oauth_error(503, "temporarily_unavailable", "revocation list not loaded")
+        key = self.public_key
+        if self.replica is not None:
+            # The key the token's kid names, among those the site holds; none: inactive.
+            found = self.replica.keys().get(kid_of_token(token) or "")
+            if found is None:
+                return _json(200, _INACTIVE)
+            key = found
         result = verify_token(
             token,
-            self.public_key,
+            key,
             issuer=self.config.issuer,
             audience=self.config.audience,
             revoked=self.revocations,
             leeway_s=self.config.leeway_s,
         )
         return _json(200, result if result is not None else _INACTIVE)
+
+    def identity_state(self) -> dict[str, Any]:
+        self.revocations.refresh()
+        state: dict[str, Any] = {"site": self.config.site, "replicated": False,
+                                 "revocation": {"version": self.revocations.version},
+                                 "cert": self.cert}
+        if self.replica is not None:
+            state.update(self.replica.state(), replicated=True)
+            state["revocation"]["version"] = self.revocations.version
+        return state
+
+    async def identity(self, request: Request) -> Response:
+        return _json(200, self.identity_state())
+
+    async def metrics(self, request: Request) -> Response:
+        state = self.identity_state()
+        site = self.config.site
+        rev = state["revocation"]
+        lines = [
+            "# TYPE anycast_identity_revocation_version gauge",
+            f'anycast_identity_revocation_version{{site="{site}"}} {rev["version"]}',
+        ]
+        if state["replicated"]:
+            sync = state["sync"]
+            lines += [
+                "# TYPE anycast_identity_revocation_age_seconds gauge",
+                f'anycast_identity_revocation_age_seconds{{site="{site}"}} {rev["age_s"]}',
+                "# TYPE anycast_identity_kids gauge",
+                f'anycast_identity_kids{{site="{site}"}} {len(state["kids"])}',
+                "# TYPE anycast_identity_keys_match gauge",
+                f'anycast_identity_keys_match{{site="{site}"}} '
+                f'{int(state["kids"] == state["issuer_kids"])}',
+                "# TYPE anycast_identity_sync_attempts_total counter",
+                f'anycast_identity_sync_attempts_total{{site="{site}"}} {sync["attempts"]}',
+                "# TYPE anycast_identity_sync_failures_total counter",
+                f'anycast_identity_sync_failures_total{{site="{site}"}} {sync["failures"]}',
+                "# TYPE anycast_identity_sync_updates_total counter",
+                f'anycast_identity_sync_updates_total{{site="{site}"}} {sync["updates"]}',
+            ]
+        return Response("\n".join(lines) + "\n", media_type="text/plain; version=0.0.4")
 
     async def healthz(self, request: Request) -> Response:
         self.revocations.refresh()
@@ -255,9 +314,12 @@ def create_app(config: IntrospectConfig) -> Starlette:
     )
     if not revocations.healthy:
         log.warning("site %s starts NOT ready: revocation list unreadable", config.site)
-    service = _Introspection(config, registry, revocations)
+    replica = Replica(config.replica, config.revocation_path) if config.replica else None
+    service = _Introspection(config, registry, revocations, replica)
     routes = [Route(path, service.introspect, methods=["POST"]) for path in INTROSPECTION_PATHS]
     routes.append(Route("/healthz", service.healthz, methods=["GET"]))
+    routes.append(Route("/identity", service.identity, methods=["GET"]))
+    routes.append(Route("/metrics", service.metrics, methods=["GET"]))
     app = Starlette(
         routes=routes,
         middleware=[Middleware(_ResponseHeaders, site=config.site)],
@@ -267,4 +329,24 @@ def create_app(config: IntrospectConfig) -> Starlette:
     app.state.config = config
     app.state.revocations = revocations
     app.state.registry = registry
+    app.state.replica = replica
     return app
+
+
+def _cert_facts(path: Path | None) -> dict[str, Any] | None:
+    """SHA-256 of the certificate's public key (SPKI) and its notAfter, or None."""
+    if path is None:
+        return None
+    import hashlib
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+
+    try:
+        cert = x509.load_pem_x509_certificate(path.read_bytes())
+    except (OSError, ValueError):
+        return None
+    spki = cert.public_key().public_bytes(serialization.Encoding.DER,
+                                          serialization.PublicFormat.SubjectPublicKeyInfo)
+    return {"spki_sha256": hashlib.sha256(spki).hexdigest(),
+            "not_after": cert.not_valid_after_utc.isoformat()}

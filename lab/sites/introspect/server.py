@@ -51,6 +51,7 @@ from types import FrameType
 
 import uvicorn
 from pydantic import Field, ValidationError, field_validator, model_validator
+from starlette.types import ASGIApp
 
 from lab.shared.jsonconfig import read_object, resolve_paths
 from lab.sites.introspect import guard
@@ -206,9 +207,13 @@ class _Server(uvicorn.Server):
         return await super().on_tick(counter)
 
 
-def build_server(config: ServerConfig, on_ready: Callable[[], None] | None = None) -> _Server:
-    """The uvicorn server for ``config`` (not yet running, no sockets bound)."""
-    app = create_app(config)  # a ServerConfig is an IntrospectConfig
+def build_server(config: ServerConfig, on_ready: Callable[[], None] | None = None,
+                 app: ASGIApp | None = None) -> _Server:
+    """The uvicorn server for ``config`` (not yet running, no sockets bound); ``app``
+    replaces the introspection application (the issuer serves its own through the same
+    listeners, guard and TLS)."""
+    if app is None:
+        app = create_app(config)  # a ServerConfig is an IntrospectConfig
     admission = guard.Admission(limit=config.limit_concurrency,
                                 per_client=config.limit_per_client)
     health_addresses: set[tuple[str, int]] = set()
@@ -239,9 +244,17 @@ def _print_ready() -> None:
     sys.stdout.flush()
 
 
-def serve(config: ServerConfig, on_ready: Callable[[], None] | None = _print_ready) -> None:
+def serve(config: ServerConfig, on_ready: Callable[[], None] | None = _print_ready,
+          app: ASGIApp | None = None) -> None:
     """Bind every listen address and serve until SIGTERM/SIGINT (main thread only)."""
-    server = build_server(config, on_ready)
+    if app is None:
+        app = create_app(config)
+    server = build_server(config, on_ready, app)
+    # A site replicating from the issuer pulls in a thread of its own (lab.sites.introspect
+    # .replica), started only here: a dry run (--check-config) never talks to anybody.
+    replica = getattr(getattr(app, "state", None), "replica", None)
+    if replica is not None:
+        replica.start()
 
     def stop(signum: int, frame: FrameType | None) -> None:
         # Covers a signal that arrives before uvicorn installs its own handlers;

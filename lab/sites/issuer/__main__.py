@@ -1,0 +1,5 @@
+import sys
+
+from lab.sites.issuer.server import main
+
+sys.exit(main())

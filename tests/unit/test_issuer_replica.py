@@ -1,0 +1,132 @@
+"""The issuer service and a site's replica of it, on 127.0.0.1 (no root, no lab): tokens
+issued only to an admin, revocations versioned, the replica's conditional pulls (a new
+version once, then 304s), what it holds when the issuer is gone, and the JWKS override."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from lab.shared import https, identity, tokens
+from lab.shared.clients import write_registry
+from lab.shared.pki import create_ca, create_signing_key, issue_server_cert, public_pem
+from lab.sites.introspect.replica import Replica, ReplicaConfig
+
+from .helpers import ROOT, free_port, stop_process, wait_for_line
+
+NAME = "issuer.test"
+ADMIN, SECRET = "admin", "s3cret-for-tests"
+
+
+@pytest.fixture(scope="module")
+def issuer(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    d = tmp_path_factory.mktemp("issuer")
+    ca_key, ca_cert = create_ca("issuer test CA")
+    key, cert = issue_server_cert(ca_key, ca_cert, [NAME], ["127.0.0.1"])
+    signing = create_signing_key()
+    (d / "ca.pem").write_bytes(ca_cert)
+    (d / "tls.key").write_bytes(key)
+    (d / "tls.pem").write_bytes(cert)
+    (d / "signing.key").write_bytes(signing)
+    (d / "signing.pub").write_bytes(public_pem(signing))
+    write_registry(d / "clients.json", {ADMIN: SECRET, "other": SECRET}, n=2**10)
+    port = free_port()
+    config = {"site": "issuer", "issuer": "https://issuer.test", "audience": "lab",
+              "public_key_file": str(d / "signing.pub"), "signing_key": str(d / "signing.key"),
+              "clients_path": str(d / "clients.json"), "revocation_path": str(d / "revoked.json"),
+              "tokens_path": str(d / "tokens.jsonl"), "admin_clients": [ADMIN],
+              "listen": ["127.0.0.1"], "port": port, "tls_cert": str(d / "tls.pem"),
+              "tls_key": str(d / "tls.key"), "log_file": str(d / "issuer.log")}
+    (d / "issuer.json").write_text(json.dumps(config))
+    proc = subprocess.Popen([sys.executable, "-m", "lab.sites.issuer", "--config",
+                             str(d / "issuer.json")], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    line = wait_for_line(proc, 20)
+    if line != "ready\n":
+        proc.kill()
+        pytest.fail(f"the issuer did not get ready: {line!r} {proc.communicate()[1]}")
+    yield {"dir": d, "port": port, "proc": proc, "kid": identity.kid_of(signing)}
+    if proc.poll() is None:
+        stop_process(proc, signal.SIGTERM)
+
+
+def call(issuer: dict[str, Any], method: str, path: str, body: Any = None,
+         who: tuple[str, str] | None = (ADMIN, SECRET)) -> https.Answer:
+    headers = {"Authorization": https.basic(*who)} if who else None
+    return https.request("127.0.0.1", issuer["port"], method, path,
+                         ca_file=issuer["dir"] / "ca.pem", server_name=NAME, body=body,
+                         headers=headers, timeout_s=5)
+
+
+def replica(issuer: dict[str, Any], site: Path) -> Replica:
+    site.mkdir(exist_ok=True)
+    config = ReplicaConfig(address="127.0.0.1", port=issuer["port"], server_name=NAME,
+                           ca_file=issuer["dir"] / "ca.pem", interval_s=0.1,
+                           jwks_path=site / "jwks.json", override_path=site / "override.json")
+    return Replica(config, site / "revoked.json")
+
+
+def test_only_an_admin_may_issue_revoke_or_list(issuer: dict[str, Any]) -> None:
+    assert call(issuer, "POST", "/tokens", {"client_id": "c", "ttl_s": 60}, who=None).status \
+        == 401
+    assert call(issuer, "POST", "/revoke", {"jti": "x"}, who=("other", SECRET)).status == 401
+    assert call(issuer, "GET", "/tokens", who=(ADMIN, "wrong")).status == 401
+    assert call(issuer, "POST", "/tokens", {"client_id": "c", "ttl_s": 0}).status == 400
+
+
+def test_the_replica_pulls_a_new_version_once_then_holds_it(issuer: dict[str, Any],
+                                                            tmp_path: Path) -> None:
+    site = replica(issuer, tmp_path / "site")
+    assert site.sync_once() and site.state()["kids"] == [issuer["kid"]]
+    issued = call(issuer, "POST", "/tokens", {"client_id": "c", "scope": "s", "ttl_s": 60})
+    assert issued.status == 200
+    token, jti = issued.body["token"], issued.body["claims"]["jti"]
+    assert tokens.kid_of_token(token) == issuer["kid"]
+    key = site.keys()[issuer["kid"]]
+    assert tokens.verify_token(token, key, issuer="https://issuer.test", audience="lab",
+                               revoked=set()) is not None
+    before = site.version
+    revoked = call(issuer, "POST", "/revoke", {"jti": jti})
+    assert revoked.body["added"] is True and revoked.body["version"] == before + 1
+    again = call(issuer, "POST", "/revoke", {"jti": jti})
+    assert again.body == {"jti": jti, "version": before + 1, "added": False}
+    assert site.sync_once() and site.version == before + 1 and site.updates == 1
+    held = json.loads((tmp_path / "site" / "revoked.json").read_text())
+    assert held["version"] == before + 1 and jti in held["revoked"]
+    assert site.sync_once() and site.updates == 1  # 304: nothing new, nothing rewritten
+    listed = call(issuer, "GET", "/tokens").body
+    assert jti in listed["revoked"] and any(t["jti"] == jti for t in listed["tokens"])
+    assert "token" not in json.dumps(listed["tokens"])  # metadata only, never the token
+
+
+def test_a_jwks_override_is_served_and_shown_beside_the_issuers(issuer: dict[str, Any],
+                                                                tmp_path: Path) -> None:
+    site = replica(issuer, tmp_path / "site")
+    assert site.sync_once()
+    rogue = identity.jwks_of([create_signing_key()])
+    (tmp_path / "site" / "override.json").write_text(json.dumps(rogue))
+    state = site.state()
+    assert state["keys_source"] == "override"
+    assert state["kids"] == [rogue["keys"][0]["kid"]] and state["issuer_kids"] == [issuer["kid"]]
+    (tmp_path / "site" / "override.json").unlink()
+    assert site.state()["kids"] == [issuer["kid"]]
+
+
+def test_without_the_issuer_the_replica_keeps_its_state_and_ages(issuer: dict[str, Any],
+                                                                 tmp_path: Path) -> None:
+    site = replica(issuer, tmp_path / "site")
+    assert site.sync_once()
+    version, kids = site.version, site.state()["kids"]
+    stop_process(issuer["proc"], signal.SIGTERM)
+    assert not site.sync_once()
+    state = site.state()
+    assert state["sync"]["last_error"] and state["sync"]["failures"] == 1
+    assert site.version == version and state["kids"] == kids
+    assert state["revocation"]["ever_synced"] is True
