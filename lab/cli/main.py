@@ -101,7 +101,7 @@ def _fail(message: str, code: int, details: list[str] | None = None) -> None:
 
 # The topic modules add their commands to `app` when imported; --help lists them in
 # this order.
-TOPICS = ("lab", "faults", "impair", "measure", "tokens")
+TOPICS = ("lab", "faults", "impair", "measure", "tokens", "scenario")
 
 
 def _register() -> None:
