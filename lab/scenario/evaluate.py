@@ -24,6 +24,10 @@ from probes.dns import Sample
 
 SETTLE_RUN_S = 0.1  # a client has settled at a site after this long of its answers only
 MIN_SETTLE_RUN = 3  # ... and at least this many answers in a row
+# Where a client was before the action: its last answer before it, that is its answers
+# in this many probe intervals (the previous step may have ended the instant the client
+# came back, so a longer window would often name the site it came from).
+BEFORE_INTERVALS = 1.5
 
 
 @dataclass
@@ -108,6 +112,8 @@ def describe(exp: Any) -> str:
             bounds.append(f"lost >= {exp.min_lost}")
         if exp.max_settle_ms is not None:
             bounds.append(f"settled within {exp.max_settle_ms:g} ms")
+        if exp.min_settle_ms is not None:
+            bounds.append(f"settled no sooner than {exp.min_settle_ms:g} ms")
         tail = f": {', '.join(bounds)}" if bounds else ""
         return f"{exp.measured} settles at {_words(m.site_list(exp.settles_at))}{tail}"
     raise TypeError(f"not an expectation: {exp!r}")
@@ -294,7 +300,8 @@ def _measured(exp: m.MeasuredExpect, obs: Observation) -> Result:
             {"settled": False, "queries": len(after)}, False
     first, last = point
     settle_ms = round((samples[first].t - obs.t_action) * 1000, 1)
-    trial = analyse(exp.measured, samples, obs.t_action, samples[last].t + 1e-6)
+    trial = analyse(exp.measured, samples, obs.t_action, samples[last].t + 1e-6,
+                    before_window_s=BEFORE_INTERVALS / obs.rate_hz)
     outage = trial.outage_ms if trial.outage_ms is not None else settle_ms
     values = {"settled": True, "site_before": trial.site_before,
               "site": samples[first].site, "outage_ms": outage, "lost": trial.lost,
@@ -310,6 +317,8 @@ def _measured(exp: m.MeasuredExpect, obs: Observation) -> Result:
         ok &= trial.lost >= exp.min_lost
     if exp.max_settle_ms is not None:
         ok &= settle_ms <= exp.max_settle_ms
+    if exp.min_settle_ms is not None:
+        ok &= settle_ms >= exp.min_settle_ms
     observed = (f"{trial.site_before or '?'} -> {samples[first].site}: outage {outage:g} ms, "
                 f"{trial.lost} lost, settled after {settle_ms:g} ms")
     return ok, observed, values, not ok

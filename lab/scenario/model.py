@@ -265,6 +265,8 @@ class MeasuredExpect(Strict):
     min_lost: int | None = Field(None, ge=0, description="at least this many queries lost")
     max_settle_ms: float | None = Field(None, ge=0, le=120000, description="settled within "
                                         "this long of the action")
+    min_settle_ms: float | None = Field(None, ge=0, le=120000, description="settled no "
+                                        "sooner than this (a timer that must run out)")
 
     _settles = field_validator("settles_at")(classmethod(lambda cls, v: _sites(v)))
 

@@ -25,6 +25,8 @@ from probes.dns import BackgroundProbe
 
 POLL_S = 0.2
 MAX_RUN_S = 3600.0  # the prober's own bound: no scenario runs longer
+WARM_UP_S = 0.3  # every client's prober has this long of answers before the first step
+WARM_UP_TIMEOUT_S = 5.0
 
 
 @dataclass
@@ -68,6 +70,9 @@ def run(lab: Lab, scenario: m.Scenario, hooks: Hooks | None = None) -> dict[str,
             report["reset_before"] = _reset(lab)
         for probe in probes.values():
             running.append(probe.start())
+        warm = max(3, round(scenario.probe.rate_hz * WARM_UP_S))
+        wait_until(lambda: all(sum(1 for x in p.samples if x.site) >= warm
+                               for p in running), WARM_UP_TIMEOUT_S, POLL_S)
         stop = False
         for index, step in enumerate(scenario.steps):
             if stop:
