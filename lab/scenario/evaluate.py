@@ -206,9 +206,10 @@ def _site(exp: m.SiteExpect, obs: Observation) -> Result:
         values[f"{exp.check}_check"] = state
         ok &= state == exp.state
         parts.append(f"{exp.check} check {state or 'unknown'}")
+    observed = ", ".join(parts)
     if not ok and entry.get("reason"):
-        parts.append(f"({entry['reason']})")
-    return ok, ", ".join(parts), values, False
+        observed += f" ({entry['reason']})"
+    return ok, observed, values, False
 
 
 def _router(exp: m.RouterExpect, obs: Observation) -> Result:

@@ -123,9 +123,12 @@ def _problems(text: str, report: ScenarioReport, base: Path) -> list[Problem]:
     topo_report = load_topology_file(path)
     if not topo_report.ok or topo_report.topology is None:
         first = topo_report.problems[0] if topo_report.problems else None
+        if first is not None and not first.path and first.line is None and \
+                not path.exists():
+            first = Problem("", f"no such file {_shown(path)}")
         why = f": {first}" if first else ""
-        return [Problem("topology", f"topology {quoted(scenario.topology)} ({path}) cannot "
-                                    f"be used{why}", lines.get("topology"))]
+        return [Problem("topology", f"topology {quoted(scenario.topology)} cannot be used"
+                                    f"{why}", lines.get("topology"))]
     for where, message in check_names(scenario, topo_report.topology):
         problems.append(Problem(where, message, _line_for(where, lines)))
     if not problems:
@@ -230,6 +233,14 @@ def _keys(cls: type) -> list[str]:
 def _short(value: Any, limit: int = 60) -> str:
     text = repr(value)
     return text if len(text) <= limit else f"{text[:limit - 3]}..."
+
+
+def _shown(path: Path) -> str:
+    """A path as a reader of this repository would type it."""
+    try:
+        return str(path.resolve().relative_to(TOPOLOGIES.parent))
+    except ValueError:
+        return str(path)
 
 
 def check_names(scenario: m.Scenario, topo: Topology) -> list[tuple[str, str]]:

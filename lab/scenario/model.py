@@ -132,6 +132,8 @@ class Strict(BaseModel):
 
 
 SiteOrSites = str | list[str]
+# YAML's 'yes' and the string 'true' are not booleans here: write true or false.
+Bool = Annotated[bool, Field(strict=True)]
 Family = Literal["v4", "v6", "both"]
 
 
@@ -184,9 +186,9 @@ class SiteExpect(Strict):
     reports them."""
 
     site: str = Field(description="the site")
-    announced: bool | None = Field(None, description="its router holds the site's route "
+    announced: Bool | None = Field(None, description="its router holds the site's route "
                                    "for every announced family")
-    drained: bool | None = Field(None, description="the site is drained")
+    drained: Bool | None = Field(None, description="the site is drained")
     health: Literal["up", "down"] | None = Field(None, description="the health daemon's "
                                                  "verdict")
     check: str | None = Field(None, description="a health check: dns or introspect")
@@ -229,7 +231,7 @@ class SessionExpect(Strict):
 
     session: tuple[str, str] = Field(description="[router, peer]: the peer is a site or a "
                                      "neighbouring router (IPv4 session)")
-    established: bool = Field(True, description="the session is Established (false: any "
+    established: Bool = Field(True, description="the session is Established (false: any "
                               "other state)")
 
 
@@ -239,7 +241,7 @@ class TokenExpect(Strict):
 
     token: str = Field(description="a token named by an earlier `issue`, or canary-active / "
                        "canary-revoked (the health checks' own)")
-    active: bool = Field(description="the service says active (true) or inactive (false)")
+    active: Bool = Field(description="the service says active (true) or inactive (false)")
     at: str | None = Field(None, description="ask this site at its own address")
     via: str | None = Field(None, description="ask the anycast address from this client")
 
@@ -305,7 +307,7 @@ class Step(Strict):
     expect: list[Expectation] = Field([], max_length=MAX_EXPECT)
     within: str = Field(DEFAULT_WITHIN, description="how long to poll the expectations "
                         "until they all hold, e.g. '5s'")
-    stop_on_error: bool | None = Field(None, description="stop the scenario when this step "
+    stop_on_error: Bool | None = Field(None, description="stop the scenario when this step "
                                        "fails (default: the scenario's stop_on_error)")
     explain: str = Field("", max_length=2000, description="a sentence shown to the student "
                          "when the step passes or fails")
@@ -355,9 +357,9 @@ class Scenario(Strict):
                           "file")
     narrative: str = Field("", max_length=20000, description="for students (markdown)")
     probe: Probe = Probe()
-    reset: bool = Field(True, description="reset the lab before the first step and after "
+    reset: Bool = Field(True, description="reset the lab before the first step and after "
                         "the last")
-    stop_on_error: bool = Field(False, description="stop at the first step that fails")
+    stop_on_error: Bool = Field(False, description="stop at the first step that fails")
     steps: list[Step] = Field(min_length=1, max_length=MAX_STEPS)
 
     @field_validator("name")
