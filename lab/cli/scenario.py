@@ -13,6 +13,7 @@ from rich.markup import escape
 from lab.cli import ui
 from lab.cli.main import JsonOpt, LabOpt, app
 from lab.model.errors import BadInput
+from lab.model.topology import valid_lab_name
 
 if TYPE_CHECKING:
     from lab.scenario.model import Scenario, Step
@@ -122,7 +123,10 @@ def run(scenario: Annotated[str, typer.Argument(help="a shipped scenario's name,
         pause: Annotated[bool, typer.Option("--pause", help="wait for Enter before each "
                                             "step (for a class)")] = False,
         keep: Annotated[bool, typer.Option("--keep", help="leave a lab this run brought up "
-                                           "running afterwards")] = False) -> None:
+                                           "running afterwards")] = False,
+        name: Annotated[str | None, typer.Option("--name", help="without --lab: the name of "
+                                                 "the lab to bring up (default: the "
+                                                 "topology's)")] = None) -> None:
     """Run a scenario: on --lab (its topology must match), else on a lab of the scenario's
     topology, brought up for the run (and torn down afterwards unless --keep). Exit 0
     every expectation held, 1 one did not, 2 bad scenario, 3 environment."""
@@ -137,6 +141,14 @@ def run(scenario: Annotated[str, typer.Argument(help="a shipped scenario's name,
     s, topo = loaded.scenario, loaded.topology
     assert s is not None and topo is not None
     check_junit_path(junit)
+    if name is not None:
+        if lab is not None:
+            raise BadInput("give --lab (a lab that is up) or --name (a lab to bring up), "
+                           "not both")
+        if not valid_lab_name(name):
+            raise BadInput(f"--name {name!r} is not a lab name (lowercase letters, digits "
+                           "and '-', starting with a letter, at most 24 characters)")
+        topo = topo.model_copy(update={"name": name})
     env.require_linux_root()
     built = False
     if lab is not None:
