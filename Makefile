@@ -44,3 +44,4 @@ bench: install
 	$(VENV)/bin/python -m bench.health_bench
 	$(VENV)/bin/python -m bench.abuse_bench
 	$(VENV)/bin/python -m bench.procs_bench
+	$(VENV)/bin/python -m bench.scenario_bench
