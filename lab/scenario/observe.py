@@ -4,18 +4,21 @@ background prober's samples come from the runner."""
 
 from __future__ import annotations
 
+import base64
+import http.client
 import json
-import subprocess
-import sys
+import socket
+import ssl
+import urllib.parse
 from typing import Any
 
 from lab.host.labs import Lab
-from lab.host.procs import run_in
 from lab.observe import status
-from lab.render.credentials import paths
+from lab.render.credentials import SERVICE_NAME, client_secret, paths
 from lab.scenario import model as m
 from lab.scenario.actions import Tokens
 from lab.scenario.evaluate import Observation, token_key
+from lab.shared.nsnet import socket_in
 
 STATUS_KINDS = (m.ClientExpect, m.SpreadExpect, m.SiteExpect, m.RouterExpect,
                 m.SessionExpect)
@@ -33,9 +36,32 @@ def observe(lab: Lab, expectations: list[Any], tokens: Tokens, base: Observation
     return obs
 
 
+class _HttpsIn(http.client.HTTPSConnection):
+    """HTTPS from inside a namespace: the TCP socket is made there (lab.shared.nsnet),
+    the rest is the standard library's client."""
+
+    def __init__(self, netns: str, address: str, context: ssl.SSLContext,
+                 timeout: float) -> None:
+        super().__init__(address, 443, context=context, timeout=timeout)
+        self._netns = netns
+        self._tls = context
+
+    def connect(self) -> None:
+        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+        sock = socket_in(self._netns, family, socket.SOCK_STREAM)
+        try:
+            sock.settimeout(self.timeout)
+            sock.connect((self.host, self.port))
+            self.sock = self._tls.wrap_socket(sock, server_hostname=SERVICE_NAME)
+        except BaseException:
+            sock.close()
+            raise
+
+
 def introspect(lab: Lab, tokens: Tokens, exp: m.TokenExpect) -> dict[str, Any]:
-    """One introspection request for the token: at a site's own address from inside the
-    site, or at the anycast address from a client ({"active", "site", "error"})."""
+    """One introspection request for the token (client lab-admin): at a site's own
+    address from inside the site, or at the anycast address from a client
+    ({"active", "site", "error"}; the site from the answer's X-Anycast-Site)."""
     assert lab.plan is not None
     if exp.at is not None:
         node = lab.plan.nodes[exp.at]
@@ -43,20 +69,27 @@ def introspect(lab: Lab, tokens: Tokens, exp: m.TokenExpect) -> dict[str, Any]:
     else:
         node = lab.plan.nodes[exp.via or ""]
         address = str(lab.plan.anycast4.network_address)
-    p = paths(lab.journal.dir)
-    argv = [sys.executable, "-m", "probes.introspect", "--address", address,
-            "--ca", str(p.ca_cert), "--client", "lab-admin", "--secret-file", str(p.secrets),
-            "--token-file", str(tokens.file(lab, exp.token)), "--count", "1",
-            "--timeout", str(INTROSPECT_TIMEOUT_S), "--deadline", str(INTROSPECT_TIMEOUT_S + 1),
-            "--lines"]
+    lab_dir = lab.journal.dir
+    p = paths(lab_dir)
+    token = tokens.file(lab, exp.token).read_text().strip()
+    auth = base64.b64encode(f"lab-admin:{client_secret(lab_dir, 'lab-admin')}".encode())
+    body = urllib.parse.urlencode({"token": token})
+    context = ssl.create_default_context(cafile=str(p.ca_cert))
+    conn = _HttpsIn(node.netns, address, context, INTROSPECT_TIMEOUT_S)
     try:
-        result = run_in(node.netns, argv, timeout=INTROSPECT_TIMEOUT_S + 10)
-        first = json.loads(result.stdout.splitlines()[0])
-    except (OSError, ValueError, IndexError) as exc:
-        return {"active": None, "site": None, "error": f"the probe failed: {exc}"}
-    except subprocess.TimeoutExpired:
-        return {"active": None, "site": None, "error": "the probe did not finish"}
-    if first.get("status") != 200:
-        return {"active": None, "site": first.get("site"),
-                "error": first.get("error") or f"HTTP {first.get('status')}"}
-    return {"active": bool(first.get("active")), "site": first.get("site"), "error": None}
+        conn.request("POST", "/introspect", body=body, headers={
+            "Authorization": f"Basic {auth.decode()}",
+            "Content-Type": "application/x-www-form-urlencoded"})
+        response = conn.getresponse()
+        site = response.getheader("X-Anycast-Site")
+        data = response.read(65536)
+        if response.status != 200:
+            return {"active": None, "site": site, "error": f"HTTP {response.status}"}
+        answer = json.loads(data)
+    except (OSError, ssl.SSLError, http.client.HTTPException, ValueError) as exc:
+        return {"active": None, "site": None, "error": f"{type(exc).__name__}: {exc}"}
+    finally:
+        conn.close()
+    if not isinstance(answer, dict) or not isinstance(answer.get("active"), bool):
+        return {"active": None, "site": site, "error": "not an introspection answer"}
+    return {"active": answer["active"], "site": site, "error": None}
