@@ -1,8 +1,9 @@
 """`reset`: return a running lab to its normal state, and say how long that took.
 
 In order: heal every fault (network faults first, then daemons in the order `up` starts
-them: lab.ops.faults), clear every run-time impairment, undrain every site, put every
-site's revocation list back to the lab's truth (lab.ops.revocations), then wait until
+them: lab.ops.faults), clear every run-time impairment, set every router's multipath
+hash back to the topology's (an `exec` may have changed it), undrain every site, put
+every site's revocation list back to the lab's truth (lab.ops.revocations), then wait until
 the lab's normal state holds: no fault recorded, every BGP session Established, every
 site announced, healthy and not drained, and every client answered by its `expect:`
 site on both families (under ECMP, every site of its spread). Read from `status`, the
@@ -14,7 +15,10 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from lab.host.fabric import sysctls_for
 from lab.host.labs import Lab, recorded_impairments
+from lab.host.procs import run_in
+from lab.model.errors import EnvironmentProblem
 from lab.observe import status
 from lab.ops import drain, faults, impair, revocations
 from lab.shared.wait import wait_until
@@ -64,6 +68,14 @@ def reset(lab: Lab, timeout_s: float = RESET_TIMEOUT_S,
         impair.clear(lab, link)
         cleared.append(link)
         note(f"cleared the impairment of {link}")
+    for router in lab.plan.by_role("router"):
+        wanted = {k: v for k, v in sysctls_for(router, lab.topology.bgp.multipath_hash).items()
+                  if "multipath_hash" in k}
+        result = run_in(router.netns, ["sysctl", "-q", "-w",
+                                       *(f"{k}={v}" for k, v in wanted.items())])
+        if result.returncode != 0:
+            raise EnvironmentProblem(f"setting the multipath hash in {router.netns} failed: "
+                                     f"{result.stderr.strip()}")
     undrained = []
     if lab.topology.health.enabled:
         for site in lab.topology.sites:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from lab.host.labs import Lab
-from lab.model.errors import LabError
+from lab.model.errors import EnvironmentProblem, LabError
 from lab.ops import reset
 from lab.scenario import model as m
 from lab.scenario.actions import Tokens, perform
@@ -128,6 +128,8 @@ def run_step(lab: Lab, scenario: m.Scenario, index: int, step: m.Step,
         try:
             said, details = perform(lab, step.action, tokens)
             result["action"] = {"ok": True, "said": said, "details": details}
+        except EnvironmentProblem:
+            raise  # not the lab's behaviour: this machine cannot do the action (exit 3)
         except LabError as exc:
             result["action"] = {"ok": False, "said": exc.message, "details": exc.details}
             result.update(ok=False, expect=[], timed_out=False,

@@ -196,7 +196,12 @@ def test_reset_after_drain_impairment_and_a_stale_list(scenario_lab: labs.Lab) -
     assert lab_cli("impair", "r-eu--r-us", "--loss", "5", "--lab", name).returncode == 0
     revocations.forget(labs.open_lab(name), "ams")
     assert lab_cli("fail", "ams", "dns-hang", "--lab", name).returncode == 0
+    hash_policy = ["exec", "r-eu", "--lab", name, "--", "sysctl", "-n",
+                   "net.ipv4.fib_multipath_hash_policy"]
+    assert lab_cli("exec", "r-eu", "--lab", name, "--", "sysctl", "-qw",
+                   "net.ipv4.fib_multipath_hash_policy=1").returncode == 0
     report = reset(name)
+    assert lab_cli(*hash_policy).stdout.strip() == "0"  # the topology's L3 hash again
     assert report["undrained"] == ["sin"]
     assert report["impairments_cleared"] == ["r-eu--r-us"]
     assert len(set(report["revocation_versions"].values())) == 1
