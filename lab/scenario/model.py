@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Discriminator,
@@ -131,19 +132,22 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
 
-SiteOrSites = str | list[str]
+Family = Literal["v4", "v6", "both"]
 # YAML's 'yes' and the string 'true' are not booleans here: write true or false.
 Bool = Annotated[bool, Field(strict=True)]
-Family = Literal["v4", "v6", "both"]
 
 
-def _sites(value: SiteOrSites) -> SiteOrSites:
+def _sites(value: str | list[str]) -> str | list[str]:
     if isinstance(value, list):
         if not value:
             raise ValueError("a list of sites must name at least one site")
         if len(set(value)) != len(value):
             raise ValueError("a list of sites names a site twice")
     return value
+
+
+# A site, or a list of sites any of which is right.
+SiteOrSites = Annotated[str | list[str], AfterValidator(_sites)]
 
 
 def site_list(value: SiteOrSites) -> tuple[str, ...]:
@@ -158,8 +162,6 @@ class ClientExpect(Strict):
     at: SiteOrSites = Field(description="the site, or a list of sites any of which is "
                             "right; 'none': no site answers")
     family: Family = Field("both", description="v4, v6 or both")
-
-    _at = field_validator("at")(classmethod(lambda cls, v: _sites(v)))
 
 
 class SpreadExpect(Strict):
@@ -217,8 +219,6 @@ class RouterExpect(Strict):
     as_path: list[int] | None = Field(None, max_length=32, description="the best path's AS "
                                       "path, e.g. [65020, 65100]")
 
-    _best = field_validator("best")(classmethod(lambda cls, v: v if v is None else _sites(v)))
-
     @model_validator(mode="after")
     def _something(self) -> RouterExpect:
         if self.best is None and self.as_path is None:
@@ -269,8 +269,6 @@ class MeasuredExpect(Strict):
                                         "this long of the action")
     min_settle_ms: float | None = Field(None, ge=0, le=120000, description="settled no "
                                         "sooner than this (a timer that must run out)")
-
-    _settles = field_validator("settles_at")(classmethod(lambda cls, v: _sites(v)))
 
 
 SUBJECTS = {"client": ClientExpect, "spread": SpreadExpect, "site": SiteExpect,
