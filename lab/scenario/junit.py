@@ -22,16 +22,26 @@ def _case_text(step: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _cases(report: dict[str, Any]) -> list[dict[str, Any]]:
+    """The steps, and the closing reset as one more case when it failed."""
+    steps = list(report.get("steps", []))
+    after = report.get("reset_after")
+    if after and not after.get("ok", True):
+        problems = after.get("problems") or ["the lab did not return to normal"]
+        steps.append({"index": len(steps) + 1, "name": "reset after the last step",
+                      "ok": False, "elapsed_s": after.get("elapsed_s", 0), "expect": [],
+                      "message": f"reset: {problems[0]}", "explain": ""})
+    return steps
+
+
 def junit_tree(report: dict[str, Any]) -> ET.ElementTree:
-    steps = report.get("steps", [])
-    root = ET.Element("testsuites", {
-        "name": "anycast-lab scenarios", "tests": str(len(steps)),
-        "failures": str(report.get("failed", 0)), "errors": "0",
-        "skipped": str(report.get("skipped", 0)), "time": f"{report.get('elapsed_s', 0):.3f}"})
-    suite = ET.SubElement(root, "testsuite", {
-        "name": report["scenario"], "tests": str(len(steps)),
-        "failures": str(report.get("failed", 0)), "errors": "0",
-        "skipped": str(report.get("skipped", 0)), "time": f"{report.get('elapsed_s', 0):.3f}"})
+    steps = _cases(report)
+    skipped = sum(1 for s in steps if s.get("skipped"))
+    failed = sum(1 for s in steps if not s["ok"] and not s.get("skipped"))
+    counts = {"tests": str(len(steps)), "failures": str(failed), "errors": "0",
+              "skipped": str(skipped), "time": f"{report.get('elapsed_s', 0):.3f}"}
+    root = ET.Element("testsuites", {"name": "anycast-lab scenarios", **counts})
+    suite = ET.SubElement(root, "testsuite", {"name": report["scenario"], **counts})
     props = ET.SubElement(suite, "properties")
     for name, value in (("title", report.get("title", "")), ("lab", report.get("lab", ""))):
         ET.SubElement(props, "property", {"name": name, "value": str(value)})

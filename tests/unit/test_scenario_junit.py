@@ -78,3 +78,16 @@ def test_a_passing_run_has_no_failure() -> None:
     root = junit_tree(passing).getroot()
     check_shape(root)
     assert root.find(".//failure") is None and root.get("failures") == "0"
+
+
+def test_a_failed_closing_reset_is_a_failed_case() -> None:
+    passing = report()
+    passing["steps"] = passing["steps"][:1]
+    passing["reset_after"] = {"ok": False, "elapsed_s": 60.0,
+                              "problems": ["site nyc is not announced"]}
+    root = junit_tree(passing).getroot()
+    check_shape(root)
+    cases = root.findall("./testsuite/testcase")
+    assert cases[-1].get("name") == "02 reset after the last step"
+    failure = cases[-1].find("failure")
+    assert failure is not None and failure.get("message") == "reset: site nyc is not announced"
