@@ -42,6 +42,12 @@ ERRORS: dict[str, list[str]] = {
     "token issue": ["token", "issue", "--client", "c", "--ttl", "0"],
     "token revoke": ["token", "revoke", "a b"],
     "token list": ["token", "list", "--lab", "Not-A-Lab"],
+    "reset": ["reset", "--lab", "Not-A-Lab"],
+    "scenario list": ["scenario", "list", "unexpected-argument"],
+    "scenario show": ["scenario", "show", "no-such-scenario"],
+    "scenario validate": ["scenario", "validate", "/nonexistent/scenario.yaml"],
+    "scenario schema": ["scenario", "schema", "unexpected-argument"],
+    "scenario run": ["scenario", "run", "no-such-scenario"],
 }
 
 
