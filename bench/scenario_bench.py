@@ -31,12 +31,14 @@ def _processes(lab: labs.Lab) -> list[int]:
     return [r.pid for r in lab.journal.owned().processes if procs.is_running(r)]
 
 
-def _rss_kib(pid: int) -> int:
+def _memory_kib(pid: int, field: str) -> int:
+    """A process's resident memory: 'Rss' (shared pages counted in full) or 'Pss' (shared
+    pages split between the processes sharing them: what adding a lab costs)."""
     try:
-        text = Path(f"/proc/{pid}/status").read_text()
+        text = Path(f"/proc/{pid}/smaps_rollup").read_text()
     except OSError:
         return 0
-    line = next((ln for ln in text.splitlines() if ln.startswith("VmRSS:")), None)
+    line = next((ln for ln in text.splitlines() if ln.startswith(f"{field}:")), None)
     return int(line.split()[1]) if line else 0
 
 
@@ -54,7 +56,9 @@ def lab_cost(lab: labs.Lab) -> dict[str, Any]:
     before = {p: _cpu_ticks(p) for p in pids}
     time.sleep(IDLE_S)  # measuring idle CPU: nothing to wait for
     used = sum(_cpu_ticks(p) - t for p, t in before.items()) / CLK_TCK
-    return {"processes": len(pids), "rss_mib": round(sum(map(_rss_kib, pids)) / 1024, 1),
+    return {"processes": len(pids),
+            "rss_mib": round(sum(_memory_kib(p, "Rss") for p in pids) / 1024, 1),
+            "pss_mib": round(sum(_memory_kib(p, "Pss") for p in pids) / 1024, 1),
             "idle_cpu_percent_of_a_core": round(100 * used / IDLE_S, 1)}
 
 
@@ -110,8 +114,9 @@ def main() -> None:
           for n, t in timings.items()])
     show("reset after a fault at nyc (seconds)", ["fault", "median", "max"],
          [[f, s["median"], s["max"]] for f, s in resets.items()])
-    show("one idle lab", ["topology", "processes", "RSS MiB", "idle CPU % of a core"],
-         [[t, c["processes"], c["rss_mib"], c["idle_cpu_percent_of_a_core"]]
+    show("one idle lab", ["topology", "processes", "RSS MiB", "PSS MiB",
+                          "idle CPU % of a core"],
+         [[t, c["processes"], c["rss_mib"], c["pss_mib"], c["idle_cpu_percent_of_a_core"]]
           for t, c in cost.items()])
     save("scenarios", {"runs": args.runs, "scenarios": timings, "reset_after_fault": resets,
                        "lab_cost": cost})
