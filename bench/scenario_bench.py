@@ -99,12 +99,15 @@ def main() -> None:
             built[path] = _up(path)
         default = built[path]
         for fault in faults.fault_names():
-            seconds = []
+            seconds, failed = [], []
             for _ in range(args.runs):
                 with locked(default.name, "bench"):
                     faults.inject(default, "nyc", fault)
-                    seconds.append(reset.reset(default)["elapsed_s"])
-            resets[fault] = stats(seconds)
+                    result = reset.reset(default)
+                seconds.append(result["elapsed_s"])
+                if not result["ok"]:  # kept: a reset that did not end normal is a finding
+                    failed.append(result.get("problems", []))
+            resets[fault] = {**stats(seconds), "not_normal": failed}
     finally:
         for lab in built.values():
             if Journal(lab.name).exists():
