@@ -223,7 +223,7 @@ def _hooks(s: Scenario, json_out: bool, pause: bool) -> Any:
         if not json_out:
             ui.err.print(f"  {message}", highlight=False)
 
-    return Hooks(before=before, after=after, note=note)
+    return Hooks(before=before, after=after, note=note, pauses=pause)
 
 
 @app.command()

@@ -37,6 +37,7 @@ class Hooks:
     before: Callable[[int, m.Step], None] = lambda _i, _s: None
     after: Callable[[dict[str, Any]], None] = lambda _r: None
     note: Callable[[str], None] = lambda _msg: None
+    pauses: bool = False  # `before` waits for a person: the run has no bound of its own
 
 
 def run_bound_s(scenario: m.Scenario) -> float:
@@ -60,7 +61,8 @@ def run(lab: Lab, scenario: m.Scenario, hooks: Hooks | None = None) -> dict[str,
                               "lab": lab.name, "steps": []}
     tokens = Tokens()
     server = str(lab.plan.anycast4.network_address)
-    probes = {c.name: BackgroundProbe(server, scenario.probe.rate_hz, run_bound_s(scenario),
+    bound = MAX_RUN_S if hooks.pauses else run_bound_s(scenario)
+    probes = {c.name: BackgroundProbe(server, scenario.probe.rate_hz, bound,
                                       scenario.probe.timeout_ms / 1000, c.netns)
               for c in lab.plan.by_role("client")}
     running: list[BackgroundProbe] = []
