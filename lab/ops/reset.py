@@ -1,13 +1,13 @@
 """`reset`: return a running lab to its normal state, and say how long that took.
 
 In order: heal every fault (network faults first, then daemons in the order `up` starts
-them: lab.ops.faults), clear every run-time impairment, set every router's multipath
-hash back to the topology's (an `exec` may have changed it), undrain every site, put
-every site's revocation list back to the lab's truth (lab.ops.revocations), then wait until
-the lab's normal state holds: no fault recorded, every BGP session Established, every
-site announced, healthy and not drained, and every client answered by its `expect:`
-site on both families (under ECMP, every site of its spread). Read from `status`, the
-lab's own view."""
+them: lab.ops.faults), clear every run-time impairment, set every router's sysctls
+back to what `up` set (an `exec` may have changed its multipath hash), undrain every
+site, put every site's revocation list back to the lab's truth (lab.ops.revocations),
+then wait until the lab's normal state holds: no fault recorded, every BGP session
+Established, every site announced, healthy and not drained, and every client answered
+by its `expect:` site on both families (under ECMP, every site of its spread). Read
+from `status`, the lab's own view."""
 
 from __future__ import annotations
 
@@ -15,10 +15,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from lab.host.fabric import sysctls_for
+from lab.host.fabric import Fabric
 from lab.host.labs import Lab, recorded_impairments
-from lab.host.procs import run_in
-from lab.model.errors import EnvironmentProblem
 from lab.observe import status
 from lab.ops import drain, faults, impair, revocations
 from lab.shared.wait import wait_until
@@ -68,14 +66,11 @@ def reset(lab: Lab, timeout_s: float = RESET_TIMEOUT_S,
         impair.clear(lab, link)
         cleared.append(link)
         note(f"cleared the impairment of {link}")
+    # A router's sysctls (its multipath hash among them) set again exactly as `up` set
+    # them: the fabric's own code, so reset follows whatever `up` does.
+    fabric = Fabric(lab.plan, lab.journal, lab.topology.bgp.multipath_hash)
     for router in lab.plan.by_role("router"):
-        wanted = {k: v for k, v in sysctls_for(router, lab.topology.bgp.multipath_hash).items()
-                  if "multipath_hash" in k}
-        result = run_in(router.netns, ["sysctl", "-q", "-w",
-                                       *(f"{k}={v}" for k, v in wanted.items())])
-        if result.returncode != 0:
-            raise EnvironmentProblem(f"setting the multipath hash in {router.netns} failed: "
-                                     f"{result.stderr.strip()}")
+        fabric._sysctls(router)
     undrained = []
     if lab.topology.health.enabled:
         for site in lab.topology.sites:
