@@ -45,9 +45,10 @@ bench: install
 	$(VENV)/bin/python -m bench.abuse_bench
 	$(VENV)/bin/python -m bench.procs_bench
 	$(VENV)/bin/python -m bench.scale_bench
+	$(VENV)/bin/python -m bench.identity_bench
+	$(VENV)/bin/python -m bench.scenario_bench
 
 # Every picture in docs/: the topologies' graphs; as root also the live pictures and the
 # failover timeline, from a lab of its own (scripts/docs.sh; DOCS_MEASURED=0 skips that).
 docs:
 	@scripts/docs.sh
-	$(VENV)/bin/python -m bench.identity_bench

@@ -101,8 +101,8 @@ def _fail(message: str, code: int, details: list[str] | None = None) -> None:
 
 # The topic modules add their commands to `app` when imported; --help lists them in
 # this order.
-TOPICS = ("lab", "faults", "impair", "measure", "tokens", "identity", "export", "draw",
-          "watch")
+TOPICS = ("lab", "faults", "impair", "measure", "tokens", "identity", "scenario", "export",
+          "draw", "watch")
 
 
 def _register() -> None:

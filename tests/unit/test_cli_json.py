@@ -49,6 +49,12 @@ ERRORS: dict[str, list[str]] = {
     "audit": ["audit", "--lab", "Not-A-Lab"],
     "contain": ["contain", "ams", "--lab", "Not-A-Lab"],
     "measure exposure": ["measure", "exposure", "--site", "ams", "--lab", "Not-A-Lab"],
+    "reset": ["reset", "--lab", "Not-A-Lab"],
+    "scenario list": ["scenario", "list", "unexpected-argument"],
+    "scenario show": ["scenario", "show", "no-such-scenario"],
+    "scenario validate": ["scenario", "validate", "/nonexistent/scenario.yaml"],
+    "scenario schema": ["scenario", "schema", "unexpected-argument"],
+    "scenario run": ["scenario", "run", "no-such-scenario"],
 }
 
 

@@ -4,7 +4,7 @@ The orchestrator's layers, lowest first; each may import only from itself and th
 before it:
 
     lab.model -> lab.host -> lab.render -> lab.export -> lab.observe -> lab.ops
-    -> lab.draw -> lab.measure -> lab.cli
+    -> lab.draw -> lab.measure -> lab.scenario -> lab.cli
 
 Besides them:
 - `lab.shared` is what everyone may import; it imports nothing else from `lab/` or
@@ -28,7 +28,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 
 ORCHESTRATOR = ["lab.model", "lab.host", "lab.render", "lab.export", "lab.observe", "lab.ops",
-                "lab.draw", "lab.measure", "lab.cli"]
+                "lab.draw", "lab.measure", "lab.scenario", "lab.cli"]
 SHARED = "lab.shared"
 SITES = "lab.sites"
 PROBES = "probes"
@@ -116,6 +116,7 @@ def test_the_modules_are_found() -> None:
     assert "lab.model.topology" in MODULES and "probes.dns" in MODULES
     assert ("lab.observe.routing", "lab.shared.dnsid") in EDGES  # a `from X import Y`
     assert ("lab.ops.lifecycle", "lab.render.launch") in EDGES  # `from lab.render import Y`
+    assert ("lab.scenario.model", "lab.ops.faults") in EDGES  # scenarios use the fault registry
 
 
 def test_every_module_lives_in_a_layer() -> None:
