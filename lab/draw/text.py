@@ -1,7 +1,8 @@
 """A topology graph (`lab.draw.graph.Graph`) as DOT (for Graphviz: SVG, PNG) and as Mermaid
 (renders on GitHub). Pure text; `lab.draw.render` turns DOT into pictures.
 
-Roles by shape: routers are boxes, sites hexagons, clients ellipses. A site's state is its
+Roles by shape: routers are boxes, sites hexagons, clients ellipses, the token issuer a
+cylinder (it holds the keys and the revocation list). A site's state is its
 fill colour, its border style and a word under its name, so colour is never the only cue.
 Links carrying a best path to the anycast prefixes are thick blue arrows pointing where
 the path goes (labelled with the families); a client's answering site is a dashed arrow
@@ -12,9 +13,10 @@ from __future__ import annotations
 from lab.draw import palette
 from lab.draw.graph import Edge, Graph, Node
 
-ROLE_SHAPE = {"router": "box", "site": "hexagon", "client": "ellipse"}
-ROLE_FILL = {"router": palette.SKY_BLUE, "site": "#FFFFFF", "client": "#FFFFFF"}
-RANKS = ("client", "router", "site")  # top to bottom
+ROLE_SHAPE = {"router": "box", "site": "hexagon", "client": "ellipse", "issuer": "cylinder"}
+ROLE_FILL = {"router": palette.SKY_BLUE, "site": "#FFFFFF", "client": "#FFFFFF",
+             "issuer": palette.YELLOW}
+RANKS = ("client", "router", "site", "issuer")  # top to bottom
 
 
 def _q(text: str) -> str:
@@ -107,7 +109,8 @@ def _mtext(text: str) -> str:
     return text.replace('"', "#quot;").replace("\n", "<br/>")
 
 
-MERMAID_SHAPE = {"router": ('["', '"]'), "site": ('{{"', '"}}'), "client": ('(["', '"])')}
+MERMAID_SHAPE = {"router": ('["', '"]'), "site": ('{{"', '"}}'), "client": ('(["', '"])'),
+                 "issuer": ('[("', '")]')}
 
 
 def to_mermaid(graph: Graph) -> str:
@@ -137,6 +140,7 @@ def to_mermaid(graph: Graph) -> str:
     lines.append(f"  classDef router fill:{palette.SKY_BLUE},stroke:{palette.BLACK}")
     lines.append(f"  classDef client fill:#FFFFFF,stroke:{palette.BLACK}")
     lines.append(f"  classDef site fill:#FFFFFF,stroke:{palette.BLACK}")
+    lines.append(f"  classDef issuer fill:{palette.YELLOW},stroke:{palette.BLACK}")
     for state, style in palette.STATE_STYLE.items():
         dash = f",stroke-dasharray:{style['dash']}" if style["dash"] else ""
         width = ",stroke-width:3px" if state == "faulted" else ""

@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from lab.ops.faults import fault_names
+
 ROOT = Path(__file__).resolve().parents[2]
 BAD = ROOT / "tests" / "scenarios" / "bad"
 
@@ -33,9 +35,7 @@ def test_run_of_a_bad_file_is_a_json_error_with_exit_2() -> None:
     error = json.loads(result.stdout)["error"]
     assert error["exit_code"] == 2
     assert error["message"].endswith("unknown-fault.yaml:6: steps[0].do: unknown fault "
-                                     "'dns-crash' (faults: dns, dns-hang, introspect, "
-                                     "introspect-hang, healthd, healthd-hang, speaker, "
-                                     "speaker-hang, link, blackhole)")
+                                     f"'dns-crash' (faults: {', '.join(fault_names())})")
 
 
 def test_an_unknown_name_and_a_bad_junit_path_exit_2() -> None:

@@ -57,9 +57,11 @@ def test_every_shipped_topology_is_found() -> None:
 def test_model_has_every_node_and_link(path: Path) -> None:
     topo, plan = _load(path)
     g = gm.build(topo, plan)
-    assert len(g.nodes) == len(topo.routers) + len(topo.sites) + len(topo.clients)
+    issuers = 1 if topo.issuer is not None else 0
+    assert len(g.nodes) == len(topo.routers) + len(topo.sites) + len(topo.clients) + issuers
     assert g.count("link") == len(plan.links) and g.count("answer") == 0
-    assert {n.role for n in g.nodes} == {"router", "site", "client"}
+    assert {n.role for n in g.nodes} == {"router", "site", "client"} | (
+        {"issuer"} if issuers else set())
     assert all(n.state is None for n in g.nodes)  # no lab: no state
 
 
@@ -81,7 +83,7 @@ def test_mermaid_declares_every_node_and_link(path: Path) -> None:
     topo, plan = _load(path)
     mmd = text.to_mermaid(gm.build(topo, plan))
     assert mmd.startswith("flowchart TB\n")
-    nodes = re.findall(r"^  (n_\w+)(?:\[\"|\{\{\"|\(\[\")", mmd, re.M)
+    nodes = re.findall(r"^  (n_\w+)(?:\[\"|\{\{\"|\(\[\"|\[\(\")", mmd, re.M)
     assert len(nodes) == len(plan.nodes) == len(set(nodes))
     links = re.findall(r"^  n_\w+ (?:---|==|-\.)", mmd, re.M)
     assert len(links) == len(plan.links)
