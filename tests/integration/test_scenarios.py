@@ -16,7 +16,7 @@ import pytest
 from lab.host import labs
 from lab.host.journal import Journal
 from lab.ops import revocations
-from lab.ops.faults import fault_names
+from lab.ops.faults import fault_names, lookup
 from lab.scenario import catalog
 from lab.scenario.load import load_file
 
@@ -183,7 +183,9 @@ def reset(lab: str) -> dict[str, Any]:
 @pytest.mark.parametrize("fault", fault_names())
 def test_reset_after_each_fault(scenario_lab: labs.Lab, fault: str) -> None:
     name = scenario_lab.name
-    failed = lab_cli("fail", "nyc", fault, "--lab", name)
+    issuer = scenario_lab.plan.issuer
+    at = issuer.name if lookup(fault).at_issuer and issuer is not None else "nyc"
+    failed = lab_cli("fail", at, fault, "--lab", name)
     assert failed.returncode == 0, failed.stderr
     report = reset(name)
     assert [h["fault"] for h in report["healed"]] == [fault]
