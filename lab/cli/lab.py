@@ -70,6 +70,13 @@ def print_status(report: dict[str, Any], show_fabric: bool = False) -> None:
         if s.get("reason"):
             ui.out.print(f"[bold]{name}[/]: {escape(s['reason'])}", highlight=False,
                          soft_wrap=True)
+    for name, s in report["sites"].items():
+        bfd = s.get("bfd")
+        if bfd:
+            colour = "green" if bfd["state"] == "Up" else "red"
+            ui.out.print(f"[bold]{name}[/]: BFD [{colour}]{bfd['state']}[/] "
+                         f"({bfd['interval_ms']} ms x {bfd['multiplier']}, responder "
+                         f"{bfd['responder']})", highlight=False)
     for fault in report.get("faults", []):
         ui.out.print(f"[yellow]fault:[/] {fault['fault']} at {fault['site']} since "
                      f"{(fault.get('since') or '?')[11:23]}", highlight=False)

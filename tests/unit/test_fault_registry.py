@@ -24,7 +24,7 @@ from lab.render.base import Readiness
 
 DEFAULT = Path(__file__).resolve().parents[2] / "topologies" / "default.yaml"
 BUILT_IN = ["dns", "dns-hang", "introspect", "introspect-hang", "healthd", "healthd-hang",
-            "speaker", "speaker-hang", "link", "blackhole"]
+            "speaker", "speaker-hang", "link", "blackhole", "bfd"]
 
 
 @dataclass(frozen=True)
@@ -71,7 +71,7 @@ def test_the_built_in_faults_in_their_order() -> None:
     assert all(f.description for f in faults.REGISTRY.values())
     assert {f.name for f in faults.REGISTRY.values()
             if isinstance(f, faults.ProcessFault) and f.sig == signal.SIGSTOP} == {
-        n for n in BUILT_IN if n.endswith("-hang")}
+        n for n in BUILT_IN if n.endswith("-hang")} | {"bfd"}
 
 
 def test_a_registered_fault_is_in_fail_help(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -79,7 +79,7 @@ def test_a_registered_fault_is_in_fail_help(monkeypatch: pytest.MonkeyPatch) -> 
     _register()
     result = CliRunner().invoke(app, ["fail", "--help"], env={"COLUMNS": "200"})
     assert result.exit_code == 0, result.output
-    assert "blackhole, wobble" in result.output  # the argument's list
+    assert "blackhole, bfd, wobble" in result.output  # the argument's list
     assert "wobble" in result.output and "shake the site a little (throwaway)" in result.output
     for name, fault in faults.REGISTRY.items():
         assert name in result.output and fault.description in result.output
