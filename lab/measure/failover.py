@@ -1,5 +1,12 @@
 """`measure failover`: run trials of a fault at a site while every client probes the
-anycast DNS address, then summarise and (optionally) draw the timeline."""
+anycast address with one kind of probe, over IPv4 or IPv6, then summarise and (optionally)
+draw the timeline.
+
+Probe kinds: `dns` (id.server over UDP, `probes.dns`), `https` (an introspection request
+on a new TLS connection each time, `probes.https`), `https-keepalive` (the same requests
+reusing open connections), `tcp` (long-lived DNS-over-TCP connections to the site's
+Unbound, each a stream of small queries: `probes.tcp_stream`, which also counts broken
+connections and the time to an answer on a new one)."""
 
 from __future__ import annotations
 
@@ -9,12 +16,58 @@ from pathlib import Path
 from typing import Any
 
 from lab.host.labs import Lab
-from lab.measure.trials import run_trial, summarise, trial_json
+from lab.measure.trials import Probe, ProbeFactory, run_trial, summarise, trial_json
 from lab.model.errors import BadInput, NotAsExpected
 from lab.model.plan import require_site
 from lab.observe.routing import client_sites, misplaced
 from lab.ops import faults
 from lab.shared.wait import wait_until
+
+PROBES = ("dns", "https", "https-keepalive", "tcp")
+FAMILIES = (4, 6)
+# Each probe's own timeout for one query or request: a TLS handshake and a request take a
+# few milliseconds here, a few tens on a loaded machine.
+PROBE_TIMEOUT_S = {"dns": 0.1, "https": 0.5, "https-keepalive": 0.5, "tcp": 0.2}
+MAX_RATE_HZ = {"dns": 1000, "https": 200, "https-keepalive": 500, "tcp": 1000}
+TCP_CONNECTIONS = 4  # per client
+HTTPS_CLIENT = "lab-admin"  # the lab's own client registration (credentials.create)
+
+
+def check_probe(probe: str, family: int, rate_hz: float) -> None:
+    """BadInput for a probe kind, family or rate the probes do not take."""
+    if probe not in PROBES:
+        raise BadInput(f"unknown probe '{probe}' (probes: {', '.join(PROBES)})")
+    if family not in FAMILIES:
+        raise BadInput(f"--family {family}: give 4 or 6")
+    if rate_hz > MAX_RATE_HZ[probe]:
+        raise BadInput(f"--rate {rate_hz:g}: the {probe} probe sends at most "
+                       f"{MAX_RATE_HZ[probe]} per second per client")
+
+
+def probe_factory(lab: Lab, probe: str, server: str, rate_hz: float) -> ProbeFactory:
+    """How each client's probe of this kind is made (its namespace, how long at most)."""
+    timeout_s = PROBE_TIMEOUT_S[probe]
+    if probe == "dns":
+        from probes.dns import BackgroundProbe
+
+        return lambda netns, longest: BackgroundProbe(server, rate_hz, longest, timeout_s,
+                                                      netns)
+    if probe == "tcp":
+        from probes.tcp_stream import TcpStreamProbe
+
+        return lambda netns, longest: TcpStreamProbe(server, rate_hz, longest, timeout_s,
+                                                     netns, TCP_CONNECTIONS)
+    from lab.render import credentials
+    from probes.https import HttpsProbe, HttpsTarget
+
+    target = HttpsTarget(server, credentials.paths(lab.journal.dir).ca_cert, HTTPS_CLIENT,
+                         credentials.client_secret(lab.journal.dir, HTTPS_CLIENT))
+    mode = "keepalive" if probe == "https-keepalive" else "new"
+
+    def make(netns: str, longest: float) -> Probe:
+        return HttpsProbe(target, rate_hz, longest, timeout_s, netns, mode)
+
+    return make
 
 
 def check_plot_path(path: Path | None) -> Path | None:
@@ -58,15 +111,17 @@ def fault_actions(lab: Lab, site: str, fault: str) -> tuple[Callable[[], None],
     return (lambda: faults.inject(lab, site, fault)), (lambda: faults.heal(lab, site, fault))
 
 
-def wait_expected(lab: Lab, timeout_s: float = 30.0) -> None:
-    """Block until every client is answered by its expected site (IPv4), so that each
-    trial starts from the lab's normal state; NotAsExpected if that does not happen."""
+def wait_expected(lab: Lab, timeout_s: float = 30.0, family: int = 4) -> None:
+    """Block until every client is answered by its expected site (in the family measured),
+    so that each trial starts from the lab's normal state; NotAsExpected if that does not
+    happen."""
     topology, plan = lab.topology, lab.plan
     assert topology is not None and plan is not None
     wrong: list[str] = []
 
     def normal() -> bool:
-        wrong[:] = misplaced(topology, client_sites(plan, timeout=0.2), families=("v4",))
+        wrong[:] = misplaced(topology, client_sites(plan, timeout=0.2),
+                             families=(f"v{family}",))
         return not wrong
 
     if not wait_until(normal, timeout_s, interval_s=0.1):
@@ -75,18 +130,23 @@ def wait_expected(lab: Lab, timeout_s: float = 30.0) -> None:
 
 
 def failover(lab: Lab, site: str, fault: str, trials: int, rate_hz: float,
-             plot: Path | None, progress: Callable[[str], None]) -> dict[str, Any]:
+             plot: Path | None, progress: Callable[[str], None], probe: str = "dns",
+             family: int = 4) -> dict[str, Any]:
     assert lab.plan is not None
     check_plot_path(plot)
+    check_probe(probe, family, rate_hz)
     require_site(lab.plan, site)
     inject, heal = fault_actions(lab, site, fault)
     clients = {c.name: c.netns for c in lab.plan.by_role("client")}
-    server = str(lab.plan.anycast4.network_address)
+    anycast = lab.plan.anycast4 if family == 4 else lab.plan.anycast6
+    server = str(anycast.network_address)
+    make_probe = probe_factory(lab, probe, server, rate_hz)
     records = []
     for n in range(trials):
-        wait_expected(lab)
+        wait_expected(lab, family=family)
         try:
-            records.append(run_trial(clients, server, rate_hz, inject, heal))
+            records.append(run_trial(clients, server, rate_hz, inject, heal,
+                                     timeout_s=PROBE_TIMEOUT_S[probe], make_probe=make_probe))
         finally:
             if fault != "drain" and any(f["site"] == site for f in faults.active(lab).values()):
                 faults.heal(lab, site)
@@ -94,13 +154,16 @@ def failover(lab: Lab, site: str, fault: str, trials: int, rate_hz: float,
         moved = [c for c in r.clients if c.site_after != c.site_before]
         progress(f"trial {n + 1}/{trials}: " + (", ".join(
             f"{c.client} {c.site_before}->{c.site_after} {c.outage_ms} ms, {c.lost} lost"
+            + (f", {c.broken} broken" if c.broken is not None else "")
             for c in moved) or "no client moved"))
-    report = {"lab": lab.name, "site": site, "fault": fault, "rate_hz": rate_hz,
+    report = {"lab": lab.name, "site": site, "fault": fault, "probe": probe,
+              "family": family, "server": server, "rate_hz": rate_hz,
               "trials": [trial_json(r) for r in records],
               "summary": summarise([r.clients for r in records])}
     if plot is not None:
         from lab.measure.plot import timeline
 
         report["plot"] = str(timeline(records, plot, f"{fault} at {site}: which site answered "
-                                                     f"each client ({rate_hz:.0f} queries/s)"))
+                                                     f"each client ({probe}, IPv{family}, "
+                                                     f"{rate_hz:.0f}/s)"))
     return report
