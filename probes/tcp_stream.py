@@ -61,7 +61,7 @@ class TcpStreamProbe:
 
     def __init__(self, server: str, rate_hz: float, max_duration_s: float,
                  timeout_s: float = 0.2, netns: str | None = None,
-                 connections: int = 4) -> None:
+                 connections: int = 4, port: int = PORT) -> None:
         if not 1 <= connections <= MAX_CONNECTIONS:
             raise ValueError(f"connections must be 1..{MAX_CONNECTIONS}")
         if not 0 < rate_hz <= MAX_RATE_HZ:
@@ -70,6 +70,7 @@ class TcpStreamProbe:
             raise ValueError("duration must be in (0, 3600] s")
         self.server, self.rate_hz, self.timeout_s = server, rate_hz, timeout_s
         self.duration_s, self.netns, self.connections = max_duration_s, netns, connections
+        self.port = port
         self.samples: list[Sample] = []
         self.breaks: list[Break] = []
         self.connections_opened = 0
@@ -91,7 +92,7 @@ class TcpStreamProbe:
             else socket.socket(family, socket.SOCK_STREAM)
         sock.setblocking(False)
         try:
-            await asyncio.get_running_loop().sock_connect(sock, (self.server, PORT))
+            await asyncio.get_running_loop().sock_connect(sock, (self.server, self.port))
             reader, writer = await asyncio.open_connection(sock=sock)
         except BaseException:
             sock.close()
