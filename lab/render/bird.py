@@ -9,7 +9,7 @@ from pathlib import Path
 from lab.host import birdctl
 from lab.model import names
 from lab.model.plan import AddressPlan, NodePlan
-from lab.model.topology import Topology, site_bfd
+from lab.model.topology import Topology, backup_prefix, site_bfd
 from lab.render.base import DaemonSpec, Readiness, ReadyTarget
 from lab.render.jinja import render
 
@@ -17,6 +17,7 @@ ASK_TIMEOUT_S = 2.0  # one readiness question to BIRD (it answers in well under 
 
 
 def render_bird(topo: Topology, plan: AddressPlan, router: NodePlan) -> str:
+    backup = topo.health.last_site == "backup-route"
     router_peers, site_peers = [], []
     for iface in router.interfaces:
         peer = plan.nodes[iface.peer]
@@ -34,6 +35,8 @@ def render_bird(topo: Topology, plan: AddressPlan, router: NodePlan) -> str:
     return render("bird.conf.j2", lab=plan.lab, router=router,
                   kernel4=names.KERNEL_PROTOCOLS[4], kernel6=names.KERNEL_PROTOCOLS[6],
                   anycast4=plan.anycast4, anycast6=plan.anycast6,
+                  backup4=backup_prefix(plan.anycast4) if backup else None,
+                  backup6=backup_prefix(plan.anycast6) if backup else None,
                   pool4=topo.pools.links4, pool6=topo.pools.links6,
                   hold_time=topo.bgp.hold_time, keepalive_time=topo.bgp.keepalive_time,
                   ecmp=topo.bgp.ecmp, router_peers=router_peers, site_peers=site_peers,

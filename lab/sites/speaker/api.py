@@ -21,6 +21,11 @@ Each command except `keepalive` gets one JSON line back:
 Fail-closed start: ExaBGP keeps routes when its API process dies and respawns it, so
 the first thing a (re)started API process does is withdraw everything.
 
+Backup routes (`--backup-route PREFIX NEXTHOP`, the topology's health.last_site
+'backup-route'): covering less-specific prefixes announced once at start, in every mode,
+and never withdrawn: they are what still leads clients to some site when every site has
+withdrawn its anycast routes. No command changes them.
+
 Two modes:
 
 * static (`--announce-at-start`, or nothing): anyone may announce or withdraw; used
@@ -326,6 +331,9 @@ def main() -> None:
     # Two words, not "P,NH": ExaBGP's `run` tokenizer splits on commas.
     parser.add_argument("--route", action="append", default=[], nargs=2,
                         metavar=("PREFIX", "NEXTHOP"))
+    parser.add_argument("--backup-route", action="append", default=[], nargs=2,
+                        metavar=("PREFIX", "NEXTHOP"),
+                        help="announced at start whatever happens, never withdrawn")
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--announce-at-start", action="store_true",
                       help="announce once the start-up withdrawal is done (static mode)")
@@ -339,6 +347,9 @@ def main() -> None:
     mode_name = f"watchdog {args.watchdog_ms} ms" if args.watchdog_ms else "static"
     log(f"started (pid {os.getpid()}, {mode_name}), withdrawing first")
     speaker.apply("withdraw", why="start")
+    if args.backup_route:
+        backup = Speaker([Route(p, nh) for p, nh in args.backup_route], speaker.channel)
+        backup.apply("announce", why="backup routes, announced always")
     if args.announce_at_start:
         speaker.apply("announce")
     Server(args.control, speaker, args.watchdog_ms).run()
