@@ -146,11 +146,14 @@ class HttpsProbe:
         sock = self._socket()
         try:
             await asyncio.get_running_loop().sock_connect(sock, (self.target.address, PORT))
-            reader, writer = await asyncio.open_connection(
-                sock=sock, ssl=self._ctx, server_hostname=SERVICE_NAME)
         except BaseException:
             sock.close()
             raise
+        # From here the transport owns the socket: on a failed handshake it closes it
+        # (later, in the loop); closing it here too would free its descriptor for reuse
+        # while the transport still watches it.
+        reader, writer = await asyncio.open_connection(
+            sock=sock, ssl=self._ctx, server_hostname=SERVICE_NAME)
         self.connections_opened += 1
         return _Conn(reader, writer)
 

@@ -93,10 +93,10 @@ class TcpStreamProbe:
         sock.setblocking(False)
         try:
             await asyncio.get_running_loop().sock_connect(sock, (self.server, self.port))
-            reader, writer = await asyncio.open_connection(sock=sock)
         except BaseException:
             sock.close()
             raise
+        reader, writer = await asyncio.open_connection(sock=sock)  # it owns the socket now
         self.connections_opened += 1
         return reader, writer
 

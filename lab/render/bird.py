@@ -41,6 +41,7 @@ def render_bird(topo: Topology, plan: AddressPlan, router: NodePlan) -> str:
                   hold_time=topo.bgp.hold_time, keepalive_time=topo.bgp.keepalive_time,
                   ecmp=topo.bgp.ecmp, router_peers=router_peers, site_peers=site_peers,
                   bfd_protocol=names.BFD_PROTOCOL,
+                  keep_last=topo.health.last_site == "keep-last",
                   bfd_peers=[p for p in site_peers if p["bfd"] is not None])
 
 

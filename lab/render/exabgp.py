@@ -38,11 +38,9 @@ def backup_routes(plan: AddressPlan, site: NodePlan) -> list[tuple[str, str]]:
 
 
 def api_argv(plan: AddressPlan, site: NodePlan, node_dir: Path, python: str,
-             watchdog_ms: int | None, backup: bool = False,
-             keep_last_s: int | None = None) -> list[str]:
+             watchdog_ms: int | None, backup: bool = False) -> list[str]:
     """The API process: in watchdog mode (health daemon in control) or static mode; with
-    the covering backup routes (announced always), and with keep-last (it watches the
-    anycast routes its router sends it, for the health daemon to ask)."""
+    the covering backup routes (announced always)."""
     argv = [python, "-m", "lab.sites.speaker.api", "--control",
             str(node_dir / names.SPEAKER_SOCK)]
     for prefix, nexthop in speaker_routes(plan, site):
@@ -125,7 +123,8 @@ def render_exabgp(topo: Topology, plan: AddressPlan, site: NodePlan, api: list[s
     }
     # ExaBGP splits the run line on whitespace, with no quoting: paths must have no spaces.
     return render("exabgp.conf.j2", lab=plan.lab, site=context, api_argv=" ".join(api),
-                  hold_time=topo.bgp.hold_time)
+                  hold_time=topo.bgp.hold_time,
+                  receive=topo.health.last_site == "keep-last" and not anchor_mode(topo))
 
 
 def exabgp_env(node_dir: Path) -> dict[str, str]:
