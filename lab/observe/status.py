@@ -279,6 +279,7 @@ def health_and_facts(lab: Lab, site: str,
         "route": state.get("route"),
         "flaps": state.get("flaps"),
         "saturation": state.get("saturation"),  # {"policy": absorb|withdraw, "saturated"}
+        "last_site": state.get("last_site"),  # {"policy", "kept", "since", ...} (healthd)
         "checks": {n: {"state": c.get("state"), "since": c.get("since"),
                        "reason": c.get("reason"), "latency_ms": c.get("latency_ms")}
                    for n, c in state.get("checks", {}).items()},
