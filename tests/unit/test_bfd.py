@@ -160,3 +160,15 @@ def test_both_configs_pass_birds_own_check(tmp_path: Path) -> None:
         result = subprocess.run([bird, "-p", "-c", str(path)], capture_output=True, text=True,
                                 check=False)
         assert result.returncode == 0, result.stderr
+
+
+def test_status_notes_bgp_running_without_bfd() -> None:
+    from lab.observe.status import _bfd_note
+
+    def entry(bfd_state: str, session: str = "Established") -> dict:
+        return {"session": session, "bfd": {"state": bfd_state, "responder": "frozen"}}
+
+    assert "hold timer only" in _bfd_note("ams", entry("Down"))
+    assert _bfd_note("ams", entry("Up")) is None
+    assert _bfd_note("ams", entry("Down", session="Active")) is None
+    assert _bfd_note("ams", {"session": "Established", "bfd": None}) is None
