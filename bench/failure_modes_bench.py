@@ -2,7 +2,8 @@
 a silent blackhole with and without BFD, and every site's DNS down under each last-site
 policy. Writes the `failure_modes` section of bench/results.json.
 
-    python -m bench.failure_modes_bench [--trials N] [--rate HZ] [--parts matrix,bfd,last]
+    python -m bench.failure_modes_bench [--trials N] [--bfd-trials N] [--rate HZ]
+        [--parts matrix,bfd,last]
         [--faults F,...] [--probes P,...] [--families 4,6]
 
 - matrix: default lab, each fault at ams x each probe kind (dns, https new connection,
@@ -108,7 +109,7 @@ def bfd(args: argparse.Namespace) -> dict[str, Any]:
         topo = _topology(TWO_SITES, unique("fb"), bgp={"bfd": setting})
         lab = lifecycle.up(topo, lambda _m: None)
         try:
-            cell = _trials(lab, "west", "blackhole", "dns", 4, 200.0, args.trials)
+            cell = _trials(lab, "west", "blackhole", "dns", 4, 200.0, args.bfd_trials)
         finally:
             lifecycle.teardown(lab.journal)
         out[label] = cell
@@ -117,7 +118,7 @@ def bfd(args: argparse.Namespace) -> dict[str, Any]:
                      s["outage_ms"]["p95"], s["outage_ms"]["max"], s["lost"]["median"],
                      s["lost"]["max"]])
         print(f"blackhole, {label}: {s['outage_ms']}", flush=True)
-    show(f"silent blackhole at west, DNS probe 200 q/s, {args.trials} trials",
+    show(f"silent blackhole at west, DNS probe 200 q/s, {args.bfd_trials} trials",
          ["detection", "moved", "outage median ms", "p95", "max", "lost median", "lost max"],
          rows)
     return out
@@ -161,6 +162,7 @@ def last_site(args: argparse.Namespace) -> dict[str, Any]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=3)
+    parser.add_argument("--bfd-trials", type=int, default=5)
     parser.add_argument("--rate", type=float, default=100.0)
     parser.add_argument("--parts", default="matrix,bfd,last")
     parser.add_argument("--faults", default=",".join(FAULTS))
@@ -173,7 +175,8 @@ def main() -> None:
     parts = args.parts.split(",")
     with open("/proc/loadavg") as f:
         load = f.read().split()[:3]
-    results: dict[str, Any] = {"load_average_at_start": load, "trials": args.trials}
+    results: dict[str, Any] = {"load_average_at_start": load, "trials": args.trials,
+                               "bfd_trials": args.bfd_trials}
     if "bfd" in parts:
         results["bfd_blackhole"] = bfd(args)
     if "last" in parts:
