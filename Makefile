@@ -41,6 +41,7 @@ bench: install
 	$(VENV)/bin/python -m bench.lab_bench all
 	$(VENV)/bin/python -m bench.services_bench
 	$(VENV)/bin/python -m bench.failover_bench
+	$(VENV)/bin/python -m bench.failure_modes_bench
 	$(VENV)/bin/python -m bench.health_bench
 	$(VENV)/bin/python -m bench.abuse_bench
 	$(VENV)/bin/python -m bench.procs_bench

@@ -113,6 +113,13 @@ def print_status(report: dict[str, Any], show_fabric: bool = False) -> None:
         if s.get("reason"):
             ui.out.print(f"[bold]{name}[/]: {escape(s['reason'])}", highlight=False,
                          soft_wrap=True)
+    for name, s in report["sites"].items():
+        bfd = s.get("bfd")
+        if bfd:
+            colour = "green" if bfd["state"] == "Up" else "red"
+            ui.out.print(f"[bold]{name}[/]: BFD [{colour}]{bfd['state']}[/] "
+                         f"({bfd['interval_ms']} ms x {bfd['multiplier']}, responder "
+                         f"{bfd['responder']})", highlight=False)
     from lab.host.labs import command
 
     for line in in_force_lines(report, lambda verb: command(lab, verb)):

@@ -21,14 +21,25 @@ def print_failover(report: dict[str, Any]) -> None:
                          c["site_after"],
                          "never" if c["outage_ms"] is None else c["outage_ms"], c["lost"],
                          c["recovery_ms"] if moved else "-"])
-    ui.out.print(ui.table(f"failover: {report['fault']} at {report['site']}",
+    streams = any(c.get("broken") is not None for t in report["trials"] for c in t["clients"])
+    if streams:
+        rows = [[*row, c["broken"], c["reconnect_ms"]] for row, c in zip(
+            rows, (c for t in report["trials"] for c in t["clients"]), strict=True)]
+    ui.out.print(ui.table(f"failover: {report['fault']} at {report['site']} "
+                          f"({report.get('probe', 'dns')})",
                           ["trial", "client", "family", "before", "after", "outage ms",
-                           "lost", "recovery ms"], rows))
+                           "lost", "recovery ms",
+                           *(["broken", "reconnect ms"] if streams else [])], rows))
     s = report["summary"]
     ui.out.print(f"outage ms over {s['affected_client_trials']} affected client-trials: "
                  f"median {s['outage_ms']['median']}, p95 {s['outage_ms']['p95']}, "
                  f"max {s['outage_ms']['max']}; lost queries median {s['lost']['median']}, "
                  f"max {s['lost']['max']}", highlight=False)
+    if "broken" in s:
+        ui.out.print(f"connections broken: {s['broken_total']} in all (per client-trial "
+                     f"median {s['broken']['median']}, max {s['broken']['max']}); answered "
+                     f"again on a new connection after median {s['reconnect_ms']['median']} "
+                     f"ms, max {s['reconnect_ms']['max']} ms", highlight=False)
     if report.get("plot"):
         ui.out.print(f"timeline: {report['plot']}")
 
@@ -66,22 +77,29 @@ def measure_failover(
         trials: Annotated[int, typer.Option("--trials", min=1, max=100)] = 3,
         rate: Annotated[float, typer.Option("--rate", help="queries/s per client",
                                             min=1, max=1000)] = 100.0,
+        probe: Annotated[str, typer.Option("--probe", help="dns (UDP), https (a new TLS "
+                                           "connection per request), https-keepalive, tcp "
+                                           "(long-lived DNS-over-TCP streams: broken "
+                                           "connections)")] = "dns",
         plot: Annotated[Path | None, typer.Option("--plot", help="timeline PNG")] = None,
         family: Annotated[str, typer.Option(
-            "--family", help="ipv4, ipv6 or both: which anycast address the clients "
-                             "probe")] = "ipv4",
+            "--family", help="ipv4 (or 4), ipv6 (or 6) or both: which anycast address "
+                             "the clients probe")] = "ipv4",
         lab: LabOpt = None, json_out: JsonOpt = False) -> None:
     from lab.host import env, labs
     from lab.measure import failover as mr
 
-    families = {"ipv4": ("ipv4",), "ipv6": ("ipv6",), "both": ("ipv4", "ipv6")}.get(family)
+    families = {"ipv4": ("ipv4",), "4": ("ipv4",), "ipv6": ("ipv6",), "6": ("ipv6",),
+                "both": ("ipv4", "ipv6")}.get(family)
     if families is None:
         raise BadInput(f"--family {family}: give ipv4, ipv6 or both")
     plot = mr.check_plot_path(plot)  # before anything is measured
+    mr.check_probe(probe, rate)
     env.require_linux_root()
     opened = labs.open_lab(lab)
     with ui.progress(f"measuring {fault} at {site}", quiet=json_out) as step:
-        report = mr.failover(opened, site, fault, trials, rate, plot, step, families)
+        report = mr.failover(opened, site, fault, trials, rate, plot, step, families,
+                             probe)
     if json_out:
         ui.emit_json(report)
     else:

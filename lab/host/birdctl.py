@@ -397,3 +397,46 @@ def fib_route_command(prefix: str) -> str:
     route carrying every equal-cost next hop; the table itself keeps one route per peer."""
     family = 6 if ":" in prefix else 4
     return f"show route for {prefix} export {names.KERNEL_PROTOCOLS[family]} all"
+
+
+@dataclass(frozen=True)
+class BfdSession:
+    """One row of `show bfd sessions`: the neighbour, the interface, the state (Up, Down,
+    Init, AdminDown), since when, and the negotiated interval and timeout in seconds."""
+
+    protocol: str
+    address: str
+    interface: str
+    state: str
+    since: str
+    interval_s: float | None
+    timeout_s: float | None
+
+
+def _seconds(text: str) -> float | None:
+    try:
+        return float(text)
+    except ValueError:
+        return None
+
+
+def parse_bfd_sessions(text: str) -> list[BfdSession]:
+    """`show bfd sessions` -> one entry per session, under the `NAME:` line of its BFD
+    protocol; the heading row (`IP address ...`) is skipped."""
+    out = []
+    protocol = ""
+    for line in text.splitlines():
+        stripped = line.strip()
+        if not stripped or stripped.startswith(("BIRD ", "IP address")):
+            continue
+        if stripped.endswith(":") and " " not in stripped:
+            protocol = stripped[:-1]
+            continue
+        parts = stripped.split()
+        # address, interface, state, since (a time, maybe with a date before it),
+        # interval, timeout.
+        if len(parts) < 6 or not (":" in parts[0] or "." in parts[0]):
+            continue
+        out.append(BfdSession(protocol, parts[0], parts[1], parts[2], " ".join(parts[3:-2]),
+                              _seconds(parts[-2]), _seconds(parts[-1])))
+    return out

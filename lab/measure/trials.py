@@ -10,6 +10,13 @@ Definitions, per client and trial:
   the site after (0 when no query failed); None when the client never got an answer;
 - lost: queries without an answer between the fault and the heal;
 - recovery: from the heal to the first answer from the site before again.
+With a probe that holds long-lived connections (`probes.tcp_stream`), also:
+- broken: connections that broke (reset, timeout, closed) between the fault and the heal;
+- reconnect: the longest of those from the break to the first answer on a new connection
+  (None when one was never answered again before the heal).
+
+Any probe will do that appends a `Sample` per query as it sends it (`samples`), starts with
+`start()` and stops with `stop()`: the DNS prober by default, or one from `make_probe`.
 """
 
 from __future__ import annotations
@@ -19,12 +26,25 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from lab.shared.wait import wait_until
 from probes.dns import BackgroundProbe, Sample
 
 POLL_S = 0.01  # how often a trial looks at the clients' answers while it waits
+
+
+class Probe(Protocol):
+    samples: list[Sample]
+
+    def start(self) -> Probe: ...
+
+    def stop(self) -> list[Sample]: ...
+
+
+# (client's namespace, the longest it may run, the address it asks) -> a probe, not
+# started yet.
+ProbeFactory = Callable[[str, float, str], Probe]
 
 
 @dataclass
@@ -37,7 +57,19 @@ class ClientTrial:
     recovery_ms: float | None
     queries: int
     family: str = "ipv4"
+    broken: int | None = None          # long-lived connections only (see the docstring)
+    reconnect_ms: float | None = None
 
+
+def connection_breaks(breaks: list[Any], t_fault: float,
+                      t_heal: float | None) -> tuple[int, float | None]:
+    """(how many broke between the fault and the heal, the longest time to an answer on
+    a new connection, None when one of them got none) of a probe's `breaks`."""
+    during = [b for b in breaks if b.t >= t_fault and (t_heal is None or b.t < t_heal)]
+    times = [b.reconnect_ms for b in during]
+    if not during or any(t is None for t in times):
+        return len(during), None
+    return len(during), max(times)
 
 def _mode(samples: list[Sample]) -> str | None:
     counts = Counter(s.site for s in samples if s.site)
@@ -82,9 +114,16 @@ def summarise(trials: list[list[ClientTrial]]) -> dict[str, Any]:
                 "p95": values[min(len(values) - 1, round(0.95 * (len(values) - 1)))],
                 "max": values[-1]}
 
-    return {"affected_client_trials": len(affected),
-            "never_recovered": sum(1 for c in affected if c.outage_ms is None),
-            "outage_ms": dist(outages), "lost": dist(lost), "recovery_ms": dist(recov)}
+    summary = {"affected_client_trials": len(affected),
+               "never_recovered": sum(1 for c in affected if c.outage_ms is None),
+               "outage_ms": dist(outages), "lost": dist(lost), "recovery_ms": dist(recov)}
+    streams = [c for trial in trials for c in trial if c.broken is not None]
+    if streams:
+        summary["broken"] = dist(sorted(c.broken for c in streams if c.broken is not None))
+        summary["broken_total"] = sum(c.broken or 0 for c in streams)
+        summary["reconnect_ms"] = dist(sorted(c.reconnect_ms for c in streams
+                                              if c.reconnect_ms is not None))
+    return summary
 
 
 @dataclass
@@ -99,16 +138,32 @@ class TrialRecord:
 def run_trial(clients: dict[str, str], server: str, rate_hz: float,
               inject: Callable[[], None], heal: Callable[[], None], *,
               settle_s: float = 1.0, max_wait_s: float = 10.0, hold_s: float = 1.0,
-              timeout_s: float = 0.1, servers: dict[str, str] | None = None) -> TrialRecord:
+              timeout_s: float = 0.1, servers: dict[str, str] | None = None,
+              make_probe: ProbeFactory | None = None) -> TrialRecord:
     """Probe from every client (name -> netns), inject, wait for the clients to settle on
-    a site, hold, heal, wait for them to return; bounded by max_wait_s per phase.
-    `servers`: a probe's own server address by name (default: `server`)."""
-    probes = {name: BackgroundProbe((servers or {}).get(name, server), rate_hz,
-                                    settle_s + 2 * max_wait_s + 2 * hold_s,
-                                    timeout_s, netns).start() for name, netns in clients.items()}
+    a site, hold, heal, wait for them to return; bounded by max_wait_s per phase. The
+    probe is the DNS prober at `server` unless `make_probe` gives another (sending
+    `rate_hz` queries per second, which the settling windows assume). `servers`: a
+    probe's own server address by name (default: `server`; one per family)."""
+    duration = settle_s + 2 * max_wait_s + 2 * hold_s + 5
+
+    def dns_probe(netns: str, longest_s: float, address: str) -> Probe:
+        return BackgroundProbe(address, rate_hz, longest_s, timeout_s, netns)
+
+    make = make_probe or dns_probe
+    probes: dict[str, Probe] = {}
     try:
-        wait_until(lambda: all(len(p.samples) >= rate_hz * settle_s for p in probes.values()),
-                   settle_s + 5, POLL_S)
+        for name, netns in clients.items():
+            probes[name] = make(netns, duration, (servers or {}).get(name, server)).start()
+    except BaseException:
+        for probe in probes.values():
+            probe.stop()
+        raise
+    try:
+        # Steady first: a second of answers from every client (a service just restarted
+        # by the previous trial's heal may answer DNS before HTTPS).
+        wait_until(lambda: all(_steady(p, int(rate_hz * settle_s)) for p in probes.values()),
+                   settle_s + max_wait_s, POLL_S)
         before = {n: _mode(p.samples[-int(rate_hz * settle_s):]) for n, p in probes.items()}
         t_fault = time.monotonic()
         inject()
@@ -122,11 +177,23 @@ def run_trial(clients: dict[str, str], server: str, rate_hz: float,
         time.sleep(hold_s / 2)
     finally:
         samples = {n: p.stop() for n, p in probes.items()}
-    return TrialRecord(t_fault, t_heal, samples,
-                       [analyse(n, s, t_fault, t_heal) for n, s in samples.items()])
+    trials = []
+    for name, got in samples.items():
+        trial = analyse(name, got, t_fault, t_heal)
+        breaks = getattr(probes[name], "breaks", None)
+        if breaks is not None:
+            trial.broken, trial.reconnect_ms = connection_breaks(breaks, t_fault, t_heal)
+        trials.append(trial)
+    return TrialRecord(t_fault, t_heal, samples, trials)
 
 
-def _settled(probes: dict[str, BackgroundProbe], since: float, before: dict[str, str | None],
+def _steady(probe: Probe, count: int) -> bool:
+    """The probe's last `count` queries (but the last few, maybe in flight) are answered."""
+    done = probe.samples[:-5]
+    return len(done) >= count and all(s.site is not None for s in done[-count:])
+
+
+def _settled(probes: dict[str, Probe], since: float, before: dict[str, str | None],
              moved: bool, rate_hz: float) -> bool:
     """Every client's last few answers (sent after `since`) are all answered, and for
     the clients whose site changed, by a new site (moved) or by the old one (back)."""

@@ -17,9 +17,12 @@ from lab.model.topology import (
     RESERVED_NAMES,
     CheckTiming,
     Topology,
+    anchor_mode,
+    backup_prefix,
     check_timing,
     parse_duration_us,
     quoted,
+    site_bfd,
     valid_lab_name,
 )
 
@@ -236,6 +239,34 @@ def check_bgp(topo: Topology) -> Iterator[Finding]:
                f"{bgp.hold_time} (a third of it is usual)")
 
 
+def check_bfd(topo: Topology) -> Iterator[Finding]:
+    """BFD must detect a silent link sooner than the hold timer, or it only adds packets."""
+    hold_ms = topo.bgp.hold_time * 1000
+    settings = [("bgp.bfd", topo.bgp.bfd)]
+    settings += [(f"sites.{name}.bfd", site_bfd(topo, name))
+                 for name, site in topo.sites.items() if site.bfd is not None]
+    for path, bfd in settings:
+        detect = bfd.interval_ms * bfd.multiplier
+        if bfd.enabled and detect >= hold_ms:
+            yield (path, f"BFD detects a silent link after {detect} ms (interval_ms "
+                         f"{bfd.interval_ms} x multiplier {bfd.multiplier}), no sooner than "
+                         f"the BGP hold time ({hold_ms} ms): shorten the interval or the "
+                         "multiplier")
+
+
+def check_last_site(topo: Topology) -> Iterator[Finding]:
+    """The last-site policies need a health checker that can apply them."""
+    policy = topo.health.last_site
+    if policy == "withdraw":
+        return
+    if not topo.health.enabled:
+        yield ("health.last_site", f"last_site '{policy}' needs health checking "
+                                   "(health.enabled: true): with static sites nothing withdraws")
+    elif anchor_mode(topo):
+        yield ("health.last_site", f"last_site '{policy}' needs health.checker 'healthd' "
+                                   "(ExaBGP's bundled healthcheck knows no such policy)")
+
+
 def check_router_ids(topo: Topology) -> Iterator[Finding]:
     """Explicit router ids: valid, unique, and never equal to a default one.
 
@@ -346,6 +377,15 @@ def check_prefixes(topo: Topology) -> Iterator[Finding]:
                                              f" /64 links; the topology needs {links}"))
         if any6 is not None and pool6.overlaps(any6):
             findings.append(("pools.links6", f"pool {pool6} overlaps the anycast prefix {any6}"))
+    if topo.health.last_site == "backup-route":
+        for any_net, pool, path in ((any4, pool4, "pools.links4"), (any6, pool6, "pools.links6")):
+            if any_net is None or pool is None or any_net.prefixlen != any_net.max_prefixlen:
+                continue
+            cover = backup_prefix(any_net)
+            if pool.overlaps(cover):
+                findings.append((path, f"pool {pool} overlaps {cover}, the backup route "
+                                       "health.last_site 'backup-route' announces from every "
+                                       "site: move the pool or the anycast address"))
     yield from findings
 
 
@@ -400,7 +440,8 @@ def check_health(topo: Topology) -> Iterator[Finding]:
 
 
 CHECKS = (check_names, check_references, check_links, check_connectivity, check_asns,
-          check_router_ids, check_bgp, check_prefixes, check_health)
+          check_router_ids, check_bgp, check_bfd, check_last_site, check_prefixes,
+          check_health)
 
 
 def ecmp_warnings(topo: Topology) -> list[Finding]:

@@ -55,6 +55,8 @@ MAPPING_EXAMPLES = {
     "Pools": "{links4: 100.64.0.0/16, links6: 'fd00:a11c:ab::/48'}",
     "Bgp": "{hold_time: 9, keepalive_time: 3}",
     "Up": "{keep_on_failure: true}",
+    "Bfd": "{enabled: true, interval_ms: 100, multiplier: 3}",
+    "SiteBfd": "{enabled: true}",
 }
 SECTION_EXAMPLES = {
     "routers": "router names to routers, such as {r1: {asn: 65001}}",
@@ -390,6 +392,10 @@ def _allowed_keys(loc: tuple[Any, ...]) -> list[str]:
         return list(m.Topology.model_fields)
     if len(loc) >= 3 and loc[0] == "links" and loc[2] == "impair":
         return list(m.Impairment.model_fields)
+    if loc == ("bgp", "bfd"):
+        return list(m.Bfd.model_fields)
+    if len(loc) == 3 and loc[0] == "sites" and loc[2] == "bfd":
+        return list(m.SiteBfd.model_fields)
     cls = section_models.get(loc[0])
     if cls is m.Health:  # nested sections: follow the fields down
         for part in loc[1:]:

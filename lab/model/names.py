@@ -77,6 +77,12 @@ JWKS_OVERRIDE = "jwks-override.json"  # present: the keys a site serves instead 
 ISSUER_CONF = "issuer.json"
 ISSUED_TOKENS = "tokens.jsonl"
 
+# The site's BFD responder: a second BIRD with only `protocol bfd` (bgp.bfd).
+BFD_CONF = "bfd.conf"
+BFD_CTL = "bfd.ctl"              # the responder's BIRD control socket
+BFD_PID = "bfd.pid"
+BFD_DAEMON = "bfdd"              # its process is `bfdd@<site>` in the journal
+
 
 def log_name(daemon: str) -> str:
     """A daemon's log file in its node's directory: `bird` -> `bird.log` (`*` for a glob)."""
@@ -88,15 +94,20 @@ def bird_socket(lab_dir: Path, router: str) -> Path:
     return node_dir(lab_dir, router) / BIRD_CTL
 
 
+def bfd_socket(lab_dir: Path, site: str) -> Path:
+    """A site's BFD responder's control socket."""
+    return node_dir(lab_dir, site) / BFD_CTL
+
+
 def speaker_socket(lab_dir: Path, site: str) -> Path:
     """A site's speaker control socket (the health daemon's way to announce)."""
     return node_dir(lab_dir, site) / SPEAKER_SOCK
 
 
 # The unix sockets a lab creates, by node role, in the node's directory: BIRD's control
-# socket and the speaker's (made for every site, although under ExaBGP's bundled
-# healthcheck no speaker API process runs).
-NODE_SOCKETS = {"router": (BIRD_CTL,), "site": (SPEAKER_SOCK,)}
+# socket, the speaker's (made for every site, although under ExaBGP's bundled
+# healthcheck no speaker API process runs) and the BFD responder's (with bgp.bfd).
+NODE_SOCKETS = {"router": (BIRD_CTL,), "site": (SPEAKER_SOCK, BFD_CTL)}
 
 
 # --- BIRD protocol names ----------------------------------------------------------------
@@ -115,6 +126,10 @@ def router_protocol(peer: str, family: int) -> str:
     """A router's BGP session to a neighbouring router, one per family: `r_<peer>_<4|6>`."""
     return f"r_{proto_name(peer)}_{family}"
 
+
+# BFD: the routers' protocol serving their site sessions, and the site responder's.
+BFD_PROTOCOL = "bfd_sites"
+BFD_RESPONDER_PROTOCOL = "bfd_responder"
 
 # The kernel protocols, per family: what BIRD installs in the router's FIB.
 KERNEL_PROTOCOLS = {4: "kernel4", 6: "kernel6"}

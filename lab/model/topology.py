@@ -6,6 +6,7 @@ arithmetic are checked in `checks.py`, so that every problem is reported at once
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from dataclasses import dataclass
 from typing import Annotated, Literal
@@ -104,6 +105,39 @@ class Pools(Strict):
     links6: str = Field("fd00:a11c:ab::/48", description="IPv6 pool, split into /64 per link")
 
 
+# BIRD takes BFD intervals from 1 ms; below 10 ms a 2-core lab misses its own packets, and
+# past 10 s the hold timer (3 s at least) is faster anyway.
+MIN_BFD_INTERVAL_MS = 10
+MAX_BFD_INTERVAL_MS = 10_000
+
+
+class Bfd(Strict):
+    """BFD on the routers' sessions to their sites: each site runs a BFD-only BIRD beside
+    ExaBGP (which has no BFD), so a router notices a silent link in interval x multiplier
+    instead of the hold time. The responder proves the site's namespace and link alive, not
+    ExaBGP: a frozen ExaBGP is still caught by the hold timer only."""
+
+    enabled: bool = Field(False, strict=True, description="run BFD on the routers' sessions "
+                          "to the sites (and a BFD responder in each site)")
+    interval_ms: int = Field(100, strict=True, ge=MIN_BFD_INTERVAL_MS,
+                             le=MAX_BFD_INTERVAL_MS, description="BFD transmit and receive "
+                             "interval in milliseconds")
+    multiplier: int = Field(3, strict=True, ge=1, le=255, description="BFD packets missed "
+                            "before the session is down (detection = interval x multiplier)")
+
+
+class SiteBfd(Strict):
+    """A site's own BFD settings; each field left out takes the lab's (bgp.bfd)."""
+
+    enabled: bool | None = Field(None, strict=True, description="BFD for this site; null: "
+                                 "as bgp.bfd.enabled")
+    interval_ms: int | None = Field(None, strict=True, ge=MIN_BFD_INTERVAL_MS,
+                                    le=MAX_BFD_INTERVAL_MS, description="null: as "
+                                    "bgp.bfd.interval_ms")
+    multiplier: int | None = Field(None, strict=True, ge=1, le=255,
+                                   description="null: as bgp.bfd.multiplier")
+
+
 class Bgp(Strict):
     """Lab-wide BGP behaviour."""
 
@@ -111,6 +145,7 @@ class Bgp(Strict):
     multipath_hash: Literal["l3", "l4"] = Field("l3", description="Linux multipath hash policy")
     hold_time: int = Field(3, ge=3, le=65535, description="BGP hold time in seconds (min 3)")
     keepalive_time: int = Field(1, ge=1, le=21845, description="BGP keepalive in seconds")
+    bfd: Bfd = Bfd()
 
 
 class ExabgpHealthcheck(Strict):
@@ -219,6 +254,18 @@ class Health(Strict):
                                  "interval, fast_interval, timeout, rise, fall; checker: "
                                  "healthd only")
 
+    last_site: Literal["withdraw", "backup-route", "keep-last"] = Field(
+        "withdraw", description="when every site would withdraw at once: withdraw = each "
+        "site withdraws on its own checks (every site down is a total outage); backup-route "
+        "= every site also announces the covering less-specific prefixes (the /24 holding "
+        "the IPv4 anycast address, the /48 holding the IPv6 one) whatever its health, so "
+        "traffic still lands on some site when every host route is gone; keep-last = a "
+        "site does not withdraw while it learns no other site's route for the anycast "
+        "prefix over its own BGP session (for at most last_site_max_s)")
+    last_site_max_s: int = Field(300, strict=True, ge=1, le=86400, description="keep-last: "
+                                 "the longest a failing site stays announced because it is "
+                                 "the last one; then it withdraws anyway")
+
 
 class Issuer(Strict):
     """The lab's token issuer: a node of its own (namespace, unicast address from the
@@ -277,6 +324,8 @@ class Site(Strict):
 
     router: str = Field(description="the router this site attaches to")
     asn: Asn
+    bfd: SiteBfd | None = Field(None, description="this site's BFD settings (override "
+                                "bgp.bfd field by field)")
 
 
 class Client(Strict):
@@ -429,3 +478,28 @@ def check_timing(topo: Topology, check: str) -> CheckDefaults:
         timeout_ms=base.timeout_ms if timeout is None else round(timeout),
         rise=base.rise if given.rise is None else given.rise,
         fall=base.fall if given.fall is None else given.fall)
+
+
+def site_bfd(topo: Topology, site: str) -> Bfd:
+    """The BFD settings in force for a site: bgp.bfd, overridden by the site's own fields."""
+    own = topo.sites[site].bfd
+    if own is None:
+        return topo.bgp.bfd
+    return Bfd(**{**topo.bgp.bfd.model_dump(),
+                  **{k: v for k, v in own.model_dump().items() if v is not None}})
+
+
+def bfd_sites(topo: Topology) -> list[str]:
+    """The sites with BFD on, in the file's order."""
+    return [name for name in topo.sites if site_bfd(topo, name).enabled]
+
+
+# health.last_site 'backup-route': the covering less-specific prefix every site announces
+# beside the anycast host route, by IP version.
+BACKUP_PREFIX_LEN = {4: 24, 6: 48}
+
+
+def backup_prefix(net: ipaddress.IPv4Network | ipaddress.IPv6Network
+                  ) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+    """The /24 (IPv4) or /48 (IPv6) holding an anycast host route."""
+    return net.supernet(new_prefix=BACKUP_PREFIX_LEN[net.version])

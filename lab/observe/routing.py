@@ -16,12 +16,14 @@ from pathlib import Path
 from typing import Any
 
 from lab.host.birdctl import (
+    BfdSession,
     Birds,
     BirdUnavailable,
     Route,
     bgp_state,
     fib_route_command,
     parse_best_route,
+    parse_bfd_sessions,
     parse_protocols,
     parse_route_count,
     parse_routes,
@@ -84,6 +86,28 @@ def sessions(plan: AddressPlan, lab_dir: Path, birds: Birds | None = None) -> li
                 out.append(Session(router.name, name, peer,
                                    bgp_state(proto) if proto else "down",
                                    proto.info if proto else missing))
+    return out
+
+
+def bfd_sessions(plan: AddressPlan, lab_dir: Path, sites: list[str],
+                 birds: Birds | None = None) -> dict[str, BfdSession | None]:
+    """Per site (of `sites`, those with BFD on): the BFD session its router holds towards
+    the site's address, as the router's BIRD reports it; None when BIRD has no such
+    session or does not answer."""
+    out: dict[str, BfdSession | None] = {}
+    by_router: dict[str, list[BfdSession]] = {}
+    with _looking(lab_dir, birds) as birds:
+        for site in sites:
+            node = plan.nodes[site]
+            router = node.interfaces[0].peer
+            if router not in by_router:
+                try:
+                    by_router[router] = parse_bfd_sessions(
+                        birds.ask(router, "show bfd sessions").text)
+                except BirdUnavailable:
+                    by_router[router] = []
+            address = str(node.interfaces[0].v4.ip)
+            out[site] = next((s for s in by_router[router] if s.address == address), None)
     return out
 
 

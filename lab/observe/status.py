@@ -21,7 +21,7 @@ from lab.host.birdctl import Birds
 from lab.host.labs import Lab, recorded_impairments
 from lab.model import names
 from lab.model.names import node_dir
-from lab.model.topology import CHECK_DEFAULTS, Client
+from lab.model.topology import CHECK_DEFAULTS, Client, bfd_sites, site_bfd
 from lab.observe import reasons
 from lab.observe.kernel import fabric_status
 from lab.observe.routing import (
@@ -29,6 +29,7 @@ from lab.observe.routing import (
     announced_families,
     anycast_routes,
     best_paths,
+    bfd_sessions,
     client_sites,
     client_spread,
     expected_words,
@@ -57,6 +58,7 @@ def collect(lab: Lab, fabric: bool = True) -> dict[str, Any]:
         sess = sessions(plan, lab_dir, birds)
         routes = anycast_routes(plan, lab_dir, birds)
         paths = best_paths(plan, lab_dir, birds)
+        bfd = bfd_sessions(plan, lab_dir, bfd_sites(topo), birds)
     problems += [f"{router}: {exc}" for router, exc in birds.unavailable.items()]
     held = held_from_sites(plan, routes)
     families = announced_families(topo)
@@ -88,9 +90,13 @@ def collect(lab: Lab, fabric: bool = True) -> dict[str, Any]:
             "reason": reasons.site_reason(facts),
             "faults": [{"fault": f.get("fault"), "since": reasons.iso(f.get("t"))}
                        for f in site_faults],
+            "bfd": bfd_status(lab, name, bfd) if name in bfd else None,
         }
         if seen.disagreement:
             notes.append(seen.disagreement)
+        bfd_note = _bfd_note(name, report["sites"][name])
+        if bfd_note:
+            notes.append(bfd_note)
     for name, router in topo.routers.items():
         peers = {s.protocol: s.state for s in sess if s.router == name}
         report["routers"][name] = {"asn": router.asn, "router_id": plan.nodes[name].router_id,
@@ -127,6 +133,35 @@ def collect(lab: Lab, fabric: bool = True) -> dict[str, Any]:
     report["problems"] = problems
     report["notes"] = notes
     return report
+
+
+def bfd_status(lab: Lab, site: str, sessions: dict[str, Any]) -> dict[str, Any]:
+    """A site's BFD: the router's session towards it (state, since, negotiated interval
+    and timeout), the settings in force, and the responder process (running, frozen or
+    gone). The responder answering proves the site's namespace and link alive, not its
+    BGP speaker."""
+    assert lab.topology is not None
+    settings = site_bfd(lab.topology, site)
+    session = sessions.get(site)
+    record = procs.running(lab.journal, f"{names.BFD_DAEMON}@{site}")
+    responder = reasons.GONE if record is None else (
+        reasons.FROZEN if procs.is_stopped(record.pid) else reasons.RUNNING)
+    return {"state": session.state if session else "none",
+            "since": session.since if session else None,
+            "interval_ms": settings.interval_ms, "multiplier": settings.multiplier,
+            "detect_ms": settings.interval_ms * settings.multiplier,
+            "timeout_s": session.timeout_s if session else None,
+            "responder": responder}
+
+
+def _bfd_note(site: str, entry: dict[str, Any]) -> str | None:
+    """One sentence when a site's BGP session runs while its BFD session is not up: BIRD
+    drops the BGP session once when BFD goes down, then lets it come back without BFD."""
+    bfd = entry.get("bfd")
+    if not bfd or bfd["state"] == "Up" or entry["session"] != "Established":
+        return None
+    return (f"{site}: BFD session is {bfd['state']} (responder {bfd['responder']}) while BGP "
+            "is Established: a silent link is caught by the hold timer only until BFD is up")
 
 
 def judge_client(name: str, client: Client, answers: dict[str, Identity],
@@ -255,6 +290,7 @@ def health_and_facts(lab: Lab, site: str,
         "route": state.get("route"),
         "flaps": state.get("flaps"),
         "saturation": state.get("saturation"),  # {"policy": absorb|withdraw, "saturated"}
+        "last_site": state.get("last_site"),  # {"policy", "kept", "since", ...} (healthd)
         "checks": {n: {"state": c.get("state"), "since": c.get("since"),
                        "reason": c.get("reason"), "latency_ms": c.get("latency_ms"),
                        "timing": c.get("timing")}

@@ -37,13 +37,15 @@ from lab.host.procs import run_in
 from lab.model import names
 from lab.model.errors import BadInput, EnvironmentProblem, LabError
 from lab.model.plan import NodePlan, require_site
+from lab.model.topology import site_bfd
 from lab.observe.converge import log_tail
 from lab.render.base import Readiness
 from lab.render.ready import READY_TIMEOUT_S, wait_ready
 from lab.shared.wait import wait_until
 
-# Daemons are brought back in the order `up` starts them: services, speaker, health daemon.
-RESTORE_ORDER = ("unbound", "introspect", "exabgp", "healthd")
+# Daemons are brought back in the order `up` starts them: services, BFD responder, speaker,
+# health daemon.
+RESTORE_ORDER = ("unbound", "introspect", names.BFD_DAEMON, "exabgp", "healthd")
 EXIT_WAIT_S = 2.0  # a SIGKILLed process is gone in milliseconds; its ports with it
 NFT_TABLE = "anycast_lab_fault"
 BLACKHOLE = """table inet {table} {{
@@ -181,6 +183,10 @@ REGISTRY: dict[str, Fault] = _registry([
                  "timer notices", daemon="exabgp", sig=signal.SIGSTOP),
     LinkDown("link", "take the site's link to its router down"),
     Blackhole("blackhole", "silently drop everything on the site's link (nftables)"),
+    ProcessFault("bfd", "freeze the site's BFD responder (SIGSTOP; needs bgp.bfd): the "
+                 "router's BFD session goes down and takes the site's BGP session with it, "
+                 "though ExaBGP and the link are fine", daemon=names.BFD_DAEMON,
+                 sig=signal.SIGSTOP),
 ])
 
 
@@ -228,6 +234,10 @@ def _site(lab: Lab, site: str, fault: Fault | None = None) -> NodePlan:
 
 def _process(lab: Lab, site: str, daemon: str) -> procs.ProcessRecord:
     record = procs.running(lab.journal, f"{daemon}@{site}")
+    if record is None and daemon == names.BFD_DAEMON and lab.topology is not None \
+            and not site_bfd(lab.topology, site).enabled:
+        raise BadInput(f"{site} runs no BFD responder: BFD is off for it (bgp.bfd, or "
+                       f"sites.{site}.bfd, in the topology)")
     if record is None:
         raise LabError(f"{daemon} is not running at {site}: nothing to fail (see "
                        f"{command(lab.name, 'status')}, or {command(lab.name, f'heal {site}')})")

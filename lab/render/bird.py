@@ -1,6 +1,6 @@
 """BIRD 2 on every router: eBGP to neighbouring routers (one session per family) and to
-each attached site's speaker; routes installed in the router namespace's kernel FIB.
-Ready when its control socket answers."""
+each attached site's speaker, with BFD on the site sessions where bgp.bfd says so; routes
+installed in the router namespace's kernel FIB. Ready when its control socket answers."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 from lab.host import birdctl
 from lab.model import names
 from lab.model.plan import AddressPlan, NodePlan
-from lab.model.topology import Topology
+from lab.model.topology import Topology, backup_prefix, site_bfd
 from lab.render.base import DaemonSpec, Readiness, ReadyTarget
 from lab.render.jinja import render
 
@@ -17,6 +17,7 @@ ASK_TIMEOUT_S = 2.0  # one readiness question to BIRD (it answers in well under 
 
 
 def render_bird(topo: Topology, plan: AddressPlan, router: NodePlan) -> str:
+    backup = topo.health.last_site == "backup-route"
     router_peers, site_peers = [], []
     for iface in router.interfaces:
         peer = plan.nodes[iface.peer]
@@ -28,13 +29,20 @@ def render_bird(topo: Topology, plan: AddressPlan, router: NodePlan) -> str:
             router_peers.append({**entry, "proto4": names.router_protocol(peer.name, 4),
                                  "proto6": names.router_protocol(peer.name, 6)})
         elif peer.role == "site":
-            site_peers.append({**entry, "proto": names.site_protocol(peer.name)})
+            bfd = site_bfd(topo, peer.name)
+            site_peers.append({**entry, "proto": names.site_protocol(peer.name),
+                               "bfd": bfd if bfd.enabled else None})
     return render("bird.conf.j2", lab=plan.lab, router=router,
                   kernel4=names.KERNEL_PROTOCOLS[4], kernel6=names.KERNEL_PROTOCOLS[6],
                   anycast4=plan.anycast4, anycast6=plan.anycast6,
+                  backup4=backup_prefix(plan.anycast4) if backup else None,
+                  backup6=backup_prefix(plan.anycast6) if backup else None,
                   pool4=topo.pools.links4, pool6=topo.pools.links6,
                   hold_time=topo.bgp.hold_time, keepalive_time=topo.bgp.keepalive_time,
-                  ecmp=topo.bgp.ecmp, router_peers=router_peers, site_peers=site_peers)
+                  ecmp=topo.bgp.ecmp, router_peers=router_peers, site_peers=site_peers,
+                  bfd_protocol=names.BFD_PROTOCOL,
+                  keep_last=topo.health.last_site == "keep-last",
+                  bfd_peers=[p for p in site_peers if p["bfd"] is not None])
 
 
 def bird_spec(topo: Topology, plan: AddressPlan, router: NodePlan, node_dir: Path,

@@ -17,7 +17,7 @@ from lab.host.birdctl import bgp_state, parse_protocols
 from lab.model import names
 from lab.model.errors import LabError
 from lab.model.plan import AddressPlan, NodePlan
-from lab.model.topology import Topology, anchor_mode
+from lab.model.topology import Topology, anchor_mode, backup_prefix
 from lab.render.base import DaemonSpec, Readiness, ReadyTarget
 from lab.render.bird import ASK_TIMEOUT_S
 from lab.render.jinja import render
@@ -29,13 +29,25 @@ def speaker_routes(plan: AddressPlan, site: NodePlan) -> list[tuple[str, str]]:
     return [(str(plan.anycast4), str(iface.v4.ip)), (str(plan.anycast6), str(iface.v6.ip))]
 
 
+def backup_routes(plan: AddressPlan, site: NodePlan) -> list[tuple[str, str]]:
+    """health.last_site 'backup-route': (covering prefix, next hop) per family, announced
+    by every site whatever its health."""
+    iface = site.interfaces[0]
+    return [(str(backup_prefix(plan.anycast4)), str(iface.v4.ip)),
+            (str(backup_prefix(plan.anycast6)), str(iface.v6.ip))]
+
+
 def api_argv(plan: AddressPlan, site: NodePlan, node_dir: Path, python: str,
-             watchdog_ms: int | None) -> list[str]:
-    """The API process: in watchdog mode (health daemon in control) or static mode."""
+             watchdog_ms: int | None, backup: bool = False) -> list[str]:
+    """The API process: in watchdog mode (health daemon in control) or static mode; with
+    the covering backup routes (announced always)."""
     argv = [python, "-m", "lab.sites.speaker.api", "--control",
             str(node_dir / names.SPEAKER_SOCK)]
     for prefix, nexthop in speaker_routes(plan, site):
         argv += ["--route", prefix, nexthop]
+    if backup:
+        for prefix, nexthop in backup_routes(plan, site):
+            argv += ["--backup-route", prefix, nexthop]
     if watchdog_ms is None:
         argv.append("--announce-at-start")
     else:
@@ -111,7 +123,8 @@ def render_exabgp(topo: Topology, plan: AddressPlan, site: NodePlan, api: list[s
     }
     # ExaBGP splits the run line on whitespace, with no quoting: paths must have no spaces.
     return render("exabgp.conf.j2", lab=plan.lab, site=context, api_argv=" ".join(api),
-                  hold_time=topo.bgp.hold_time)
+                  hold_time=topo.bgp.hold_time,
+                  receive=topo.health.last_site == "keep-last" and not anchor_mode(topo))
 
 
 def exabgp_env(node_dir: Path) -> dict[str, str]:
@@ -177,7 +190,8 @@ def exabgp_spec(topo: Topology, plan: AddressPlan, site: NodePlan, node_dir: Pat
                               render_healthcheck(topo, plan, site))
     else:
         watchdog = topo.health.watchdog_ms if topo.health.enabled else None
-        api = api_argv(plan, site, node_dir, python, watchdog)
+        api = api_argv(plan, site, node_dir, python, watchdog,
+                       backup=topo.health.last_site == "backup-route")
     return ExabgpSpec(
         name="exabgp", node=site.name, netns=site.netns, config_path=conf,
         config=render_exabgp(topo, plan, site, api),

@@ -49,6 +49,8 @@ def health_config(topo: Topology, plan: AddressPlan, site: NodePlan, node_dir: P
         "hold_down_ms": topo.health.hold_down_ms,
         "drain_delay_ms": topo.health.drain_delay_ms,
         "saturation": topo.health.saturation,
+        "last_site": topo.health.last_site,
+        "last_site_max_ms": topo.health.last_site_max_s * 1000,
         "checks": [
             {"type": "dns", "name": "dns", "server": unicast,
              "qname": names.HEALTH_QNAME, "expect": [str(plan.anycast4.network_address)],

@@ -11,9 +11,10 @@ from lab.host import env, procs
 from lab.host.journal import Journal
 from lab.model.names import node_dir
 from lab.model.plan import AddressPlan
-from lab.model.topology import Topology
+from lab.model.topology import Topology, site_bfd
 from lab.render import credentials
 from lab.render.base import DaemonSpec
+from lab.render.bfd import bfd_spec
 from lab.render.bird import bird_spec
 from lab.render.exabgp import anchor_mode, exabgp_spec
 from lab.render.health import health_spec
@@ -27,9 +28,11 @@ ANCHOR_TOOLS = ["dig", "timeout"]
 
 
 def lab_specs(topo: Topology, plan: AddressPlan, lab_dir: Path) -> list[DaemonSpec]:
-    """Every daemon, in start order: routers, then per site its services before its
-    speaker (credentials must exist: see `credentials.create`). With health.checker
-    'exabgp-healthcheck' ExaBGP runs the bundled healthcheck itself: no healthd."""
+    """Every daemon, in start order: routers, then per site its services, its BFD
+    responder (with bgp.bfd: answering before the speaker's session comes up, so the
+    router's BFD session is up as soon as BGP is) and its speaker (credentials must
+    exist: see `credentials.create`). With health.checker 'exabgp-healthcheck' ExaBGP runs
+    the bundled healthcheck itself: no healthd."""
     tools = env.require_tools(TOOLS + (ANCHOR_TOOLS if anchor_mode(topo) else []))
     return specs_for(topo, plan, lab_dir, tools, sys.executable)
 
@@ -52,6 +55,8 @@ def specs_for(topo: Topology, plan: AddressPlan, lab_dir: Path, tools: dict[str,
         specs.append(unbound_spec(plan, site, d, tools["unbound"], tools["unbound-checkconf"]))
         specs.append(introspect_spec(plan, site, d, pki, replica_config(topo, plan, d, pki),
                                      python))
+        if site_bfd(topo, site.name).enabled:
+            specs.append(bfd_spec(topo, plan, site, d, tools["bird"]))
         specs.append(exabgp_spec(topo, plan, site, d, tools["exabgp"], python))
         if topo.health.enabled and not anchor:
             specs.append(health_spec(topo, plan, site, d, credentials.paths(lab_dir), python))

@@ -9,8 +9,10 @@ from pathlib import Path
 
 from lab.host import procs
 from lab.host.journal import ProcessRecord
+from lab.model.names import BFD_DAEMON
 from lab.model.plan import AddressPlan
 from lab.render.base import Readiness, ReadyTarget
+from lab.render.bfd import bfd_ready
 from lab.render.bird import bird_ready
 from lab.render.exabgp import exabgp_ready
 from lab.render.health import healthd_ready
@@ -26,6 +28,7 @@ CONDITIONS: dict[str, Callable[[ReadyTarget], Readiness]] = {
     "issuer": issuer_ready,
     "exabgp": exabgp_ready,
     "healthd": healthd_ready,
+    BFD_DAEMON: bfd_ready,
 }
 # Python daemons start in about a second on an idle 2-core machine, and ExaBGP's session
 # needs its start plus BIRD's 1 s connect retry: 15 s leaves room for a loaded machine.

@@ -20,7 +20,7 @@ from lab.model import load_text, names
 from lab.model.errors import BadInput, EnvironmentProblem
 from lab.model.plan import build_plan
 from lab.ops import tokenstore
-from lab.render import bird, exabgp, health
+from lab.render import bfd, bird, exabgp, health
 from lab.render.credentials import paths
 
 REPO = Path(__file__).resolve().parents[2]
@@ -161,7 +161,10 @@ def test_socket_names_are_the_ones_the_daemons_use(tmp_path: Path) -> None:
                                                                          "py", 300)
     pki = paths(tmp_path)
     assert Path(health.health_config(topo, plan, site, d_site, pki)["shim_socket"]) in sockets
-    assert len(sockets) == len(plan.by_role("router")) + len(plan.by_role("site"))
+    argv = bfd.bfd_spec(topo, plan, site, d_site).argv
+    assert Path(argv[argv.index("-s") + 1]) == names.bfd_socket(tmp_path, "s1")
+    assert names.bfd_socket(tmp_path, "s1") in sockets
+    assert len(sockets) == len(plan.by_role("router")) + 2 * len(plan.by_role("site"))
 
 
 def _plan_with_long_names():

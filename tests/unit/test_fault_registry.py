@@ -24,7 +24,7 @@ from lab.render.base import Readiness
 
 DEFAULT = Path(__file__).resolve().parents[2] / "topologies" / "default.yaml"
 BUILT_IN = ["dns", "dns-hang", "introspect", "introspect-hang", "healthd", "healthd-hang",
-            "speaker", "speaker-hang", "link", "blackhole",
+            "speaker", "speaker-hang", "link", "blackhole", "bfd",
             "stale", "issuer", "wrong-key", "expired-cert", "contain"]
 
 
@@ -72,7 +72,7 @@ def test_the_built_in_faults_in_their_order() -> None:
     assert all(f.description for f in faults.REGISTRY.values())
     assert {f.name for f in faults.REGISTRY.values()
             if isinstance(f, faults.ProcessFault) and f.sig == signal.SIGSTOP} == {
-        n for n in BUILT_IN if n.endswith("-hang")}
+        n for n in BUILT_IN if n.endswith("-hang")} | {"bfd"}
 
 
 def test_a_registered_fault_is_in_fail_help(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -39,7 +39,7 @@ def test_structural_and_semantic_problems_come_together() -> None:
         "2: bgp.hold_time: Input should be greater than or equal to 3 (got 1)",
         "5: routers.r2.asn: AS 65001 is already used by router 'r1': routers peer over "
         "eBGP, so each needs its own AS",
-        "7: sites.s1.weight: unknown key 'weight' (allowed here: router, asn)",
+        "7: sites.s1.weight: unknown key 'weight' (allowed here: router, asn, bfd)",
         "8: sites.s2.router: unknown router 'r9' (known: r1, r2)",
         "10: clients.c1.expect: unknown site 's3' (known: s1, s2)",
     ]
@@ -103,7 +103,7 @@ def test_an_overlap_and_a_schema_problem_are_reported_together() -> None:
     assert problems == [
         "2: pools.links4: 10.20.0.0/24 overlaps 10.20.0.0/16, a network of this machine: "
         "the lab would shadow it (choose another pools prefix)",
-        "4: sites.s1.color: unknown key 'color' (allowed here: router, asn)",
+        "4: sites.s1.color: unknown key 'color' (allowed here: router, asn, bfd)",
     ]
 
 

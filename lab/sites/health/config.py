@@ -195,6 +195,13 @@ class HealthConfig(_Model):
     # timeout counts again, so a service that hangs while saturated is withdrawn at most
     # this much later. 0 turns the grace off.
     saturation_grace_ms: int = Field(default=5000, ge=0, le=60_000)
+    # When every site would withdraw at once. keep-last: a failing site stays announced
+    # (with GRACEFUL_SHUTDOWN, so any healthy site wins) while the routes its router sends
+    # it hold no healthy site's route, for at most last_site_max_ms; the other policies
+    # change nothing here (backup-route is the speaker's: covering routes it announces).
+    last_site: Literal["withdraw", "backup-route", "keep-last"] = "withdraw"
+    last_site_max_ms: int = Field(default=300_000, ge=1000, le=86_400_000)
+    routes_poll_ms: int = Field(default=50, ge=10, le=10_000)  # keep-last: ask the shim
     checks: list[Check] = Field(min_length=1)
 
     @field_validator("metrics_listen")

@@ -103,7 +103,8 @@ class Daemon:
         self.site = Site(
             [CheckTracker(c.name, c.rise, c.fall, c.required) for c in cfg.checks],
             hold_down=cfg.hold_down_ms / 1000, hold_down_max=cfg.hold_down_max / 1000,
-            drain_delay=cfg.drain_delay_ms / 1000, retry=cfg.command_retry_ms / 1000)
+            drain_delay=cfg.drain_delay_ms / 1000, retry=cfg.command_retry_ms / 1000,
+            keep_last=cfg.last_site == "keep-last", last_site_max=cfg.last_site_max_ms / 1000)
         self.queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self.workers: dict[str, Worker] = {}
         self.due = {c.name: 0.0 for c in cfg.checks}
@@ -123,6 +124,9 @@ class Daemon:
         self.shim_problem: str | None = None  # last reason we could not connect
         self.saturated = False  # as the latest result that said anything about it
         self.saturated_at = -math.inf  # when the service last said it is saturated
+        self.next_routes_poll = 0.0  # keep-last: when to ask the shim for its routes next
+        self.others_seen: dict[str, Any] = {}  # keep-last: the shim's latest answer
+        self.kept_last = False  # keep-last: the latest decision kept us as the last site
 
     # --- lifecycle ---------------------------------------------------------------
 
@@ -163,6 +167,7 @@ class Daemon:
         self.keep_link(now)
         self.detect_hung(now)
         self.poll_drain(now)
+        self.poll_routes(now)
         self.decide(now)
         self.dispatch(time.monotonic())
 
@@ -198,6 +203,8 @@ class Daemon:
     def next_wake(self) -> float:
         now = time.monotonic()
         times = [self.next_drain_poll]
+        if self.site.keep_last:
+            times.append(self.next_routes_poll)
         times.append(self.link.next_keepalive if self.link.connected else self.next_connect)
         for name, w in self.workers.items():
             if w.busy_since is None:
@@ -311,6 +318,38 @@ class Daemon:
             log.info("%s (%s)", "drained" if drained else "undrained", self.cfg.drain_file)
             self.write_state()
 
+    # --- last site standing (keep-last) -------------------------------------------
+
+    def poll_routes(self, now: float) -> None:
+        """Ask the shim which other sites' anycast routes our router sends us."""
+        if not self.site.keep_last or not self.link.connected or now < self.next_routes_poll:
+            return
+        self.next_routes_poll = now + self.cfg.routes_poll_ms / 1000
+        try:
+            reply = self.link.command("routes", self.cfg.command_timeout_ms / 1000)
+        except ShimError as exc:
+            self.lost_link(str(exc), time.monotonic())
+            return
+        routes = reply.get("routes") if isinstance(reply.get("routes"), dict) else {}
+        healthy = any(isinstance(r, dict) and not r.get("gshut") for r in routes.values())
+        self.site.set_others(healthy, bool(routes))
+        if routes != self.others_seen:
+            self.others_seen = routes
+            self.events.write("other-routes", routes=routes, healthy=healthy)
+            self.write_state()
+
+    def note_last_site(self, reason: str) -> None:
+        kept = reason.startswith("last site standing")
+        if kept and not self.kept_last:
+            self.metrics.last_site_kept.inc()
+            self.events.write("last-site-kept", reason=reason, route=self.site.route)
+            log.warning("%s", reason)
+        elif self.kept_last and not kept:
+            self.events.write("last-site-released", reason=reason)
+            log.info("no longer kept as the last site: %s", reason)
+        self.kept_last = kept
+        self.metrics.last_site.set(1 if kept else 0)
+
     # --- the shim ----------------------------------------------------------------
 
     def keep_link(self, now: float) -> None:
@@ -356,6 +395,8 @@ class Daemon:
             return
         decision = self.site.next_action(now)
         self.wake_at, self.decision_reason = decision.wake_at, decision.reason
+        if self.site.keep_last:
+            self.note_last_site(decision.reason)
         if decision.action is not None:
             self.send(decision.action, decision.reason, now)
             self.wake_at = time.monotonic()  # decide again at once (e.g. the drain's timer)
@@ -410,6 +451,9 @@ class Daemon:
             "flaps": s.flaps, "route_changes": s.route_changes,
             "hold_down_ms": round(s.hold_down * 1000),
             "saturation": {"policy": self.cfg.saturation, "saturated": self.saturated},
+            "last_site": {"policy": self.cfg.last_site, "kept": self.kept_last,
+                          "since": self.wall(s.last_since), "expired": s.last_expired,
+                          "other_routes": self.others_seen},
             "checks": {
                 name: {"state": t.state, "required": t.required, "since": self.wall(t.since),
                        "reason": t.reason, "last_result": t.last_result, "flaps": t.flaps,

@@ -71,6 +71,11 @@ class Metrics:
                                     registry=r)
         self.commands = Counter(p + "shim_commands", "Commands sent to the shim",
                                 ["command", "result"], registry=r)
+        self.last_site_kept = Counter(
+            p + "last_site_kept", "Times the site stayed (or went back) announced as the "
+            "last site standing (health.last_site keep-last)", registry=r)
+        self.last_site = Gauge(p + "last_site", "1 while announced only because no other "
+                               "site's route is seen (keep-last)", registry=r)
         self.route.state("withdrawn")
         for name in checks:
             self.check_state.labels(name).state(UNKNOWN)

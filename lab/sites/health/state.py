@@ -14,6 +14,15 @@ Per site (`Site`): healthy when every required check is up. What the route shoul
 * healthy, drained, otherwise      -> withdraw (a withdrawn site never announces to drain);
 * healthy, not drained             -> announce.
 
+Last site standing (`keep_last`): a site that is not healthy (its checks said down, not
+merely unknown) announces with GRACEFUL_SHUTDOWN instead of withdrawing while the routes
+its router sends it (`set_others`: the best anycast route that is not its own) hold no
+healthy site's route, i.e. none without GRACEFUL_SHUTDOWN; a withdrawn one does so only
+when it sees no other site's route at all. So when every site fails, the last one to fail
+stays, and if all withdrew at once (each saw another's route) they come back, each seeing
+only last-resort routes. Bounded: after `last_site_max` of it the site withdraws and stays
+withdrawn until healthy. Unknown routes (not yet asked) keep nothing.
+
 `Site.next_action` turns that into the command to send now, if any: going down
 (withdraw, gshut) is never delayed; announcing waits for the hold-down (at least
 `hold_down` since the last route change; it doubles, up to `hold_down_max`, each time a
@@ -98,8 +107,14 @@ class Site:
 
     def __init__(self, trackers: Iterable[CheckTracker], *, hold_down: float = 0.5,
                  hold_down_max: float | None = None, drain_delay: float = 2.0,
-                 retry: float = 1.0) -> None:
+                 retry: float = 1.0, keep_last: bool = False,
+                 last_site_max: float = 300.0) -> None:
         self.checks = {t.name: t for t in trackers}
+        self.keep_last = keep_last
+        self.last_site_max = last_site_max
+        self.others: tuple[bool, bool] | None = None  # (a healthy other route, any other)
+        self.last_since: float | None = None  # kept as the last site since (None: not)
+        self.last_expired = False
         self.hold_down_base = hold_down
         self.hold_down_max = hold_down if hold_down_max is None else hold_down_max
         self.hold_down = hold_down  # the current one (see the module docstring)
@@ -163,10 +178,40 @@ class Site:
         self.drained_since = now if drained else None
         return True
 
+    def set_others(self, healthy: bool, any_route: bool) -> None:
+        """What the router sends us: a healthy other site's route, any other route."""
+        self.others = (healthy, any_route)
+
+    def last_site_reason(self, now: float) -> str | None:
+        """Why a failing site stays announced as the last site (None: it does not)."""
+        if not self.keep_last or self.health != DOWN or self.others is None:
+            return None
+        healthy_other, any_other = self.others
+        if healthy_other or (self.route == "withdrawn" and any_other):
+            return None
+        if self.last_expired:
+            return None
+        if self.last_since is not None and now - self.last_since >= self.last_site_max:
+            self.last_expired = True
+            return None
+        return ("last site standing: no other site's route seen"
+                f" ({self.health_reason})")
+
     def desired(self, now: float) -> tuple[str, str]:
         """(action, reason): what the route should be now, ignoring timers."""
         if not self.healthy:
+            kept = self.last_site_reason(now)
+            if kept is not None:
+                if self.last_since is None:
+                    self.last_since = now
+                return GSHUT, kept
+            if self.last_since is not None and not self.last_expired:
+                self.last_since = None
+            if self.last_expired:
+                return WITHDRAW, (f"{self.health_reason}; kept as the last site for "
+                                  f"{self.last_site_max:g} s, the most allowed")
             return WITHDRAW, self.health_reason
+        self.last_since, self.last_expired = None, False
         if self.drained:
             if self.route == "announced":
                 return GSHUT, "draining"
@@ -180,7 +225,9 @@ class Site:
         want, reason = self.desired(now)
         if ROUTE_AFTER[want] == self.route:
             wake = None
-            if want == GSHUT:
+            if want == GSHUT and self.last_since is not None:
+                wake = self.last_since + self.last_site_max
+            elif want == GSHUT:
                 wake = self.route_since + self.drain_delay
             return Decision(None, reason, wake)
         if want == self.failed_action and now < self.retry_at:

@@ -12,6 +12,9 @@ Commands arrive on a unix socket (`--control`), one per line:
     announce gshut      announce them with GRACEFUL_SHUTDOWN (65535:0), for a drain
     withdraw            withdraw them
     state               report the current state
+    routes              the anycast routes the router sends us (other sites' routes,
+                        with health.last_site 'keep-last'): {"routes": {prefix: {"gshut":
+                        bool, "as_path": [...]}}, "session": up|down}
     control             (watchdog mode) make this connection the controller
     keepalive           (watchdog mode, controller only) "still alive"; no answer
 
@@ -20,6 +23,11 @@ Each command except `keepalive` gets one JSON line back:
 
 Fail-closed start: ExaBGP keeps routes when its API process dies and respawns it, so
 the first thing a (re)started API process does is withdraw everything.
+
+Backup routes (`--backup-route PREFIX NEXTHOP`, the topology's health.last_site
+'backup-route'): covering less-specific prefixes announced once at start, in every mode,
+and never withdrawn: they are what still leads clients to some site when every site has
+withdrawn its anycast routes. No command changes them.
 
 Two modes:
 
@@ -82,9 +90,63 @@ def route_lines(action: str, routes: list[Route], gshut: bool = False) -> list[s
     return lines
 
 
+class Received:
+    """The routes ExaBGP says it received (text encoder, `receive { parsed; update; }`):
+    per prefix, whether it carries GRACEFUL_SHUTDOWN and its AS path. A session that goes
+    down takes every route with it."""
+
+    def __init__(self) -> None:
+        self.routes: dict[str, dict[str, Any]] = {}
+        self.session = "down"
+        self.changed_at = time.time()
+
+    def feed(self, line: str) -> bool:
+        """One `neighbor ...` line; True when it was one of ours to read."""
+        words = line.split()
+        if len(words) < 3 or words[0] != "neighbor":
+            return False
+        event = words[2]
+        if event in ("up", "connected"):
+            self.session = "up" if event == "up" else self.session
+        elif event == "down":
+            self.session = "down"
+            self.routes.clear()
+            self.changed_at = time.time()
+        elif event == "receive" and len(words) >= 6 and words[3] == "update":
+            what, prefix = words[4], words[5]
+            if what == "announced":
+                self.routes[prefix] = {"gshut": GRACEFUL_SHUTDOWN in line,
+                                       "as_path": _as_path(words)}
+                self.changed_at = time.time()
+            elif what == "withdrawn":
+                self.routes.pop(prefix, None)
+                self.changed_at = time.time()
+        return True
+
+    def report(self) -> dict[str, Any]:
+        return {"ok": True, "routes": self.routes, "session": self.session,
+                "since": self.changed_at}
+
+
+def _as_path(words: list[str]) -> list[int]:
+    """The AS numbers after `as-path` in a received-update line (ExaBGP writes a sequence
+    in brackets, a set in parentheses), up to the next attribute's name."""
+    if "as-path" not in words:
+        return []
+    out = []
+    for word in words[words.index("as-path") + 1:]:
+        if word.isdigit():
+            out.append(int(word))
+        elif word not in ("[", "]", "(", ")"):
+            break
+    return out
+
+
 class ExaBGPChannel:
     """Our stdout to ExaBGP, our stdin for its acknowledgements (no thread: the caller's
-    loop watches `fileno()` and calls `read_unsolicited` when it is readable)."""
+    loop watches `fileno()` and calls `read_unsolicited` when it is readable). Lines about
+    the neighbour (`neighbor ...`: received routes, session up and down) are not acks:
+    they go to `received`."""
 
     def __init__(self, rfd: int | None = None, wfd: int | None = None) -> None:
         self.rfd = sys.stdin.fileno() if rfd is None else rfd
@@ -92,6 +154,7 @@ class ExaBGPChannel:
         self.closed = False  # ExaBGP closed our stdin or said `shutdown`
         self._buffer = b""
         self._lines: list[str] = []
+        self.received = Received()
 
     def fileno(self) -> int:
         return self.rfd
@@ -108,7 +171,7 @@ class ExaBGPChannel:
             line = raw.decode(errors="replace").strip()
             if line == "shutdown":
                 self.closed = True
-            elif line:
+            elif line and not self.received.feed(line):
                 self._lines.append(line)
 
     def read_unsolicited(self) -> None:
@@ -195,6 +258,8 @@ class Speaker:
             return self.apply("withdraw")
         if words == ["state"]:
             return {"ok": True, "state": self.state, "since": self.changed_at}
+        if words == ["routes"]:
+            return self.channel.received.report()
         return {"ok": False, "state": self.state, "detail": f"unknown command {command!r}"}
 
 
@@ -271,6 +336,8 @@ class Server:
 
     def handle(self, conn: Conn, line: str) -> dict[str, Any] | None:
         words = line.split()
+        if words == ["routes"]:
+            return self.speaker.handle(line)
         if words == ["state"]:
             return {**self.speaker.handle(line), "controller": self.controller is not None,
                     "watchdog_ms": round(self.watchdog_s * 1000) if self.watchdog_s else None}
@@ -326,6 +393,9 @@ def main() -> None:
     # Two words, not "P,NH": ExaBGP's `run` tokenizer splits on commas.
     parser.add_argument("--route", action="append", default=[], nargs=2,
                         metavar=("PREFIX", "NEXTHOP"))
+    parser.add_argument("--backup-route", action="append", default=[], nargs=2,
+                        metavar=("PREFIX", "NEXTHOP"),
+                        help="announced at start whatever happens, never withdrawn")
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--announce-at-start", action="store_true",
                       help="announce once the start-up withdrawal is done (static mode)")
@@ -339,6 +409,9 @@ def main() -> None:
     mode_name = f"watchdog {args.watchdog_ms} ms" if args.watchdog_ms else "static"
     log(f"started (pid {os.getpid()}, {mode_name}), withdrawing first")
     speaker.apply("withdraw", why="start")
+    if args.backup_route:
+        backup = Speaker([Route(p, nh) for p, nh in args.backup_route], speaker.channel)
+        backup.apply("announce", why="backup routes, announced always")
     if args.announce_at_start:
         speaker.apply("announce")
     Server(args.control, speaker, args.watchdog_ms).run()
