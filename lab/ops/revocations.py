@@ -5,7 +5,12 @@ lab, and the revoked canary always, at one version on every site.
 broken replication would deliver; the service takes it, since the version moved
 forward), so its health daemon sees the revoked canary answered active and withdraws the
 site. `restore` puts every list back: the union of every site's revocations and the
-canary, written at one version above the highest, on the sites whose list differs."""
+canary, written at one version above the highest, on the sites whose list differs.
+
+With an issuer, the issuer's list is the truth, and both the replicas and the service
+refuse a list whose version goes back: `restore` writes the issuer's own list (and the
+canary) at one version above every version in the lab, and waits (bounded) until every
+site's replica holds it."""
 
 from __future__ import annotations
 
@@ -19,6 +24,7 @@ from lab.render.credentials import canaries
 from lab.render.introspect import revocation_path
 from lab.shared import revocation
 from lab.shared.atomic import write_json_atomic
+from lab.shared.wait import wait_until
 
 
 def _path(lab: Lab, site: str) -> Path:
@@ -55,6 +61,9 @@ def forget(lab: Lab, site: str) -> int:
 def restore(lab: Lab) -> dict[str, int]:
     """Every site's list to the truth, at one version; returns each site's version
     afterwards (equal on every site). A lab whose lists already agree is left alone."""
+    assert lab.plan is not None
+    if lab.plan.issuer is not None:
+        return _restore_from_issuer(lab)
     found = lists(lab)
     truth: dict[str, float] = {}
     for _, revoked in found.values():
@@ -69,3 +78,26 @@ def restore(lab: Lab) -> dict[str, int]:
     for site in found:
         _write(_path(lab, site), target, dict(truth))
     return dict.fromkeys(found, target)
+
+
+ISSUER_SYNC_WAIT_S = 10.0
+
+
+def _restore_from_issuer(lab: Lab) -> dict[str, int]:
+    assert lab.plan is not None and lab.plan.issuer is not None
+    issuer_path = revocation_path(node_dir(lab.journal.dir, lab.plan.issuer.name))
+    version, truth = revocation.read_revocations(issuer_path)
+    found = lists(lab)
+    canary = canaries(lab.journal.dir)["revoked_jti"]
+    if (canary in truth and all(v == version and set(r) == set(truth)
+                                for v, r in found.values())):
+        return {site: v for site, (v, _) in found.items()}
+    truth = {**truth, canary: truth.get(canary, int(time.time()))}
+    target = max([version, *(v for v, _ in found.values())]) + 1
+    _write(issuer_path, target, truth)  # the issuer's service takes it: the version moved on
+
+    def synced() -> bool:
+        return all(v == target for v, _ in lists(lab).values())
+
+    wait_until(synced, ISSUER_SYNC_WAIT_S, 0.05)
+    return {site: v for site, (v, _) in lists(lab).items()}
