@@ -26,7 +26,7 @@ from lab.observe.routing import client_sites
 from lab.ops import tokenstore
 from lab.ops.lifecycle import validated
 from lab.render import credentials
-from lab.shared import https
+from lab.shared import https, revocation
 
 from ..prerequisites import missing_tools, skip_or_fail
 from .helpers import DEFAULT, EXPECTED, FAILOVER, root_snapshot, unique_name, wait_for
@@ -150,10 +150,18 @@ def test_an_exported_lab_replayed_locally_works_fails_over_and_heals(
         assert set(running) <= set(after), "re-running the exec list restarted a daemon"
         assert sum(c.startswith("/usr/sbin/unbound ") for c in after.values()) == 1
 
-        # Every other node's exec list is idempotent too: nothing restarts, still converged.
+        # Every other node's exec list is idempotent too: nothing restarts, still converged;
+        # the issuer keeps its revocation list (the revocation above stays).
         bird_before = replay.processes("r-eu")
         _ok(replay.run_exec("r-eu"))
         assert replay.processes("r-eu") == bird_before
+        issuer_before = replay.processes("issuer")
+        _ok(replay.run_exec("issuer"))
+        assert replay.processes("issuer") == issuer_before
+        sites = {s.name: 2 for s in plan.by_role("site")}
+        assert tokenstore.site_versions(replay.view, plan) == sites
+        assert revocation.read_revocations(
+            replay.view / "nodes" / "issuer" / "revoked.json")[0] == 2
         wait_converged(topo, plan, replay.view, 30.0, notes.append)
     finally:
         removed = replay.teardown()

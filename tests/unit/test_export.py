@@ -317,6 +317,9 @@ def test_a_nodes_exec_list_follows_the_fabric_then_the_launch_order() -> None:
                                        ".issuer.lock", "-m lab.sites.issuer --config",
                                        "issuer.anycast.lab:443:100.64.0.19")]
     assert first == sorted(first)
+    doc = clab.document(export, "host1")["topology"]
+    assert doc["nodes"]["issuer"]["labels"] == {"anycast-lab.role": "issuer"}
+    assert {"endpoints": ["r-us:issuer", "issuer:r-us"]} in doc["links"]
     starts = [i for i, c in enumerate(issuer) if "-m lab.sites.issuer" in c]
     assert len(starts) == 1 and "/healthz" in issuer[starts[0] + 1]
     assert starts[0] + 2 == len(issuer)
