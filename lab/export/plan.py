@@ -10,6 +10,7 @@ revocation list, each site's list and keys) from `lab.render.issuer.seed_lab`, a
 from __future__ import annotations
 
 import json
+import os
 import tempfile
 from pathlib import Path
 
@@ -56,9 +57,12 @@ def starting_state(plan: AddressPlan,
     with tempfile.TemporaryDirectory() as tmp:
         lab_dir = Path(tmp)
         pki_dir = lab_dir / names.PKI
-        pki_dir.mkdir()
-        for name, (data, _private) in material.items():
-            (pki_dir / name).write_bytes(data)
+        pki_dir.mkdir(mode=0o700)
+        for name, (data, private) in material.items():
+            fd = os.open(pki_dir / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL,
+                         0o600 if private else 0o644)
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
         seed_lab(lab_dir, plan, canaries["revoked_jti"], now=issued)
         out: dict[str, dict[str, bytes]] = {}
         for node in plan.nodes:
