@@ -379,6 +379,13 @@ def test_a_split_file_places_nodes_and_is_checked(tmp_path: Path) -> None:
     crossing = {(ln.a.node, ln.b.node) for ln in export.links if ln.crosses_hosts}
     assert ("r-eu", "c-eu") in crossing and ("r-eu", "r-us") in crossing
     assert len({ln.vni for ln in export.links if ln.crosses_hosts}) == len(crossing)
+    assert export.nodes["issuer"].host == "west"  # with its router, r-us
+    split.write_text("hosts:\n  east: {address: 10.1.0.1, nodes: [r-eu, issuer]}\n"
+                     "  west: {address: 10.1.0.2, nodes: [r-us, r-ap]}\n")
+    moved = export_of("default", split_file=split)
+    assert moved.nodes["issuer"].host == "east"
+    assert ("r-us", "issuer") in {(ln.a.node, ln.b.node) for ln in moved.links
+                                  if ln.crosses_hosts}
     for text, words in [("hosts:\n  a: {address: 10.0.0.1, nodes: [r-eu]}\n", "on no host"),
                         ("hosts:\n  a: {address: nope, nodes: [r-eu, r-us, r-ap]}\n",
                          "not an IP address"),
