@@ -1,8 +1,9 @@
 """An export -> containerlab topology documents, one per host (pure).
 
 Every node is `kind: linux` with the node image; its files are bound one by one
-(`binds`, relative to the topology file), except under clabernetes, which takes no host
-binds: there the `exec` list writes them first. Links on one host are veths (brief form);
+(`binds`, relative to the topology file), except the state a daemon replaces, which the
+`exec` list writes, and except under clabernetes, which takes no host binds: there the
+`exec` list writes them all first. Links on one host are veths (brief form);
 a link between hosts is a `type: vxlan` link on each side with the link's VNI, towards
 the other host's address, on containerlab's documented VXLAN port."""
 
@@ -29,7 +30,7 @@ def document(export: Export, host: str) -> dict[str, Any]:
                                  "labels": {"anycast-lab.role": node.role}}
         if export.clabernetes:
             entry["restart-policy"] = CLABERNETES_RESTART
-        elif node.files:
+        elif node.binds:
             entry["binds"] = node.binds
         if node.exec:
             entry["exec"] = node.exec

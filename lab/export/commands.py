@@ -21,9 +21,10 @@ from lab.model import names
 from lab.model.plan import AddressPlan, NodePlan
 from lab.model.topology import Impairment
 from lab.render.base import DaemonSpec
-from lab.render.credentials import SERVICE_NAME
+from lab.render.credentials import ISSUER_NAME, SERVICE_NAME
 from lab.render.exabgp import ExabgpSpec
 from lab.render.introspect import PORT
+from lab.render.issuer import PORT as ISSUER_PORT
 from lab.render.ready import READY_TIMEOUT_S
 
 LINK_WAIT_S = 60     # containerlab attaches a node's links after the container starts
@@ -148,8 +149,9 @@ def ready_command(plan: AddressPlan, spec: DaemonSpec, lab_dir: PurePosixPath) -
     """Wait as `lab.render.ready` does (same deadline): BIRD says it is up on its control
     socket; Unbound names its site for id.server on the site's unicast address; the
     introspection service answers /healthz for its site over TLS checked against the lab
-    CA; the health daemon's state file says it runs. ExaBGP is not waited for (as `up`:
-    convergence waits for its session)."""
+    CA; the issuer answers /healthz (200) over TLS checked against the lab CA, under its
+    certificate's name; the health daemon's state file says it runs. ExaBGP is not waited
+    for (as `up`: convergence waits for its session)."""
     node = plan.nodes[spec.node]
     unicast = str(node.interfaces[0].v4.ip) if node.interfaces else ""
     nd = lab_dir / names.NODES / spec.node
@@ -164,6 +166,11 @@ def ready_command(plan: AddressPlan, spec: DaemonSpec, lab_dir: PurePosixPath) -
         cond = (f"curl -sf --max-time 1 --cacert {ca} --resolve "
                 f"{SERVICE_NAME}:{PORT}:{unicast} https://{SERVICE_NAME}:{PORT}/healthz "
                 f"2>/dev/null | grep -Eq .site.:.?.{spec.node}.")
+    elif spec.name == "issuer":
+        ca = lab_dir / names.PKI / "ca.pem"
+        cond = (f"curl -sf -o /dev/null --max-time 1 --cacert {ca} --resolve "
+                f"{ISSUER_NAME}:{ISSUER_PORT}:{unicast} "
+                f"https://{ISSUER_NAME}:{ISSUER_PORT}/healthz 2>/dev/null")
     elif spec.name == "healthd":
         cond = f"grep -Eq .running.:.?true {nd / names.HEALTH_STATE} 2>/dev/null"
     else:

@@ -11,8 +11,9 @@ from dataclasses import dataclass, field
 @dataclass(frozen=True)
 class NodeFile:
     """One file a node needs: where it lives in the export directory (relative, POSIX),
-    where the node sees it, its bytes and mode; `keep` files are written only when absent
-    (state a daemon changes, such as a site's revocation list)."""
+    where the node sees it, its bytes and mode; `keep` files are state a daemon replaces
+    (a site's revocation list and keys, the issuer's list): never bound (a rename onto a
+    bind-mounted file fails), they are written by the exec list, only when absent."""
 
     export_path: str
     container_path: str
@@ -24,17 +25,17 @@ class NodeFile:
 @dataclass
 class ExportNode:
     name: str
-    role: str                       # router, site, client
+    role: str                       # router, site, client, issuer
     host: str
     files: list[NodeFile] = field(default_factory=list)
     exec: list[str] = field(default_factory=list)
 
     @property
     def binds(self) -> list[str]:
-        """Docker `-v` binds, relative to the topology file: one per file (private keys
-        and the lab's secrets never reach a node that does not need them)."""
-        return [f"{f.export_path}:{f.container_path}" + ("" if f.keep else ":ro")
-                for f in self.files]
+        """Docker `-v` binds, relative to the topology file, read-only: one per file but
+        the `keep` ones (private keys and the lab's secrets never reach a node that does
+        not need them)."""
+        return [f"{f.export_path}:{f.container_path}:ro" for f in self.files if not f.keep]
 
 
 @dataclass(frozen=True)

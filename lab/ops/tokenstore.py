@@ -27,7 +27,7 @@ from lab.model.plan import AddressPlan
 from lab.render.credentials import AUDIENCE, ISSUER, ISSUER_NAME, client_secret, paths
 from lab.render.introspect import revocation_path
 from lab.render.issuer import PORT as ISSUER_PORT
-from lab.render.issuer import issuer_address, seed_site
+from lab.render.issuer import issuer_address, seed_lab
 from lab.shared import https, identity, revocation, tokens
 from lab.shared.wait import wait_until
 
@@ -118,15 +118,9 @@ def jti_of(text: str) -> str:
 
 def revoke_at_up(lab_dir: Path, plan: AddressPlan, jti: str) -> None:
     """Before any daemon runs: revoke the jti (the health checks' revoked canary) where
-    the lab keeps its revocations, and give every site its starting state."""
-    if plan.issuer is None:
-        revoke(lab_dir, plan, jti)
-        return
-    issuer_dir = node_dir(lab_dir, plan.issuer.name)
-    issuer_dir.mkdir(parents=True, exist_ok=True)
-    revocation.revoke_if_new(revocation_path(issuer_dir), jti)
-    for site in plan.by_role("site"):
-        seed_site(node_dir(lab_dir, site.name), issuer_dir, paths(lab_dir))
+    the lab keeps its revocations, and give every site its starting state
+    (`lab.render.issuer.seed_lab`, which an export carries too)."""
+    seed_lab(lab_dir, plan, jti)
 
 
 def site_versions(lab_dir: Path, plan: AddressPlan) -> dict[str, int]:

@@ -4,7 +4,8 @@ node directory. Ready when its /healthz answers 200 over TLS on its unicast addr
 
 Also what the sites are told about it (`replica_config`: where to pull from, how often)
 and what each site starts with (`seed_site`: the issuer's keys and revocation list at
-`up`, as a site's last-known state before its first sync)."""
+`up`, as a site's last-known state before its first sync; `seed_lab`: the whole lab's
+starting revocation state, which `up` writes and an export carries)."""
 
 from __future__ import annotations
 
@@ -17,10 +18,10 @@ from lab.model import names
 from lab.model.plan import AddressPlan, NodePlan
 from lab.model.topology import Topology
 from lab.render.base import DaemonSpec, Readiness, ReadyTarget
-from lab.render.credentials import AUDIENCE, ISSUER, ISSUER_NAME, Paths
+from lab.render.credentials import AUDIENCE, ISSUER, ISSUER_NAME, Paths, paths
 from lab.shared import identity
 from lab.shared.atomic import write_json_atomic
-from lab.shared.revocation import read_revocations
+from lab.shared.revocation import read_revocations, revoke_if_new
 
 PORT = 443
 
@@ -82,8 +83,27 @@ def seed_site(site_dir: Path, issuer_dir: Path, pki: Paths) -> None:
                       indent=None)
 
 
+def seed_lab(lab_dir: Path, plan: AddressPlan, jti: str, *, now: float | None = None) -> None:
+    """Before any daemon runs: revoke the jti (the health checks' revoked canary) where
+    the lab keeps its revocations, and give every site its starting state. With an issuer:
+    in the issuer's list, each site seeded from it (`seed_site`); without: in every site's
+    own list. `now` is the revocation's time (default: now)."""
+    pki = paths(lab_dir)
+    issuer = plan.issuer
+    if issuer is None:
+        for site in plan.by_role("site"):
+            site_dir = names.node_dir(lab_dir, site.name)
+            site_dir.mkdir(parents=True, exist_ok=True)
+            revoke_if_new(site_dir / names.REVOCATION, jti, now=now)
+        return
+    issuer_dir = names.node_dir(lab_dir, issuer.name)
+    issuer_dir.mkdir(parents=True, exist_ok=True)
+    revoke_if_new(issuer_dir / names.REVOCATION, jti, now=now)
+    for site in plan.by_role("site"):
+        seed_site(names.node_dir(lab_dir, site.name), issuer_dir, pki)
+
+
 def issuer_ready(t: ReadyTarget) -> Readiness:
-    from lab.render.credentials import paths
     from lab.shared import https
 
     address = issuer_address(t.node)

@@ -23,7 +23,10 @@ from lab.export.write import write_export
 from lab.model.plan import build_plan
 from lab.observe.converge import wait_converged
 from lab.observe.routing import client_sites
+from lab.ops import tokenstore
 from lab.ops.lifecycle import validated
+from lab.render import credentials
+from lab.shared import https, revocation
 
 from ..prerequisites import missing_tools, skip_or_fail
 from .helpers import DEFAULT, EXPECTED, FAILOVER, root_snapshot, unique_name, wait_for
@@ -34,6 +37,16 @@ def _ok(results) -> None:
     failed = [r for r in results if r.returncode != 0]
     assert not failed, (f"{failed[0].node}: `{failed[0].command[:120]}` exited "
                         f"{failed[0].returncode}: {failed[0].output}")
+
+
+def _identity(plan, view: Path, site) -> dict:
+    """What a site's introspection service says it holds of the issuer (/identity), asked
+    from inside the site's node over TLS checked against the exported lab CA."""
+    answer = https.request(str(site.interfaces[0].v4.ip), 443, "GET", "/identity",
+                           ca_file=credentials.paths(view).ca_cert,
+                           server_name=credentials.SERVICE_NAME, netns=site.netns)
+    assert answer.status == 200 and isinstance(answer.body, dict), answer.status
+    return answer.body
 
 
 def _answers(plan) -> dict[str, tuple[str | None, str | None]]:
@@ -64,9 +77,10 @@ def test_an_exported_lab_replayed_locally_works_fails_over_and_heals(
         assert len(replay.docs) == 3 and len(set(replay.host_addresses().values())) == 3
     try:
         replay.build()
-        order = ([n for n in export.nodes.values() if n.role == "router"]
-                 + [n for n in export.nodes.values() if n.role == "site"]
-                 + [n for n in export.nodes.values() if n.role == "client"])
+        # `up`'s order: routers, the issuer, sites, clients (every node, none left out).
+        roles = ("router", "issuer", "site", "client")
+        order = [n for role in roles for n in export.nodes.values() if n.role == role]
+        assert len(order) == len(export.nodes) and "issuer" in export.nodes
         started = time.monotonic()
         ran = []
         if variant.startswith("three-hosts"):
@@ -99,6 +113,19 @@ def test_an_exported_lab_replayed_locally_works_fails_over_and_heals(
             received = replay.vxlan_received()
             assert len(received) == 6 and all(received.values()), received
 
+        # Identity as at `up`: every site replicates the exported issuer's keys and list,
+        # and a revocation at the issuer reaches every site's list (each replaces its file).
+        for site in plan.by_role("site"):
+            state = _identity(plan, replay.view, site)
+            assert state["replicated"] and state["revocation"]["ever_synced"], state
+            assert state["kids"] == state["issuer_kids"] and state["kids"], state
+        revoked = tokenstore.revoke_via_issuer(replay.view, plan, f"replay-{replay.run_id}")
+        assert revoked["added"] and revoked["version"] == 2, revoked
+        assert all(ms is not None for ms in revoked["propagated_ms"].values()), revoked
+        assert set(revoked["versions"].values()) == {2}, revoked
+        print(f"replay: a revocation at the issuer reached every site in "
+              f"{max(revoked['propagated_ms'].values()):.0f} ms")
+
         # One fault: ams's Unbound killed; its health daemon withdraws ams.
         unbound = [pid for pid, cmd in replay.processes("ams").items()
                    if cmd.startswith("/usr/sbin/unbound ")]
@@ -123,10 +150,18 @@ def test_an_exported_lab_replayed_locally_works_fails_over_and_heals(
         assert set(running) <= set(after), "re-running the exec list restarted a daemon"
         assert sum(c.startswith("/usr/sbin/unbound ") for c in after.values()) == 1
 
-        # Every other node's exec list is idempotent too: nothing restarts, still converged.
+        # Every other node's exec list is idempotent too: nothing restarts, still converged;
+        # the issuer keeps its revocation list (the revocation above stays).
         bird_before = replay.processes("r-eu")
         _ok(replay.run_exec("r-eu"))
         assert replay.processes("r-eu") == bird_before
+        issuer_before = replay.processes("issuer")
+        _ok(replay.run_exec("issuer"))
+        assert replay.processes("issuer") == issuer_before
+        sites = {s.name: 2 for s in plan.by_role("site")}
+        assert tokenstore.site_versions(replay.view, plan) == sites
+        assert revocation.read_revocations(
+            replay.view / "nodes" / "issuer" / "revoked.json")[0] == 2
         wait_converged(topo, plan, replay.view, 30.0, notes.append)
     finally:
         removed = replay.teardown()

@@ -169,6 +169,9 @@ def test_configs_in_the_export_are_byte_identical_to_what_up_renders(name: str) 
             assert files[rel][0] == text.encode(), f"{rel} differs from what up renders"
             compared += 1
     assert compared == len(ups) + sum(1 for s in ups if getattr(s, "healthcheck_config", None))
+    if plan.issuer is not None:  # the issuer's config is among those compared
+        assert [s.node for s in ups if s.name == "issuer"] == [plan.issuer.name]
+        assert f"nodes/{plan.issuer.name}/issuer.json" in files
     for rel, (data, private) in material(name).items():
         assert files[f"pki/{rel}"] == (data, 0o600 if private else 0o644)
 
@@ -187,33 +190,92 @@ def test_the_image_runtime_changes_only_program_paths() -> None:
         assert data.replace(IMAGE_RUNTIME.python.encode(), b"/P/python") == local[rel][0], rel
 
 
-def test_the_first_revocation_list_holds_the_revoked_canary(tmp_path: Path) -> None:
+@pytest.mark.parametrize("name", ["default", "two-sites"])
+def test_every_node_starts_with_the_state_up_writes(tmp_path: Path, name: str) -> None:
+    """The issuer's revocation list and each site's list and keys, as `up`'s own
+    `revoke_at_up` writes them into a lab directory (with an issuer and without)."""
     from lab.ops import tokenstore
+    from lab.shared import identity
 
-    topo = TOPOLOGIES["default"]
+    topo = TOPOLOGIES[name]
     plan = build_plan(topo)
-    files = render_files(export_of("default"))
-    jti = json.loads(material("default")["canaries.json"][0])["revoked_jti"]
-    tokenstore.revoke(tmp_path, plan, jti)  # what `up` does, in a lab directory
-    for site in topo.sites:
-        ours = json.loads(files[f"nodes/{site}/revoked.json"][0])
-        ups = json.loads((tmp_path / "nodes" / site / "revoked.json").read_bytes())
-        assert ours["version"] == ups["version"] == 1
-        assert set(ours["revoked"]) == set(ups["revoked"]) == {jti}
+    files = render_files(export_of(name))
+    (tmp_path / "pki").mkdir()
+    for rel, (data, _private) in material(name).items():
+        (tmp_path / "pki" / rel).write_bytes(data)
+    jti = json.loads(material(name)["canaries.json"][0])["revoked_jti"]
+    tokenstore.revoke_at_up(tmp_path, plan, jti)  # what `up` does, in a lab directory
+    ups = {f"nodes/{d.name}/{f.name}": f.read_bytes()
+           for d in (tmp_path / "nodes").iterdir() for f in d.iterdir()
+           if not f.name.endswith(".lock")}
+    ours = {rel for rel in files if rel.endswith(("/revoked.json", "/jwks.json"))}
+    assert set(ups) == ours
+    holders = ({plan.issuer.name} if plan.issuer else set()) | set(topo.sites)
+    assert {rel.split("/")[1] for rel in ups} == holders
+    for rel, data in ups.items():
+        if rel.endswith("/jwks.json"):
+            assert files[rel][0] == data, rel
+            kids = {k["kid"] for k in json.loads(data)["keys"]}
+            assert kids == {identity.kid_of(material(name)["signing.key"][0])}
+        else:  # revoked when it was issued, not now: the rest is the same
+            mine, theirs = json.loads(files[rel][0]), json.loads(data)
+            assert mine["version"] == theirs["version"] == 1, rel
+            assert set(mine["revoked"]) == set(theirs["revoked"]) == {jti}, rel
+    if plan.issuer:
+        assert f"nodes/{plan.issuer.name}/revoked.json" in ups
+        assert all(f"nodes/{site}/jwks.json" in ups for site in topo.sites)
 
 
 def test_a_node_gets_only_the_secrets_it_needs() -> None:
     export = export_of("default")
+    issuer = export.nodes["issuer"]
+    assert issuer.role == "issuer"
     for node in export.nodes.values():
         seen = {f.export_path for f in node.files}
-        assert not seen & {"pki/ca.key", "pki/signing.key", "pki/client-secrets.json",
-                           "pki/canaries.json"}, node.name
+        assert not seen & {"pki/ca.key", "pki/client-secrets.json", "pki/canaries.json"}, \
+            node.name
+        # The issuer alone signs: the signing key and its TLS key reach it and no other.
+        assert ("pki/signing.key" in seen) == ("pki/issuer.key" in seen) == (node is issuer)
         if node.role == "site":
             assert "pki/server.key" in seen and f"nodes/{node.name}/unbound.conf" in seen
         else:
             assert "pki/server.key" not in seen
+    assert {f.export_path for f in issuer.files} >= {
+        "pki/issuer.pem", "pki/issuer.key", "pki/signing.key", "nodes/issuer/issuer.json",
+        "nodes/issuer/revoked.json"}
     keys = [f for n in export.nodes.values() for f in n.files if f.export_path.endswith(".key")]
     assert keys and all(f.mode == 0o600 for f in keys)
+
+
+@pytest.mark.parametrize("name", sorted(TOPOLOGIES))
+def test_every_file_a_nodes_configs_name_reaches_that_node(name: str) -> None:
+    """Each path under the lab's pki directory that a node's daemon configs name is one of
+    that node's files (bound, or written by its exec list)."""
+    import re
+
+    export = export_of(name)
+    pki = re.compile(re.escape(str(LAB_DIR / "pki")) + r"/[A-Za-z0-9._-]+")
+    for node in export.nodes.values():
+        mine = {f.container_path for f in node.files}
+        named = {m for f in node.files if f.export_path.endswith((".json", ".conf"))
+                 for m in pki.findall(f.data.decode())}
+        assert named <= mine, (node.name, sorted(named - mine))
+
+
+def test_state_a_daemon_replaces_is_written_by_the_exec_list_never_bound() -> None:
+    export = export_of("default")
+    for name in ("ams", "issuer"):
+        node = export.nodes[name]
+        kept = [f for f in node.files if f.keep]
+        assert kept, name
+        assert not any(b.split(":")[1] == f.container_path for b in node.binds for f in kept)
+        for f in kept:
+            writes = [c for c in node.exec if f"test -e {f.container_path} ||" in c]
+            assert len(writes) == 1, (name, f.container_path)
+            words = shlex.split(shlex.split(writes[0])[-1])
+            assert base64.b64decode(words[words.index("echo") + 1]) == f.data
+    assert {f.container_path.rsplit("/", 1)[1] for f in export.nodes["ams"].files
+            if f.keep} == {"revoked.json", "jwks.json"}
 
 
 @pytest.mark.parametrize("case", CASES, ids=[_case_id(c) for c in CASES])
@@ -246,6 +308,21 @@ def test_a_nodes_exec_list_follows_the_fabric_then_the_launch_order() -> None:
     router = "\n".join(export.nodes["r-eu"].exec)
     assert "net.ipv4.ip_forward=1" in router and "ip route replace default" not in router
     assert "birdc -s /opt/anycast-lab/run/nodes/r-eu/bird.ctl show status" in router
+    issuer = export.nodes["issuer"].exec
+    joined = "\n".join(issuer)
+    first = [joined.index(s) for s in ("/nodes/issuer/revoked.json.new",
+                                       "until ip link show dev r-us", "sysctl -q -w",
+                                       "ip addr replace 100.64.0.19/31 dev r-us",
+                                       "ip route replace default via 100.64.0.18",
+                                       ".issuer.lock", "-m lab.sites.issuer --config",
+                                       "issuer.anycast.lab:443:100.64.0.19")]
+    assert first == sorted(first)
+    doc = clab.document(export, "host1")["topology"]
+    assert doc["nodes"]["issuer"]["labels"] == {"anycast-lab.role": "issuer"}
+    assert {"endpoints": ["r-us:issuer", "issuer:r-us"]} in doc["links"]
+    starts = [i for i, c in enumerate(issuer) if "-m lab.sites.issuer" in c]
+    assert len(starts) == 1 and "/healthz" in issuer[starts[0] + 1]
+    assert starts[0] + 2 == len(issuer)
 
 
 def test_impairments_become_the_same_qdiscs() -> None:
@@ -302,6 +379,13 @@ def test_a_split_file_places_nodes_and_is_checked(tmp_path: Path) -> None:
     crossing = {(ln.a.node, ln.b.node) for ln in export.links if ln.crosses_hosts}
     assert ("r-eu", "c-eu") in crossing and ("r-eu", "r-us") in crossing
     assert len({ln.vni for ln in export.links if ln.crosses_hosts}) == len(crossing)
+    assert export.nodes["issuer"].host == "west"  # with its router, r-us
+    split.write_text("hosts:\n  east: {address: 10.1.0.1, nodes: [r-eu, issuer]}\n"
+                     "  west: {address: 10.1.0.2, nodes: [r-us, r-ap]}\n")
+    moved = export_of("default", split_file=split)
+    assert moved.nodes["issuer"].host == "east"
+    assert ("r-us", "issuer") in {(ln.a.node, ln.b.node) for ln in moved.links
+                                  if ln.crosses_hosts}
     for text, words in [("hosts:\n  a: {address: 10.0.0.1, nodes: [r-eu]}\n", "on no host"),
                         ("hosts:\n  a: {address: nope, nodes: [r-eu, r-us, r-ap]}\n",
                          "not an IP address"),
