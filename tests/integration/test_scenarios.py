@@ -180,7 +180,9 @@ def reset(lab: str) -> dict[str, Any]:
     return report
 
 
-@pytest.mark.parametrize("fault", fault_names())
+# Every fault this lab can have: the default topology runs no BFD responder (test_bfd.py
+# fails and heals that one on a lab with BFD on).
+@pytest.mark.parametrize("fault", [f for f in fault_names() if f != "bfd"])
 def test_reset_after_each_fault(scenario_lab: labs.Lab, fault: str) -> None:
     name = scenario_lab.name
     issuer = scenario_lab.plan.issuer
