@@ -143,11 +143,13 @@ def main() -> None:
                         help="also measure this many sites started by exec (0: skip)")
     parser.add_argument("--plot", type=Path, default=PICTURE)
     args = parser.parse_args()
-    rows = []
+    rows: list[dict] = []
     for sites in (int(s) for s in args.sizes.split(",")):
-        rows.append(measure(sites, args.idle_s))
-        if sites == args.compare:
-            rows.append(measure(sites, args.idle_s, launcher=False))
+        runs = [True, False] if sites == args.compare else [True]
+        for launcher in runs:
+            rows.append(measure(sites, args.idle_s, launcher))
+            # Saved as it goes: a size that fails to come up still leaves the others.
+            save("scale", {"idle_s": args.idle_s, "rows": rows, "complete": False})
     show(f"growth curve (idle measured over {args.idle_s:.0f} s)",
          ["sites", "start", "up s", "converging s", "idle CPU %/site", "idle CPU % total",
           "PSS MiB/site", "PSS MiB total"],
@@ -155,7 +157,8 @@ def main() -> None:
            r["idle_cpu_pct_per_site"], r["idle_cpu_pct_total"], r["pss_mib_per_site"],
            r["pss_mib_total"]] for r in rows])
     plot(rows, args.plot)
-    save("scale", {"idle_s": args.idle_s, "rows": rows, "picture": str(args.plot.name)})
+    save("scale", {"idle_s": args.idle_s, "rows": rows, "picture": str(args.plot.name),
+                   "complete": True})
 
 
 if __name__ == "__main__":
