@@ -26,8 +26,8 @@ def describe(record: dict[str, Any]) -> str:
 
 @app.command()
 def impair(link: Annotated[str, typer.Argument(
-               metavar="LINK|SITE", help="a router-to-router link 'A--B', or a site (its "
-               "link to its router)")],
+               metavar="LINK|NODE", help="a link 'A--B', or a site, client or the issuer "
+               "(its link to its router)")],
            loss: Annotated[float | None, typer.Option(
                "--loss", metavar="PCT", help="random loss in percent, each direction")] = None,
            rate: Annotated[str | None, typer.Option(

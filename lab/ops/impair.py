@@ -69,18 +69,19 @@ def _shown(loss: float | None, rate: str | None, delay: str | None, field: objec
 
 
 def find_link(plan: AddressPlan, name: str) -> LinkPlan:
-    """A router-to-router link `A--B` (either order) or a site's link to its router."""
-    candidates = [ln for ln in plan.links if ln.kind in ("core", "site")]
+    """A link `A--B` (either order: router to router, or a router to its site, client or
+    issuer), or a site, client or issuer by name (its link to its router)."""
     if "--" in name:
         a, _, b = name.partition("--")
-        for link in candidates:
+        for link in plan.links:
             if {link.a, link.b} == {a, b} and a != b:
                 return link
-    elif name in plan.nodes and plan.nodes[name].role == "site":
-        return next(ln for ln in candidates if ln.kind == "site" and ln.b == name)
-    core = ", ".join(ln.name for ln in candidates if ln.kind == "core")
-    sites = ", ".join(n.name for n in plan.by_role("site"))
-    raise BadInput(f"unknown link or site '{name}' (links: {core}; sites: {sites})")
+    elif name in plan.nodes and plan.nodes[name].role != "router":
+        return next(ln for ln in plan.links if ln.kind != "core" and ln.b == name)
+    core = ", ".join(ln.name for ln in plan.links if ln.kind == "core")
+    edges = ", ".join(ln.b for ln in plan.links if ln.kind != "core")
+    raise BadInput(f"unknown link or node '{name}' (links: {core}; sites, clients and "
+                   f"issuer by name: {edges})")
 
 
 @dataclass(frozen=True)

@@ -60,12 +60,20 @@ def test_links_by_either_name_order_and_sites_by_name(plan: AddressPlan) -> None
         ("acl.default.r-eu", "ams"), ("acl.default.ams", "r-eu")]
 
 
-@pytest.mark.parametrize("name", ["nowhere", "r-eu", "c-eu", "r-eu--c-eu", "r-eu--r-eu",
+def test_a_client_or_the_issuer_by_name_is_its_access_link(plan: AddressPlan) -> None:
+    client = find_link(plan, "c-eu")
+    assert (client.kind, client.name) == ("client", "r-eu--c-eu")
+    assert find_link(plan, "c-eu--r-eu") == client
+    issuer = plan.by_role("issuer")[0].name
+    assert find_link(plan, issuer).kind == "issuer"
+
+
+@pytest.mark.parametrize("name", ["nowhere", "r-eu", "r-eu--c-us", "r-eu--r-eu",
                                   "r-eu--", "--"])
 def test_unknown_links_name_the_choices(plan: AddressPlan, name: str) -> None:
     with pytest.raises(BadInput) as err:
         find_link(plan, name)
-    assert f"unknown link or site '{name}'" in err.value.message
+    assert f"unknown link or node '{name}'" in err.value.message
     assert "r-eu--r-us" in err.value.message and "ams" in err.value.message
 
 
