@@ -135,13 +135,16 @@ def held_from_sites(plan: AddressPlan, routes: Routes) -> dict[str, dict[str, bo
     """Per site and family ("v4", "v6"): does the site's router hold a route for the
     anycast prefix learned over that site's own BGP session? Best or not: a drained
     site's GRACEFUL_SHUTDOWN route is still held (and so announced) while routers
-    prefer another path."""
+    prefer another path. Only the anycast prefix itself counts: `show route for` falls
+    back to a covering route (a last-site backup /24 or /48), which the site announces
+    whether or not its health is up."""
     families = {str(plan.anycast4): "v4", str(plan.anycast6): "v6"}
     out: dict[str, dict[str, bool]] = {}
     for site in plan.by_role("site"):
         router, protocol = site.interfaces[0].peer, names.site_protocol(site.name)
         out[site.name] = {
-            families[prefix]: any(r.protocol == protocol for r in routes.get((router, prefix), []))
+            families[prefix]: any(r.protocol == protocol and r.net in (None, prefix)
+                                  for r in routes.get((router, prefix), []))
             for prefix in plan.anycast}
     return out
 

@@ -84,6 +84,26 @@ def test_a_site_is_held_from_its_own_session_best_or_not(plan):
     assert held["sin"] == {"v4": False, "v6": False}  # r-ap answered nothing
 
 
+# ams's health is down under the backup-route policy: the /32 is withdrawn and BIRD's
+# `show route for 203.0.113.53/32` answers with ams's covering /24.
+R_EU_BACKUP_ONLY = """BIRD 2.0.12 ready.
+Table master4:
+203.0.113.0/24       unicast [site_ams 17:01:13.753] * (100) [AS65100i]
+\tvia 100.64.0.7 on ams
+\tBGP.as_path: 65100
+\tBGP.local_pref: 100
+"""
+
+
+def test_a_covering_backup_route_is_not_the_anycast_prefix(plan):
+    v6 = str(plan.anycast6)
+    routes = {("r-eu", PREFIX): parse_routes(R_EU_BACKUP_ONLY, PREFIX), ("r-eu", v6): []}
+    assert routes[("r-eu", PREFIX)][0].protocol == "site_ams"
+    assert held_from_sites(plan, routes)["ams"] == {"v4": False, "v6": False}
+    routes[("r-eu", PREFIX)] = parse_routes(R_EU, PREFIX)
+    assert held_from_sites(plan, routes)["ams"]["v4"] is True
+
+
 BOTH = ("v4", "v6")
 
 
