@@ -20,19 +20,18 @@ from lab.ops.faults import fault_names, lookup
 from lab.scenario import catalog
 from lab.scenario.load import load_file
 
-from .helpers import DEFAULT, ROOT, LabHandle, lab_cli, unique_name
-
-ECMP = ROOT / "topologies" / "ecmp-ring.yaml"
+from .helpers import DEFAULT, LabHandle, lab_cli, unique_name
 
 
-def by_topology(topology: str) -> list[str]:
+def shipped_by_topology() -> list[tuple[Path, str]]:
+    """Every shipped scenario with its topology file, grouped by topology (default first):
+    the labs they need come up one after the other."""
     out = []
     for path in catalog.shipped():
         report = load_file(path)
-        assert report.scenario is not None, path
-        if report.scenario.topology == topology:
-            out.append(path.stem)
-    return out
+        assert report.scenario is not None and report.topology_path is not None, path
+        out.append((report.topology_path.resolve(), path.stem))
+    return sorted(out, key=lambda pair: (pair[0] != DEFAULT.resolve(), str(pair[0]), pair[1]))
 
 
 @pytest.fixture(scope="module")
@@ -45,13 +44,35 @@ def scenario_lab() -> Iterator[labs.Lab]:
         handle.down()
 
 
+class OtherLabs:
+    """A lab for each other topology the shipped scenarios run on, one up at a time (the
+    tests come grouped by topology, so each comes up once)."""
+
+    def __init__(self) -> None:
+        self.topology: Path | None = None
+        self.handle: LabHandle | None = None
+        self.lab: labs.Lab | None = None
+
+    def get(self, topology: Path) -> labs.Lab:
+        if self.topology != topology or self.lab is None:
+            self.close()
+            self.topology, self.handle = topology, LabHandle(unique_name("so"), topology)
+            self.lab = self.handle.up()
+        return self.lab
+
+    def close(self) -> None:
+        if self.handle is not None:
+            self.handle.down()
+        self.topology = self.handle = self.lab = None
+
+
 @pytest.fixture(scope="module")
-def ecmp_lab() -> Iterator[labs.Lab]:
-    handle = LabHandle(unique_name("se"), ECMP)
+def other_labs() -> Iterator[OtherLabs]:
+    others = OtherLabs()
     try:
-        yield handle.up()
+        yield others
     finally:
-        handle.down()
+        others.close()
 
 
 def run(name: str, lab: str, *extra: str) -> tuple[int, dict[str, Any]]:
@@ -68,21 +89,21 @@ def failures(report: dict[str, Any]) -> list[str]:
         or [str(report.get("error"))]
 
 
-@pytest.mark.parametrize("name", by_topology("default"))
-def test_shipped_scenario_passes(scenario_lab: labs.Lab, name: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize(("topology", "name"), shipped_by_topology(),
+                         ids=[name for _, name in shipped_by_topology()])
+def test_shipped_scenario_passes(request: pytest.FixtureRequest, topology: Path, name: str,
+                                 tmp_path: Path) -> None:
+    if topology == DEFAULT.resolve():
+        lab = request.getfixturevalue("scenario_lab")
+    else:
+        lab = request.getfixturevalue("other_labs").get(topology)
     junit = tmp_path / "junit.xml"
-    code, report = run(name, scenario_lab.name, "--junit", str(junit))
+    code, report = run(name, lab.name, "--junit", str(junit))
     assert code == 0 and report["ok"], failures(report)
     assert report["failed"] == 0 and report["passed"] == len(report["steps"])
     suite = ET.parse(junit).getroot().find("testsuite")
     assert suite is not None and suite.get("name") == name
     assert suite.get("failures") == "0" and len(suite.findall("testcase")) == report["passed"]
-
-
-@pytest.mark.parametrize("name", by_topology("ecmp-ring"))
-def test_shipped_ecmp_scenario_passes(ecmp_lab: labs.Lab, name: str) -> None:
-    code, report = run(name, ecmp_lab.name)
-    assert code == 0 and report["ok"], failures(report)
 
 
 WRONG = """\
