@@ -37,6 +37,7 @@ class Observation:
     # "error": str|None}
     tokens: dict[tuple[str, str, str], dict[str, Any]] = field(default_factory=dict)
     samples: dict[str, list[Sample]] = field(default_factory=dict)
+    audit: dict[str, Any] | None = None  # `anycast-lab audit`'s document (lab.observe.audit)
     t_action: float = 0.0  # monotonic instant the step's action began
     rate_hz: float = 50.0
 
@@ -116,6 +117,9 @@ def describe(exp: Any) -> str:
             bounds.append(f"settled no sooner than {exp.min_settle_ms:g} ms")
         tail = f": {', '.join(bounds)}" if bounds else ""
         return f"{exp.measured} settles at {_words(m.site_list(exp.settles_at))}{tail}"
+    if isinstance(exp, m.AuditExpect):
+        what = exp.property or "every property"
+        return f"audit of {exp.audit}: {what} {'diverges' if exp.diverges else 'agrees'}"
     raise TypeError(f"not an expectation: {exp!r}")
 
 
@@ -325,10 +329,31 @@ def _measured(exp: m.MeasuredExpect, obs: Observation) -> Result:
     return ok, observed, values, not ok
 
 
+def _audit(exp: m.AuditExpect, obs: Observation) -> Result:
+    doc = obs.audit
+    if doc is None or exp.audit not in (doc.get("sites") or {}):
+        return False, f"no audit of site {exp.audit} yet", {}, False
+    facts = doc["sites"][exp.audit]
+    marked: dict[str, str] = (doc.get("divergent") or {}).get(exp.audit, {})
+    if exp.property is not None:
+        why = marked.get(exp.property)
+        got = why is not None
+        value = facts.get(exp.property)
+        observed = (f"{exp.property} diverges: {why}" if got
+                    else f"{exp.property} agrees ({value!r})")
+        values = {"diverges": got, "value": value, "why": why}
+    else:
+        got = bool(marked)
+        observed = ("diverges: " + "; ".join(f"{p}: {w}" for p, w in marked.items())
+                    if got else "every property agrees")
+        values = {"diverges": got, "divergent": dict(marked)}
+    return got == exp.diverges, observed, values, False
+
+
 _EVALUATORS: list[tuple[type, Any]] = [
     (m.ClientExpect, _client), (m.SpreadExpect, _spread), (m.SiteExpect, _site),
     (m.RouterExpect, _router), (m.SessionExpect, _session), (m.TokenExpect, _token),
-    (m.MeasuredExpect, _measured),
+    (m.MeasuredExpect, _measured), (m.AuditExpect, _audit),
 ]
 
 
