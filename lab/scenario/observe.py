@@ -30,7 +30,7 @@ def observe(lab: Lab, expectations: list[Any], tokens: Tokens, base: Observation
     """One look at the lab for these expectations (samples and instants from `base`)."""
     obs = Observation(samples=base.samples, t_action=base.t_action, rate_hz=base.rate_hz)
     if any(isinstance(e, STATUS_KINDS) for e in expectations):
-        obs.status = status.collect(lab, fabric=False)
+        obs.status = status.collect(lab, fabric=False, identity=False)
     if any(isinstance(e, m.AuditExpect) for e in expectations):
         from lab.observe.audit import audit
 
