@@ -123,3 +123,16 @@ def test_the_identity_check_needs_coupling() -> None:
 def test_an_audit_of_an_unknown_site_is_refused() -> None:
     found = problems(scenario("default", "fail ams stale", "{audit: lon, diverges: true}"))
     assert len(found) == 1 and "unknown site 'lon'" in found[0]
+
+
+def test_a_revocation_at_the_issuer_says_when_each_site_held_it() -> None:
+    from lab.scenario.actions import issuer_revoke_text
+
+    doc = {"version": 2, "added": True,
+           "propagated_ms": {"ams": None, "nyc": 312.4, "sin": 350.0}}
+    assert issuer_revoke_text("student", doc) == (
+        "revoked student at the issuer (version 2): nyc after 312 ms, sin after 350 ms; "
+        "not at ams within 10 s (cut off or stale)")
+    again = {"version": 2, "added": False, "propagated_ms": {"ams": 1.0}}
+    assert issuer_revoke_text("student", again) == \
+        "student was already revoked at the issuer (version 2)"
