@@ -322,6 +322,11 @@ def check_names(scenario: m.Scenario, topo: Topology) -> list[tuple[str, str]]:
                     known(s, sites, "site", f"{where}.settles_at")
             elif isinstance(exp, m.AuditExpect):
                 known(exp.audit, sites, "site", f"{where}.audit")
+            elif isinstance(exp, m.IdentityExpect):
+                known(exp.identity, sites, "site", f"{where}.identity")
+                if topo.issuer is None:
+                    out.append((where, f"topology '{topo.name}' has no issuer: its sites "
+                                       "replicate no identity state"))
             if isinstance(exp, m.SiteExpect) and exp.check == "identity" and \
                     (topo.issuer is None or not topo.identity.coupling):
                 out.append((f"{where}.check", f"topology '{topo.name}' runs no identity "

@@ -291,10 +291,30 @@ class AuditExpect(Strict):
                            "site: at least one property); false: it agrees")
 
 
+class IdentityExpect(Strict):
+    """A site's identity as `status` shows it (a lab with an issuer): whether its
+    revocation state is stale, whether it holds the issuer's version, whether the keys it
+    serves are the issuer's."""
+
+    identity: str = Field(description="the site")
+    stale: Bool | None = Field(None, description="its last sync with the issuer is older "
+                               "than identity.max_staleness_ms")
+    current: Bool | None = Field(None, description="it holds the issuer's revocation "
+                                 "version")
+    keys_match: Bool | None = Field(None, description="the keys it serves are the issuer's")
+
+    @model_validator(mode="after")
+    def _something(self) -> IdentityExpect:
+        if self.stale is None and self.current is None and self.keys_match is None:
+            raise ValueError("say what to expect of the site's identity: stale, current, "
+                             "keys_match")
+        return self
+
+
 SUBJECTS = {"client": ClientExpect, "spread": SpreadExpect, "site": SiteExpect,
             "router": RouterExpect, "session": SessionExpect, "token": TokenExpect,
             "measured": MeasuredExpect,
-            "audit": AuditExpect}
+            "audit": AuditExpect, "identity": IdentityExpect}
 
 
 def expectation_kind(value: Any) -> str | None:
@@ -311,10 +331,10 @@ Expectation = Annotated[
     | Annotated[SiteExpect, Tag("site")] | Annotated[RouterExpect, Tag("router")]
     | Annotated[SessionExpect, Tag("session")] | Annotated[TokenExpect, Tag("token")]
     | Annotated[MeasuredExpect, Tag("measured")]
-    | Annotated[AuditExpect, Tag("audit")],
+    | Annotated[AuditExpect, Tag("audit")] | Annotated[IdentityExpect, Tag("identity")],
     Discriminator(expectation_kind, custom_error_type="expectation_kind",
                   custom_error_message="an expectation names its subject: client, spread, "
-                  "site, router, session, token, measured or audit")]
+                  "site, router, session, token, measured, audit or identity")]
 
 
 class Step(Strict):

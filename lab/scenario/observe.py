@@ -22,7 +22,7 @@ from lab.scenario.evaluate import Observation, token_key
 from lab.shared.nsnet import socket_in
 
 STATUS_KINDS = (m.ClientExpect, m.SpreadExpect, m.SiteExpect, m.RouterExpect,
-                m.SessionExpect)
+                m.SessionExpect, m.IdentityExpect)
 INTROSPECT_TIMEOUT_S = 2.0
 
 
@@ -30,7 +30,9 @@ def observe(lab: Lab, expectations: list[Any], tokens: Tokens, base: Observation
     """One look at the lab for these expectations (samples and instants from `base`)."""
     obs = Observation(samples=base.samples, t_action=base.t_action, rate_hz=base.rate_hz)
     if any(isinstance(e, STATUS_KINDS) for e in expectations):
-        obs.status = status.collect(lab, fabric=False, identity=False)
+        obs.status = status.collect(
+            lab, fabric=False,
+            identity=any(isinstance(e, m.IdentityExpect) for e in expectations))
     if any(isinstance(e, m.AuditExpect) for e in expectations):
         from lab.observe.audit import audit
 

@@ -136,3 +136,40 @@ def test_a_revocation_at_the_issuer_says_when_each_site_held_it() -> None:
     again = {"version": 2, "added": False, "propagated_ms": {"ams": 1.0}}
     assert issuer_revoke_text("student", again) == \
         "student was already revoked at the issuer (version 2)"
+
+
+def _with_identity(**ams: Any) -> Observation:
+    entry = {"version": 5, "issuer_version": 5, "current": True, "sync_age_s": 0.3,
+             "ever_synced": True, "stale": False, "keys_match": True, **ams}
+    return Observation(status={"sites": {"ams": {"identity": entry}}})
+
+
+@pytest.mark.parametrize(("fields", "fresh", "cut_off"), [
+    ({"identity": "ams", "stale": False}, True, False),
+    ({"identity": "ams", "stale": True, "current": False}, False, True),
+    ({"identity": "ams", "keys_match": True}, True, True),
+    ({"identity": "ams", "current": True, "keys_match": True}, True, False),
+])
+def test_identity_expectations_read_status(fields: dict[str, Any], fresh: bool,
+                                           cut_off: bool) -> None:
+    exp = expect(**fields)
+    assert evaluate(exp, _with_identity()).ok is fresh
+    stale = _with_identity(version=4, current=False, stale=True, sync_age_s=9.5)
+    assert evaluate(exp, stale).ok is cut_off
+
+
+def test_an_identity_verdict_shows_the_version_and_age() -> None:
+    stale = _with_identity(version=4, current=False, stale=True, sync_age_s=9.5)
+    verdict = evaluate(expect(identity="ams", stale=False), stale)
+    assert verdict.expected == "ams's identity: fresh"
+    assert verdict.observed == "stale true (v4 of v5, synced 9.5 s ago)"
+    none = Observation(status={"sites": {"ams": {"identity": None}}})
+    assert evaluate(expect(identity="ams", stale=False), none).observed == \
+        "no identity in the lab's status"
+
+
+def test_an_identity_expectation_needs_something_and_an_issuer() -> None:
+    with pytest.raises(ValidationError):
+        expect(identity="ams")
+    found = problems(scenario("two-sites", "heal west", "{identity: west, stale: false}"))
+    assert len(found) == 1 and "has no issuer" in found[0]
