@@ -53,6 +53,14 @@ def _words(expected: str | list[str] | None) -> str:
     return " or ".join(_sites(expected))
 
 
+def _identity(entry: dict[str, Any] | None) -> str:
+    """A site's identity cell: version, sync age, and what is wrong in red."""
+    from lab.observe.identity import cell
+
+    text, bad = cell(entry)
+    return f"[red]{escape(text)}[/]" if bad else escape(text)
+
+
 def _state(state: str | None) -> str:
     return f"[green]{state}[/]" if state == "Established" else f"[red]{state}[/]"
 
@@ -103,12 +111,22 @@ def print_status(report: dict[str, Any], show_fabric: bool = False) -> None:
     lab = report["lab"]
     ui.out.print(f"lab [bold]{lab}[/] ({report.get('phase')}), anycast "
                  f"{', '.join(report['anycast'])}", highlight=False)
+    with_identity = any(s.get("identity") for s in report["sites"].values())
     ui.out.print(ui.table("sites", ["site", "router", "BGP session", "announced", "health",
-                                    "checks", "since"], [
+                                    "checks", "since", *(["identity"] if with_identity
+                                                         else [])], [
         [name, s["router"], _state(s["session"]), _announced(s),
          _health(s), " ".join(f"{c}:{v['state']}" for c, v in s.get("checks", {}).items()),
-         (s.get("health_since") or "")[11:19]]
+         (s.get("health_since") or "")[11:19],
+         *([_identity(s.get("identity"))] if with_identity else [])]
         for name, s in report["sites"].items()]))
+    issuer = report.get("issuer")
+    if issuer:
+        from lab.observe.identity import issuer_line
+
+        line, down = issuer_line(issuer)
+        ui.out.print(f"[bold]issuer[/]: {'[red]' if down else ''}{escape(line)}"
+                     f"{'[/]' if down else ''}", highlight=False, soft_wrap=True)
     for name, s in report["sites"].items():
         if s.get("reason"):
             ui.out.print(f"[bold]{name}[/]: {escape(s['reason'])}", highlight=False,

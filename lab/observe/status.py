@@ -41,7 +41,9 @@ from lab.render.health import pace, state_file
 from lab.shared.dnsid import Identity
 
 
-def collect(lab: Lab, fabric: bool = True) -> dict[str, Any]:
+def collect(lab: Lab, fabric: bool = True, identity: bool = True) -> dict[str, Any]:
+    """The report; `fabric`: every interface and address too; `identity`: each site's
+    identity state and the issuer's (lab.observe.identity: a request per site)."""
     report: dict[str, Any] = {"lab": lab.name, "phase": lab.state.get("phase"),
                               "anycast": [], "sites": {}, "routers": {}, "clients": {}}
     if lab.plan is None or lab.topology is None:
@@ -128,11 +130,27 @@ def collect(lab: Lab, fabric: bool = True) -> dict[str, Any]:
         report["fabric"] = fabric_status(plan)
         problems += [f"namespace {n['netns']} is missing"
                      for n in report["fabric"]["nodes"].values() if not n["exists"]]
+    if identity:
+        add_identity(lab, report)
     report["impairments"] = recorded_impairments(lab)
     report["ok"] = not problems
     report["problems"] = problems
     report["notes"] = notes
     return report
+
+
+def add_identity(lab: Lab, report: dict[str, Any]) -> None:
+    """Each site's `identity` (None in a lab without an issuer) and the lab's `issuer`."""
+    from lab.observe import identity
+
+    assert lab.topology is not None
+    checks = {name: (entry.get("checks") or {}).get("identity", {}).get("state")
+              for name, entry in report["sites"].items()}
+    per_site, issuer = identity.collect(lab, checks,
+                                        lab.topology.identity.max_staleness_ms / 1000)
+    for name, entry in report["sites"].items():
+        entry["identity"] = per_site.get(name)
+    report["issuer"] = issuer
 
 
 def bfd_status(lab: Lab, site: str, sessions: dict[str, Any]) -> dict[str, Any]:

@@ -82,7 +82,7 @@ def reset(lab: Lab, timeout_s: float = RESET_TIMEOUT_S,
 
     def normal() -> bool:
         last.clear()
-        last.update(status.collect(lab, fabric=False))
+        last.update(status.collect(lab, fabric=False, identity=False))
         return not abnormal(last)
 
     ok = bool(wait_until(normal, timeout_s, POLL_S))

@@ -37,6 +37,7 @@ class Observation:
     # "error": str|None}
     tokens: dict[tuple[str, str, str], dict[str, Any]] = field(default_factory=dict)
     samples: dict[str, list[Sample]] = field(default_factory=dict)
+    audit: dict[str, Any] | None = None  # `anycast-lab audit`'s document (lab.observe.audit)
     t_action: float = 0.0  # monotonic instant the step's action began
     rate_hz: float = 50.0
 
@@ -116,6 +117,20 @@ def describe(exp: Any) -> str:
             bounds.append(f"settled no sooner than {exp.min_settle_ms:g} ms")
         tail = f": {', '.join(bounds)}" if bounds else ""
         return f"{exp.measured} settles at {_words(m.site_list(exp.settles_at))}{tail}"
+    if isinstance(exp, m.IdentityExpect):
+        said = []
+        if exp.stale is not None:
+            said.append("stale" if exp.stale else "fresh")
+        if exp.current is not None:
+            said.append("at the issuer's version" if exp.current
+                        else "behind the issuer's version")
+        if exp.keys_match is not None:
+            said.append("serves the issuer's keys" if exp.keys_match
+                        else "serves keys the issuer does not hold")
+        return f"{exp.identity}'s identity: {', '.join(said)}"
+    if isinstance(exp, m.AuditExpect):
+        what = exp.property or "every property"
+        return f"audit of {exp.audit}: {what} {'diverges' if exp.diverges else 'agrees'}"
     raise TypeError(f"not an expectation: {exp!r}")
 
 
@@ -325,10 +340,53 @@ def _measured(exp: m.MeasuredExpect, obs: Observation) -> Result:
     return ok, observed, values, not ok
 
 
+def _audit(exp: m.AuditExpect, obs: Observation) -> Result:
+    doc = obs.audit
+    if doc is None or exp.audit not in (doc.get("sites") or {}):
+        return False, f"no audit of site {exp.audit} yet", {}, False
+    facts = doc["sites"][exp.audit]
+    marked: dict[str, str] = (doc.get("divergent") or {}).get(exp.audit, {})
+    if exp.property is not None:
+        why = marked.get(exp.property)
+        got = why is not None
+        value = facts.get(exp.property)
+        observed = (f"{exp.property} diverges: {why}" if got
+                    else f"{exp.property} agrees ({value!r})")
+        values = {"diverges": got, "value": value, "why": why}
+    else:
+        got = bool(marked)
+        observed = ("diverges: " + "; ".join(f"{p}: {w}" for p, w in marked.items())
+                    if got else "every property agrees")
+        values = {"diverges": got, "divergent": dict(marked)}
+    return got == exp.diverges, observed, values, False
+
+
+def _identity(exp: m.IdentityExpect, obs: Observation) -> Result:
+    site = (obs.status or {}).get("sites", {}).get(exp.identity)
+    if site is None:
+        return _missing(f"site {exp.identity}")
+    entry = site.get("identity")
+    if not isinstance(entry, dict):
+        return False, "no identity in the lab's status", {}, False
+    ok, parts = True, []
+    for key, want in (("stale", exp.stale), ("current", exp.current),
+                      ("keys_match", exp.keys_match)):
+        if want is not None:
+            ok &= entry.get(key) is want
+            parts.append(f"{key} {str(entry.get(key)).lower()}")
+    version, of = entry.get("version"), entry.get("issuer_version")
+    age = entry.get("sync_age_s")
+    said = f"v{version}" + (f" of v{of}" if of is not None and of != version else "") \
+        + (f", synced {age:.1f} s ago" if isinstance(age, int | float) else "")
+    values = {k: entry.get(k) for k in ("version", "issuer_version", "current", "stale",
+                                        "sync_age_s", "keys_match")}
+    return ok, f"{', '.join(parts)} ({said})", values, False
+
+
 _EVALUATORS: list[tuple[type, Any]] = [
     (m.ClientExpect, _client), (m.SpreadExpect, _spread), (m.SiteExpect, _site),
     (m.RouterExpect, _router), (m.SessionExpect, _session), (m.TokenExpect, _token),
-    (m.MeasuredExpect, _measured),
+    (m.MeasuredExpect, _measured), (m.AuditExpect, _audit), (m.IdentityExpect, _identity),
 ]
 
 

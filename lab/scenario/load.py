@@ -29,6 +29,7 @@ from lab.model.load import (
     format_path,
 )
 from lab.model.topology import quoted
+from lab.ops.faults import REGISTRY
 from lab.scenario import model as m
 
 TOPOLOGIES = Path(__file__).resolve().parents[2] / "topologies"
@@ -263,7 +264,9 @@ def check_names(scenario: m.Scenario, topo: Topology) -> list[tuple[str, str]]:
         if action is not None:
             where = f"{base}.do"
             verb, args = action.verb, action.args
-            if verb in ("fail", "heal", "drain", "undrain", "forget-revocations"):
+            if verb in ("fail", "heal"):
+                out += _fault_target(topo, verb, args, where)
+            elif verb in ("drain", "undrain", "forget-revocations"):
                 known(args[0], sites, "site", where)
             if verb in ("drain", "undrain") and not topo.health.enabled:
                 out.append((where, f"topology '{topo.name}' runs without health daemons, "
@@ -317,7 +320,42 @@ def check_names(scenario: m.Scenario, topo: Topology) -> list[tuple[str, str]]:
                 known(exp.measured, clients, "client", f"{where}.measured")
                 for s in m.site_list(exp.settles_at):
                     known(s, sites, "site", f"{where}.settles_at")
+            elif isinstance(exp, m.AuditExpect):
+                known(exp.audit, sites, "site", f"{where}.audit")
+            elif isinstance(exp, m.IdentityExpect):
+                known(exp.identity, sites, "site", f"{where}.identity")
+                if topo.issuer is None:
+                    out.append((where, f"topology '{topo.name}' has no issuer: its sites "
+                                       "replicate no identity state"))
+            if isinstance(exp, m.SiteExpect) and exp.check == "identity" and \
+                    (topo.issuer is None or not topo.identity.coupling):
+                out.append((f"{where}.check", f"topology '{topo.name}' runs no identity "
+                                              "check (it needs an issuer and "
+                                              "identity.coupling)"))
     return out
+
+
+def _fault_target(topo: Topology, verb: str, args: tuple[str, ...],
+                  where: str) -> list[tuple[str, str]]:
+    """`fail`/`heal`'s first argument: a site, or the issuer node for a fault made there
+    (`fail issuer issuer`; `heal issuer` heals it)."""
+    issuer = topo.issuer.name if topo.issuer is not None else None
+    fault = REGISTRY.get(args[1]) if len(args) > 1 else None
+    if fault is not None and fault.at_issuer:
+        if issuer is None:
+            return [(where, f"fault '{args[1]}' is made at the issuer, and topology "
+                            f"'{topo.name}' has none")]
+        if args[0] != issuer:
+            return [(where, f"fault '{args[1]}' is made at the issuer node: write "
+                            f"'{verb} {issuer} {args[1]}'")]
+        return []
+    if args[0] in topo.sites or (args[0] == issuer and fault is None):
+        return []  # a site; or `heal issuer`: every fault at the issuer
+    listed = ", ".join(sorted(topo.sites))
+    if issuer is not None and fault is None:
+        listed += f"; or the issuer, {issuer}"
+    return [(where, f"unknown site {quoted(args[0])} in topology '{topo.name}' "
+                    f"(known: {listed})")]
 
 
 def _adjacent(topo: Topology, router: str, peer: str) -> bool:

@@ -40,6 +40,12 @@ MAX_WAIT_S = 60.0
 MAX_EXEC_S = 30.0
 DEFAULT_WITHIN = "10s"
 NONE_SITE = "none"  # `at: none`: the client gets no answer at all
+HEALTH_CHECKS = ("dns", "introspect", "identity")
+# What `anycast-lab audit` compares per site (lab.observe.audit.PROPERTIES, kept equal by a
+# unit test; not imported, so that reading a scenario stays light).
+AUDIT_PROPERTIES = ("kids", "revocation_version", "revocation_age_s", "revoked_canary",
+                    "active_canary", "tls_spki", "tls_not_after", "tls_verified",
+                    "dns_identity", "soa_serial")
 
 
 def duration_s(text: str) -> float:
@@ -193,16 +199,17 @@ class SiteExpect(Strict):
     drained: Bool | None = Field(None, description="the site is drained")
     health: Literal["up", "down"] | None = Field(None, description="the health daemon's "
                                                  "verdict")
-    check: str | None = Field(None, description="a health check: dns or introspect")
+    check: str | None = Field(None, description="a health check: dns, introspect or "
+                              "identity (a lab with an issuer and identity.coupling)")
     state: Literal["up", "down"] | None = Field(None, description="that check's state")
 
     @model_validator(mode="after")
     def _something(self) -> SiteExpect:
         if (self.check is None) != (self.state is None):
             raise ValueError("'check' and 'state' go together: check: dns, state: down")
-        if self.check is not None and self.check not in ("dns", "introspect"):
-            raise ValueError(f"unknown health check {quoted(self.check)} (checks: dns, "
-                             "introspect)")
+        if self.check is not None and self.check not in HEALTH_CHECKS:
+            raise ValueError(f"unknown health check {quoted(self.check)} (checks: "
+                             f"{', '.join(HEALTH_CHECKS)})")
         if all(v is None for v in (self.announced, self.drained, self.health, self.check)):
             raise ValueError("say what to expect of the site: announced, drained, health, "
                              "or check and state")
@@ -271,9 +278,43 @@ class MeasuredExpect(Strict):
                                         "sooner than this (a timer that must run out)")
 
 
+class AuditExpect(Strict):
+    """What `anycast-lab audit` says of a site's identity state (keys, revocation version
+    and age, canaries, TLS certificate, DNS identity): one property, or all of them."""
+
+    audit: str = Field(description="the site")
+    property: Literal[AUDIT_PROPERTIES] | None = Field(  # type: ignore[valid-type]
+        None, description="one audited property (kids, revocation_version, revocation_age_s, "
+        "revoked_canary, active_canary, tls_spki, tls_not_after, tls_verified, dns_identity, "
+        "soa_serial); none: any of them")
+    diverges: Bool = Field(description="true: the audit marks it divergent (for the whole "
+                           "site: at least one property); false: it agrees")
+
+
+class IdentityExpect(Strict):
+    """A site's identity as `status` shows it (a lab with an issuer): whether its
+    revocation state is stale, whether it holds the issuer's version, whether the keys it
+    serves are the issuer's."""
+
+    identity: str = Field(description="the site")
+    stale: Bool | None = Field(None, description="its last sync with the issuer is older "
+                               "than identity.max_staleness_ms")
+    current: Bool | None = Field(None, description="it holds the issuer's revocation "
+                                 "version")
+    keys_match: Bool | None = Field(None, description="the keys it serves are the issuer's")
+
+    @model_validator(mode="after")
+    def _something(self) -> IdentityExpect:
+        if self.stale is None and self.current is None and self.keys_match is None:
+            raise ValueError("say what to expect of the site's identity: stale, current, "
+                             "keys_match")
+        return self
+
+
 SUBJECTS = {"client": ClientExpect, "spread": SpreadExpect, "site": SiteExpect,
             "router": RouterExpect, "session": SessionExpect, "token": TokenExpect,
-            "measured": MeasuredExpect}
+            "measured": MeasuredExpect,
+            "audit": AuditExpect, "identity": IdentityExpect}
 
 
 def expectation_kind(value: Any) -> str | None:
@@ -289,10 +330,11 @@ Expectation = Annotated[
     Annotated[ClientExpect, Tag("client")] | Annotated[SpreadExpect, Tag("spread")]
     | Annotated[SiteExpect, Tag("site")] | Annotated[RouterExpect, Tag("router")]
     | Annotated[SessionExpect, Tag("session")] | Annotated[TokenExpect, Tag("token")]
-    | Annotated[MeasuredExpect, Tag("measured")],
+    | Annotated[MeasuredExpect, Tag("measured")]
+    | Annotated[AuditExpect, Tag("audit")] | Annotated[IdentityExpect, Tag("identity")],
     Discriminator(expectation_kind, custom_error_type="expectation_kind",
                   custom_error_message="an expectation names its subject: client, spread, "
-                  "site, router, session, token or measured")]
+                  "site, router, session, token, measured, audit or identity")]
 
 
 class Step(Strict):

@@ -1,6 +1,7 @@
 """Observing a running lab for a step's expectations: the `status` report (only when an
-expectation needs it) and introspection answers (only for the tokens asked about). The
-background prober's samples come from the runner."""
+expectation needs it), introspection answers (only for the tokens asked about) and the
+identity audit (only when an expectation asks about it). The background prober's samples
+come from the runner."""
 
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ from lab.scenario.evaluate import Observation, token_key
 from lab.shared.nsnet import socket_in
 
 STATUS_KINDS = (m.ClientExpect, m.SpreadExpect, m.SiteExpect, m.RouterExpect,
-                m.SessionExpect)
+                m.SessionExpect, m.IdentityExpect)
 INTROSPECT_TIMEOUT_S = 2.0
 
 
@@ -29,7 +30,14 @@ def observe(lab: Lab, expectations: list[Any], tokens: Tokens, base: Observation
     """One look at the lab for these expectations (samples and instants from `base`)."""
     obs = Observation(samples=base.samples, t_action=base.t_action, rate_hz=base.rate_hz)
     if any(isinstance(e, STATUS_KINDS) for e in expectations):
-        obs.status = status.collect(lab, fabric=False)
+        obs.status = status.collect(
+            lab, fabric=False,
+            identity=any(isinstance(e, m.IdentityExpect) for e in expectations))
+    if any(isinstance(e, m.AuditExpect) for e in expectations):
+        from lab.observe.audit import audit
+
+        assert lab.topology is not None and lab.plan is not None
+        obs.audit = audit(lab.topology, lab.plan, lab.journal.dir)
     for exp in expectations:
         if isinstance(exp, m.TokenExpect):
             obs.tokens[token_key(exp)] = introspect(lab, tokens, exp)
