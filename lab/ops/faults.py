@@ -31,11 +31,10 @@ from typing import Any
 
 from pyroute2 import IPRoute
 
-from lab.host import procs, safefs
+from lab.host import nft, procs, safefs
 from lab.host.labs import Lab, command
-from lab.host.procs import run_in
 from lab.model import names
-from lab.model.errors import BadInput, EnvironmentProblem, LabError
+from lab.model.errors import BadInput, LabError
 from lab.model.plan import NodePlan, require_site
 from lab.model.topology import site_bfd
 from lab.observe.converge import log_tail
@@ -147,15 +146,12 @@ class Blackhole(Fault):
         ifname = site.interfaces[0].ifname
         rules = BLACKHOLE.format(table=NFT_TABLE, ifname=ifname)
         entry = _now()
-        result = run_in(site.netns, ["nft", "-f", "-"], input_text=rules)
-        if result.returncode != 0:
-            raise EnvironmentProblem(f"nftables refused the blackhole rule: "
-                                     f"{result.stderr.strip()}")
+        nft.add_table(site.netns, rules, "the blackhole rule")
         return entry
 
     def heal(self, lab: Lab, site: NodePlan, records: list[Record],
              timeout_s: float) -> Readiness:
-        run_in(site.netns, ["nft", "delete", "table", "inet", NFT_TABLE])
+        nft.delete_table(site.netns, "inet", NFT_TABLE)
         return Readiness(True, f"nftables drop on {site.interfaces[0].ifname} removed")
 
 

@@ -19,10 +19,10 @@ import json
 import signal
 from dataclasses import dataclass
 
+from lab.host import nft
 from lab.host.labs import Lab
-from lab.host.procs import run_in
 from lab.model import names
-from lab.model.errors import EnvironmentProblem, LabError
+from lab.model.errors import LabError
 from lab.model.plan import NodePlan
 from lab.ops.faults import Fault, ProcessFault, Record, _now, _restore
 from lab.render.base import Readiness
@@ -57,15 +57,12 @@ class IssuerPartition(Fault):
         rules = STALE_RULES.format(table=STALE_TABLE, v4=issuer.interfaces[0].v4.ip,
                                    v6=issuer.interfaces[0].v6.ip)
         entry = _now()
-        result = run_in(site.netns, ["nft", "-f", "-"], input_text=rules)
-        if result.returncode != 0:
-            raise EnvironmentProblem(f"nftables refused the issuer partition: "
-                                     f"{result.stderr.strip()}")
+        nft.add_table(site.netns, rules, "the issuer partition")
         return entry
 
     def heal(self, lab: Lab, site: NodePlan, records: list[Record],
              timeout_s: float) -> Readiness:
-        run_in(site.netns, ["nft", "delete", "table", "inet", STALE_TABLE])
+        nft.delete_table(site.netns, "inet", STALE_TABLE)
         return Readiness(True, f"{site.name} reaches the issuer again (nftables table removed)")
 
 
