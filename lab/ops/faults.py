@@ -138,21 +138,44 @@ class LinkDown(Fault):
         return Readiness(True, f"link {ifname} up, default routes restored")
 
 
-@dataclass(frozen=True)
-class Blackhole(Fault):
-    """An nftables table in the site's namespace that drops everything on its link."""
+class NftTableFault(Fault):
+    """A fault that is one nftables table in the site's namespace (lab.host.nft): `inject`
+    adds the table `ruleset` writes, `heal` deletes it whole."""
+
+    table = ""  # the table's name (family inet)
+    refused = ""  # what nftables refused, for the error: "the blackhole rule"
+
+    @abstractmethod
+    def ruleset(self, lab: Lab, site: NodePlan) -> str: ...
+
+    @abstractmethod
+    def healed(self, site: NodePlan) -> str:
+        """What `heal` says once the table is gone."""
 
     def inject(self, lab: Lab, site: NodePlan) -> Record:
-        ifname = site.interfaces[0].ifname
-        rules = BLACKHOLE.format(table=NFT_TABLE, ifname=ifname)
+        rules = self.ruleset(lab, site)
         entry = _now()
-        nft.add_table(site.netns, rules, "the blackhole rule")
+        nft.add_table(site.netns, rules, self.refused)
         return entry
 
     def heal(self, lab: Lab, site: NodePlan, records: list[Record],
              timeout_s: float) -> Readiness:
-        nft.delete_table(site.netns, "inet", NFT_TABLE)
-        return Readiness(True, f"nftables drop on {site.interfaces[0].ifname} removed")
+        nft.delete_table(site.netns, "inet", self.table)
+        return Readiness(True, self.healed(site))
+
+
+@dataclass(frozen=True)
+class Blackhole(NftTableFault):
+    """An nftables table in the site's namespace that drops everything on its link."""
+
+    table = NFT_TABLE
+    refused = "the blackhole rule"
+
+    def ruleset(self, lab: Lab, site: NodePlan) -> str:
+        return BLACKHOLE.format(table=NFT_TABLE, ifname=site.interfaces[0].ifname)
+
+    def healed(self, site: NodePlan) -> str:
+        return f"nftables drop on {site.interfaces[0].ifname} removed"
 
 
 def _registry(faults: Iterable[Fault]) -> dict[str, Fault]:

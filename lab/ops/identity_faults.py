@@ -19,12 +19,11 @@ import json
 import signal
 from dataclasses import dataclass
 
-from lab.host import nft
 from lab.host.labs import Lab
 from lab.model import names
 from lab.model.errors import LabError
 from lab.model.plan import NodePlan
-from lab.ops.faults import Fault, ProcessFault, Record, _now, _restore
+from lab.ops.faults import Fault, NftTableFault, ProcessFault, Record, _now, _restore
 from lab.render.base import Readiness
 from lab.render.credentials import SERVICE_NAME, paths
 from lab.render.credentials import server_addresses as cert_addresses
@@ -49,21 +48,19 @@ def _issuer(lab: Lab) -> NodePlan:
 
 
 @dataclass(frozen=True)
-class IssuerPartition(Fault):
+class IssuerPartition(NftTableFault):
     """Drop only the site's packets to and from the issuer's addresses."""
 
-    def inject(self, lab: Lab, site: NodePlan) -> Record:
-        issuer = _issuer(lab)
-        rules = STALE_RULES.format(table=STALE_TABLE, v4=issuer.interfaces[0].v4.ip,
-                                   v6=issuer.interfaces[0].v6.ip)
-        entry = _now()
-        nft.add_table(site.netns, rules, "the issuer partition")
-        return entry
+    table = STALE_TABLE
+    refused = "the issuer partition"
 
-    def heal(self, lab: Lab, site: NodePlan, records: list[Record],
-             timeout_s: float) -> Readiness:
-        nft.delete_table(site.netns, "inet", STALE_TABLE)
-        return Readiness(True, f"{site.name} reaches the issuer again (nftables table removed)")
+    def ruleset(self, lab: Lab, site: NodePlan) -> str:
+        issuer = _issuer(lab)
+        return STALE_RULES.format(table=STALE_TABLE, v4=issuer.interfaces[0].v4.ip,
+                                  v6=issuer.interfaces[0].v6.ip)
+
+    def healed(self, site: NodePlan) -> str:
+        return f"{site.name} reaches the issuer again (nftables table removed)"
 
 
 @dataclass(frozen=True, kw_only=True)
