@@ -26,6 +26,7 @@ import dns.rcode
 
 from lab.shared.dnsid import identity_query, site_from_response
 from lab.shared.nsnet import socket_in
+from probes.background import BackgroundThread
 
 MAX_RATE_HZ = 2000
 MAX_COUNT = 1_000_000
@@ -175,26 +176,15 @@ if __name__ == "__main__":
     main()
 
 
-class BackgroundProbe:
+class BackgroundProbe(BackgroundThread):
     """`probe()` in a thread: start it, do something, stop it, read the samples."""
 
     def __init__(self, server: str, rate_hz: float, max_duration_s: float,
                  timeout_s: float = 0.1, netns: str | None = None) -> None:
-        self._stop = threading.Event()
-        self.samples: list[Sample] = []
-        self._thread = threading.Thread(target=self._run, daemon=True, args=(
-            server, rate_hz, max_duration_s, timeout_s, netns))
+        super().__init__()
+        self._args = (server, rate_hz, max_duration_s, timeout_s, netns)
 
-    def _run(self, server: str, rate_hz: float, duration_s: float, timeout_s: float,
-             netns: str | None) -> None:
+    def _run(self) -> None:
+        server, rate_hz, duration_s, timeout_s, netns = self._args
         probe(server, rate_hz, duration_s, timeout_s=timeout_s, netns=netns, stop=self._stop,
               samples=self.samples)
-
-    def start(self) -> BackgroundProbe:
-        self._thread.start()
-        return self
-
-    def stop(self) -> list[Sample]:
-        self._stop.set()
-        self._thread.join()
-        return self.samples

@@ -21,12 +21,12 @@ import asyncio
 import base64
 import socket
 import ssl
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from lab.shared.nsnet import socket_in
+from probes.background import BackgroundThread
 from probes.dns import Sample
 
 SERVICE_NAME = "introspect.anycast.lab"
@@ -101,7 +101,7 @@ def error_word(exc: BaseException) -> str:
     return type(exc).__name__
 
 
-class HttpsProbe:
+class HttpsProbe(BackgroundThread):
     """The prober in a thread of its own with its own event loop: `start()`, read
     `samples` live, `stop()` (returns them)."""
 
@@ -115,22 +115,11 @@ class HttpsProbe:
         if mode not in MODES:
             raise ValueError(f"mode must be one of {', '.join(MODES)}")
         self.target, self.rate_hz, self.timeout_s = target, rate_hz, timeout_s
+        super().__init__()
         self.duration_s, self.netns, self.mode = max_duration_s, netns, mode
-        self.samples: list[Sample] = []
         self.connections_opened = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
         self._ctx = ssl.create_default_context(cafile=str(target.ca_file))
         self._idle: list[_Conn] = []
-
-    def start(self) -> HttpsProbe:
-        self._thread.start()
-        return self
-
-    def stop(self) -> list[Sample]:
-        self._stop.set()
-        self._thread.join()
-        return self.samples
 
     def _run(self) -> None:
         asyncio.run(self._main())

@@ -21,7 +21,6 @@ import asyncio
 import random
 import socket
 import struct
-import threading
 import time
 from dataclasses import dataclass
 
@@ -30,6 +29,7 @@ import dns.message
 
 from lab.shared.dnsid import identity_query, site_from_response
 from lab.shared.nsnet import socket_in
+from probes.background import BackgroundThread
 from probes.dns import Sample
 from probes.https import error_word
 
@@ -55,7 +55,7 @@ class Break:
         return None if self.t_answered is None else round((self.t_answered - self.t) * 1000, 3)
 
 
-class TcpStreamProbe:
+class TcpStreamProbe(BackgroundThread):
     """N streaming connections in a thread of its own: `start()`, read `samples` and
     `breaks` live, `stop()` (returns the samples)."""
 
@@ -70,21 +70,13 @@ class TcpStreamProbe:
             raise ValueError("duration must be in (0, 3600] s")
         self.server, self.rate_hz, self.timeout_s = server, rate_hz, timeout_s
         self.duration_s, self.netns, self.connections = max_duration_s, netns, connections
+        super().__init__()
         self.port = port
-        self.samples: list[Sample] = []
         self.breaks: list[Break] = []
         self.connections_opened = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=lambda: asyncio.run(self._main()), daemon=True)
 
-    def start(self) -> TcpStreamProbe:
-        self._thread.start()
-        return self
-
-    def stop(self) -> list[Sample]:
-        self._stop.set()
-        self._thread.join()
-        return self.samples
+    def _run(self) -> None:
+        asyncio.run(self._main())
 
     async def _connect(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         family = socket.AF_INET6 if ":" in self.server else socket.AF_INET

@@ -381,7 +381,8 @@ def list_(json_out: JsonOpt = False) -> None:
     from lab.ops import lifecycle
 
     env.require_linux_root()
-    report = {"ok": True, "labs": inventory.labs(orphans=lifecycle.orphan_labs())}
+    orphans, elsewhere = lifecycle.unjournaled_labs()
+    report = {"ok": True, "labs": inventory.labs(orphans=orphans, elsewhere=elsewhere)}
     if json_out:
         ui.emit_json(report)
     else:

@@ -136,7 +136,7 @@ class Fabric:
                                f"--lab {self.plan.lab}` first") from None
         self.progress(f"{len(nodes)} namespaces")
         for node in nodes:
-            self._sysctls(node)
+            self.set_sysctls(node)
         self.progress("sysctls")
         with ExitStack() as stack:
             ipr = {n.name: stack.enter_context(IPRoute(netns=n.netns, flags=0)) for n in nodes}
@@ -150,7 +150,9 @@ class Fabric:
                     self._impair(ipr, link)
             self.progress("addresses and routes")
 
-    def _sysctls(self, node: NodePlan) -> None:
+    def set_sysctls(self, node: NodePlan) -> None:
+        """Set the node's sysctls (forwarding, its multipath hash, ...) as `build` does;
+        setting them again puts back whatever was changed by hand since."""
         values = sysctls_for(node, self.multipath_hash, hash_seed_available())
         pairs = [f"{k}={v}" for k, v in values.items()]
         result = run_in(node.netns, ["sysctl", "-q", "-w", *pairs])

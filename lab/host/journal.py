@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -74,6 +74,50 @@ def existing_labs() -> list[str]:
     return sorted(p.name for p in root.iterdir()
                   if valid_lab_name(p.name) and _ours(p) and (p / names.JOURNAL).is_file()
                   and not (p / names.JOURNAL).is_symlink())
+
+
+def lab_dirs_elsewhere(lab: str, cwds: Iterable[str], root: Path,
+                       default_root: Path) -> list[Path]:
+    """Where the directory of a lab that has no journal in `root` may be, under another
+    run root (pure): the default run root's when `root` is another, and every directory
+    named after the lab above one of its processes' working directories (a lab's
+    processes run in its directory), but not in `root`. A working directory that was
+    deleted (`... (deleted)`, as /proc shows it) is no lead."""
+    found = [default_root / lab] if root != default_root else []
+    for cwd in cwds:
+        if cwd.endswith(" (deleted)") or not os.path.isabs(cwd):
+            continue
+        path = Path(cwd)
+        found += [p for p in (path, *path.parents) if p.name == lab and p.parent != root]
+    return list(dict.fromkeys(found))
+
+
+def split_unjournaled(found: Iterable[str], journaled: Iterable[str],
+                      elsewhere: Callable[[str], Path | None]) -> tuple[list[str], dict[str, Path]]:
+    """The labs seen on this machine (markers, namespaces) that have no journal in this run
+    root, split in two (pure): orphans (their journal is gone: ours to tear down), and
+    labs whose journal `elsewhere` finds under another run root (name -> its directory):
+    another run directory's labs, not ours."""
+    orphans, others = [], {}
+    for lab in sorted(set(found) - set(journaled)):
+        where = elsewhere(lab)
+        if where is None:
+            orphans.append(lab)
+        else:
+            others[lab] = where
+    return orphans, others
+
+
+def journal_elsewhere(lab: str, cwds: Iterable[str]) -> Path | None:
+    """The directory of `lab` under another run root that holds its journal, if any
+    (`cwds`: its processes' working directories)."""
+    root = Path(os.path.realpath(run_root()))
+    default = Path(os.path.realpath(DEFAULT_RUN_ROOT))
+    for lab_dir in lab_dirs_elsewhere(lab, cwds, root, default):
+        journal = lab_dir / names.JOURNAL
+        if journal.is_file() and not journal.is_symlink():
+            return lab_dir
+    return None
 
 
 @dataclass(frozen=True)

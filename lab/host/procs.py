@@ -166,6 +166,19 @@ def marked_labs() -> set[str]:
     return {marked for _pid, marked in _markers()}
 
 
+def marked_cwds() -> dict[str, set[str]]:
+    """Every lab name found in a marker of ours, with its processes' working directories
+    (as /proc shows them; a process that is gone or unreadable adds none)."""
+    out: dict[str, set[str]] = {}
+    for pid, lab in _markers():
+        cwds = out.setdefault(lab, set())
+        try:
+            cwds.add(os.readlink(f"/proc/{pid}/cwd"))
+        except OSError:
+            continue
+    return out
+
+
 def _scripts() -> dict[str, str]:
     """Console scripts the launcher may run: {path: preload}, from this interpreter's bin."""
     bin_dir = Path(sys.executable).parent

@@ -7,7 +7,12 @@ Definitions, per client and trial:
 - site after: the site that answered the last query before the heal (where the client
   settled);
 - outage: from the first failed query after the fault to the first query answered by
-  the site after (0 when no query failed); None when the client never got an answer;
+  the site after (0 when no query failed); None when the client never got an answer.
+  A client that had settled at the site after and then lost the last queries before the
+  heal (a loss just before it) is recovered: its outage runs from that first loss to its
+  next answer from the site after, once the heal is done. It had settled when those
+  answers lasted at least as long as the losses that end the fault (a client that
+  loses everything from a few answers after the fault until the heal never recovered);
 - lost: queries without an answer between the fault and the heal;
 - recovery: from the heal to the first answer from the site before again.
 With a probe that holds long-lived connections (`probes.tcp_stream`), also:
@@ -88,6 +93,9 @@ def analyse(client: str, samples: list[Sample], t_fault: float, t_heal: float | 
     if first_failed is not None:
         good = next((s for s in during if s.t >= first_failed.t and s.site == site_after
                      and s.site is not None), None)
+        if good is None and t_heal is not None and \
+                _settled_before(during, first_failed, site_after, t_heal):
+            good = next((s for s in after_heal if s.site == site_after), None)
         outage_ms = None if good is None else round((good.t - first_failed.t) * 1000, 3)
         if first_failed.site is not None:  # moved without a failed query in between
             outage_ms = 0.0
@@ -97,6 +105,21 @@ def analyse(client: str, samples: list[Sample], t_fault: float, t_heal: float | 
         recovery_ms = None if back is None else round((back.t - t_heal) * 1000, 3)
     return ClientTrial(client, site_before, site_after, outage_ms,
                        sum(1 for s in during if s.site is None), recovery_ms, len(samples))
+
+
+def _settled_before(during: list[Sample], first_failed: Sample, site_after: str | None,
+                    t_heal: float) -> bool:
+    """The client had settled at `site_after` before the losses from `first_failed` to the
+    heal: the answers from it just before them (after the fault, none failed in between)
+    lasted at least as long as the losses did."""
+    if site_after is None:
+        return False
+    run_start = None
+    for s in reversed([s for s in during if s.t < first_failed.t]):
+        if s.site != site_after:
+            break
+        run_start = s.t
+    return run_start is not None and first_failed.t - run_start >= t_heal - first_failed.t
 
 
 def summarise(trials: list[list[ClientTrial]]) -> dict[str, Any]:

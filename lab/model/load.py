@@ -28,6 +28,7 @@ from __future__ import annotations
 import copy
 import io
 import re
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -132,9 +133,10 @@ def _key_text(node: yaml.Node) -> str:
     return "<complex key>"
 
 
-def _walk(node: yaml.Node, path: tuple[Any, ...], lines: dict[str, int],
+def record_lines(node: yaml.Node, path: tuple[Any, ...], lines: dict[str, int],
           problems: list[Problem]) -> None:
-    """Record the line of every path, and report duplicate mapping keys.
+    """Record the line of every path below `node` in `lines` (paths as `format_path`
+    writes them), and append a problem to `problems` for each duplicate mapping key.
 
     Paths use the keys as written. For a duplicate key YAML keeps the LAST definition,
     so its line and its value's lines are the ones recorded (an earlier definition is
@@ -156,12 +158,12 @@ def _walk(node: yaml.Node, path: tuple[Any, ...], lines: dict[str, int],
             seen[ident] = line
             if last[ident] == index:
                 lines[child] = line
-                _walk(value_node, (*path, key), lines, problems)
+                record_lines(value_node, (*path, key), lines, problems)
             else:
-                _walk(value_node, (*path, key), {}, problems)
+                record_lines(value_node, (*path, key), {}, problems)
     elif isinstance(node, yaml.SequenceNode):
         for index, item in enumerate(node.value):
-            _walk(item, (*path, index), lines, problems)
+            record_lines(item, (*path, index), lines, problems)
 
 
 def _too_many(root: yaml.MappingNode) -> list[Problem]:
@@ -179,8 +181,10 @@ def _too_many(root: yaml.MappingNode) -> list[Problem]:
     return problems
 
 
-class _Tree:
-    """Maps pydantic's error locations back to the YAML nodes they came from."""
+class NodeTree:
+    """Maps pydantic's error locations back to the YAML nodes they came from (`resolve`:
+    a location's path as the file writes it, and its node), for any model read from a
+    YAML tree."""
 
     def __init__(self, root: yaml.Node) -> None:
         self.root = root
@@ -278,16 +282,18 @@ def _not_a_string(node: yaml.Node, value: Any, *, name: bool) -> str | None:
     return f"names must be strings: quote it ('{text}')"
 
 
-def _pydantic_problems(exc: ValidationError, tree: _Tree,
-                       lines: dict[str, int]) -> list[Problem]:
+def pydantic_problems(errors: Iterable[Any], describe: Callable[[Any], tuple[str, str]],
+                      lines: dict[str, int]) -> list[Problem]:
+    """One problem per pydantic error, at the line of its path (`describe`: an error's
+    path and message); an error described like an earlier one is left out."""
     problems: list[Problem] = []
     done: set[tuple[str, str]] = set()
-    for err in _one_branch(exc.errors(include_url=False)):
-        path, message = _describe(err, tree)
+    for err in errors:
+        path, message = describe(err)
         if (path, message) in done:
             continue
         done.add((path, message))
-        problems.append(Problem(path, message, _line_for(path, lines)))
+        problems.append(Problem(path, message, line_for(path, lines)))
     return problems
 
 
@@ -311,7 +317,7 @@ def _one_branch(errors: list[Any]) -> list[Any]:
     return out
 
 
-def _describe(err: Any, tree: _Tree) -> tuple[str, str]:
+def _describe(err: Any, tree: NodeTree) -> tuple[str, str]:
     """The path and message of one pydantic error."""
     loc = tuple(err["loc"])
     kind = err["type"]
@@ -371,11 +377,12 @@ def _describe(err: Any, tree: _Tree) -> tuple[str, str]:
         elif isinstance(value, str) and kind.startswith("int") and value.strip().isdigit():
             message += f" (got the string {value!r}: write the number without quotes)"
         else:
-            message += f" (got {_short(repr(value))})"
+            message += f" (got {shorten(repr(value))})"
     return path, message
 
 
-def _short(text: str, limit: int = 60) -> str:
+def shorten(text: str, limit: int = 60) -> str:
+    """`text` for a message, cut to `limit` characters with '...' when longer."""
     return text if len(text) <= limit else f"{text[:limit - 3]}..."
 
 
@@ -407,7 +414,7 @@ def _allowed_keys(loc: tuple[Any, ...]) -> list[str]:
     return list(cls.model_fields) if cls else []
 
 
-def _line_for(path: str, lines: dict[str, int]) -> int | None:
+def line_for(path: str, lines: dict[str, int]) -> int | None:
     """The line of a path, or of its nearest ancestor present in the file."""
     while path:
         if path in lines:
@@ -417,8 +424,9 @@ def _line_for(path: str, lines: dict[str, int]) -> int | None:
     return None
 
 
-def _yaml_error(exc: yaml.YAMLError, text: str) -> Problem:
-    """A YAML syntax error with PyYAML's context ('while parsing a flow mapping ...')."""
+def yaml_problem(exc: yaml.YAMLError, text: str) -> Problem:
+    """A YAML syntax error as a problem with its line and PyYAML's context ('while
+    parsing a flow mapping ...'); never raises."""
     if isinstance(exc, yaml.reader.ReaderError):
         code = exc.character if isinstance(exc.character, int) else ord(exc.character)
         return Problem("", f"YAML syntax error: {exc.reason} (character #x{code:04x})",
@@ -464,12 +472,9 @@ def _problems(text: str, report: Report,
         return [Problem("", f"the topology is {TOO_LARGE}")]
     problems: list[Problem] = []
     # Stage 1: YAML syntax (and what the reader refuses: see safeyaml).
-    try:
-        root = safeyaml.compose(text)  # checks for unprintable characters already
-    except safeyaml.Refused as exc:
-        return [Problem(format_path(exc.path), exc.message, exc.line)]
-    except yaml.YAMLError as exc:
-        return [_yaml_error(exc, text)]
+    root, refused = compose(text)  # checks for unprintable characters already
+    if refused is not None:
+        return [refused]
     if root is None:
         rest = [ln for ln in text.splitlines() if ln.strip()]
         what = ("is empty" if not rest else
@@ -481,28 +486,30 @@ def _problems(text: str, report: Report,
                             "'routers' and 'sites'", 1)]
     # Stage 2: structure.
     lines: dict[str, int] = {}
-    _walk(root, (), lines, problems)
+    record_lines(root, (), lines, problems)
     too_many = _too_many(root)
     if too_many:
         return problems + too_many
     try:
         data = safeyaml.construct(root)
     except yaml.YAMLError as exc:
-        return [_yaml_error(exc, text)]
+        return [yaml_problem(exc, text)]
     if host_networks is not None:
-        problems += [Problem(path, message, _line_for(path, lines))
+        problems += [Problem(path, message, line_for(path, lines))
                      for path, message in host_overlaps(_prefixes(data), host_networks)]
     try:
         topology = Topology.model_validate(data)
     except ValidationError as exc:
-        structural = _pydantic_problems(exc, _Tree(root), lines)
+        tree = NodeTree(root)
+        structural = pydantic_problems(_one_branch(exc.errors(include_url=False)),
+                                       lambda err: _describe(err, tree), lines)
         return problems + structural + _semantics_of_the_rest(data, exc, lines)
     # Stage 3: semantics.
     for path, message in check_topology(topology):
-        problems.append(Problem(path, message, _line_for(path, lines)))
+        problems.append(Problem(path, message, line_for(path, lines)))
     if not problems:
         report.topology = topology
-        report.warnings = [Problem(path, message, _line_for(path, lines))
+        report.warnings = [Problem(path, message, line_for(path, lines))
                            for path, message in ecmp_warnings(topology)]
     return problems
 
@@ -560,7 +567,7 @@ def _semantics_of_the_rest(data: Any, exc: ValidationError,
         if any(message.startswith(f"unknown {kind} ") for kind, section in
                (("router", "routers"), ("site", "sites")) if section in aside):
             continue  # the whole section is set aside: every name in it is unknown
-        out.append(Problem(path, message, _line_for(path, lines)))
+        out.append(Problem(path, message, line_for(path, lines)))
     return out
 
 
@@ -639,23 +646,42 @@ def _related(path: str, aside: str) -> bool:
     return False
 
 
-def load_file(path: str | Path, host_networks: list[Network] | None = None) -> Report:
-    """Validate a topology file; a missing, unreadable or oversized file is a problem,
-    not a crash. Reads at most MAX_FILE_BYTES + 1 bytes, whatever the file is.
-    `host_networks`: as for `load_text`."""
-    p = Path(path)
+def compose(text: str) -> tuple[yaml.Node | None, Problem | None]:
+    """Stage 1: the YAML node tree of `text` by `safeyaml` (None for a file with no
+    document), or the syntax error or refusal that stops reading it as a problem."""
     try:
-        with p.open("rb") as f:
+        return safeyaml.compose(text), None
+    except safeyaml.Refused as exc:
+        return None, Problem(format_path(exc.path), exc.message, exc.line)
+    except yaml.YAMLError as exc:
+        return None, yaml_problem(exc, text)
+
+
+def read_bounded(path: Path, too_large: str) -> str | Problem:
+    """The text of a file of at most MAX_FILE_BYTES (reading at most one byte more,
+    whatever the file is), or the problem that it is missing, unreadable, not UTF-8 or
+    larger (`too_large`: the end of "file 'F' is ...")."""
+    try:
+        with path.open("rb") as f:
             raw = f.read(safeyaml.MAX_FILE_BYTES + 1)
     except FileNotFoundError:
-        return Report(str(p), problems=[Problem("", f"file '{p}' does not exist")])
+        return Problem("", f"file '{path}' does not exist")
     except OSError as exc:
-        return Report(str(p), problems=[Problem("", f"cannot read '{p}': {exc}")])
+        return Problem("", f"cannot read '{path}': {exc}")
     if len(raw) > safeyaml.MAX_FILE_BYTES:
-        return Report(str(p), problems=[Problem("", f"file '{p}' is {TOO_LARGE}")])
+        return Problem("", f"file '{path}' is {too_large}")
     try:
         # Text mode's universal newlines, as Path.read_text reads.
-        text = io.TextIOWrapper(io.BytesIO(raw), encoding="utf-8").read()
+        return io.TextIOWrapper(io.BytesIO(raw), encoding="utf-8").read()
     except UnicodeDecodeError as exc:
-        return Report(str(p), problems=[Problem("", f"cannot read '{p}': {exc}")])
+        return Problem("", f"cannot read '{path}': {exc}")
+
+
+def load_file(path: str | Path, host_networks: list[Network] | None = None) -> Report:
+    """Validate a topology file; a missing, unreadable or oversized file is a problem,
+    not a crash. `host_networks`: as for `load_text`."""
+    p = Path(path)
+    text = read_bounded(p, TOO_LARGE)
+    if isinstance(text, Problem):
+        return Report(str(p), problems=[text])
     return load_text(text, str(p), host_networks)

@@ -68,16 +68,22 @@ def valid_lab_name(name: object) -> bool:
     with a letter, at most 24 characters (no dot, no '/', no newline)."""
     return isinstance(name, str) and LAB_NAME_RE.fullmatch(name) is not None
 
-def check_duration(value: str) -> str:
-    """`value` if it is a duration in the lab's one syntax ('20ms'), else ValueError with
-    one sentence saying how to write it."""
+def check_duration(value: str, longest_us: float | None = None, longest: str = "",
+                   examples: str = "'20ms', '500us' or '1s'") -> str:
+    """`value` if it is a duration in the lab's one syntax ('20ms') and, with
+    `longest_us`, no longer than that; else ValueError with one sentence saying how to
+    write it (`examples`: the forms it shows) or that it is longer than `longest` (the
+    limit in words and why: "60 s, the longest delay a lab link takes"). Every duration
+    field of a topology or a scenario is checked here."""
     spaced = SPACED_DURATION_RE.fullmatch(value)
     if spaced:
         raise ValueError(f"{quoted(value)} has a space: write a duration as a number and "
                          f"its unit with no space, like '{spaced.group(1)}{spaced.group(2)}'")
     if not DURATION_RE.fullmatch(value):
-        raise ValueError(f"{quoted(value)} is not a duration like '20ms', '500us' or '1s' "
+        raise ValueError(f"{quoted(value)} is not a duration like {examples} "
                          "(a number and a lowercase unit, no space)")
+    if longest_us is not None and duration_us(value) > longest_us:
+        raise ValueError(f"{quoted(value)} is longer than {longest}")
     return value
 
 
@@ -214,9 +220,9 @@ class CheckTiming(Strict):
     @field_validator("interval", "fast_interval", "timeout")
     @classmethod
     def _duration(cls, value: str | None) -> str | None:
-        if value is not None and duration_us(check_duration(value)) > MAX_CHECK_US:
-            raise ValueError(f"{quoted(value)} is longer than 1 h, the most a health check's "
-                             "interval or timeout may be")
+        if value is not None:
+            check_duration(value, MAX_CHECK_US,
+                           "1 h, the most a health check's interval or timeout may be")
         return value
 
 
@@ -376,11 +382,9 @@ class Impairment(Strict):
     @field_validator("delay", "jitter")
     @classmethod
     def _duration(cls, value: str | None) -> str | None:
-        if value is None:
-            return value
-        if duration_us(check_duration(value)) > MAX_DURATION_US:
-            raise ValueError(f"{quoted(value)} is longer than {MAX_DURATION_US // 1_000_000} s, "
-                             "the longest delay or jitter a lab link takes")
+        if value is not None:
+            check_duration(value, MAX_DURATION_US, f"{MAX_DURATION_US // 1_000_000} s, the "
+                           "longest delay or jitter a lab link takes")
         return value
 
     @field_validator("rate")

@@ -1,11 +1,13 @@
 """The labs on this machine at a glance (`anycast-lab list`): name, the topology file it
 was built from, phase, age, how many nodes, and a health summary (each site's health
 daemon's word and how many BGP sessions are Established). Read-only and quick: no
-client is probed, for that see `status`."""
+client is probed, for that see `status`. Labs seen here without a journal in this run
+root are orphans (ours, journal gone) or another run directory's (not ours)."""
 
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any
 
 from lab.host.journal import existing_labs
@@ -17,16 +19,27 @@ from lab.observe.status import site_health
 FINE = frozenset({"up", "static", "exabgp-healthcheck"})
 
 
-def labs(orphans: list[str] | None = None) -> list[dict[str, Any]]:
+def labs(orphans: list[str] | None = None,
+         elsewhere: dict[str, Path] | None = None) -> list[dict[str, Any]]:
     """One entry per lab with a journal, then one per lab known only by its markers
-    (`orphans`: processes or namespaces of ours whose journal is gone)."""
+    (`orphans`: processes or namespaces of ours whose journal is gone), then one per lab
+    of another run directory (`elsewhere`: name -> its directory there; not ours)."""
     out = [summarize(open_lab(name, need_topology=False)) for name in existing_labs()]
-    out += [{"name": name, "topology": None, "phase": "orphaned", "started": None,
-             "age_s": None, "nodes": None,
-             "health": {"summary": "journal gone: `anycast-lab down --lab "
-                                   f"{name}` removes what is left"}}
+    out += [_unjournaled(name, "orphaned", "journal gone: `anycast-lab down --lab "
+                                           f"{name}` removes what is left")
             for name in orphans or []]
+    out += [_unjournaled(name, OTHER_RUN_DIR, f"not ours: its journal is in {lab_dir}; "
+                         f"`ANYCAST_LAB_RUN_DIR={lab_dir.parent} anycast-lab list` shows it")
+            for name, lab_dir in sorted((elsewhere or {}).items())]
     return out
+
+
+OTHER_RUN_DIR = "other-run-dir"  # the phase of a lab whose journal is in another run root
+
+
+def _unjournaled(name: str, phase: str, summary: str) -> dict[str, Any]:
+    return {"name": name, "topology": None, "phase": phase, "started": None, "age_s": None,
+            "nodes": None, "health": {"summary": summary}}
 
 
 def summarize(lab: Lab) -> dict[str, Any]:

@@ -31,11 +31,10 @@ from typing import Any
 
 from pyroute2 import IPRoute
 
-from lab.host import procs, safefs
+from lab.host import nft, procs, safefs
 from lab.host.labs import Lab, command
-from lab.host.procs import run_in
 from lab.model import names
-from lab.model.errors import BadInput, EnvironmentProblem, LabError
+from lab.model.errors import BadInput, LabError
 from lab.model.plan import NodePlan, require_site
 from lab.model.topology import site_bfd
 from lab.observe.converge import log_tail
@@ -139,24 +138,44 @@ class LinkDown(Fault):
         return Readiness(True, f"link {ifname} up, default routes restored")
 
 
-@dataclass(frozen=True)
-class Blackhole(Fault):
-    """An nftables table in the site's namespace that drops everything on its link."""
+class NftTableFault(Fault):
+    """A fault that is one nftables table in the site's namespace (lab.host.nft): `inject`
+    adds the table `ruleset` writes, `heal` deletes it whole."""
+
+    table = ""  # the table's name (family inet)
+    refused = ""  # what nftables refused, for the error: "the blackhole rule"
+
+    @abstractmethod
+    def ruleset(self, lab: Lab, site: NodePlan) -> str: ...
+
+    @abstractmethod
+    def healed(self, site: NodePlan) -> str:
+        """What `heal` says once the table is gone."""
 
     def inject(self, lab: Lab, site: NodePlan) -> Record:
-        ifname = site.interfaces[0].ifname
-        rules = BLACKHOLE.format(table=NFT_TABLE, ifname=ifname)
+        rules = self.ruleset(lab, site)
         entry = _now()
-        result = run_in(site.netns, ["nft", "-f", "-"], input_text=rules)
-        if result.returncode != 0:
-            raise EnvironmentProblem(f"nftables refused the blackhole rule: "
-                                     f"{result.stderr.strip()}")
+        nft.add_table(site.netns, rules, self.refused)
         return entry
 
     def heal(self, lab: Lab, site: NodePlan, records: list[Record],
              timeout_s: float) -> Readiness:
-        run_in(site.netns, ["nft", "delete", "table", "inet", NFT_TABLE])
-        return Readiness(True, f"nftables drop on {site.interfaces[0].ifname} removed")
+        nft.delete_table(site.netns, "inet", self.table)
+        return Readiness(True, self.healed(site))
+
+
+@dataclass(frozen=True)
+class Blackhole(NftTableFault):
+    """An nftables table in the site's namespace that drops everything on its link."""
+
+    table = NFT_TABLE
+    refused = "the blackhole rule"
+
+    def ruleset(self, lab: Lab, site: NodePlan) -> str:
+        return BLACKHOLE.format(table=NFT_TABLE, ifname=site.interfaces[0].ifname)
+
+    def healed(self, site: NodePlan) -> str:
+        return f"nftables drop on {site.interfaces[0].ifname} removed"
 
 
 def _registry(faults: Iterable[Fault]) -> dict[str, Fault]:

@@ -20,11 +20,10 @@ import signal
 from dataclasses import dataclass
 
 from lab.host.labs import Lab
-from lab.host.procs import run_in
 from lab.model import names
-from lab.model.errors import EnvironmentProblem, LabError
+from lab.model.errors import LabError
 from lab.model.plan import NodePlan
-from lab.ops.faults import Fault, ProcessFault, Record, _now, _restore
+from lab.ops.faults import Fault, NftTableFault, ProcessFault, Record, _now, _restore
 from lab.render.base import Readiness
 from lab.render.credentials import SERVICE_NAME, paths
 from lab.render.credentials import server_addresses as cert_addresses
@@ -49,24 +48,19 @@ def _issuer(lab: Lab) -> NodePlan:
 
 
 @dataclass(frozen=True)
-class IssuerPartition(Fault):
+class IssuerPartition(NftTableFault):
     """Drop only the site's packets to and from the issuer's addresses."""
 
-    def inject(self, lab: Lab, site: NodePlan) -> Record:
-        issuer = _issuer(lab)
-        rules = STALE_RULES.format(table=STALE_TABLE, v4=issuer.interfaces[0].v4.ip,
-                                   v6=issuer.interfaces[0].v6.ip)
-        entry = _now()
-        result = run_in(site.netns, ["nft", "-f", "-"], input_text=rules)
-        if result.returncode != 0:
-            raise EnvironmentProblem(f"nftables refused the issuer partition: "
-                                     f"{result.stderr.strip()}")
-        return entry
+    table = STALE_TABLE
+    refused = "the issuer partition"
 
-    def heal(self, lab: Lab, site: NodePlan, records: list[Record],
-             timeout_s: float) -> Readiness:
-        run_in(site.netns, ["nft", "delete", "table", "inet", STALE_TABLE])
-        return Readiness(True, f"{site.name} reaches the issuer again (nftables table removed)")
+    def ruleset(self, lab: Lab, site: NodePlan) -> str:
+        issuer = _issuer(lab)
+        return STALE_RULES.format(table=STALE_TABLE, v4=issuer.interfaces[0].v4.ip,
+                                  v6=issuer.interfaces[0].v6.ip)
+
+    def healed(self, site: NodePlan) -> str:
+        return f"{site.name} reaches the issuer again (nftables table removed)"
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -20,9 +20,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from lab.host import fabric, safefs
+from lab.host import fabric, nft, safefs
 from lab.host.labs import Lab, recorded_impairments
-from lab.host.procs import run_in
 from lab.model import names
 from lab.model.errors import BadInput, EnvironmentProblem
 from lab.model.plan import AddressPlan, LinkPlan
@@ -118,19 +117,11 @@ def _nft_table(ifname: str) -> str:
 def _nft_loss(end: End, loss: float) -> None:
     rules = NFT_LOSS.format(table=_nft_table(end.ifname), ifname=end.ifname,
                             per_10000=round(loss * 100))
-    result = run_in(end.netns, ["nft", "-f", "-"], input_text=rules)
-    if result.returncode != 0:
-        raise EnvironmentProblem(f"nftables refused the loss rule in {end.netns}: "
-                                 f"{result.stderr.strip()}")
+    nft.add_table(end.netns, rules, f"the loss rule in {end.netns}")
 
 
 def _nft_clear(end: End) -> None:
-    table = _nft_table(end.ifname)
-    if run_in(end.netns, ["nft", "list", "table", "netdev", table]).returncode == 0:
-        result = run_in(end.netns, ["nft", "delete", "table", "netdev", table])
-        if result.returncode != 0:
-            raise EnvironmentProblem(f"nftables kept table {table} in {end.netns}: "
-                                     f"{result.stderr.strip()}")
+    nft.delete_table(end.netns, "netdev", _nft_table(end.ifname))
 
 
 def _restore(link: LinkPlan, end: End) -> None:

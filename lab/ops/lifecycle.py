@@ -30,7 +30,14 @@ from lab.host.fabric import (
     namespace_labs,
     remove_namespace,
 )
-from lab.host.journal import Journal, existing_labs, require_lab_name, valid_lab_name
+from lab.host.journal import (
+    Journal,
+    existing_labs,
+    journal_elsewhere,
+    require_lab_name,
+    split_unjournaled,
+    valid_lab_name,
+)
 from lab.host.labs import LAB_ENV, Lab, command, open_lab
 from lab.model import Report, Topology, load_file, load_text, names
 from lab.model.compare import summary, topology_changes
@@ -229,12 +236,21 @@ def _refuse_if_changed(topology: Topology, source: str | Path | None) -> None:
         details=summary(changed))
 
 
-def orphan_labs() -> list[str]:
+def unjournaled_labs() -> tuple[list[str], dict[str, Path]]:
     """Labs whose markers (processes of ours, namespace names) are on this machine though
-    their journal is gone, e.g. after the run directory was deleted by hand. Only names
-    that pass the lab-name rule, from root's processes in lab namespaces (see procs)."""
-    journaled = set(existing_labs())
-    return sorted((procs.marked_labs() | namespace_labs()) - journaled)
+    this run root has no journal of theirs: (orphans, whose journal is gone, e.g. after the
+    run directory was deleted by hand; labs of another run directory, name -> their
+    directory, found from their processes' working directories or the default run root).
+    Only names that pass the lab-name rule, from root's processes in lab namespaces (see
+    procs). A lab of another run directory that has no process left looks orphaned."""
+    cwds = procs.marked_cwds()
+    return split_unjournaled(set(cwds) | namespace_labs(), existing_labs(),
+                             lambda lab: journal_elsewhere(lab, cwds.get(lab, ())))
+
+
+def orphan_labs() -> list[str]:
+    """Labs of ours whose journal is gone (see `unjournaled_labs`)."""
+    return unjournaled_labs()[0]
 
 
 def labs_to_tear_down(lab: str | None, all_labs: bool) -> list[str]:

@@ -70,7 +70,7 @@ def reset(lab: Lab, timeout_s: float = RESET_TIMEOUT_S,
     # them: the fabric's own code, so reset follows whatever `up` does.
     fabric = Fabric(lab.plan, lab.journal, lab.topology.bgp.multipath_hash)
     for router in lab.plan.by_role("router"):
-        fabric._sysctls(router)
+        fabric.set_sysctls(router)
     undrained = []
     if lab.topology.health.enabled:
         for site in lab.topology.sites:

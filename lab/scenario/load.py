@@ -10,7 +10,6 @@ against it. Stage 3 runs only when stages 1 and 2 found nothing.
 
 from __future__ import annotations
 
-import io
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,12 +20,16 @@ from pydantic import ValidationError
 from lab.model import Topology, safeyaml
 from lab.model import load_file as load_topology_file
 from lab.model.load import (
+    NodeTree,
     Problem,
-    _line_for,
-    _Tree,
-    _walk,
-    _yaml_error,
+    compose,
     format_path,
+    line_for,
+    pydantic_problems,
+    read_bounded,
+    record_lines,
+    shorten,
+    yaml_problem,
 )
 from lab.model.topology import quoted
 from lab.ops.faults import REGISTRY
@@ -76,20 +79,9 @@ def load_text(text: str, source: str = "<text>", base: Path | None = None) -> Sc
 
 def load_file(path: str | Path) -> ScenarioReport:
     p = Path(path)
-    try:
-        with p.open("rb") as f:
-            raw = f.read(safeyaml.MAX_FILE_BYTES + 1)
-    except FileNotFoundError:
-        return ScenarioReport(str(p), problems=[Problem("", f"file '{p}' does not exist")])
-    except OSError as exc:
-        return ScenarioReport(str(p), problems=[Problem("", f"cannot read '{p}': {exc}")])
-    if len(raw) > safeyaml.MAX_FILE_BYTES:
-        return ScenarioReport(str(p), problems=[Problem(
-            "", f"file '{p}' is larger than {safeyaml.MAX_FILE_BYTES // 1024} KiB")])
-    try:
-        text = io.TextIOWrapper(io.BytesIO(raw), encoding="utf-8").read()
-    except UnicodeDecodeError as exc:
-        return ScenarioReport(str(p), problems=[Problem("", f"cannot read '{p}': {exc}")])
+    text = read_bounded(p, f"larger than {safeyaml.MAX_FILE_BYTES // 1024} KiB")
+    if isinstance(text, Problem):
+        return ScenarioReport(str(p), problems=[text])
     return load_text(text, str(p), p.resolve().parent)
 
 
@@ -97,27 +89,26 @@ def _problems(text: str, report: ScenarioReport, base: Path) -> list[Problem]:
     if len(text.encode("utf-8", "replace")) > safeyaml.MAX_FILE_BYTES:
         return [Problem("", f"the scenario is larger than "
                             f"{safeyaml.MAX_FILE_BYTES // 1024} KiB")]
-    try:
-        root = safeyaml.compose(text)
-    except safeyaml.Refused as exc:
-        return [Problem(format_path(exc.path), exc.message, exc.line)]
-    except yaml.YAMLError as exc:
-        return [_yaml_error(exc, text)]
+    root, refused = compose(text)
+    if refused is not None:
+        return [refused]
     if root is None:
         return [Problem("", f"the file holds no YAML document: {NEEDS}", 1)]
     if not isinstance(root, yaml.MappingNode):
         return [Problem("", f"the file must be a YAML mapping: {NEEDS}", 1)]
     problems: list[Problem] = []
     lines: dict[str, int] = {}
-    _walk(root, (), lines, problems)
+    record_lines(root, (), lines, problems)
     try:
         data = safeyaml.construct(root)
     except yaml.YAMLError as exc:
-        return [_yaml_error(exc, text)]
+        return [yaml_problem(exc, text)]
     try:
         scenario = m.Scenario.model_validate(data)
     except ValidationError as exc:
-        return problems + _pydantic_problems(exc, _Tree(root), lines)
+        tree = NodeTree(root)
+        return problems + pydantic_problems(_one_branch(exc.errors(include_url=False)),
+                                            lambda err: _describe(err, tree), lines)
     if problems:
         return problems
     path = topology_path(scenario.topology, base)
@@ -131,23 +122,11 @@ def _problems(text: str, report: ScenarioReport, base: Path) -> list[Problem]:
         return [Problem("topology", f"topology {quoted(scenario.topology)} cannot be used"
                                     f"{why}", lines.get("topology"))]
     for where, message in check_names(scenario, topo_report.topology):
-        problems.append(Problem(where, message, _line_for(where, lines)))
+        problems.append(Problem(where, message, line_for(where, lines)))
     if not problems:
         report.scenario, report.topology, report.topology_path = \
             scenario, topo_report.topology, path
     return problems
-
-
-def _pydantic_problems(exc: ValidationError, tree: _Tree,
-                       lines: dict[str, int]) -> list[Problem]:
-    out: list[Problem] = []
-    seen: set[tuple[str, str]] = set()
-    for err in _one_branch(exc.errors(include_url=False)):
-        path, message = _describe(err, tree)
-        if (path, message) not in seen:
-            seen.add((path, message))
-            out.append(Problem(path, message, _line_for(path, lines)))
-    return out
 
 
 def _untagged(loc: tuple[Any, ...]) -> tuple[Any, ...]:
@@ -192,7 +171,7 @@ def _model_at(loc: tuple[Any, ...]) -> type | None:
     return MODELS.get(key)  # type: ignore[arg-type]
 
 
-def _describe(err: Any, tree: _Tree) -> tuple[str, str]:
+def _describe(err: Any, tree: NodeTree) -> tuple[str, str]:
     raw = tuple(err["loc"])
     kind = err["type"]
     value = err.get("input")
@@ -208,32 +187,27 @@ def _describe(err: Any, tree: _Tree) -> tuple[str, str]:
     if kind == "missing":
         return path, "is required but missing"
     if kind == "expectation_kind":
-        return path, err["msg"] + (f" (got {_short(value)})" if not isinstance(value, dict)
+        return path, err["msg"] + (f" (got {shorten(repr(value))})" if not isinstance(value, dict)
                                    else " (as in {client: c-eu, at: ams})")
     message = err["msg"]
     if kind == "value_error":
         return path, message.removeprefix("Value error, ")
     if kind == "model_type" or kind == "dict_type":
-        return path, f"expected a mapping (got {_short(value)})"
+        return path, f"expected a mapping (got {shorten(repr(value))})"
     if kind == "list_type":
-        return path, f"expected a list (got {_short(value)})"
+        return path, f"expected a list (got {shorten(repr(value))})"
     if "input" in err and not isinstance(value, dict | list):
         if isinstance(value, bool) and isinstance(node, yaml.ScalarNode) and node.style is None:
             message += f" (got {node.value}, which YAML reads as the boolean " \
                        f"{str(value).lower()})"
         else:
-            message += f" (got {_short(value)})"
+            message += f" (got {shorten(repr(value))})"
     return path, message
 
 
 def _keys(cls: type) -> list[str]:
     fields = cls.model_fields  # type: ignore[attr-defined]
     return [f.alias or name for name, f in fields.items()]
-
-
-def _short(value: Any, limit: int = 60) -> str:
-    text = repr(value)
-    return text if len(text) <= limit else f"{text[:limit - 3]}..."
 
 
 def _shown(path: Path) -> str:

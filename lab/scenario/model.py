@@ -27,7 +27,8 @@ from pydantic import (
     model_validator,
 )
 
-from lab.model.topology import DURATION_RE, DURATION_SCALE, SPACED_DURATION_RE, quoted
+from lab.model.topology import check_duration as check_lab_duration
+from lab.model.topology import duration_us, quoted
 from lab.ops.faults import REGISTRY
 
 SCENARIO_NAME_RE = re.compile(r"[a-z][a-z0-9-]{0,47}")
@@ -50,23 +51,13 @@ AUDIT_PROPERTIES = ("kids", "revocation_version", "revocation_age_s", "revoked_c
 
 def duration_s(text: str) -> float:
     """'500ms' -> 0.5 (the topology's duration syntax)."""
-    m = DURATION_RE.fullmatch(text)
-    if not m:
-        raise ValueError(text)
-    return float(m.group(1)) * DURATION_SCALE[m.group(2)] / 1_000_000
+    return duration_us(text) / 1_000_000
 
 
 def check_duration(value: str, limit_s: float, what: str) -> str:
-    spaced = SPACED_DURATION_RE.fullmatch(value)
-    if spaced:
-        raise ValueError(f"{quoted(value)} has a space: write a duration as a number and its "
-                         f"unit with no space, like '{spaced.group(1)}{spaced.group(2)}'")
-    if not DURATION_RE.fullmatch(value):
-        raise ValueError(f"{quoted(value)} is not a duration like '500ms' or '5s' (a number "
-                         "and a lowercase unit, no space)")
-    if duration_s(value) > limit_s:
-        raise ValueError(f"{quoted(value)} is longer than {limit_s:g} s, the longest {what}")
-    return value
+    """The lab's duration check with a scenario's limit (`what`: "a wait may last")."""
+    return check_lab_duration(value, limit_s * 1_000_000, f"{limit_s:g} s, the longest {what}",
+                              examples="'500ms' or '5s'")
 
 
 @dataclass(frozen=True)

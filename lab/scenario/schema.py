@@ -5,14 +5,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from lab.model.schema import file_schema
 from lab.scenario.model import Scenario
 
 SCHEMA_ID = "https://anycast-lab.invalid/schema/scenario.json"
 
 
 def scenario_schema() -> dict[str, Any]:
-    schema = Scenario.model_json_schema()
-    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
-    schema["$id"] = SCHEMA_ID
-    schema["title"] = "anycast-lab scenario"
-    return schema
+    return file_schema(Scenario, SCHEMA_ID, "anycast-lab scenario")

@@ -1,7 +1,8 @@
-"""What several unit test modules share that is not a fixture: a free port, pollers with a
-deadline, a DNS server the test controls, a fake ExaBGP driving the real speaker shim, the
-introspection service as a process, and the test PKI's names. The fixtures built on these
-(`pki`, `services`, `shim`, `signing_key`) are in conftest.py."""
+"""What several unit test modules share that is not a fixture: the command line run in
+this process and its JSON error checked, a free port, pollers with a deadline, a DNS server
+the test controls, a fake ExaBGP driving the real speaker shim, the introspection service
+as a process, and the test PKI's names. The fixtures built on these (`pki`, `services`,
+`shim`, `signing_key`) are in conftest.py."""
 
 from __future__ import annotations
 
@@ -33,6 +34,36 @@ from lab.sites.health.config import IntrospectCheck
 
 ROOT = Path(__file__).resolve().parents[2]
 ANYCAST = "203.0.113.53"
+
+
+# --- the command line in this process ----------------------------------------------------
+
+def run_cli(argv: list[str], monkeypatch: pytest.MonkeyPatch,
+            capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    """main() as the console script runs it, in this process: (exit code, stdout, stderr)."""
+    from lab.cli import main as cli
+
+    monkeypatch.setattr(sys, "argv", ["anycast-lab", *argv])
+    with pytest.raises(SystemExit) as exited:
+        cli.main()
+    out, err = capsys.readouterr()
+    code = exited.value.code
+    return (code if isinstance(code, int) else 0), out, err
+
+
+def json_error(code: int, out: str, err: str) -> dict:
+    """The error object of a `--json` run that failed, checked against the contract: exit
+    1, 2 or 3, `{"ok": false, "error": {message, exit_code, details}}` on stdout with the
+    same exit code, and no sentence printed on stderr as well."""
+    assert code in (1, 2, 3), (code, out, err)
+    data = json.loads(out)
+    assert data["ok"] is False, data
+    assert set(data["error"]) == {"message", "exit_code", "details"}, data
+    assert data["error"]["exit_code"] == code, data
+    assert isinstance(data["error"]["message"], str) and data["error"]["message"], data
+    assert isinstance(data["error"]["details"], list), data
+    assert "error:" not in err, err  # the sentence is not printed as well
+    return data["error"]
 
 
 # --- ports and waiting ---------------------------------------------------------------------

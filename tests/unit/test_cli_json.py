@@ -17,6 +17,8 @@ import typer
 from lab.cli import main as cli
 from lab.host import labs, procs
 
+from .helpers import json_error, run_cli
+
 REPO = Path(__file__).resolve().parents[2]
 GOOD = REPO / "topologies" / "default.yaml"
 
@@ -91,29 +93,6 @@ def empty_run_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp_path / "run"
 
 
-def run(argv: list[str], monkeypatch: pytest.MonkeyPatch,
-        capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    """main() as the console script runs it, in this process: (exit code, stdout, stderr)."""
-    monkeypatch.setattr(sys, "argv", ["anycast-lab", *argv])
-    with pytest.raises(SystemExit) as exited:
-        cli.main()
-    out, err = capsys.readouterr()
-    code = exited.value.code
-    return (code if isinstance(code, int) else 0), out, err
-
-
-def json_error(code: int, out: str, err: str) -> dict:
-    assert code in (1, 2, 3), (code, out, err)
-    data = json.loads(out)
-    assert data["ok"] is False, data
-    assert set(data["error"]) == {"message", "exit_code", "details"}, data
-    assert data["error"]["exit_code"] == code, data
-    assert isinstance(data["error"]["message"], str) and data["error"]["message"], data
-    assert isinstance(data["error"]["details"], list), data
-    assert "error:" not in err, err  # the sentence is not printed as well
-    return data["error"]
-
-
 def test_every_command_is_known_to_this_test() -> None:
     assert set(reporting()) == set(ERRORS), (
         "a command was added or removed: give it --json (or list it in NOT_REPORTING) and "
@@ -130,7 +109,7 @@ def test_every_reporting_command_has_a_json_option(name: str) -> None:
 def test_an_error_under_json_is_the_json_object_with_its_exit_code(
         name: str, empty_run_dir: Path, monkeypatch: pytest.MonkeyPatch,
         capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, err = run([*ERRORS[name], "--json"], monkeypatch, capsys)
+    code, out, err = run_cli([*ERRORS[name], "--json"], monkeypatch, capsys)
     error = json_error(code, out, err)
     assert "--json" not in error["message"], error  # --json itself was accepted
 
@@ -139,7 +118,7 @@ def test_an_error_under_json_is_the_json_object_with_its_exit_code(
 def test_the_same_error_without_json_is_one_sentence_on_stderr(
         name: str, empty_run_dir: Path, monkeypatch: pytest.MonkeyPatch,
         capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, err = run(ERRORS[name], monkeypatch, capsys)
+    code, out, err = run_cli(ERRORS[name], monkeypatch, capsys)
     assert code in (1, 2, 3)
     assert out == "" and err.startswith("error: "), (out, err)
 
@@ -148,7 +127,7 @@ def test_the_same_error_without_json_is_one_sentence_on_stderr(
 def test_a_usage_error_under_json_is_the_json_object(
         name: str, empty_run_dir: Path, monkeypatch: pytest.MonkeyPatch,
         capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, err = run([*name.split(), "--json", "--no-such-option"], monkeypatch, capsys)
+    code, out, err = run_cli([*name.split(), "--json", "--no-such-option"], monkeypatch, capsys)
     error = json_error(code, out, err)
     assert code == 2
     assert "--no-such-option" in error["message"], error
@@ -157,7 +136,7 @@ def test_a_usage_error_under_json_is_the_json_object(
 def test_validate_reports_a_missing_file_as_the_error_object(
         empty_run_dir: Path, monkeypatch: pytest.MonkeyPatch,
         capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, err = run(["validate", "/nonexistent/t.yaml", "--json"], monkeypatch, capsys)
+    code, out, err = run_cli(["validate", "/nonexistent/t.yaml", "--json"], monkeypatch, capsys)
     assert json_error(code, out, err)["message"] == "file '/nonexistent/t.yaml' does not exist"
 
 
@@ -165,7 +144,7 @@ def test_validate_reports_a_missing_file_as_the_error_object(
 def test_commands_that_need_no_lab_give_json_on_success(
         argv: list[str], empty_run_dir: Path, monkeypatch: pytest.MonkeyPatch,
         capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, _err = run(argv, monkeypatch, capsys)
+    code, out, _err = run_cli(argv, monkeypatch, capsys)
     assert code == 0
     assert isinstance(json.loads(out), dict)
 
@@ -180,7 +159,7 @@ def test_a_bad_lab_name_in_the_environment_says_where_it_came_from(
         empty_run_dir: Path, monkeypatch: pytest.MonkeyPatch,
         capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.setenv("ANYCAST_LAB", "Not A Lab")
-    code, out, err = run(["status", "--json"], monkeypatch, capsys)
+    code, out, err = run_cli(["status", "--json"], monkeypatch, capsys)
     error = json_error(code, out, err)
     assert code == 2
     assert error["message"].startswith("'Not A Lab' (from ANYCAST_LAB) is not a lab name")
@@ -191,12 +170,12 @@ def test_the_lab_named_in_the_environment_is_the_default_lab(
         capsys: pytest.CaptureFixture[str]) -> None:
     """The name reaches the command: `token list` (no root needed) looks for that lab."""
     monkeypatch.setenv("ANYCAST_LAB", "student-7")
-    code, out, err = run(["token", "list", "--json"], monkeypatch, capsys)
+    code, out, err = run_cli(["token", "list", "--json"], monkeypatch, capsys)
     error = json_error(code, out, err)
     assert code == 1
     assert error["message"] == "lab 'student-7' (from ANYCAST_LAB) is not up (labs up: none)"
     # --lab on the command line wins over the environment.
-    code, out, err = run(["token", "list", "--lab", "other", "--json"], monkeypatch, capsys)
+    code, out, err = run_cli(["token", "list", "--lab", "other", "--json"], monkeypatch, capsys)
     assert json_error(code, out, err)["message"] == "lab 'other' is not up (labs up: none)"
 
 

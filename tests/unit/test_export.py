@@ -27,6 +27,8 @@ from lab.model.generate import generate_topology
 from lab.model.plan import build_plan
 from lab.render import credentials, launch
 
+from .helpers import json_error, run_cli
+
 ROOT = Path(__file__).resolve().parents[2]
 SCHEMA = ROOT.parent / "shared" / "vendor" / "containerlab" / "clab.schema.json"
 SHIPPED = sorted(p for p in (ROOT / "topologies").glob("*.yaml"))
@@ -456,21 +458,9 @@ def test_the_writer_never_follows_a_planted_symlink(tmp_path: Path) -> None:
     assert list(victim.iterdir()) == []
 
 
-def _cli(argv: list[str], monkeypatch: pytest.MonkeyPatch,
-         capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    from lab.cli import main as cli
-
-    monkeypatch.setattr(sys, "argv", ["anycast-lab", *argv])
-    with pytest.raises(SystemExit) as exited:
-        cli.main()
-    out, err = capsys.readouterr()
-    code = exited.value.code
-    return (code if isinstance(code, int) else 0), out, err
-
-
 def test_the_cli_says_which_file_each_host_deploys(tmp_path: Path, monkeypatch, capsys) -> None:
     out = tmp_path / "out"
-    code, stdout, _ = _cli(["export", "containerlab", str(ROOT / "topologies/default.yaml"),
+    code, stdout, _ = run_cli(["export", "containerlab", str(ROOT / "topologies/default.yaml"),
                             "-o", str(out), "--hosts", "3", "--json"], monkeypatch, capsys)
     assert code == 0, stdout
     report = json.loads(stdout)
@@ -478,7 +468,7 @@ def test_the_cli_says_which_file_each_host_deploys(tmp_path: Path, monkeypatch, 
     assert [h["deploys"] for h in report["hosts"]] == [
         f"default.host{i}.clab.yml" for i in (1, 2, 3)]
     assert all((out / h["deploys"]).is_file() for h in report["hosts"])
-    code, stdout, _ = _cli(["export", "containerlab", str(ROOT / "topologies/default.yaml"),
+    code, stdout, _ = run_cli(["export", "containerlab", str(ROOT / "topologies/default.yaml"),
                             "-o", str(out)], monkeypatch, capsys)
     assert code == 0 and "host1: containerlab deploy -t default.clab.yml" in stdout
 
@@ -491,9 +481,10 @@ def test_the_cli_says_which_file_each_host_deploys(tmp_path: Path, monkeypatch, 
 def test_the_cli_refuses_bad_input_with_exit_2(argv, words, tmp_path: Path, monkeypatch,
                                                capsys) -> None:
     out = [] if not argv else ["-o", str(tmp_path / "o")]
-    code, stdout, _ = _cli(["export", "containerlab", str(ROOT / "topologies/default.yaml"),
-                            *out, *argv, "--json"], monkeypatch, capsys)
-    error = json.loads(stdout)["error"]
+    code, stdout, stderr = run_cli(["export", "containerlab",
+                                    str(ROOT / "topologies/default.yaml"), *out, *argv,
+                                    "--json"], monkeypatch, capsys)
+    error = json_error(code, stdout, stderr)
     assert code == 2 == error["exit_code"] and words in error["message"]
     assert not (tmp_path / "o").exists()
 

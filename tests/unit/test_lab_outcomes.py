@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from lab.cli.lab import age_text
-from lab.host import labs
+from lab.host import journal, labs
 from lab.host.journal import Journal
 from lab.model import Topology, load_file, load_text
 from lab.model.compare import changes, summary, topology_changes
@@ -203,6 +203,46 @@ def test_down_of_a_lab_that_is_not_up_removes_nothing(run_dir: Path,
     monkeypatch.setattr(lifecycle, "orphan_labs", lambda: [])
     assert lifecycle.labs_to_tear_down("b", all_labs=False) == []
     assert lifecycle.labs_to_tear_down("a", all_labs=False) == ["a"]
+
+
+# Labs of another run directory (ANYCAST_LAB_RUN_DIR) are not orphans of this one.
+
+def test_a_lab_dir_elsewhere_is_found_above_its_processes_working_directories() -> None:
+    ours, default = Path("/tmp/mine"), Path("/run/anycast-lab")
+    found = journal.lab_dirs_elsewhere(
+        "bob", ["/srv/labs/bob/nodes/ams", "/tmp/mine/bob", "/old/bob (deleted)", "rel/bob"],
+        ours, default)
+    assert found == [default / "bob", Path("/srv/labs/bob")]
+    # In the default run root itself, only the processes lead elsewhere.
+    assert journal.lab_dirs_elsewhere("bob", ["/run/anycast-lab/bob"], default, default) == []
+
+
+def test_unjournaled_labs_split_into_orphans_and_other_run_dirs() -> None:
+    there = {"carol": Path("/srv/labs/carol")}
+    orphans, others = journal.split_unjournaled({"alice", "bob", "carol"}, ["alice"],
+                                                there.get)
+    assert orphans == ["bob"]
+    assert others == {"carol": Path("/srv/labs/carol")}
+
+
+def test_down_all_and_list_leave_another_run_dirs_lab_alone(
+        run_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    other = tmp_path / "other"
+    monkeypatch.setenv("ANYCAST_LAB_RUN_DIR", str(other))
+    running(topology("carol"))
+    monkeypatch.setenv("ANYCAST_LAB_RUN_DIR", str(run_dir))
+    running(topology("alice"))
+    # carol's daemons run in her lab directory; bob's namespaces have no journal anywhere.
+    monkeypatch.setattr(lifecycle.procs, "marked_cwds",
+                        lambda: {"alice": {str(run_dir / "alice")},
+                                 "carol": {str(other / "carol")}})
+    monkeypatch.setattr(lifecycle, "namespace_labs", lambda: {"alice", "bob", "carol"})
+    assert lifecycle.unjournaled_labs() == (["bob"], {"carol": other / "carol"})
+    assert lifecycle.labs_to_tear_down(None, all_labs=True) == ["alice", "bob"]
+    assert lifecycle.labs_to_tear_down("carol", all_labs=False) == []
+    entry = inventory.labs(orphans=[], elsewhere={"carol": other / "carol"})[-1]
+    assert entry["name"] == "carol" and entry["phase"] == "other-run-dir"
+    assert f"not ours: its journal is in {other / 'carol'}" in entry["health"]["summary"]
 
 
 # What `list` shows.

@@ -47,6 +47,26 @@ def test_never_recovered_client():
     assert abs(trial.recovery_ms - 500) < 1e-6
 
 
+def test_a_loss_just_before_the_heal_is_an_outage_that_ends_at_the_next_answer():
+    # c-ap stays with sin throughout; its last two queries before the heal are lost, and
+    # sin answers it again right after: it had settled, so it recovered (20 ms out).
+    s = samples([(0, 2.98, "sin"), (2.98, 3.0, None), (3.0, 4.0, "sin")])
+    trial = analyse("c-ap", s, t_fault=1.0, t_heal=3.0)
+    assert trial.site_before == trial.site_after == "sin" and trial.lost == 2
+    assert trial.outage_ms is not None and abs(trial.outage_ms - 20) < 1e-6
+    summary = summarise([[trial]])
+    assert summary["affected_client_trials"] == 1 and summary["never_recovered"] == 0
+
+
+def test_losing_everything_after_a_few_answers_until_the_heal_is_never_recovered():
+    # The fault took a moment to bite (two answers from ams after it), then nothing was
+    # answered until the heal: the client never settled anywhere.
+    s = samples([(0, 1.02, "ams"), (1.02, 3.0, None), (3.0, 4.0, "ams")])
+    trial = analyse("c-eu", s, t_fault=1.0, t_heal=3.0)
+    assert trial.site_after == "ams" and trial.outage_ms is None
+    assert summarise([[trial]])["never_recovered"] == 1
+
+
 def test_summary_counts_only_affected_clients():
     moved = analyse("a", samples([(0, 1, "x"), (1, 1.2, None), (1.2, 3, "y"), (3, 4, "x")]),
                     1.0, 3.0)
