@@ -98,11 +98,15 @@ def main() -> None:
         if path not in built:
             built[path] = _up(path)
         default = built[path]
-        for fault in faults.fault_names():
+        issuer = default.plan.issuer
+        # The default lab runs no BFD responder; faults made at the issuer node are made
+        # there.
+        for fault in [f for f in faults.fault_names() if f != "bfd"]:
+            at = issuer.name if faults.lookup(fault).at_issuer and issuer else "nyc"
             seconds, failed = [], []
             for _ in range(args.runs):
                 with locked(default.name, "bench"):
-                    faults.inject(default, "nyc", fault)
+                    faults.inject(default, at, fault)
                     result = reset.reset(default)
                 seconds.append(result["elapsed_s"])
                 if not result["ok"]:  # kept: a reset that did not end normal is a finding
@@ -115,7 +119,8 @@ def main() -> None:
     show("scenarios (seconds per run)", ["scenario", "median", "max", "passed"],
          [[n, t["seconds"]["median"], t["seconds"]["max"], f"{t['passed']}/{t['runs']}"]
           for n, t in timings.items()])
-    show("reset after a fault at nyc (seconds)", ["fault", "median", "max"],
+    show("reset after a fault at nyc (the issuer's at the issuer) (seconds)",
+         ["fault", "median", "max"],
          [[f, s["median"], s["max"]] for f, s in resets.items()])
     show("one idle lab", ["topology", "processes", "RSS MiB", "PSS MiB",
                           "idle CPU % of a core"],
