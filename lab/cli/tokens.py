@@ -40,8 +40,9 @@ def token_issue(client: Annotated[str, typer.Option("--client", help="client id"
 @token_app.command("revoke")
 def token_revoke(what: Annotated[str, typer.Argument(help="a token id (jti) or a token")],
                  lab: LabOpt = None, json_out: JsonOpt = False) -> None:
-    """Revoke a token on every site (bumps the revocation list version of each site that
-    did not hold it yet; revoking it again changes nothing)."""
+    """Revoke a token: at the issuer, from which every site syncs (the answer says when
+    each site held it), or, in a lab without an issuer, in every site's list. Revoking it
+    again changes nothing."""
     from lab.host import labs
     from lab.ops import tokenstore
 
@@ -49,6 +50,7 @@ def token_revoke(what: Annotated[str, typer.Argument(help="a token id (jti) or a
     opened = labs.open_lab(lab)
     assert opened.plan is not None
     extra: dict = {}
+    doc: dict | None = None
     with locked(opened.name, "token revoke"):
         if opened.plan.issuer is not None:
             doc = tokenstore.revoke_via_issuer(opened.journal.dir, opened.plan, jti)
@@ -62,12 +64,8 @@ def token_revoke(what: Annotated[str, typer.Argument(help="a token id (jti) or a
                       "already_revoked": bool(versions) and len(already) == len(versions),
                       "already_revoked_on": already, **extra})
     else:
-        text = tokenstore.revoke_text(jti, versions, already)
-        if extra:
-            late = [s for s, ms in extra["propagated_ms"].items() if ms is None]
-            text += (f"; issuer version {extra['issuer_version']}"
-                     + (f"; not yet at {', '.join(late)} (stale or cut off)" if late else
-                        "; every site holds it"))
+        text = (tokenstore.issuer_revoke_text(jti, doc) if doc is not None
+                else tokenstore.revoke_text(jti, versions, already))
         ui.out.print(text, markup=False, highlight=False, soft_wrap=True)
 
 

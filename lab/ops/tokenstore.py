@@ -195,6 +195,23 @@ def revoke_text(jti: str, versions: dict[str, int], already: list[str]) -> str:
     return text
 
 
+def issuer_revoke_text(name: str, doc: dict[str, Any]) -> str:
+    """A revocation at the issuer in one sentence: its version, and when each site held
+    it ('revoked student at the issuer (version 2): nyc after 312 ms, sin after 350 ms;
+    not at ams within 10 s (cut off or stale)')."""
+    if not doc.get("added", True):
+        return f"{name} was already revoked at the issuer (version {doc['version']})"
+    arrived = {s: ms for s, ms in doc["propagated_ms"].items() if ms is not None}
+    late = [s for s, ms in doc["propagated_ms"].items() if ms is None]
+    text = f"revoked {name} at the issuer (version {doc['version']})"
+    if arrived:
+        text += ": " + ", ".join(f"{s} after {ms:.0f} ms" for s, ms in arrived.items())
+    if late:
+        text += (f"; not at {', '.join(late)} within {PROPAGATION_WAIT_S:g} s "
+                 "(cut off or stale)")
+    return text
+
+
 def _issued(lab_dir: Path, plan: AddressPlan) -> list[str]:
     """The metadata lines of every token issued (JSON text, one per token)."""
     if plan.issuer is not None:

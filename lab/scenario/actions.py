@@ -86,7 +86,7 @@ def perform(lab: Lab, action: m.Action, tokens: Tokens) -> tuple[str, dict[str, 
                                             else "active_jti"]
         if lab.plan.issuer is not None:
             doc = tokenstore.revoke_via_issuer(lab.journal.dir, lab.plan, jti)
-            return issuer_revoke_text(args[0], doc), {
+            return tokenstore.issuer_revoke_text(args[0], doc), {
                 "versions": doc["versions"], "issuer_version": doc["version"],
                 "propagated_ms": doc["propagated_ms"]}
         versions, already = tokenstore.revoke_sites(lab.journal.dir, lab.plan, jti)
@@ -109,23 +109,6 @@ def perform(lab: Lab, action: m.Action, tokens: Tokens) -> tuple[str, dict[str, 
                            details=report["problems"][1:])
         return f"reset in {report['elapsed_s']:.2f} s", report
     raise LabError(f"unknown action '{verb}'")
-
-
-def issuer_revoke_text(name: str, doc: dict[str, Any]) -> str:
-    """A revocation at the issuer in one sentence: its version, and when each site held
-    it ('revoked student at the issuer (version 2): nyc after 312 ms, sin after 350 ms;
-    not at ams within 10 s (cut off or stale)')."""
-    if not doc.get("added", True):
-        return f"{name} was already revoked at the issuer (version {doc['version']})"
-    arrived = {s: ms for s, ms in doc["propagated_ms"].items() if ms is not None}
-    late = [s for s, ms in doc["propagated_ms"].items() if ms is None]
-    text = f"revoked {name} at the issuer (version {doc['version']})"
-    if arrived:
-        text += ": " + ", ".join(f"{s} after {ms:.0f} ms" for s, ms in arrived.items())
-    if late:
-        text += (f"; not at {', '.join(late)} within {tokenstore.PROPAGATION_WAIT_S:g} s "
-                 "(cut off or stale)")
-    return text
 
 
 def _exec(lab: Lab, node: str, argv: list[str]) -> tuple[str, dict[str, Any]]:

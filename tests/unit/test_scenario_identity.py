@@ -126,7 +126,7 @@ def test_an_audit_of_an_unknown_site_is_refused() -> None:
 
 
 def test_a_revocation_at_the_issuer_says_when_each_site_held_it() -> None:
-    from lab.scenario.actions import issuer_revoke_text
+    from lab.ops.tokenstore import issuer_revoke_text
 
     doc = {"version": 2, "added": True,
            "propagated_ms": {"ams": None, "nyc": 312.4, "sin": 350.0}}
