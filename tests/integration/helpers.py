@@ -61,9 +61,9 @@ class LabHandle:
     def up(self, timeout: float = 180) -> labs.Lab:
         result = lab_cli("up", str(self.topology), "--name", self.name, "--json",
                          timeout=timeout)
-        # Under --json the error is on stdout: show both, so a failed `up` says why.
+        # Under --json the error is on stdout: show both.
         assert result.returncode == 0, (f"up failed (exit {result.returncode}): "
-                                        f"{result.stdout[-3000:]}{result.stderr[-3000:]}")
+                                        f"{result.stdout[-3000:]} {result.stderr[-3000:]}")
         return labs.open_lab(self.name)
 
     def down(self) -> None:
