@@ -270,6 +270,10 @@ def check_names(scenario: m.Scenario, topo: Topology) -> list[tuple[str, str]]:
                                    f"and {verb} is their job"))
             if verb == "exec":
                 known(args[0], nodes, "node", where)
+            if verb == "impair":
+                problem = _impair_target(topo, args[0])
+                if problem:
+                    out.append((where, problem))
             if verb == "issue":
                 if args[0] in issued or args[0] in m.CANARIES:
                     out.append((where, f"token {quoted(args[0])} is already issued by an "
@@ -317,7 +321,25 @@ def check_names(scenario: m.Scenario, topo: Topology) -> list[tuple[str, str]]:
                 known(exp.measured, clients, "client", f"{where}.measured")
                 for s in m.site_list(exp.settles_at):
                     known(s, sites, "site", f"{where}.settles_at")
+                if exp.probe not in scenario.probe.kinds:
+                    out.append((f"{where}.probe", f"probe {quoted(exp.probe)} does not run in "
+                                                  "this scenario: add it to probe.kinds "
+                                                  f"(now: {', '.join(scenario.probe.kinds)})"))
     return out
+
+
+def _impair_target(topo: Topology, target: str) -> str | None:
+    """Why `impair TARGET` cannot be done in this topology (None: it can), in the words
+    of `anycast-lab impair` itself."""
+    from lab.model.errors import BadInput
+    from lab.model.plan import build_plan
+    from lab.ops.impair import find_link
+
+    try:
+        find_link(build_plan(topo), target)
+    except BadInput as exc:
+        return exc.message
+    return None
 
 
 def _adjacent(topo: Topology, router: str, peer: str) -> bool:
