@@ -257,6 +257,8 @@ def check_names(scenario: m.Scenario, topo: Topology) -> list[tuple[str, str]]:
             out.append((where, f"unknown {what} {quoted(value)} in topology "
                                f"'{topo.name}' (known: {listed})"))
 
+    for k, client in enumerate(scenario.probe.tcp_clients or ()):
+        known(client, clients, "client", f"probe.tcp_clients[{k}]")
     for i, step in enumerate(scenario.steps):
         base = f"steps[{i}]"
         action = step.action
@@ -321,6 +323,11 @@ def check_names(scenario: m.Scenario, topo: Topology) -> list[tuple[str, str]]:
                 known(exp.measured, clients, "client", f"{where}.measured")
                 for s in m.site_list(exp.settles_at):
                     known(s, sites, "site", f"{where}.settles_at")
+                tcp_clients = scenario.probe.tcp_clients
+                if exp.probe == "tcp" and tcp_clients and exp.measured not in tcp_clients:
+                    out.append((f"{where}.measured", f"client {quoted(exp.measured)} holds no "
+                                                     "TCP connections: add it to "
+                                                     "probe.tcp_clients"))
                 if exp.probe not in scenario.probe.kinds:
                     out.append((f"{where}.probe", f"probe {quoted(exp.probe)} does not run in "
                                                   "this scenario: add it to probe.kinds "

@@ -421,6 +421,10 @@ class Probe(Strict):
                                 "this long breaks its connection")
     tcp_connections: int = Field(4, ge=1, le=16, description="long-lived TCP connections per "
                                  "client")
+    tcp_clients: list[str] | None = Field(None, min_length=1, max_length=64, description="the "
+                                          "clients that hold TCP connections (default: every "
+                                          "client; each site's DNS server takes a bounded "
+                                          "number of them)")
 
     @field_validator("kinds")
     @classmethod

@@ -2,7 +2,8 @@
 (`probe.kinds`): DNS (probes.dns), HTTPS on a new TLS connection per request
 (probes.https, as the lab's own client lab-admin) and long-lived TCP streams
 (probes.tcp_stream). All ask the IPv4 anycast address from the client's namespace, are
-bounded by the run's own bound, and are started and stopped together."""
+bounded by the run's own bound, and are started and stopped together; TCP connections
+only from `probe.tcp_clients` when given."""
 
 from __future__ import annotations
 
@@ -67,8 +68,9 @@ def make_probes(lab: Lab, spec: m.Probe, bound_s: float) -> Probes:
             from probes.tcp_stream import TcpStreamProbe
 
             out.rates[kind] = spec.tcp_rate_hz
+            chosen = set(spec.tcp_clients or [c.name for c in clients])
             out.by_kind[kind] = {c.name: TcpStreamProbe(server, spec.tcp_rate_hz, bound_s,
                                                         spec.tcp_timeout_ms / 1000, c.netns,
                                                         spec.tcp_connections)
-                                 for c in clients}
+                                 for c in clients if c.name in chosen}
     return out
