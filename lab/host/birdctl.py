@@ -440,3 +440,30 @@ def parse_bfd_sessions(text: str) -> list[BfdSession]:
         out.append(BfdSession(protocol, parts[0], parts[1], parts[2], " ".join(parts[3:-2]),
                               _seconds(parts[-2]), _seconds(parts[-1])))
     return out
+
+
+_SINCE_RE = re.compile(r"(?:(\d{4})-(\d{2})-(\d{2}))?\s*(?:(\d{2}):(\d{2}):(\d{2})(\.\d+)?)?")
+DAY_S = 86400.0
+CLOCK_SLACK_S = 1.0  # BIRD and this process read the same clock; rounding aside
+
+
+def since_epoch(since: str, now: float) -> float | None:
+    """BIRD's `Since` column as a Unix time, read in this machine's local time as BIRD
+    writes it: `23:00:00.400` (a time of day: the latest such instant not after `now`),
+    `2026-12-01 23:00:00.400`, or a date alone for old states (its midnight). None when
+    the text is none of these."""
+    m = _SINCE_RE.fullmatch(since.strip())
+    if m is None or not (m.group(1) or m.group(4)):
+        return None
+    year, month, day, hour, minute, second, frac = m.groups()
+    hms = (int(hour), int(minute), int(second)) if hour else (0, 0, 0)
+    fraction = float(frac) if frac else 0.0
+    if year:
+        stamp = time.mktime((int(year), int(month), int(day), *hms, 0, 0, -1))
+        return stamp + fraction
+    today = time.localtime(now)
+    stamp = time.mktime((today.tm_year, today.tm_mon, today.tm_mday, *hms, 0, 0, -1))
+    stamp += fraction
+    if stamp > now + CLOCK_SLACK_S:  # a time of day later than now: it was yesterday's
+        stamp -= DAY_S
+    return stamp

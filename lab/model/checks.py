@@ -247,7 +247,8 @@ def check_bfd(topo: Topology) -> Iterator[Finding]:
                  for name, site in topo.sites.items() if site.bfd is not None]
     for path, bfd in settings:
         detect = bfd.interval_ms * bfd.multiplier
-        if bfd.enabled and detect >= hold_ms:
+        used = bfd.enabled or (path == "bgp.bfd" and bfd.routers)
+        if used and detect >= hold_ms:
             yield (path, f"BFD detects a silent link after {detect} ms (interval_ms "
                          f"{bfd.interval_ms} x multiplier {bfd.multiplier}), no sooner than "
                          f"the BGP hold time ({hold_ms} ms): shorten the interval or the "

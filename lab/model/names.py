@@ -127,8 +127,9 @@ def router_protocol(peer: str, family: int) -> str:
     return f"r_{proto_name(peer)}_{family}"
 
 
-# BFD: the routers' protocol serving their site sessions, and the site responder's.
-BFD_PROTOCOL = "bfd_sites"
+# BFD: the routers' protocol serving their BFD sessions (to sites; with bgp.bfd.routers
+# to routers too), and the site responder's.
+BFD_PROTOCOL = "bfd_peers"
 BFD_RESPONDER_PROTOCOL = "bfd_responder"
 
 # The kernel protocols, per family: what BIRD installs in the router's FIB.

@@ -121,7 +121,8 @@ class Bfd(Strict):
     """BFD on the routers' sessions to their sites: each site runs a BFD-only BIRD beside
     ExaBGP (which has no BFD), so a router notices a silent link in interval x multiplier
     instead of the hold time. The responder proves the site's namespace and link alive, not
-    ExaBGP: a frozen ExaBGP is still caught by the hold timer only."""
+    ExaBGP: a frozen ExaBGP is still caught by the hold timer only. `routers` turns it on
+    between routers too (BIRD at both ends: no responder needed)."""
 
     enabled: bool = Field(False, strict=True, description="run BFD on the routers' sessions "
                           "to the sites (and a BFD responder in each site)")
@@ -130,6 +131,10 @@ class Bfd(Strict):
                              "interval in milliseconds")
     multiplier: int = Field(3, strict=True, ge=1, le=255, description="BFD packets missed "
                             "before the session is down (detection = interval x multiplier)")
+    routers: bool = Field(False, strict=True, description="also run BFD on the sessions "
+                          "between routers (both families, the same interval and "
+                          "multiplier): a silent core link is noticed in interval x "
+                          "multiplier instead of the hold time")
 
 
 class SiteBfd(Strict):

@@ -111,6 +111,31 @@ def bfd_sessions(plan: AddressPlan, lab_dir: Path, sites: list[str],
     return out
 
 
+def router_bfd_sessions(plan: AddressPlan, lab_dir: Path, birds: Birds | None = None
+                        ) -> dict[str, dict[str, dict[str, str]]]:
+    """Per router, per neighbouring router: the state of the BFD session towards it per
+    family ({"v4": "Up", "v6": "Up"}; "none" when BIRD holds no such session or does
+    not answer), with bgp.bfd.routers."""
+    out: dict[str, dict[str, dict[str, str]]] = {}
+    with _looking(lab_dir, birds) as birds:
+        for router in plan.by_role("router"):
+            try:
+                held = {s.address: s.state for s in parse_bfd_sessions(
+                    birds.ask(router.name, "show bfd sessions").text)}
+            except BirdUnavailable:
+                held = {}
+            peers: dict[str, dict[str, str]] = {}
+            for iface in router.interfaces:
+                peer = plan.nodes[iface.peer]
+                if peer.role != "router":
+                    continue
+                remote = peer.iface(router.name)
+                peers[peer.name] = {"v4": held.get(str(remote.v4.ip), "none"),
+                                    "v6": held.get(str(remote.v6.ip), "none")}
+            out[router.name] = peers
+    return out
+
+
 Routes = dict[tuple[str, str], list[Route]]
 
 

@@ -34,6 +34,7 @@ from lab.observe.routing import (
     client_spread,
     expected_words,
     held_from_sites,
+    router_bfd_sessions,
     sessions,
     speaker_state,
 )
@@ -61,6 +62,8 @@ def collect(lab: Lab, fabric: bool = True, identity: bool = True) -> dict[str, A
         routes = anycast_routes(plan, lab_dir, birds)
         paths = best_paths(plan, lab_dir, birds)
         bfd = bfd_sessions(plan, lab_dir, bfd_sites(topo), birds)
+        core_bfd = router_bfd_sessions(plan, lab_dir, birds) if topo.bgp.bfd.routers \
+            else None
     problems += [f"{router}: {exc}" for router, exc in birds.unavailable.items()]
     held = held_from_sites(plan, routes)
     families = announced_families(topo)
@@ -102,7 +105,14 @@ def collect(lab: Lab, fabric: bool = True, identity: bool = True) -> dict[str, A
     for name, router in topo.routers.items():
         peers = {s.protocol: s.state for s in sess if s.router == name}
         report["routers"][name] = {"asn": router.asn, "router_id": plan.nodes[name].router_id,
-                                   "sessions": peers, "best": paths.get(name, {})}
+                                   "sessions": peers, "best": paths.get(name, {}),
+                                   "bfd": core_bfd.get(name) if core_bfd is not None else None}
+        if core_bfd is not None:
+            down = [f"{peer} ({fam})" for peer, fams in core_bfd.get(name, {}).items()
+                    for fam, st in fams.items() if st != "Up"]
+            if down:
+                notes.append(f"{name}: BFD towards {', '.join(down)} is not Up: a silent "
+                             "core link is caught by the hold timer only until it is")
         problems += [f"{name}: session {p} is {st}" for p, st in peers.items()
                      if st != "Established"]
     answers = client_sites(plan)

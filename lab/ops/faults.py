@@ -38,7 +38,8 @@ from lab.model.errors import BadInput, LabError
 from lab.model.plan import NodePlan, require_site
 from lab.model.topology import site_bfd
 from lab.observe.converge import log_tail
-from lab.render.base import Readiness
+from lab.render.base import Readiness, ReadyTarget
+from lab.render.bfd import router_side_up
 from lab.render.ready import READY_TIMEOUT_S, wait_ready
 from lab.shared.wait import wait_until
 
@@ -133,9 +134,11 @@ class LinkDown(Fault):
     def heal(self, lab: Lab, site: NodePlan, records: list[Record],
              timeout_s: float) -> Readiness:
         ifname = site.interfaces[0].ifname
+        after = time.time()
         _set_link(site.netns, ifname, "up")
         _restore_default_routes(site)
-        return Readiness(True, f"link {ifname} up, default routes restored")
+        return _bfd_back(lab, site, after, timeout_s,
+                         f"link {ifname} up, default routes restored")
 
 
 class NftTableFault(Fault):
@@ -144,6 +147,7 @@ class NftTableFault(Fault):
 
     table = ""  # the table's name (family inet)
     refused = ""  # what nftables refused, for the error: "the blackhole rule"
+    waits_for_bfd = False  # does heal wait for the site's BFD session to be Up again?
 
     @abstractmethod
     def ruleset(self, lab: Lab, site: NodePlan) -> str: ...
@@ -160,7 +164,10 @@ class NftTableFault(Fault):
 
     def heal(self, lab: Lab, site: NodePlan, records: list[Record],
              timeout_s: float) -> Readiness:
+        after = time.time()
         nft.delete_table(site.netns, "inet", self.table)
+        if self.waits_for_bfd:
+            return _bfd_back(lab, site, after, timeout_s, self.healed(site))
         return Readiness(True, self.healed(site))
 
 
@@ -170,12 +177,30 @@ class Blackhole(NftTableFault):
 
     table = NFT_TABLE
     refused = "the blackhole rule"
+    waits_for_bfd = True  # the BFD session went down with the link: heal waits for it
 
     def ruleset(self, lab: Lab, site: NodePlan) -> str:
         return BLACKHOLE.format(table=NFT_TABLE, ifname=site.interfaces[0].ifname)
 
     def healed(self, site: NodePlan) -> str:
         return f"nftables drop on {site.interfaces[0].ifname} removed"
+
+
+def _bfd_back(lab: Lab, site: NodePlan, after: float, timeout_s: float,
+              done: str) -> Readiness:
+    """A network fault undone (`done` says how). With BFD on for the site, the site is
+    whole again only once its router's BFD session is Up since the heal (the session
+    went down with the link; until it is up a silent link is caught by the hold timer
+    only), so wait for that, bounded."""
+    if site.role != "site" or lab.topology is None or lab.plan is None \
+            or not site_bfd(lab.topology, site.name).enabled:
+        return Readiness(True, done)
+    target = ReadyTarget(lab.plan, lab.journal.dir, site, 0, after)
+    ready = wait_until(lambda: router_side_up(target, after), timeout_s, interval_s=0.05)
+    if ready.ok:
+        return Readiness(True, f"{done}; {ready.detail}")
+    return Readiness(False, f"{done}, but BFD is not back after {timeout_s:g} s: "
+                            f"{ready.detail}")
 
 
 def _registry(faults: Iterable[Fault]) -> dict[str, Fault]:
@@ -332,6 +357,7 @@ def _restore(lab: Lab, name: str, entries: list[Record], timeout_s: float) -> Re
         if _killed(entry):  # let it finish dying first
             wait_until(lambda e=entry: _gone(e), EXIT_WAIT_S, interval_s=0.01)
     record = procs.running(lab.journal, name)
+    after = time.time()  # what the daemon says from here on must be new, not remembered
     if record is None:
         record, action = procs.restart(lab.journal, name), "restarted"
     elif procs.is_stopped(record.pid):
@@ -339,7 +365,7 @@ def _restore(lab: Lab, name: str, entries: list[Record], timeout_s: float) -> Re
         action = "continued"
     else:
         action = "found running"
-    ready = wait_ready(lab.plan, lab.journal.dir, record, timeout_s)
+    ready = wait_ready(lab.plan, lab.journal.dir, record, timeout_s, after=after)
     if ready.ok:
         return Readiness(True, f"{name} {action} (PID {record.pid}) and ready: {ready.detail}")
     intent = procs.last_intent(lab.journal, name)

@@ -5,7 +5,8 @@ them: lab.ops.faults), clear every run-time impairment, set every router's sysct
 back to what `up` set (an `exec` may have changed its multipath hash), undrain every
 site, put every site's revocation list back to the lab's truth (lab.ops.revocations),
 then wait until the lab's normal state holds: no fault recorded, every BGP session
-Established, every site announced, healthy and not drained, and every client answered
+Established, every site announced, healthy and not drained, every BFD session (with
+bgp.bfd) Up at its router, and every client answered
 by its `expect:` site on both families (under ECMP, every site of its spread). Read
 from `status`, the lab's own view."""
 
@@ -40,6 +41,13 @@ def abnormal(report: dict[str, Any]) -> list[str]:
             out.append(f"site {name} is drained")
         if healthd and site.get("health") != "up":
             out.append(f"site {name}'s health is {site.get('health')}")
+        bfd = site.get("bfd")
+        if bfd and bfd.get("state") != "Up":  # else a silent link waits for the hold timer
+            out.append(f"site {name}'s BFD session is {bfd.get('state')} at its router")
+    for name, router in report.get("routers", {}).items():
+        for peer, fams in (router.get("bfd") or {}).items():  # bgp.bfd.routers
+            out += [f"router {name}'s BFD session to {peer} ({fam}) is {st}"
+                    for fam, st in fams.items() if st != "Up"]
     for name, client in report.get("clients", {}).items():
         if client.get("as_expected") != "expected":
             out.append(f"client {name} is answered by {client.get('site') or 'nobody'} "

@@ -32,6 +32,9 @@ class ReadyTarget:
     lab_dir: Path
     node: NodePlan
     pid: int
+    # Wall-clock instant the daemon was continued or restarted (a heal): a state it
+    # reports must have been reached after it, not remembered from before a freeze.
+    after: float | None = None
 
     def dir_of(self, node: str) -> Path:
         return names.node_dir(self.lab_dir, node)

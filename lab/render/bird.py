@@ -1,6 +1,7 @@
 """BIRD 2 on every router: eBGP to neighbouring routers (one session per family) and to
-each attached site's speaker, with BFD on the site sessions where bgp.bfd says so; routes
-installed in the router namespace's kernel FIB. Ready when its control socket answers."""
+each attached site's speaker, with BFD on the site sessions where bgp.bfd says so (and on
+the router sessions with bgp.bfd.routers); routes installed in the router namespace's
+kernel FIB. Ready when its control socket answers."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ ASK_TIMEOUT_S = 2.0  # one readiness question to BIRD (it answers in well under 
 
 def render_bird(topo: Topology, plan: AddressPlan, router: NodePlan) -> str:
     backup = topo.health.last_site == "backup-route"
+    core_bfd = topo.bgp.bfd if topo.bgp.bfd.routers else None
     router_peers, site_peers = [], []
     for iface in router.interfaces:
         peer = plan.nodes[iface.peer]
@@ -27,7 +29,8 @@ def render_bird(topo: Topology, plan: AddressPlan, router: NodePlan) -> str:
                  "local6": iface.v6.ip, "remote6": remote.v6.ip}
         if peer.role == "router":
             router_peers.append({**entry, "proto4": names.router_protocol(peer.name, 4),
-                                 "proto6": names.router_protocol(peer.name, 6)})
+                                 "proto6": names.router_protocol(peer.name, 6),
+                                 "bfd": core_bfd})
         elif peer.role == "site":
             bfd = site_bfd(topo, peer.name)
             site_peers.append({**entry, "proto": names.site_protocol(peer.name),
@@ -42,7 +45,7 @@ def render_bird(topo: Topology, plan: AddressPlan, router: NodePlan) -> str:
                   ecmp=topo.bgp.ecmp, router_peers=router_peers, site_peers=site_peers,
                   bfd_protocol=names.BFD_PROTOCOL,
                   keep_last=topo.health.last_site == "keep-last",
-                  bfd_peers=[p for p in site_peers if p["bfd"] is not None])
+                  bfd_peers=[p for p in router_peers + site_peers if p["bfd"] is not None])
 
 
 def bird_spec(topo: Topology, plan: AddressPlan, router: NodePlan, node_dir: Path,

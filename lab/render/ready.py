@@ -40,8 +40,10 @@ def daemon_of(record: ProcessRecord) -> str:
     return record.name.split("@", 1)[0]
 
 
-def check(plan: AddressPlan, lab_dir: Path, record: ProcessRecord) -> Readiness:
-    """Ask once: is the process alive (same PID, same start time), and is it ready?"""
+def check(plan: AddressPlan, lab_dir: Path, record: ProcessRecord,
+          after: float | None = None) -> Readiness:
+    """Ask once: is the process alive (same PID, same start time), and is it ready (in a
+    state reached after `after`, a wall-clock instant, when given)?"""
     if not procs.is_running(record):
         return Readiness(False, f"exited (PID {record.pid})", final=True)
     if procs.is_stopped(record.pid):
@@ -49,14 +51,16 @@ def check(plan: AddressPlan, lab_dir: Path, record: ProcessRecord) -> Readiness:
     condition = CONDITIONS.get(daemon_of(record))
     if condition is None:
         return Readiness(True, "running (no readiness condition for this daemon)")
-    return condition(ReadyTarget(plan, lab_dir, plan.nodes[record.node], record.pid))
+    return condition(ReadyTarget(plan, lab_dir, plan.nodes[record.node], record.pid, after))
 
 
 def wait_ready(plan: AddressPlan, lab_dir: Path, record: ProcessRecord,
-               timeout_s: float = READY_TIMEOUT_S) -> Readiness:
-    """Poll `check` until ready, until the process has exited, or until the deadline."""
-    return wait_until(lambda: check(plan, lab_dir, record), timeout_s, interval_s=0.05,
-                      stop=lambda r: r.final)
+               timeout_s: float = READY_TIMEOUT_S, after: float | None = None) -> Readiness:
+    """Poll `check` until ready, until the process has exited, or until the deadline.
+    `after` (a heal: the wall-clock instant the daemon was continued or restarted) asks
+    for a state reached since then."""
+    return wait_until(lambda: check(plan, lab_dir, record, after), timeout_s,
+                      interval_s=0.05, stop=lambda r: r.final)
 
 
 # Covered by convergence itself (its BGP session to the router is what `up` waits for).

@@ -16,7 +16,8 @@ from typing import Any
 from lab.host.labs import Lab
 from lab.host.procs import run_in
 from lab.model.errors import LabError
-from lab.ops import drain, faults, reset, revocations, tokenstore
+from lab.model.topology import Impairment
+from lab.ops import drain, faults, impair, reset, revocations, tokenstore
 from lab.render.credentials import paths
 from lab.scenario import model as m
 
@@ -97,6 +98,8 @@ def perform(lab: Lab, action: m.Action, tokens: Tokens) -> tuple[str, dict[str, 
             {"version": version}
     if verb == "exec":
         return _exec(lab, args[0], list(args[1:]))
+    if verb == "impair":
+        return _impair(lab, args)
     if verb == "wait":
         seconds = m.duration_s(args[0])
         time.sleep(seconds)  # the action itself: let time pass (a hold timer, a lesson)
@@ -130,3 +133,16 @@ def _exec(lab: Lab, node: str, argv: list[str]) -> tuple[str, dict[str, Any]]:
                        + (f": {last[-1]}" if last else ""))
     shown = out.splitlines()[-1] if out else "no output"
     return f"{node}: {shlex.join(argv)}: {shown}", details
+
+
+def _impair(lab: Lab, args: tuple[str, ...]) -> tuple[str, dict[str, Any]]:
+    target, asked = m.impair_request(args)
+    if asked is None:
+        removed = impair.clear(lab, target)
+        return f"{target}: run-time impairment " + ("cleared" if removed else "was none"), \
+            {"cleared": removed is not None}
+    record = impair.impair(lab, target, Impairment(**asked))
+    parts = [f"{k} {record[k]}{'%' if k == 'loss' else ''}" for k in ("loss", "rate", "delay")
+             if record.get(k)]
+    how = ", ".join(f"{k} by {v}" for k, v in record["mechanisms"].items())
+    return f"{record['link']}: {', '.join(parts)} on both ends ({how})", {"impairment": record}

@@ -40,6 +40,19 @@ class Observation:
     audit: dict[str, Any] | None = None  # `anycast-lab audit`'s document (lab.observe.audit)
     t_action: float = 0.0  # monotonic instant the step's action began
     rate_hz: float = 50.0
+    # The other probe kinds (probe.kinds): kind -> client -> samples, kind -> rate, and
+    # the TCP probe's broken connections per client (probes.tcp_stream.Break).
+    by_kind: dict[str, dict[str, list[Sample]]] = field(default_factory=dict)
+    rates: dict[str, float] = field(default_factory=dict)
+    breaks: dict[str, list[Any]] = field(default_factory=dict)
+
+    def probe_samples(self, kind: str, client: str) -> list[Sample]:
+        if kind == "dns" and kind not in self.by_kind:
+            return list(self.samples.get(client, []))
+        return list(self.by_kind.get(kind, {}).get(client, []))
+
+    def probe_rate(self, kind: str) -> float:
+        return self.rates.get(kind, self.rate_hz)
 
 
 @dataclass
@@ -115,8 +128,17 @@ def describe(exp: Any) -> str:
             bounds.append(f"settled within {exp.max_settle_ms:g} ms")
         if exp.min_settle_ms is not None:
             bounds.append(f"settled no sooner than {exp.min_settle_ms:g} ms")
+        if exp.min_broken is not None:
+            bounds.append(f"broken >= {exp.min_broken}")
+        if exp.max_broken is not None:
+            bounds.append(f"broken <= {exp.max_broken}")
+        if exp.min_loss_pct is not None:
+            bounds.append(f"loss >= {exp.min_loss_pct:g} %")
+        if exp.max_loss_pct is not None:
+            bounds.append(f"loss <= {exp.max_loss_pct:g} %")
         tail = f": {', '.join(bounds)}" if bounds else ""
-        return f"{exp.measured} settles at {_words(m.site_list(exp.settles_at))}{tail}"
+        probe = "" if exp.probe == "dns" else f" ({exp.probe} probe)"
+        return f"{exp.measured}{probe} settles at {_words(m.site_list(exp.settles_at))}{tail}"
     if isinstance(exp, m.IdentityExpect):
         said = []
         if exp.stale is not None:
@@ -303,10 +325,18 @@ def settle_point(samples: list[Sample], since: float, sites: set[str],
     return None
 
 
+def loss_share(samples: list[Sample], since: float) -> tuple[int, int]:
+    """(unanswered, done) among the samples sent at or after `since` that are answered
+    or given up (those still in flight are not counted)."""
+    done = [s for s in samples if s.t >= since and (s.site or s.error)]
+    return sum(1 for s in done if not s.site), len(done)
+
+
 def _measured(exp: m.MeasuredExpect, obs: Observation) -> Result:
-    samples = list(obs.samples.get(exp.measured, []))
+    samples = obs.probe_samples(exp.probe, exp.measured)
+    rate = obs.probe_rate(exp.probe)
     want = set(m.site_list(exp.settles_at))
-    run = max(MIN_SETTLE_RUN, round(obs.rate_hz * SETTLE_RUN_S))
+    run = max(MIN_SETTLE_RUN, round(rate * SETTLE_RUN_S))
     point = settle_point(samples, obs.t_action, want, run)
     after = [s for s in samples if s.t >= obs.t_action and (s.site or s.error)]
     if point is None:
@@ -317,7 +347,7 @@ def _measured(exp: m.MeasuredExpect, obs: Observation) -> Result:
     first, last = point
     settle_ms = round((samples[first].t - obs.t_action) * 1000, 1)
     trial = analyse(exp.measured, samples, obs.t_action, samples[last].t + 1e-6,
-                    before_window_s=BEFORE_INTERVALS / obs.rate_hz)
+                    before_window_s=BEFORE_INTERVALS / rate)
     outage = trial.outage_ms if trial.outage_ms is not None else settle_ms
     values = {"settled": True, "site_before": trial.site_before,
               "site": samples[first].site, "outage_ms": outage, "lost": trial.lost,
@@ -335,9 +365,25 @@ def _measured(exp: m.MeasuredExpect, obs: Observation) -> Result:
         ok &= settle_ms <= exp.max_settle_ms
     if exp.min_settle_ms is not None:
         ok &= settle_ms >= exp.min_settle_ms
+    final = not ok
     observed = (f"{trial.site_before or '?'} -> {samples[first].site}: outage {outage:g} ms, "
                 f"{trial.lost} lost, settled after {settle_ms:g} ms")
-    return ok, observed, values, not ok
+    # Counted since the action up to now: more time may still change them (never final).
+    more_ok = True
+    if exp.min_broken is not None or exp.max_broken is not None:
+        broken = sum(1 for b in obs.breaks.get(exp.measured, []) if b.t >= obs.t_action)
+        values["broken"] = broken
+        more_ok &= exp.min_broken is None or broken >= exp.min_broken
+        more_ok &= exp.max_broken is None or broken <= exp.max_broken
+        observed += f", {broken} connection(s) broken"
+    if exp.min_loss_pct is not None or exp.max_loss_pct is not None:
+        lost, done = loss_share(samples, obs.t_action)
+        pct = round(100 * lost / done, 1) if done else 0.0
+        values.update(loss_pct=pct, loss_of=done)
+        more_ok &= exp.min_loss_pct is None or pct >= exp.min_loss_pct
+        more_ok &= exp.max_loss_pct is None or pct <= exp.max_loss_pct
+        observed += f", {pct:g} % of {done} lost since the action"
+    return ok and more_ok, observed, values, final
 
 
 def _audit(exp: m.AuditExpect, obs: Observation) -> Result:

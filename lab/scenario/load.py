@@ -232,6 +232,8 @@ def check_names(scenario: m.Scenario, topo: Topology) -> list[tuple[str, str]]:
             out.append((where, f"unknown {what} {quoted(value)} in topology "
                                f"'{topo.name}' (known: {listed})"))
 
+    for k, client in enumerate(scenario.probe.tcp_clients or ()):
+        known(client, clients, "client", f"probe.tcp_clients[{k}]")
     for i, step in enumerate(scenario.steps):
         base = f"steps[{i}]"
         action = step.action
@@ -247,6 +249,10 @@ def check_names(scenario: m.Scenario, topo: Topology) -> list[tuple[str, str]]:
                                    f"and {verb} is their job"))
             if verb == "exec":
                 known(args[0], nodes, "node", where)
+            if verb == "impair":
+                problem = _impair_target(topo, args[0])
+                if problem:
+                    out.append((where, problem))
             if verb == "issue":
                 if args[0] in issued or args[0] in m.CANARIES:
                     out.append((where, f"token {quoted(args[0])} is already issued by an "
@@ -294,6 +300,15 @@ def check_names(scenario: m.Scenario, topo: Topology) -> list[tuple[str, str]]:
                 known(exp.measured, clients, "client", f"{where}.measured")
                 for s in m.site_list(exp.settles_at):
                     known(s, sites, "site", f"{where}.settles_at")
+                tcp_clients = scenario.probe.tcp_clients
+                if exp.probe == "tcp" and tcp_clients and exp.measured not in tcp_clients:
+                    out.append((f"{where}.measured", f"client {quoted(exp.measured)} holds no "
+                                                     "TCP connections: add it to "
+                                                     "probe.tcp_clients"))
+                if exp.probe not in scenario.probe.kinds:
+                    out.append((f"{where}.probe", f"probe {quoted(exp.probe)} does not run in "
+                                                  "this scenario: add it to probe.kinds "
+                                                  f"(now: {', '.join(scenario.probe.kinds)})"))
             elif isinstance(exp, m.AuditExpect):
                 known(exp.audit, sites, "site", f"{where}.audit")
             elif isinstance(exp, m.IdentityExpect):
@@ -330,6 +345,20 @@ def _fault_target(topo: Topology, verb: str, args: tuple[str, ...],
         listed += f"; or the issuer, {issuer}"
     return [(where, f"unknown site {quoted(args[0])} in topology '{topo.name}' "
                     f"(known: {listed})")]
+
+
+def _impair_target(topo: Topology, target: str) -> str | None:
+    """Why `impair TARGET` cannot be done in this topology (None: it can), in the words
+    of `anycast-lab impair` itself."""
+    from lab.model.errors import BadInput
+    from lab.model.plan import build_plan
+    from lab.ops.impair import find_link
+
+    try:
+        find_link(build_plan(topo), target)
+    except BadInput as exc:
+        return exc.message
+    return None
 
 
 def _adjacent(topo: Topology, router: str, peer: str) -> bool:

@@ -87,7 +87,47 @@ VERBS: dict[str, Verb] = {
                  "for a hold timer"),
     "reset": Verb("reset", 0, 0, "return the lab to its normal state (as `anycast-lab "
                   "reset`)"),
+    "impair": Verb("impair LINK --loss PCT|--rate R|--delay D|--clear", 2, 7, "degrade a "
+                   "link at run time (as `anycast-lab impair`: a router-to-router link "
+                   "A--B or a site's link by the site's name); --clear removes it"),
 }
+IMPAIR_OPTIONS = ("--loss", "--rate", "--delay")
+
+
+def impair_request(args: tuple[str, ...]) -> tuple[str, dict[str, Any] | None]:
+    """`impair LINK --loss 20` -> ('LINK', {'loss': 20.0, 'rate': None, 'delay': None});
+    `--clear` -> ('LINK', None). ValueError naming what is wrong (checked by the
+    topology's own rules for an impairment)."""
+    target, rest = args[0], list(args[1:])
+    if rest == ["--clear"]:
+        return target, None
+    given: dict[str, Any] = {"loss": None, "rate": None, "delay": None}
+    while rest:
+        option = rest.pop(0)
+        if option not in IMPAIR_OPTIONS or not rest:
+            raise ValueError(f"impair {target}: write '--loss PCT', '--rate R', '--delay D' "
+                             f"or '--clear' alone (got {quoted(option)})")
+        value = rest.pop(0)
+        key = option.removeprefix("--")
+        if given[key] is not None:
+            raise ValueError(f"impair {target}: {option} is given twice")
+        if key == "loss":
+            try:
+                given[key] = float(value.removesuffix("%"))
+            except ValueError:
+                raise ValueError(f"impair {target}: --loss takes a percentage such as 20 "
+                                 f"(got {quoted(value)})") from None
+        else:
+            given[key] = value
+    from lab.model.errors import BadInput
+    from lab.ops.impair import request
+
+    try:
+        imp = request(given["loss"], given["rate"], given["delay"], clear=False)
+    except BadInput as exc:
+        raise ValueError(f"impair {target}: {exc.message}") from None
+    assert imp is not None
+    return target, {"loss": imp.loss, "rate": imp.rate, "delay": imp.delay}
 
 
 @dataclass(frozen=True)
@@ -119,6 +159,8 @@ def parse_action(text: str) -> Action:
         raise ValueError(f"unknown fault {quoted(args[1])} (faults: {', '.join(REGISTRY)})")
     if verb == "wait":
         check_duration(args[0], MAX_WAIT_S, "a wait may last")
+    if verb == "impair":
+        impair_request(args)
     if verb in ("issue", "revoke") and not TOKEN_NAME_RE.fullmatch(args[0]):
         raise ValueError(f"{quoted(args[0])} is not a token name (lowercase letters, digits "
                          "and '-', starting with a letter, at most 32 characters)")
@@ -250,6 +292,10 @@ class TokenExpect(Strict):
         return self
 
 
+PROBE_KINDS = ("dns", "https", "tcp")
+ProbeKind = Literal["dns", "https", "tcp"]
+
+
 class MeasuredExpect(Strict):
     """What the background prober saw from a client during the step: from the action
     until the client settled at a site (a run of answers from it)."""
@@ -267,6 +313,22 @@ class MeasuredExpect(Strict):
                                         "this long of the action")
     min_settle_ms: float | None = Field(None, ge=0, le=120000, description="settled no "
                                         "sooner than this (a timer that must run out)")
+    probe: ProbeKind = Field("dns", description="which background probe: dns, https or tcp "
+                             "(it must be in the scenario's probe.kinds)")
+    min_broken: int | None = Field(None, ge=0, description="tcp: at least this many "
+                                   "long-lived connections broke since the action")
+    max_broken: int | None = Field(None, ge=0, description="tcp: at most this many broke")
+    min_loss_pct: float | None = Field(None, ge=0, le=100, description="at least this share "
+                                       "of the queries sent since the action (all answered "
+                                       "or given up so far) got no answer")
+    max_loss_pct: float | None = Field(None, ge=0, le=100, description="at most this share")
+
+    @model_validator(mode="after")
+    def _broken_is_tcp(self) -> MeasuredExpect:
+        if self.probe != "tcp" and (self.min_broken is not None or self.max_broken is not None):
+            raise ValueError("min_broken and max_broken count long-lived connections: "
+                             "they need 'probe: tcp'")
+        return self
 
 
 class AuditExpect(Strict):
@@ -371,11 +433,38 @@ class Step(Strict):
 
 
 class Probe(Strict):
-    """The background DNS prober every client runs for the whole scenario."""
+    """The background probers every client runs for the whole scenario: DNS (id.server
+    over UDP) by default; `kinds` adds HTTPS (an introspection request on a new TLS
+    connection each time, the site from `X-Anycast-Site`) and TCP (long-lived DNS-over-TCP
+    connections, each a stream of queries: broken connections are counted)."""
 
-    rate_hz: float = Field(50.0, gt=0, le=200, description="queries per second per client")
-    timeout_ms: int = Field(100, ge=10, le=2000, description="a query unanswered this long "
-                            "is lost")
+    rate_hz: float = Field(50.0, gt=0, le=200, description="DNS queries per second per "
+                           "client")
+    timeout_ms: int = Field(100, ge=10, le=2000, description="a DNS query unanswered this "
+                            "long is lost")
+    kinds: list[ProbeKind] = Field(["dns"], min_length=1, max_length=3, description="which "
+                                   "probes run: dns, https, tcp")
+    https_rate_hz: float = Field(20.0, gt=0, le=100, description="HTTPS requests per second "
+                                 "per client (each a new TLS connection)")
+    https_timeout_ms: int = Field(500, ge=50, le=5000, description="an HTTPS request "
+                                  "unanswered this long is lost")
+    tcp_rate_hz: float = Field(40.0, gt=0, le=400, description="TCP messages per second per "
+                               "client, over all its connections")
+    tcp_timeout_ms: int = Field(200, ge=10, le=5000, description="a TCP message unanswered "
+                                "this long breaks its connection")
+    tcp_connections: int = Field(4, ge=1, le=16, description="long-lived TCP connections per "
+                                 "client")
+    tcp_clients: list[str] | None = Field(None, min_length=1, max_length=64, description="the "
+                                          "clients that hold TCP connections (default: every "
+                                          "client; each site's DNS server takes a bounded "
+                                          "number of them)")
+
+    @field_validator("kinds")
+    @classmethod
+    def _once(cls, value: list[str]) -> list[str]:
+        if len(set(value)) != len(value):
+            raise ValueError("a probe kind is listed twice")
+        return value
 
 
 class Scenario(Strict):

@@ -28,7 +28,8 @@ INTROSPECT_TIMEOUT_S = 2.0
 
 def observe(lab: Lab, expectations: list[Any], tokens: Tokens, base: Observation) -> Observation:
     """One look at the lab for these expectations (samples and instants from `base`)."""
-    obs = Observation(samples=base.samples, t_action=base.t_action, rate_hz=base.rate_hz)
+    obs = Observation(samples=base.samples, t_action=base.t_action, rate_hz=base.rate_hz,
+                      by_kind=base.by_kind, rates=base.rates, breaks=base.breaks)
     if any(isinstance(e, STATUS_KINDS) for e in expectations):
         obs.status = status.collect(
             lab, fabric=False,

@@ -2,9 +2,11 @@
 of its expectations (lab.shared.wait.wait_until: the real condition, asked again until
 it holds or the step's `within` passes), then reset again.
 
-A background DNS prober runs from every client for the whole run (probes.dns, bounded
-by count and time), so a step can bound what clients saw: outage, lost queries, time to
-settle. The caller holds the lab's lock; the report is the `--json` shape."""
+Background probers run from every client for the whole run (DNS by default; HTTPS and
+long-lived TCP as the scenario's probe.kinds say: lab.scenario.probing, each bounded by
+time), so a step can bound what clients saw: outage, lost queries, time to settle,
+broken connections, the share lost. The caller holds the lab's lock; the report is the
+`--json` shape."""
 
 from __future__ import annotations
 
@@ -20,8 +22,8 @@ from lab.scenario import model as m
 from lab.scenario.actions import Tokens, perform
 from lab.scenario.evaluate import Observation, Verdict, judge
 from lab.scenario.observe import observe
+from lab.scenario.probing import Probes, make_probes
 from lab.shared.wait import wait_until
-from probes.dns import BackgroundProbe
 
 POLL_S = 0.2
 MAX_RUN_S = 3600.0  # the prober's own bound: no scenario runs longer
@@ -60,21 +62,19 @@ def run(lab: Lab, scenario: m.Scenario, hooks: Hooks | None = None) -> dict[str,
     report: dict[str, Any] = {"scenario": scenario.name, "title": scenario.title,
                               "lab": lab.name, "steps": []}
     tokens = Tokens()
-    server = str(lab.plan.anycast4.network_address)
     bound = MAX_RUN_S if hooks.pauses else run_bound_s(scenario)
-    probes = {c.name: BackgroundProbe(server, scenario.probe.rate_hz, bound,
-                                      scenario.probe.timeout_ms / 1000, c.netns)
-              for c in lab.plan.by_role("client")}
-    running: list[BackgroundProbe] = []
+    probes = make_probes(lab, scenario.probe, bound)
+    running: list[Any] = []
     try:
         if scenario.reset:
             hooks.note("resetting the lab")
             report["reset_before"] = _reset(lab)
-        for probe in probes.values():
-            running.append(probe.start())
-        warm = max(3, round(scenario.probe.rate_hz * WARM_UP_S))
+        for kind, by_client in probes.by_kind.items():
+            warm = max(3, round(probes.rates[kind] * WARM_UP_S))
+            for probe in by_client.values():
+                running.append((probe.start(), warm))
         wait_until(lambda: all(sum(1 for x in p.samples if x.site) >= warm
-                               for p in running), WARM_UP_TIMEOUT_S, POLL_S)
+                               for p, warm in running), WARM_UP_TIMEOUT_S, POLL_S)
         stop = False
         for index, step in enumerate(scenario.steps):
             if stop:
@@ -88,7 +88,7 @@ def run(lab: Lab, scenario: m.Scenario, hooks: Hooks | None = None) -> dict[str,
                 else scenario.stop_on_error
             stop = not result["ok"] and halt
     finally:
-        for probe in running:
+        for probe, _warm in running:
             probe.stop()
         tokens.close()
     after_ok = True
@@ -105,8 +105,9 @@ def run(lab: Lab, scenario: m.Scenario, hooks: Hooks | None = None) -> dict[str,
     report["failed"] = sum(1 for s in report["steps"] if not s["ok"] and not s.get("skipped"))
     report["skipped"] = sum(1 for s in report["steps"] if s.get("skipped"))
     report["elapsed_s"] = round(time.monotonic() - started, 3)
-    report["probe"] = {"rate_hz": scenario.probe.rate_hz,
-                       "queries": {n: len(p.samples) for n, p in probes.items()}}
+    counts = probes.counts()
+    report["probe"] = {"rate_hz": scenario.probe.rate_hz, "queries": counts.get("dns", {}),
+                       "kinds": list(scenario.probe.kinds), "by_kind": counts}
     return report
 
 
@@ -127,12 +128,14 @@ def _skipped(index: int, step: m.Step) -> dict[str, Any]:
 
 
 def run_step(lab: Lab, scenario: m.Scenario, index: int, step: m.Step,
-             probes: dict[str, BackgroundProbe], tokens: Tokens) -> dict[str, Any]:
+             probes: Probes, tokens: Tokens) -> dict[str, Any]:
     started = time.monotonic()
     result: dict[str, Any] = {"index": index + 1, "name": step.name, "do": step.do,
                               "explain": step.explain}
-    base = Observation(samples={n: p.samples for n, p in probes.items()},
-                       t_action=started, rate_hz=scenario.probe.rate_hz)
+    samples = probes.samples()
+    base = Observation(samples=samples.get("dns", {}), t_action=started,
+                       rate_hz=scenario.probe.rate_hz, by_kind=samples,
+                       rates=dict(probes.rates), breaks=probes.breaks())
     if step.action is not None:
         try:
             said, details = perform(lab, step.action, tokens)

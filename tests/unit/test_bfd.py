@@ -1,20 +1,22 @@
 """BFD in the topology (lab-wide settings, a site's override field by field, the check
 against the hold time), in the routers' BIRD config, in each site's responder config, and
-the parser of BIRD's `show bfd sessions`."""
+the parser of BIRD's `show bfd sessions`, its `Since` as a time, and when a heal counts
+BFD as Up again."""
 
 from __future__ import annotations
 
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
 import yaml
 
-from lab.host.birdctl import parse_bfd_sessions
+from lab.host.birdctl import BfdSession, parse_bfd_sessions, since_epoch
 from lab.model import load_text, names
 from lab.model.plan import build_plan
 from lab.model.topology import bfd_sites, site_bfd
-from lab.render.bfd import bfd_spec, render_bfd
+from lab.render.bfd import bfd_spec, fresh_up, render_bfd
 from lab.render.bird import render_bird
 from lab.render.launch import lab_specs
 
@@ -172,3 +174,76 @@ def test_status_notes_bgp_running_without_bfd() -> None:
     assert _bfd_note("ams", entry("Up")) is None
     assert _bfd_note("ams", entry("Down", session="Active")) is None
     assert _bfd_note("ams", {"session": "Established", "bfd": None}) is None
+
+
+def test_router_sessions_run_bfd_only_with_routers_on() -> None:
+    off = load(topology({"enabled": True}))
+    assert not off.bgp.bfd.routers
+    conf = render_bird(off, build_plan(off), build_plan(off).nodes["r-eu"])
+    assert 'interface "r-us" {' not in conf
+    on = load(topology({"enabled": False, "routers": True, "interval_ms": 50,
+                        "multiplier": 4}))
+    plan = build_plan(on)
+    conf = render_bird(on, plan, plan.nodes["r-eu"])
+    bfd_block = conf.split(f"protocol bfd {names.BFD_PROTOCOL} {{", 1)[1].split("}\n", 1)[0]
+    for peer in ("r-us", "r-ap"):
+        assert f'interface "{peer}" {{ interval 50 ms; multiplier 4; }};' in bfd_block
+        for family in (4, 6):
+            session = conf.split(f"protocol bgp {names.router_protocol(peer, family)} ", 1)[1]
+            assert "bfd on;" in session.split("\n}", 1)[0]
+    # Sites keep their own switch: no responder session asked for.
+    site_session = conf.split(f"protocol bgp {names.site_protocol('ams')} ", 1)[1]
+    assert "bfd on;" not in site_session.split("\n}", 1)[0]
+    assert 'interface "ams" {' not in bfd_block
+
+
+def test_router_bfd_detection_must_beat_the_hold_time_too() -> None:
+    report = load_text(topology({"routers": True, "interval_ms": 1000, "multiplier": 3}))
+    assert [p.path for p in report.problems] == ["bgp.bfd"]
+
+
+def test_router_config_with_router_bfd_passes_birds_own_check(tmp_path: Path) -> None:
+    import shutil
+
+    bird = shutil.which("bird")
+    if bird is None:
+        pytest.skip("bird is not installed")
+    topo = load(topology({"enabled": True, "routers": True}))
+    plan = build_plan(topo)
+    path = tmp_path / "router.conf"
+    path.write_text(render_bird(topo, plan, plan.nodes["r-us"]))
+    result = subprocess.run([bird, "-p", "-c", str(path)], capture_output=True, text=True,
+                            check=False)
+    assert result.returncode == 0, result.stderr
+
+
+NOW = time.mktime((2026, 12, 1, 23, 0, 1, 0, 0, -1)) + 0.5  # 23:00:01.5 local time
+
+
+@pytest.mark.parametrize(("since", "expected"), [
+    ("23:00:00.400", NOW - 1.1),
+    ("23:00:02.000", NOW + 0.5),         # within the clock slack: today
+    ("23:30:00.000", NOW - 86400 + 1798.5),  # later than now: yesterday's
+    ("2026-12-01 20:00:13", time.mktime((2026, 12, 1, 20, 0, 13, 0, 0, -1))),
+    ("2026-11-30", time.mktime((2026, 11, 30, 0, 0, 0, 0, 0, -1))),
+    ("", None), ("soon", None),
+])
+def test_bird_since_as_unix_time(since: str, expected: float | None) -> None:
+    got = since_epoch(since, NOW)
+    assert (got is None) if expected is None else got == pytest.approx(expected, abs=1e-6)
+
+
+def _session(state: str, since: str, timeout_s: float = 0.3) -> BfdSession:
+    return BfdSession("bfd_peers", "100.64.0.6", "r-eu", state, since, 0.1, timeout_s)
+
+
+def test_a_heal_waits_for_an_up_entered_after_it() -> None:
+    heal = time.mktime((2026, 12, 1, 23, 0, 0, 0, 0, -1)) + 0.5  # 23:00:00.500
+    # A responder continued after a freeze still says Up since before the fault:
+    stale = fresh_up(_session("Up", "22:59:44.584"), heal, heal + 0.01)
+    assert not stale.ok and "from before the heal" in stale.detail
+    assert not fresh_up(_session("Down", "23:00:00.510"), heal, heal + 0.02).ok
+    assert fresh_up(_session("Up", "23:00:00.530"), heal, heal + 0.05).ok
+    # An Up that never went down (a freeze shorter than the detection time) counts once
+    # it has outlived the heal by a while.
+    assert fresh_up(_session("Up", "22:59:44.584"), heal, heal + 1.5).ok

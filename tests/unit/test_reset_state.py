@@ -32,3 +32,17 @@ def test_a_drained_site_is_not_normal() -> None:
     report = copy.deepcopy(status("normal"))
     report["sites"]["nyc"]["drained"] = True
     assert abnormal(report) == ["site nyc is drained"]
+
+
+def test_a_bfd_session_not_up_is_not_normal() -> None:
+    """A BGP session back without its BFD session would leave the next silent link to
+    the hold timer: reset waits for BFD too (at the site's router, and between routers
+    with bgp.bfd.routers)."""
+    report = copy.deepcopy(status("normal"))
+    report["sites"]["ams"]["bfd"] = {"state": "Up", "responder": "running"}
+    report["routers"]["r-eu"]["bfd"] = {"r-us": {"v4": "Up", "v6": "Up"}}
+    assert abnormal(report) == []
+    report["sites"]["ams"]["bfd"]["state"] = "Down"
+    report["routers"]["r-eu"]["bfd"]["r-us"]["v6"] = "Init"
+    assert abnormal(report) == ["site ams's BFD session is Down at its router",
+                                "router r-eu's BFD session to r-us (v6) is Init"]

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -162,3 +163,49 @@ def test_every_kind_is_described() -> None:
                    {"token": "t", "active": True, "via": "c"},
                    {"measured": "c", "settles_at": ["a", "b"], "min_lost": 1}):
         assert describe(expect(**fields))
+
+
+def test_measured_reads_the_probe_it_names() -> None:
+    """A measured expectation with `probe: https` reads the HTTPS probe's samples at that
+    probe's rate; DNS stays the default."""
+    https = samples(*(["ams"] * 3 + [None] * 4 + ["nyc"] * 8), step=0.05)
+    obs = Observation(samples={"c-eu": samples(*(["nyc"] * 20))}, t_action=10.0,
+                      rate_hz=50, by_kind={"https": {"c-eu": https}}, rates={"https": 20})
+    dns = evaluate(expect(measured="c-eu", settles_at="nyc", max_lost=0), obs)
+    assert dns.ok, dns.observed
+    web = evaluate(expect(measured="c-eu", probe="https", settles_at="nyc", min_lost=4),
+                   obs)
+    assert web.ok and web.values["lost"] == 4, web.observed
+    assert describe(expect(measured="c-eu", probe="https", settles_at="nyc")).startswith(
+        "c-eu (https probe) settles at nyc")
+
+
+@dataclass
+class FakeBreak:
+    t: float
+
+
+def test_broken_connections_since_the_action_are_counted_and_never_final() -> None:
+    obs = Observation(by_kind={"tcp": {"c-eu": samples(*(["nyc"] * 10))}},
+                      rates={"tcp": 50}, t_action=10.0,
+                      breaks={"c-eu": [FakeBreak(9.5), FakeBreak(10.01), FakeBreak(10.02)]})
+    verdict = evaluate(expect(measured="c-eu", probe="tcp", settles_at="nyc",
+                              min_broken=2, max_broken=2), obs)
+    assert verdict.ok and verdict.values["broken"] == 2, verdict.observed
+    more = evaluate(expect(measured="c-eu", probe="tcp", settles_at="nyc", min_broken=3), obs)
+    assert not more.ok and not more.final  # a later look may see more
+    with pytest.raises(ValueError, match="need 'probe: tcp'"):
+        expect(measured="c-eu", settles_at="nyc", min_broken=1)
+
+
+def test_loss_share_since_the_action() -> None:
+    # 10 answered, 5 lost, 5 answered; one still in flight is not counted.
+    answers = ["nyc"] * 10 + [None] * 5 + ["nyc"] * 5
+    data = samples(*answers)
+    data.append(Sample(len(data), 10.0 + len(data) * 0.02))
+    obs = Observation(samples={"c-eu": data}, t_action=10.0, rate_hz=50)
+    verdict = evaluate(expect(measured="c-eu", settles_at="nyc", min_loss_pct=20,
+                              max_loss_pct=30), obs)
+    assert verdict.ok and verdict.values["loss_pct"] == 25.0, verdict.observed
+    assert verdict.values["loss_of"] == 20
+    assert not evaluate(expect(measured="c-eu", settles_at="nyc", max_loss_pct=10), obs).ok

@@ -67,3 +67,42 @@ def test_load_or_raise_names_the_first_problem_and_counts_the_rest() -> None:
         catalog.load_or_raise(bad)
     assert caught.value.message.endswith("(and 3 more problems)")
     assert len(caught.value.details) == 3
+
+
+def test_impair_is_an_action_checked_like_the_command() -> None:
+    action = parse_action("impair r-eu--r-us --loss 20")
+    assert (action.verb, action.args) == ("impair", ("r-eu--r-us", "--loss", "20"))
+    from lab.scenario.model import impair_request
+
+    assert impair_request(("ams", "--loss", "20%", "--rate", "10mbit")) == (
+        "ams", {"loss": 20.0, "rate": "10mbit", "delay": None})
+    assert impair_request(("ams", "--clear")) == ("ams", None)
+    for bad, words in [("impair ams", "write it as"), ("impair ams --loss", "--loss PCT"),
+                       ("impair ams --loss x", "a percentage"),
+                       ("impair ams --loss 0", "impairs nothing"),
+                       ("impair ams --loss 1 --loss 2", "given twice"),
+                       ("impair ams --clear --loss 2", "--clear")]:
+        with pytest.raises(ValueError, match=words):
+            parse_action(bad)
+
+
+def test_probe_kinds_and_their_names_are_checked_against_the_scenario() -> None:
+    from lab.scenario.load import load_text
+
+    text = """name: t
+title: t
+topology: default
+probe: {kinds: [dns, tcp], tcp_clients: [c-eu, c-nope]}
+steps:
+  - name: s
+    do: impair r-eu--r-nope --loss 10
+    expect:
+      - {measured: c-eu, probe: https, settles_at: ams}
+      - {measured: c-us, probe: tcp, settles_at: nyc}
+"""
+    report = load_text(text, base=ROOT / "scenarios")
+    found = {p.path: p.message for p in report.problems}
+    assert "unknown client 'c-nope'" in found["probe.tcp_clients[1]"]
+    assert "unknown link or" in found["steps[0].do"]
+    assert "add it to probe.kinds" in found["steps[0].expect[0].probe"]
+    assert "add it to probe.tcp_clients" in found["steps[0].expect[1].measured"]
