@@ -146,9 +146,7 @@ def test_introspect_healthy_site_passes_over_one_connection(pki, services) -> No
         second = probe.run()
         assert second.ok
         # Keep-alive: the second run reuses the TLS connection.
-        assert probe.client is not None
-        pool = probe.client._transport._pool  # httpcore's pool: one connection, reused
-        assert len(pool.connections) == 1
+        assert probe.client.connections == 1 and probe.client.conn is not None
     finally:
         probe.close()
 

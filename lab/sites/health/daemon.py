@@ -1,12 +1,15 @@
 """The health daemon's loop: run checks, decide, tell the shim, keep its watchdog fed.
 
-Threads: one worker per check (runs the probe when told, posts the result), the
-metrics server's, and the main loop, which does everything else and never runs a
-check itself. The main loop waits on a queue (check results, signals) with a timeout
-that brings it back for the next keepalive, the next due check, the drain-file poll
-and any timer of the state machine. Keepalives are sent by this loop on purpose: if it
-hangs, they stop and the shim withdraws. While it waits for the shim's answer to a
-command it keeps sending them (Controller.command).
+Threads: one worker per check (runs the probe at the time it is told, posts the
+result), the metrics server's, and the main loop, which does everything else and never
+runs a check itself. The main loop waits on a queue (check results, signals) with a
+timeout that brings it back for the next keepalive, the drain-file poll, a check that
+may have hung and any timer of the state machine. A result schedules that check's next
+run at once (the worker waits for its time itself), and the keepalive and the drain
+poll are done early when the loop is awake anyway (within a quarter of a keepalive
+period, half a drain period): an idle site wakes about once per DNS check. Keepalives
+are sent by this loop on purpose: if it hangs, they stop and the shim withdraws. While
+it waits for the shim's answer to a command it keeps sending them (Controller.command).
 
 A check that does not come back within timeout x 1.5 (+50 ms) is counted as a failure
 ("hung"), again every such period, and its late result is dropped.
@@ -44,6 +47,7 @@ SHIM_COMMANDS = {WITHDRAW: "withdraw", ANNOUNCE: "announce", GSHUT: "announce gs
 SHIM_ROUTES = {"withdrawn": "withdrawn", "announced": "announced",
                "announced-gshut": "gshut"}
 HANG_FACTOR, HANG_GRACE_S = 1.5, 0.05
+KEEPALIVES_PER_WATCHDOG = 3
 
 
 @dataclass(frozen=True)
@@ -59,22 +63,25 @@ class _Wake:
 
 
 class Worker:
-    """Runs one check's probe in its own thread whenever `start()` is called."""
+    """Runs one check's probe in its own thread at the time `start()` gives it."""
 
     def __init__(self, cfg: Check, probe: Probe, results: queue.SimpleQueue[Any]) -> None:
         self.cfg, self.probe, self.results = cfg, probe, results
         self.go = threading.Event()
         self.stopping = False
         self.run_id = 0
-        self.busy_since: float | None = None  # main thread's view: a run is in flight
+        self.at = 0.0  # when the next run is to begin (monotonic)
+        # Main thread's view: a run is in flight (or scheduled) since then.
+        self.busy_since: float | None = None
         self.abandoned = 0  # run id already counted as hung
         self.thread = threading.Thread(target=self._loop, name=f"check-{cfg.name}",
                                        daemon=True)
         self.thread.start()
 
-    def start(self, now: float) -> None:
+    def start(self, at: float) -> None:
+        """Run the probe at `at` (monotonic seconds; at once if that has passed)."""
         self.run_id += 1
-        self.busy_since = now
+        self.busy_since = self.at = at
         self.go.set()
 
     def stop(self) -> None:
@@ -85,6 +92,9 @@ class Worker:
         while True:
             self.go.wait()
             self.go.clear()
+            while not self.stopping and (left := self.at - time.monotonic()) > 0:
+                self.go.wait(left)  # only stop() sets it meanwhile
+                self.go.clear()
             if self.stopping:
                 return
             run_id, started = self.run_id, time.monotonic()
@@ -111,7 +121,9 @@ class Daemon:
         self.latency: dict[str, float] = {}
         # Each check's pace as this daemon runs it (the state file shows it).
         self.timing = {c.name: c.model_dump(include=set(TIMING_FIELDS)) for c in cfg.checks}
-        self.link = Controller(cfg.shim_socket)
+        # A keepalive every watchdog/3 (100 ms for the lab's 300 ms): the DNS check's
+        # pace, so that the two share the loop's wake-ups.
+        self.link = Controller(cfg.shim_socket, per_watchdog=KEEPALIVES_PER_WATCHDOG)
         self.metrics = Metrics([c.name for c in cfg.checks])
         self.events = EventLog(cfg.event_log)
         self.metrics_server: Any = None
@@ -164,7 +176,7 @@ class Daemon:
                     self.on_result(item)
                 item = self.queue.get_nowait()
         now = time.monotonic()
-        self.keep_link(now)
+        self.keep_link(now, early=True)
         self.detect_hung(now)
         self.poll_drain(now)
         self.poll_routes(now)
@@ -222,6 +234,7 @@ class Daemon:
     # --- checks ------------------------------------------------------------------
 
     def dispatch(self, now: float) -> None:
+        """Start what is idle and due (at start, and after a late result of a hung run)."""
         for name, w in self.workers.items():
             if w.busy_since is None and now >= self.due[name]:
                 w.start(now)
@@ -239,6 +252,8 @@ class Daemon:
         tracker = self.site.checks[done.check]
         interval = w.cfg.fast_interval_ms if tracker.changing else w.cfg.interval_ms
         self.due[done.check] = done.started + interval / 1000
+        if self.stop_signal is None:
+            w.start(self.due[done.check])
 
     def detect_hung(self, now: float) -> None:
         for name, w in self.workers.items():
@@ -307,7 +322,8 @@ class Daemon:
     # --- drain -------------------------------------------------------------------
 
     def poll_drain(self, now: float) -> None:
-        if not self.hup and now < self.next_drain_poll:
+        early = self.cfg.drain_poll_ms / 2000  # awake anyway: look a little early
+        if not self.hup and now < self.next_drain_poll - early:
             return
         self.hup = False
         self.next_drain_poll = now + self.cfg.drain_poll_ms / 1000
@@ -352,10 +368,10 @@ class Daemon:
 
     # --- the shim ----------------------------------------------------------------
 
-    def keep_link(self, now: float) -> None:
+    def keep_link(self, now: float, early: bool = False) -> None:
         if self.link.connected:
             try:
-                self.link.keepalive_if_due(now)
+                self.link.keepalive_if_due(now, self.link.keepalive_s / 4 if early else 0.0)
             except ShimError as exc:
                 self.lost_link(str(exc), now)
             return
