@@ -186,13 +186,13 @@ class _FileText:
         except (OSError, UnicodeDecodeError) as exc:
             self._sig = None
             detail = exc.strerror if isinstance(exc, OSError) else "not UTF-8"
-            raise _CheckFailed(f"cannot read {self.what}: {detail}") from None
+            raise CheckFailed(f"cannot read {self.what}: {detail}") from None
         if not self._text:
-            raise _CheckFailed(f"{self.what} is empty")
+            raise CheckFailed(f"{self.what} is empty")
         return self._text
 
 
-class _CheckFailed(Exception):
+class CheckFailed(Exception):
     """A failure whose message is the reason."""
 
 
@@ -224,7 +224,7 @@ class KeptConnection:
             try:
                 self.context = ssl.create_default_context(cafile=str(self.ca_file))
             except (OSError, ssl.SSLError) as exc:
-                raise _CheckFailed(f"cannot load ca_file: {_short(str(exc))}") from None
+                raise CheckFailed(f"cannot load ca_file: {_short(str(exc))}") from None
         conn = _SniConnection(self.address, self.port, self.server_name, timeout=timeout_s,
                               context=self.context)
         conn.connect()
@@ -280,14 +280,14 @@ class _SniConnection(http.client.HTTPSConnection):
             raise
 
 
-def _call_failed(what: str, exc: BaseException) -> _CheckFailed:
+def _call_failed(what: str, exc: BaseException) -> CheckFailed:
     if isinstance(exc, TimeoutError):
-        return _CheckFailed(f"timeout ({what} call)")
+        return CheckFailed(f"timeout ({what} call)")
     if isinstance(exc, ssl.SSLError):
-        return _CheckFailed(f"{what} call: {_short(str(exc)) or type(exc).__name__}")
+        return CheckFailed(f"{what} call: {_short(str(exc)) or type(exc).__name__}")
     if isinstance(exc, OSError):
-        return _CheckFailed(f"{what} call: {_os_reason(exc)}")
-    return _CheckFailed(f"{what} call: {_short(str(exc)) or type(exc).__name__}")
+        return CheckFailed(f"{what} call: {_os_reason(exc)}")
+    return CheckFailed(f"{what} call: {_short(str(exc)) or type(exc).__name__}")
 
 
 class IntrospectProbe(Probe):
@@ -306,7 +306,7 @@ class IntrospectProbe(Probe):
         self.saturated = None
         try:
             self._check(started + self.cfg.timeout_ms / 1000)
-        except _CheckFailed as exc:
+        except CheckFailed as exc:
             return False, str(exc)
         return True, "ok"
 
@@ -318,7 +318,7 @@ class IntrospectProbe(Probe):
     def _post(self, what: str, token: str, auth: str | None, deadline: float) -> _Reply:
         left = deadline - time.monotonic()
         if left <= 0:
-            raise _CheckFailed(f"timeout (before the {what} call)")
+            raise CheckFailed(f"timeout (before the {what} call)")
         headers = dict(self.FORM)
         if auth is not None:
             headers["Authorization"] = auth
@@ -331,13 +331,13 @@ class IntrospectProbe(Probe):
     @staticmethod
     def _active(what: str, response: _Reply) -> bool:
         if response.status_code != 200:
-            raise _CheckFailed(f"{what}: HTTP {response.status_code}")
+            raise CheckFailed(f"{what}: HTTP {response.status_code}")
         try:
             body = response.json()
         except ValueError:
-            raise _CheckFailed(f"{what}: answer is not JSON") from None
+            raise CheckFailed(f"{what}: answer is not JSON") from None
         if not isinstance(body, dict) or not isinstance(body.get("active"), bool):
-            raise _CheckFailed(f"{what}: answer has no boolean 'active'")
+            raise CheckFailed(f"{what}: answer has no boolean 'active'")
         return body["active"]
 
     def _check(self, deadline: float) -> None:
@@ -347,14 +347,14 @@ class IntrospectProbe(Probe):
         flag = answer.headers.get("x-anycast-saturated")
         self.saturated = None if flag is None else flag == "1"
         if not self._active("active canary", answer):
-            raise _CheckFailed("active canary answered inactive")
+            raise CheckFailed("active canary answered inactive")
         if self._active("revoked canary", self._post("revoked canary", revoked, auth,
                                                      deadline)):
-            raise _CheckFailed("revoked canary answered active (stale revocation list)")
+            raise CheckFailed("revoked canary answered active (stale revocation list)")
         if (self.runs - 1) % self.cfg.unauthenticated_every == 0:
             status = self._post("no-credentials", active, None, deadline).status_code
             if status != 401:
-                raise _CheckFailed(f"no-credentials call: HTTP {status}, expected 401")
+                raise CheckFailed(f"no-credentials call: HTTP {status}, expected 401")
 
     def close(self) -> None:
         self.client.close()
