@@ -106,6 +106,7 @@ class DnsProbe(Probe):
         self.want = ", ".join(sorted(self.expect))
         self.sock: socket.socket | None = None
         self.poller = select.poll()
+        self.qid = 0  # the id of the query in flight
 
     def _socket(self) -> socket.socket:
         if self.sock is None:
@@ -130,29 +131,38 @@ class DnsProbe(Probe):
             except ConnectionRefusedError:
                 continue
 
-    def attempt(self, started: float) -> tuple[bool, str]:
-        deadline = started + self.cfg.timeout_ms / 1000
-        qid = secrets.randbits(16)
+    def send(self) -> tuple[bool, str] | None:
+        """Send this run's query (dropping what is queued first); a failure already (no
+        socket, refused) as (False, reason), else None: the answer is to be received."""
+        self.qid = secrets.randbits(16)
         try:
             sock = self._socket()
             self._drain(sock)
-            sock.send(qid.to_bytes(2, "big") + self.query.wire[2:])
-            while True:  # skip datagrams that are not the answer to this query
-                left = deadline - time.monotonic()
-                if left <= 0 or not self.poller.poll(max(1, math.ceil(left * 1000))):
-                    return False, "timeout"
-                try:
-                    data = sock.recv(RECV_MAX)
-                except (BlockingIOError, InterruptedError):
-                    continue
-                answer = dnswire.parse_answer(data, self.query, qid)
-                if answer is not None:
-                    break
+            sock.send(self.qid.to_bytes(2, "big") + self.query.wire[2:])
         except ConnectionRefusedError:
             return False, "refused (ICMP port unreachable)"
         except OSError as exc:
             self.close()  # e.g. the address went away: connect again next run
             return False, _os_reason(exc)
+        return None
+
+    def receive(self) -> tuple[bool, str] | None:
+        """Read what arrived (the socket is readable): this run's verdict, or None when
+        it was not the answer (or nothing was there after all)."""
+        assert self.sock is not None
+        try:
+            data = self.sock.recv(RECV_MAX)
+        except (BlockingIOError, InterruptedError):
+            return None
+        except ConnectionRefusedError:
+            return False, "refused (ICMP port unreachable)"
+        except OSError as exc:
+            self.close()
+            return False, _os_reason(exc)
+        answer = dnswire.parse_answer(data, self.query, self.qid)
+        return None if answer is None else self.verdict(answer)
+
+    def verdict(self, answer: dnswire.Answer) -> tuple[bool, str]:
         if answer.rcode != 0:
             return False, f"rcode {answer.rcode_text}"
         if not answer.addresses:
@@ -161,6 +171,25 @@ class DnsProbe(Probe):
         if self.expect and not answer.addresses & self.expect:
             return False, f"answer {', '.join(sorted(answer.addresses))}, expected {self.want}"
         return True, "ok"
+
+    def drain(self) -> None:
+        """Readable while no run waits: drop it (a late answer, an ICMP error)."""
+        if self.sock is not None:
+            self._drain(self.sock)
+
+    def attempt(self, started: float) -> tuple[bool, str]:
+        """One run, blocking until its verdict or its timeout."""
+        deadline = started + self.cfg.timeout_ms / 1000
+        failed = self.send()
+        if failed is not None:
+            return failed
+        while True:  # skip datagrams that are not the answer to this query
+            left = deadline - time.monotonic()
+            if left <= 0 or not self.poller.poll(max(1, math.ceil(left * 1000))):
+                return False, "timeout"
+            outcome = self.receive()
+            if outcome is not None:
+                return outcome
 
     def close(self) -> None:
         if self.sock is not None:
