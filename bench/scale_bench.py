@@ -70,6 +70,7 @@ def measure(sites: int, idle_s: float, launcher: bool = True) -> dict:
     else:
         os.environ[procs.LAUNCHER_ENV] = "exec"
     topo = _topology(sites, unique("bs"))
+    load_before = round(os.getloadavg()[0], 2)  # other people's labs share the machine
     t0 = time.monotonic()
     lab = lifecycle.up(topo, lambda _m: None, converge_deadline_s=300)
     up_s = time.monotonic() - t0
@@ -83,6 +84,7 @@ def measure(sites: int, idle_s: float, launcher: bool = True) -> dict:
         before = {pid: sum(_ticks(p) for p in pids) for pid, pids in family.items()}
         time.sleep(idle_s)  # the lab idles; this is what is measured
         after = {pid: sum(_ticks(p) for p in pids) for pid, pids in family.items()}
+        load_idle = round(os.getloadavg()[0], 2)  # at the end of the idle window
         site_cpu = sum(after[p] - before[p] for p in family if site_of[p] not in routers)
         all_cpu = sum(after[p] - before[p] for p in family)
         site_pss = sum(_pss_kib(q) for p, pids in family.items() if site_of[p] not in routers
@@ -99,7 +101,7 @@ def measure(sites: int, idle_s: float, launcher: bool = True) -> dict:
         "pss_mib_per_site": round(site_pss / 1024 / sites, 1),
         "pss_mib_total": round(all_pss / 1024, 1),
         "processes": sum(len(v) for v in family.values()),
-        "load_before": os.getloadavg()[0],
+        "load_before": load_before, "load_idle": load_idle,
     }
 
 

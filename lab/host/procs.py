@@ -36,9 +36,14 @@ NETNS_DIR = Path("/run/netns")
 KILL_WAIT_S = 2.0  # how long a SIGKILLed process may take to be gone (milliseconds, normally)
 # What the launcher runs: `python -m MODULE` daemons and console scripts of this
 # interpreter's environment, each with what its entry point imports.
+# The introspection service's list also names what uvicorn and anyio import only once
+# the server runs (its event loop, TLS streams, OpenSSL backend): shared, not per child.
+_SERVED = ("anyio._backends._asyncio,anyio.streams.tls,anyio.streams.stapled,"
+           "anyio.streams.memory,anyio.lowlevel,cryptography.hazmat.backends.openssl,"
+           "uvicorn.lifespan.off,uvicorn.loops.asyncio,uvicorn.loops.auto")
 LAUNCHED = {"lab.sites.health": "lab.sites.health.cli",
-            "lab.sites.introspect": "lab.sites.introspect.server",
-            "lab.sites.issuer": "lab.sites.issuer.server"}
+            "lab.sites.introspect": f"lab.sites.introspect.server,{_SERVED}",
+            "lab.sites.issuer": f"lab.sites.issuer.server,{_SERVED}"}
 LAUNCHED_SCRIPTS = {"exabgp": "exabgp.application.main"}
 LAUNCHER_ENV = "ANYCAST_LAB_LAUNCHER"  # "exec": start every daemon by nsenter (to compare)
 LAUNCHER_TIMEOUT_S = 30.0

@@ -13,9 +13,15 @@ and exits when its stdin closes (the command that started it ended or died). Chi
 are in a new session, with stdin on /dev/null and stdout/stderr on their log file;
 they are reaped by the kernel (SIGCHLD ignored here) and outlive the launcher.
 
-Run as: python -m lab.host.zygote TARGET=PRELOAD...: a TARGET is a module it may run as
-`python -m MODULE`, or the path of a Python console script (ExaBGP's `exabgp`); PRELOAD
-is what the target's entry point imports (importing a `__main__` would run it). Every
+Run as: python -m lab.host.zygote TARGET=PRELOAD[,PRELOAD...]...: a TARGET is a module it
+may run as `python -m MODULE`, or the path of a Python console script (ExaBGP's `exabgp`);
+a PRELOAD is what the target's entry point imports (importing a `__main__` would run
+it), or a module the daemon would otherwise import only once it runs (then each child
+would hold a copy of its own).
+
+Each child caps glibc's malloc arenas (`mallopt(M_ARENA_MAX)`, what MALLOC_ARENA_MAX
+would set had the child been exec'd): a daemon's threads then share a few arenas instead
+of dirtying one each. Every
 child's process title is set to the argv it stands for, so `ps` shows the daemon.
 """
 
@@ -36,6 +42,8 @@ from typing import Any
 import setproctitle
 
 CLONE_NEWNET = 0x40000000
+M_ARENA_MAX = -8  # glibc's mallopt parameter
+ARENA_MAX = 2
 NETNS_DIR = "/run/netns"
 
 
@@ -73,6 +81,7 @@ def _child(request: dict[str, Any], ready: int) -> None:
         sys.stdin = open(0, closefd=False)  # noqa: SIM115 - the child's own stdio
         sys.stdout = open(1, "w", buffering=1, closefd=False)  # noqa: SIM115
         sys.stderr = open(2, "w", buffering=1, closefd=False)  # noqa: SIM115
+        ctypes.CDLL(None).mallopt(M_ARENA_MAX, ARENA_MAX)
         if request.get("netns"):
             _setns(request["netns"])
         os.chdir(request["cwd"])
@@ -111,8 +120,9 @@ def _child(request: dict[str, Any], ready: int) -> None:
 def serve(pairs: list[str]) -> int:
     targets = set()
     for pair in pairs:
-        target, _, preload = pair.partition("=")
-        importlib.import_module(preload)
+        target, _, preloads = pair.partition("=")
+        for preload in preloads.split(","):
+            importlib.import_module(preload)
         if target.startswith("/"):
             if not os.path.isfile(target):
                 raise SystemExit(f"no script {target}")

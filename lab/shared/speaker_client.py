@@ -3,8 +3,10 @@
 `command()` is a one-shot question (e.g. `state`). `Controller` is the watchdog
 controller's end (what the health daemon holds): it claims the shim with `control`,
 learns the watchdog period from the answer and keeps the watchdog fed with `keepalive`
-lines every period/4 -- also while it waits for the answer to a command, so a slow
-ExaBGP acknowledgement never starves the watchdog. It is single-threaded on purpose:
+lines every period/4 (or as often as the caller asks; one that is awake anyway may send
+one a little early, so that keepalives ride on its other wake-ups) -- also while it
+waits for the answer to a command, so a slow ExaBGP acknowledgement never starves the
+watchdog. It is single-threaded on purpose:
 if the caller's loop stops, keepalives stop and the shim withdraws.
 """
 
@@ -42,8 +44,9 @@ class ShimError(Exception):
 class Controller:
     """One connection to a shim in watchdog mode, as its controller."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, per_watchdog: int = KEEPALIVES_PER_WATCHDOG) -> None:
         self.path = path
+        self.per_watchdog = per_watchdog  # keepalives per watchdog period
         self.sock: socket.socket | None = None
         self.watchdog_s = 0.0
         self.keepalive_s = 0.0
@@ -70,14 +73,15 @@ class Controller:
             self.close()
             raise ShimError(f"shim refused control: {reply.get('detail', reply)}")
         self.watchdog_s = reply["watchdog_ms"] / 1000
-        self.keepalive_s = self.watchdog_s / KEEPALIVES_PER_WATCHDOG
+        self.keepalive_s = self.watchdog_s / self.per_watchdog
         self.next_keepalive = time.monotonic() + self.keepalive_s
         return reply
 
-    def keepalive_if_due(self, now: float | None = None) -> None:
-        """Send a keepalive when one is due; raises ShimError if the connection broke."""
+    def keepalive_if_due(self, now: float | None = None, early: float = 0.0) -> None:
+        """Send a keepalive when one is due, or due within `early` seconds; raises
+        ShimError if the connection broke."""
         now = time.monotonic() if now is None else now
-        if self.sock is not None and now >= self.next_keepalive:
+        if self.sock is not None and now >= self.next_keepalive - early:
             self._send("keepalive")
 
     def command(self, text: str, timeout: float) -> dict[str, Any]:

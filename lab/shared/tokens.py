@@ -55,6 +55,7 @@ ACTIVE_KEYS = (
     "token_type",
 )
 _REQUIRED_CLAIMS = ["iss", "aud", "sub", "client_id", "scope", "exp", "iat", "jti"]
+VERIFIED_CACHE = 256  # tokens whose signature verified, kept (see _signed_claims)
 _TOKEN_TYPE_HEADER = "at+jwt"  # RFC 9068 media type of JWT access tokens
 _TOKEN_TYPES = frozenset({"at+jwt", "application/at+jwt"})  # compared in lower case
 _P256_ORDER = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
@@ -201,6 +202,34 @@ def _aud_ok(aud: object) -> bool:
     return isinstance(aud, list) and bool(aud) and all(isinstance(a, str) for a in aud)
 
 
+@functools.lru_cache(maxsize=VERIFIED_CACHE)
+def _signed_claims(token: str, public_key_pem: bytes, audience: str,
+                   issuer: str) -> dict[str, Any]:
+    """The claims of a token whose header, signature, issuer and audience verify with this
+    key (raises otherwise). Cached, successes only: the same token checked again with the
+    same key (a health check's canaries, a client's repeated calls) is not verified again;
+    what can change between calls -- its times, its revocation -- `verify_token` checks
+    every time. The claims are shared between callers: read them, never change them."""
+    header = jwt.get_unverified_header(token)
+    # PyJWT enforces algorithms=[ES256] too; checking first is belt and braces.
+    if header.get("alg") != ALGORITHM or not _typ_ok(header):
+        raise ValueError("not an ES256 access token")
+    return jwt.decode(
+        token,
+        load_public_key(public_key_pem),
+        algorithms=[ALGORITHM],
+        audience=audience,
+        issuer=issuer,
+        options={
+            "require": _REQUIRED_CLAIMS,
+            # Time is checked by the caller against the injectable ``now``.
+            "verify_exp": False,
+            "verify_nbf": False,
+            "verify_iat": False,
+        },
+    )
+
+
 def verify_token(
     token: str,
     public_key_pem: bytes | str,
@@ -217,28 +246,11 @@ def verify_token(
     ``RevocationList``). A bad ``public_key_pem`` is a configuration error and
     raises ``ValueError``; everything wrong with the *token* yields ``None``.
     """
-    key = load_public_key(public_key_pem)
+    load_public_key(public_key_pem)
     if not isinstance(token, str) or not canonical_form(token):
         return None
     try:
-        header = jwt.get_unverified_header(token)
-        # PyJWT enforces algorithms=[ES256] too; checking first is belt and braces.
-        if header.get("alg") != ALGORITHM or not _typ_ok(header):
-            return None
-        claims = jwt.decode(
-            token,
-            key,
-            algorithms=[ALGORITHM],
-            audience=audience,
-            issuer=issuer,
-            options={
-                "require": _REQUIRED_CLAIMS,
-                # Time is checked below against the injectable ``now``.
-                "verify_exp": False,
-                "verify_nbf": False,
-                "verify_iat": False,
-            },
-        )
+        claims = _signed_claims(token, _as_bytes(public_key_pem), audience, issuer)
     except (jwt.PyJWTError, ValueError, TypeError, KeyError):
         return None
     if not isinstance(claims, dict):

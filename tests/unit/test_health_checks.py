@@ -91,6 +91,51 @@ def test_dns_killed_server_is_refused_in_milliseconds() -> None:
     assert result.latency < 1.5  # far below the 3 s timeout: the connected socket
 
 
+def test_dns_kept_socket_sees_a_kill_and_a_restart(dns_server: DnsServer,
+                                                   monkeypatch) -> None:
+    """One socket for every run: refused while the server is gone, answered again once a
+    server is back on the port, and a late answer to an earlier run never counts."""
+    from lab.sites.health import checks
+
+    monkeypatch.setattr(checks.secrets, "randbits", lambda bits: 4242)  # a known id
+    probe = dns_probe(dns_server.port)
+    try:
+        assert probe.run().ok
+        sock = probe.sock
+        port = dns_server.port
+        dns_server.close()
+        assert probe.run().reason == "refused (ICMP port unreachable)"
+        back = DnsServer(port)
+        try:
+            assert probe.run().ok and probe.sock is sock
+            back.mode = "silent"
+            assert probe.run().reason == "timeout"
+            # A good answer arriving after its run gave up (same id: the worst case) is
+            # dropped by the next run, which gets its own answer.
+            late = dns.message.make_query(QNAME, "A")
+            late.id = 4242
+            good = dns.message.make_response(late)
+            good.answer.append(dns.rrset.from_text(QNAME, 0, "IN", "A", ANYCAST))
+            back.sock.sendto(good.to_wire(), sock.getsockname())
+            assert wait_until(lambda: _queued(sock), 2, 0.01)
+            back.mode = "servfail"
+            assert probe.run().reason == "rcode SERVFAIL"
+        finally:
+            back.close()
+    finally:
+        probe.close()
+
+
+QNAME = "health.anycast.lab."  # the DnsCheck default
+
+
+def _queued(sock: socket.socket) -> bool:
+    try:
+        return bool(sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT))
+    except BlockingIOError:
+        return False
+
+
 def test_dns_ignores_a_datagram_that_is_not_the_answer(dns_server: DnsServer,
                                                       monkeypatch) -> None:
     """A stray datagram (wrong id) must neither pass nor fail the check by itself."""
@@ -146,9 +191,7 @@ def test_introspect_healthy_site_passes_over_one_connection(pki, services) -> No
         second = probe.run()
         assert second.ok
         # Keep-alive: the second run reuses the TLS connection.
-        assert probe.client is not None
-        pool = probe.client._transport._pool  # httpcore's pool: one connection, reused
-        assert len(pool.connections) == 1
+        assert probe.client.connections == 1 and probe.client.conn is not None
     finally:
         probe.close()
 

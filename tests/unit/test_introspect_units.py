@@ -206,6 +206,20 @@ def test_verify_token_time_boundaries(signing_key: bytes) -> None:
     assert _verify(signing_key, token, now=NOW - 5, leeway_s=10) is not None
 
 
+def test_a_token_verified_before_is_checked_again_for_all_that_can_change(
+        signing_key: bytes) -> None:
+    """Its signature is verified once per key; its times, revocation, issuer, audience
+    and the key it is checked with are not taken from that."""
+    token, claims = _issue(signing_key)
+    assert _verify(signing_key, token, now=NOW + 10) is not None
+    assert _verify(signing_key, token, now=NOW + 300) is None  # expired since
+    assert _verify(signing_key, token, now=NOW + 10, revoked={claims["jti"]}) is None
+    assert _verify(signing_key, token, now=NOW + 10, audience="other.lab") is None
+    assert _verify(signing_key, token, now=NOW + 10, issuer="https://other.lab") is None
+    assert _verify(pki.create_signing_key(), token, now=NOW + 10) is None  # another key
+    assert _verify(signing_key, token, now=NOW + 10) is not None
+
+
 def test_verify_token_rejects_iat_in_future_without_nbf(signing_key: bytes) -> None:
     _, claims = _issue(signing_key, now=NOW + 100)
     del claims["nbf"]

@@ -6,7 +6,7 @@ Fail-closed by design. The daemon never talks BGP: it controls `lab.sites.speake
 * the shim withdraws when it (re)starts, when the daemon's connection closes (exit,
   crash, SIGKILL: the kernel closes the socket) and when no line has come from the
   daemon for `--watchdog-ms` (daemon frozen or hung);
-* the daemon sends `keepalive` every watchdog/4 from its main loop (never from a check:
+* the daemon sends `keepalive` every watchdog/3 from its main loop (never from a check:
   each check runs in its own worker thread with its own timeout), reconnects when the
   shim restarts, and then starts from "withdrawn";
 * a (re)started daemon announces only once every required check has passed `rise`

@@ -2,12 +2,12 @@
 
 All but `exec` run in-process, without forking:
 
-* `DnsProbe`: one query on a fresh *connected* UDP socket, so a killed server is seen
-  from the ICMP "port unreachable" in about a millisecond instead of at the timeout;
-  NOERROR and (if configured) one of the expected addresses in the answer.
-* `IntrospectProbe`: over one persistent HTTPS connection (keep-alive, lab CA, SNI and
-  Host = the service name) with HTTP Basic client credentials: the active canary token
-  must be `active: true`, the revoked one `active: false` (a site with a stale
+* `DnsProbe`: one query on a *connected* UDP socket (connected once, kept), so a killed
+  server is seen from the ICMP "port unreachable" in about a millisecond instead of at
+  the timeout; NOERROR and (if configured) one of the expected addresses in the answer.
+* `IntrospectProbe`: over one persistent HTTPS connection (`KeptConnection`: keep-alive,
+  lab CA, SNI and Host = the service name) with HTTP Basic client credentials: the
+  active canary token must be `active: true`, the revoked one `active: false` (a site with a stale
   revocation list fails), and a call without credentials must get 401. On the service's
   health listener its answers also say whether the site is saturated
   (`X-Anycast-Saturated`), which the result carries (`Result.saturated`).
@@ -21,8 +21,12 @@ Reasons are short and never contain a token or a secret.
 from __future__ import annotations
 
 import base64
+import http.client
+import json
+import math
 import os
 import secrets
+import select
 import socket
 import ssl
 import subprocess
@@ -30,13 +34,9 @@ import time
 import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-import dns.exception
-import dns.message
-import dns.rcode
-import dns.rdatatype
-import httpx
-
+from lab.sites.health import dnswire
 from lab.sites.health.config import (
     Check,
     DnsCheck,
@@ -47,6 +47,8 @@ from lab.sites.health.config import (
 )
 
 REASON_MAX = 200
+MAX_ANSWER = 1024 * 1024  # an introspection answer is a few hundred bytes
+RECV_MAX = 4096  # a DNS answer over UDP without EDNS is at most 512 bytes
 
 
 @dataclass(frozen=True)
@@ -90,50 +92,110 @@ def _os_reason(exc: OSError) -> str:
 
 
 class DnsProbe(Probe):
+    """One query per run on a socket connected once and kept (a killed server answers
+    its next query with ICMP "port unreachable", seen as ECONNREFUSED in about a
+    millisecond): the query's bytes are built once, each run gives them a fresh random
+    id, and the answer is parsed only for its id, question, rcode and addresses
+    (`dnswire`). Datagrams already waiting before a run (late answers to an earlier
+    run) are dropped unread, so a run is answered by its own query or not at all."""
+
     def __init__(self, cfg: DnsCheck) -> None:
         self.cfg = cfg
-        self.family = socket.AF_INET6 if ":" in cfg.server else socket.AF_INET
-        self.rdtype = dns.rdatatype.from_text(cfg.qtype)
-        self.expect = set(cfg.expect)
-        # Built once; each run only gets a new random id (cheaper than a new message).
-        self.query = dns.message.make_query(cfg.qname, self.rdtype)
-        self.wire = self.query.to_wire()
+        self.query = dnswire.build_query(cfg.qname, cfg.qtype)
+        self.expect = frozenset(cfg.expect)
+        self.want = ", ".join(sorted(self.expect))
+        self.sock: socket.socket | None = None
+        self.poller = select.poll()
+        self.qid = 0  # the id of the query in flight
 
-    def attempt(self, started: float) -> tuple[bool, str]:
-        deadline = started + self.cfg.timeout_ms / 1000
-        query = self.query
-        query.id = secrets.randbits(16)
-        try:
-            with socket.socket(self.family, socket.SOCK_DGRAM) as sock:
+    def _socket(self) -> socket.socket:
+        if self.sock is None:
+            sock = socket.socket(self.query.family, socket.SOCK_DGRAM)
+            try:
                 sock.connect((self.cfg.server, self.cfg.port))
-                sock.send(query.id.to_bytes(2, "big") + self.wire[2:])
-                while True:  # skip datagrams that are not the answer to this query
-                    left = deadline - time.monotonic()
-                    if left <= 0:
-                        return False, "timeout"
-                    sock.settimeout(left)
-                    data = sock.recv(65535)
-                    try:
-                        response = dns.message.from_wire(data)
-                    except dns.exception.DNSException:
-                        continue
-                    if query.is_response(response):
-                        break
+            except OSError:
+                sock.close()
+                raise
+            sock.setblocking(False)
+            self.poller.register(sock, select.POLLIN)
+            self.sock = sock
+        return self.sock
+
+    def _drain(self, sock: socket.socket) -> None:
+        """Drop what is already queued (late answers; a stale ICMP error)."""
+        while True:
+            try:
+                sock.recv(RECV_MAX)
+            except (BlockingIOError, InterruptedError):
+                return
+            except ConnectionRefusedError:
+                continue
+
+    def send(self) -> tuple[bool, str] | None:
+        """Send this run's query (dropping what is queued first); a failure already (no
+        socket, refused) as (False, reason), else None: the answer is to be received."""
+        self.qid = secrets.randbits(16)
+        try:
+            sock = self._socket()
+            self._drain(sock)
+            sock.send(self.qid.to_bytes(2, "big") + self.query.wire[2:])
         except ConnectionRefusedError:
             return False, "refused (ICMP port unreachable)"
         except OSError as exc:
+            self.close()  # e.g. the address went away: connect again next run
             return False, _os_reason(exc)
-        rcode = response.rcode()
-        if rcode != dns.rcode.NOERROR:
-            return False, f"rcode {dns.rcode.to_text(rcode)}"
-        found = {rd.address for rrset in response.answer if rrset.rdtype == self.rdtype
-                 for rd in rrset}
-        if not found:
-            return False, "NOERROR without an answer"
-        if self.expect and not found & self.expect:
-            got, want = ", ".join(sorted(found)), ", ".join(sorted(self.expect))
-            return False, f"answer {got}, expected {want}"
+        return None
+
+    def receive(self) -> tuple[bool, str] | None:
+        """Read what arrived (the socket is readable): this run's verdict, or None when
+        it was not the answer (or nothing was there after all)."""
+        assert self.sock is not None
+        try:
+            data = self.sock.recv(RECV_MAX)
+        except (BlockingIOError, InterruptedError):
+            return None
+        except ConnectionRefusedError:
+            return False, "refused (ICMP port unreachable)"
+        except OSError as exc:
+            self.close()
+            return False, _os_reason(exc)
+        answer = dnswire.parse_answer(data, self.query, self.qid)
+        return None if answer is None else self.verdict(answer)
+
+    def verdict(self, answer: dnswire.Answer) -> tuple[bool, str]:
+        if answer.rcode != 0:
+            return False, f"rcode {answer.rcode_text}"
+        if not answer.addresses:
+            return False, ("truncated answer without an address" if answer.truncated
+                           else "NOERROR without an answer")
+        if self.expect and not answer.addresses & self.expect:
+            return False, f"answer {', '.join(sorted(answer.addresses))}, expected {self.want}"
         return True, "ok"
+
+    def drain(self) -> None:
+        """Readable while no run waits: drop it (a late answer, an ICMP error)."""
+        if self.sock is not None:
+            self._drain(self.sock)
+
+    def attempt(self, started: float) -> tuple[bool, str]:
+        """One run, blocking until its verdict or its timeout."""
+        deadline = started + self.cfg.timeout_ms / 1000
+        failed = self.send()
+        if failed is not None:
+            return failed
+        while True:  # skip datagrams that are not the answer to this query
+            left = deadline - time.monotonic()
+            if left <= 0 or not self.poller.poll(max(1, math.ceil(left * 1000))):
+                return False, "timeout"
+            outcome = self.receive()
+            if outcome is not None:
+                return outcome
+
+    def close(self) -> None:
+        if self.sock is not None:
+            self.poller.unregister(self.sock)
+            self.sock.close()
+            self.sock = None
 
 
 class _FileText:
@@ -153,14 +215,108 @@ class _FileText:
         except (OSError, UnicodeDecodeError) as exc:
             self._sig = None
             detail = exc.strerror if isinstance(exc, OSError) else "not UTF-8"
-            raise _CheckFailed(f"cannot read {self.what}: {detail}") from None
+            raise CheckFailed(f"cannot read {self.what}: {detail}") from None
         if not self._text:
-            raise _CheckFailed(f"{self.what} is empty")
+            raise CheckFailed(f"{self.what} is empty")
         return self._text
 
 
-class _CheckFailed(Exception):
+class CheckFailed(Exception):
     """A failure whose message is the reason."""
+
+
+class _Reply:
+    """An HTTP answer as the checks read it."""
+
+    def __init__(self, status: int, headers: http.client.HTTPMessage, body: bytes) -> None:
+        self.status_code, self.headers, self.body = status, headers, body
+
+    def json(self) -> object:
+        return json.loads(self.body)
+
+
+class KeptConnection:
+    """One HTTPS connection to a site's own service, kept open between runs (keep-alive,
+    the lab CA, SNI and Host = the service name): the stdlib's http.client, a fraction of
+    a general-purpose client's cost per request. A request on a kept connection that the
+    server closed meanwhile is sent once more on a new one; any other failure closes it."""
+
+    def __init__(self, address: str, port: int, server_name: str, ca_file: Path) -> None:
+        self.address, self.port, self.server_name = address, port, server_name
+        self.ca_file = ca_file
+        self.context: ssl.SSLContext | None = None
+        self.conn: http.client.HTTPSConnection | None = None
+        self.connections = 0  # opened so far
+
+    def _open(self, timeout_s: float) -> http.client.HTTPSConnection:
+        if self.context is None:
+            try:
+                self.context = ssl.create_default_context(cafile=str(self.ca_file))
+            except (OSError, ssl.SSLError) as exc:
+                raise CheckFailed(f"cannot load ca_file: {_short(str(exc))}") from None
+        conn = _SniConnection(self.address, self.port, self.server_name, timeout=timeout_s,
+                              context=self.context)
+        conn.connect()
+        self.connections += 1
+        return conn
+
+    def request(self, method: str, path: str, body: bytes | None, headers: dict[str, str],
+                timeout_s: float) -> _Reply:
+        """One request within `timeout_s`; OSError, ssl.SSLError or HTTPException if none."""
+        headers = {**headers, "Host": self.server_name}
+        for attempt in (1, 2):
+            reused = self.conn is not None
+            try:
+                if self.conn is None:
+                    self.conn = self._open(timeout_s)
+                else:
+                    self.conn.sock.settimeout(timeout_s)
+                self.conn.request(method, path, body=body, headers=headers)
+                answer = self.conn.getresponse()
+                reply = _Reply(answer.status, answer.headers, answer.read(MAX_ANSWER))
+                if answer.will_close:
+                    self.close()
+                return reply
+            except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError):
+                self.close()
+                if not reused or attempt == 2:
+                    raise
+            except BaseException:
+                self.close()
+                raise
+        raise AssertionError("unreachable")
+
+    def close(self) -> None:
+        if self.conn is not None:
+            self.conn.close()
+            self.conn = None
+
+
+class _SniConnection(http.client.HTTPSConnection):
+    """Connects to an address, verifies and names (SNI) the service's name."""
+
+    def __init__(self, address: str, port: int, server_name: str, **kw: Any) -> None:
+        super().__init__(address, port, **kw)
+        self.server_name = server_name
+
+    def connect(self) -> None:
+        sock = socket.create_connection((self.host, self.port), self.timeout)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        try:
+            self.sock = self._context.wrap_socket(sock, server_hostname=self.server_name)
+        except BaseException:
+            sock.close()
+            raise
+
+
+def _call_failed(what: str, exc: BaseException) -> CheckFailed:
+    if isinstance(exc, TimeoutError):
+        return CheckFailed(f"timeout ({what} call)")
+    if isinstance(exc, ssl.SSLError):
+        return CheckFailed(f"{what} call: {_short(str(exc)) or type(exc).__name__}")
+    if isinstance(exc, OSError):
+        return CheckFailed(f"{what} call: {_os_reason(exc)}")
+    return CheckFailed(f"{what} call: {_short(str(exc)) or type(exc).__name__}")
 
 
 class IntrospectProbe(Probe):
@@ -168,33 +324,18 @@ class IntrospectProbe(Probe):
 
     def __init__(self, cfg: IntrospectCheck) -> None:
         self.cfg = cfg
-        host = f"[{cfg.address}]" if ":" in cfg.address else cfg.address
-        self.url = f"https://{host}:{cfg.port}{cfg.path}"
         self.secret = _FileText(cfg.client_secret_file, "client_secret_file")
         self.active = _FileText(cfg.active_token_file, "active_token_file")
         self.revoked = _FileText(cfg.revoked_token_file, "revoked_token_file")
-        self.client: httpx.Client | None = None
+        self.client = KeptConnection(cfg.address, cfg.port, cfg.server_name, cfg.ca_file)
         self.runs = 0
-
-    def _client(self) -> httpx.Client:
-        if self.client is None:
-            try:
-                ctx = ssl.create_default_context(cafile=str(self.cfg.ca_file))
-            except (OSError, ssl.SSLError) as exc:
-                raise _CheckFailed(f"cannot load ca_file: {_short(str(exc))}") from None
-            self.client = httpx.Client(
-                verify=ctx, http2=False, trust_env=False, follow_redirects=False,
-                limits=httpx.Limits(max_connections=1, max_keepalive_connections=1,
-                                    keepalive_expiry=30),
-            )
-        return self.client
 
     def attempt(self, started: float) -> tuple[bool, str]:
         self.runs += 1
         self.saturated = None
         try:
             self._check(started + self.cfg.timeout_ms / 1000)
-        except _CheckFailed as exc:
+        except CheckFailed as exc:
             return False, str(exc)
         return True, "ok"
 
@@ -203,35 +344,29 @@ class IntrospectProbe(Probe):
                 + urllib.parse.quote_plus(self.secret.read()))
         return "Basic " + base64.b64encode(pair.encode()).decode("ascii")
 
-    def _post(self, what: str, token: str, auth: str | None,
-              deadline: float) -> httpx.Response:
+    def _post(self, what: str, token: str, auth: str | None, deadline: float) -> _Reply:
         left = deadline - time.monotonic()
         if left <= 0:
-            raise _CheckFailed(f"timeout (before the {what} call)")
-        headers = {**self.FORM, "Host": self.cfg.server_name}
+            raise CheckFailed(f"timeout (before the {what} call)")
+        headers = dict(self.FORM)
         if auth is not None:
             headers["Authorization"] = auth
+        body = urllib.parse.urlencode({"token": token}).encode()
         try:
-            return self._client().post(
-                self.url, content=urllib.parse.urlencode({"token": token}), headers=headers,
-                timeout=httpx.Timeout(left),
-                extensions={"sni_hostname": self.cfg.server_name},
-            )
-        except httpx.TimeoutException:
-            raise _CheckFailed(f"timeout ({what} call)") from None
-        except httpx.HTTPError as exc:
-            raise _CheckFailed(f"{what} call: {_short(str(exc)) or type(exc).__name__}") from None
+            return self.client.request("POST", self.cfg.path, body, headers, left)
+        except (OSError, http.client.HTTPException) as exc:
+            raise _call_failed(what, exc) from None
 
     @staticmethod
-    def _active(what: str, response: httpx.Response) -> bool:
+    def _active(what: str, response: _Reply) -> bool:
         if response.status_code != 200:
-            raise _CheckFailed(f"{what}: HTTP {response.status_code}")
+            raise CheckFailed(f"{what}: HTTP {response.status_code}")
         try:
             body = response.json()
         except ValueError:
-            raise _CheckFailed(f"{what}: answer is not JSON") from None
+            raise CheckFailed(f"{what}: answer is not JSON") from None
         if not isinstance(body, dict) or not isinstance(body.get("active"), bool):
-            raise _CheckFailed(f"{what}: answer has no boolean 'active'")
+            raise CheckFailed(f"{what}: answer has no boolean 'active'")
         return body["active"]
 
     def _check(self, deadline: float) -> None:
@@ -241,18 +376,17 @@ class IntrospectProbe(Probe):
         flag = answer.headers.get("x-anycast-saturated")
         self.saturated = None if flag is None else flag == "1"
         if not self._active("active canary", answer):
-            raise _CheckFailed("active canary answered inactive")
+            raise CheckFailed("active canary answered inactive")
         if self._active("revoked canary", self._post("revoked canary", revoked, auth,
                                                      deadline)):
-            raise _CheckFailed("revoked canary answered active (stale revocation list)")
+            raise CheckFailed("revoked canary answered active (stale revocation list)")
         if (self.runs - 1) % self.cfg.unauthenticated_every == 0:
             status = self._post("no-credentials", active, None, deadline).status_code
             if status != 401:
-                raise _CheckFailed(f"no-credentials call: HTTP {status}, expected 401")
+                raise CheckFailed(f"no-credentials call: HTTP {status}, expected 401")
 
     def close(self) -> None:
-        if self.client is not None:
-            self.client.close()
+        self.client.close()
 
 
 class TcpProbe(Probe):

@@ -46,8 +46,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         stream=sys.stderr, level=logging.INFO,
         format=f"%(asctime)s healthd[{config.site}] %(levelname)s: %(message)s")
-    for chatty in ("httpx", "httpcore"):  # one INFO line per request otherwise
-        logging.getLogger(chatty).setLevel(logging.WARNING)
     daemon = Daemon(config)
     try:
         daemon.start()

@@ -1,10 +1,17 @@
 """The health daemon's loop: run checks, decide, tell the shim, keep its watchdog fed.
 
-Threads: one worker per check (runs the probe when told, posts the result), the
-metrics server's, and the main loop, which does everything else and never runs a
-check itself. The main loop waits on a queue (check results, signals) with a timeout
-that brings it back for the next keepalive, the next due check, the drain-file poll
-and any timer of the state machine. Keepalives are sent by this loop on purpose: if it
+Threads: one worker per check that can block (introspection, identity, tcp, exec: runs
+the probe at the time it is told, posts the result and pokes the loop's wake pipe), the
+metrics server's, and the main loop, which does everything else. The DNS check needs no
+thread: its socket is non-blocking and the main loop's selector waits on it, so a run is
+a send, one readable event and a parse, and its timeout is a timer of the loop (it can
+never hold the loop up). The main loop waits on its selector (the DNS sockets, the wake
+pipe for results and signals) with a timeout that brings it back for the next keepalive,
+the drain-file poll, a DNS query's timeout, a check that may have hung and any timer of
+the state machine. A result schedules that check's next run at once (a worker waits
+for its time itself), and the keepalive and the drain poll are done early when the loop
+is awake anyway (within a quarter of a keepalive period, half a drain period): an idle
+site wakes about once per DNS check. Keepalives are sent by this loop on purpose: if it
 hangs, they stop and the shim withdraws. While it waits for the shim's answer to a
 command it keeps sending them (Controller.command).
 
@@ -24,7 +31,9 @@ import logging
 import math
 import os
 import queue
+import selectors
 import signal
+import socket
 import threading
 import time
 from dataclasses import dataclass
@@ -32,8 +41,8 @@ from types import FrameType
 from typing import Any
 
 from lab.shared.speaker_client import Controller, ShimError
-from lab.sites.health.checks import Probe, Result, make_probe
-from lab.sites.health.config import TIMING_FIELDS, Check, HealthConfig, parse_listen
+from lab.sites.health.checks import DnsProbe, Probe, Result, make_probe
+from lab.sites.health.config import TIMING_FIELDS, Check, DnsCheck, HealthConfig, parse_listen
 from lab.sites.health.metrics import Metrics
 from lab.sites.health.report import EventLog, iso, replace_state_file
 from lab.sites.health.state import ANNOUNCE, GSHUT, UP, WITHDRAW, CheckTracker, Site, Transition
@@ -44,6 +53,7 @@ SHIM_COMMANDS = {WITHDRAW: "withdraw", ANNOUNCE: "announce", GSHUT: "announce gs
 SHIM_ROUTES = {"withdrawn": "withdrawn", "announced": "announced",
                "announced-gshut": "gshut"}
 HANG_FACTOR, HANG_GRACE_S = 1.5, 0.05
+KEEPALIVES_PER_WATCHDOG = 3
 
 
 @dataclass(frozen=True)
@@ -54,27 +64,28 @@ class _Done:
     result: Result
 
 
-class _Wake:
-    """Queued by a signal handler: look at the flags now."""
-
-
 class Worker:
-    """Runs one check's probe in its own thread whenever `start()` is called."""
+    """Runs one check's probe in its own thread at the time `start()` gives it."""
 
-    def __init__(self, cfg: Check, probe: Probe, results: queue.SimpleQueue[Any]) -> None:
+    def __init__(self, cfg: Check, probe: Probe, results: queue.SimpleQueue[Any],
+                 wake: Any = None) -> None:
         self.cfg, self.probe, self.results = cfg, probe, results
+        self.wake = wake or (lambda: None)  # tells the main loop a result is queued
         self.go = threading.Event()
         self.stopping = False
         self.run_id = 0
-        self.busy_since: float | None = None  # main thread's view: a run is in flight
+        self.at = 0.0  # when the next run is to begin (monotonic)
+        # Main thread's view: a run is in flight (or scheduled) since then.
+        self.busy_since: float | None = None
         self.abandoned = 0  # run id already counted as hung
         self.thread = threading.Thread(target=self._loop, name=f"check-{cfg.name}",
                                        daemon=True)
         self.thread.start()
 
-    def start(self, now: float) -> None:
+    def start(self, at: float) -> None:
+        """Run the probe at `at` (monotonic seconds; at once if that has passed)."""
         self.run_id += 1
-        self.busy_since = now
+        self.busy_since = self.at = at
         self.go.set()
 
     def stop(self) -> None:
@@ -85,6 +96,9 @@ class Worker:
         while True:
             self.go.wait()
             self.go.clear()
+            while not self.stopping and (left := self.at - time.monotonic()) > 0:
+                self.go.wait(left)  # only stop() sets it meanwhile
+                self.go.clear()
             if self.stopping:
                 return
             run_id, started = self.run_id, time.monotonic()
@@ -94,6 +108,94 @@ class Worker:
                 result = Result(False, f"check crashed: {type(exc).__name__}",
                                 time.monotonic() - started)
             self.results.put(_Done(self.cfg.name, run_id, started, result))
+            self.wake()
+
+    def join(self, timeout: float) -> None:
+        self.thread.join(timeout)
+
+    def next_time(self, hang_after: float) -> float | None:
+        """When the main loop must look at this check again (a hung run)."""
+        return None if self.busy_since is None else self.busy_since + hang_after
+
+
+class InlineDns:
+    """The DNS check run by the main loop itself (no thread): `start(at)` as a Worker's;
+    `tick(now)` sends the query when it is due and gives up at its timeout; `readable()`
+    (the selector saw the socket readable) reads and, when it is this run's answer,
+    posts the result like a worker."""
+
+    def __init__(self, cfg: DnsCheck, probe: DnsProbe, results: queue.SimpleQueue[Any],
+                 selector: selectors.BaseSelector) -> None:
+        self.cfg, self.probe, self.results, self.selector = cfg, probe, results, selector
+        self.run_id = self.abandoned = 0
+        self.at = 0.0
+        self.busy_since: float | None = None
+        self.pending = False  # started, query not sent yet
+        self.started: float | None = None  # query in flight since
+        self.deadline = 0.0
+        # The socket in the selector, and its fd (a new socket may get the same number).
+        self.registered: socket.socket | None = None
+        self.registered_fd = -1
+
+    def start(self, at: float) -> None:
+        self.run_id += 1
+        self.busy_since = self.at = at
+        self.pending = True
+
+    def stop(self) -> None:
+        self.pending, self.started = False, None
+
+    def join(self, timeout: float) -> None:
+        """Nothing runs on its own; leave the selector before the socket is closed."""
+        self._unregister()
+
+    def next_time(self, hang_after: float) -> float | None:
+        if self.pending:
+            return self.at
+        return self.deadline if self.started is not None else None
+
+    def tick(self, now: float) -> None:
+        if self.started is not None and now >= self.deadline:
+            self._done(False, "timeout", now)
+        if self.pending and now >= self.at:
+            self.pending, self.started = False, now
+            self.busy_since = now  # a hung-run verdict counts from the query's sending
+            self.deadline = now + self.cfg.timeout_ms / 1000
+            failed = self.probe.send()
+            self._follow_socket()
+            if failed is not None:
+                self._done(*failed, time.monotonic())
+
+    def readable(self) -> None:
+        if self.started is None:
+            self.probe.drain()  # nobody waits: a late answer or an ICMP error
+        else:
+            outcome = self.probe.receive()
+            if outcome is not None:
+                self._done(*outcome, time.monotonic())
+        self._follow_socket()
+
+    def _done(self, ok: bool, reason: str, now: float) -> None:
+        assert self.started is not None
+        started, self.started = self.started, None
+        self.results.put(_Done(self.cfg.name, self.run_id, started,
+                               Result(ok, reason, now - started)))
+
+    def _follow_socket(self) -> None:
+        """Keep the selector on the probe's socket (it is made again after an error)."""
+        sock = self.probe.sock
+        if sock is self.registered:
+            return
+        self._unregister()
+        if sock is not None:
+            self.registered, self.registered_fd = sock, sock.fileno()
+            self.selector.register(self.registered_fd, selectors.EVENT_READ, self)
+
+    def _unregister(self) -> None:
+        if self.registered is not None:
+            with contextlib.suppress(KeyError, ValueError, OSError):
+                self.selector.unregister(self.registered_fd)
+        self.registered, self.registered_fd = None, -1
 
 
 class Daemon:
@@ -106,12 +208,17 @@ class Daemon:
             drain_delay=cfg.drain_delay_ms / 1000, retry=cfg.command_retry_ms / 1000,
             keep_last=cfg.last_site == "keep-last", last_site_max=cfg.last_site_max_ms / 1000)
         self.queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        self.workers: dict[str, Worker] = {}
+        self.selector = selectors.DefaultSelector()
+        self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self.selector.register(self.wake_r, selectors.EVENT_READ, None)
+        self.workers: dict[str, Worker | InlineDns] = {}
         self.due = {c.name: 0.0 for c in cfg.checks}
         self.latency: dict[str, float] = {}
         # Each check's pace as this daemon runs it (the state file shows it).
         self.timing = {c.name: c.model_dump(include=set(TIMING_FIELDS)) for c in cfg.checks}
-        self.link = Controller(cfg.shim_socket)
+        # A keepalive every watchdog/3 (100 ms for the lab's 300 ms): the DNS check's
+        # pace, so that the two share the loop's wake-ups.
+        self.link = Controller(cfg.shim_socket, per_watchdog=KEEPALIVES_PER_WATCHDOG)
         self.metrics = Metrics([c.name for c in cfg.checks])
         self.events = EventLog(cfg.event_log)
         self.metrics_server: Any = None
@@ -136,7 +243,11 @@ class Daemon:
             address, port = parse_listen(self.cfg.metrics_listen)
             self.metrics_server = self.metrics.serve(address, port)
         for c in self.cfg.checks:
-            self.workers[c.name] = Worker(c, make_probe(c), self.queue)
+            probe = make_probe(c)
+            if isinstance(probe, DnsProbe) and isinstance(c, DnsCheck):
+                self.workers[c.name] = InlineDns(c, probe, self.queue, self.selector)
+            else:
+                self.workers[c.name] = Worker(c, probe, self.queue, self.poke)
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, self._on_stop)
         signal.signal(signal.SIGHUP, self._on_hup)
@@ -157,14 +268,24 @@ class Daemon:
     def step(self) -> None:
         """Wait for something to do (or until the next timer), then do all of it."""
         timeout = max(0.0, self.next_wake() - time.monotonic())
+        for key, _ in self.selector.select(timeout):
+            if key.data is None:
+                with contextlib.suppress(BlockingIOError):
+                    while os.read(self.wake_r, 512):
+                        pass
+            else:
+                key.data.readable()
+        now = time.monotonic()
+        for w in self.workers.values():
+            if isinstance(w, InlineDns):
+                w.tick(now)
         with contextlib.suppress(queue.Empty):
-            item = self.queue.get(timeout=timeout)
             while True:
+                item = self.queue.get_nowait()
                 if isinstance(item, _Done):
                     self.on_result(item)
-                item = self.queue.get_nowait()
         now = time.monotonic()
-        self.keep_link(now)
+        self.keep_link(now, early=True)
         self.detect_hung(now)
         self.poll_drain(now)
         self.poll_routes(now)
@@ -181,7 +302,7 @@ class Daemon:
         for w in self.workers.values():
             w.stop()
         for w in self.workers.values():
-            w.thread.join(timeout=1.0)
+            w.join(timeout=1.0)
             w.probe.close()
         self.write_state(running=False)
         self.events.write("stop", signal=self.stop_signal, route=self.site.route)
@@ -192,11 +313,16 @@ class Daemon:
 
     def _on_stop(self, signum: int, frame: FrameType | None) -> None:
         self.stop_signal = signal.Signals(signum).name
-        self.queue.put(_Wake())  # SimpleQueue.put is safe in a signal handler
+        self.poke()  # a write to a pipe: safe in a signal handler
 
     def _on_hup(self, signum: int, frame: FrameType | None) -> None:
         self.hup = True
-        self.queue.put(_Wake())
+        self.poke()
+
+    def poke(self) -> None:
+        """Wake the main loop (from a worker thread or a signal handler)."""
+        with contextlib.suppress(BlockingIOError):  # full: a wake-up is pending anyway
+            os.write(self.wake_w, b"\0")
 
     # --- timers ------------------------------------------------------------------
 
@@ -210,7 +336,9 @@ class Daemon:
             if w.busy_since is None:
                 times.append(self.due[name])
             else:
-                times.append(w.busy_since + self.hang_after(w.cfg))
+                later = w.next_time(self.hang_after(w.cfg))
+                if later is not None:
+                    times.append(later)
         if self.wake_at is not None:
             times.append(self.wake_at)
         return max(now, min(times))
@@ -222,6 +350,7 @@ class Daemon:
     # --- checks ------------------------------------------------------------------
 
     def dispatch(self, now: float) -> None:
+        """Start what is idle and due (at start, and after a late result of a hung run)."""
         for name, w in self.workers.items():
             if w.busy_since is None and now >= self.due[name]:
                 w.start(now)
@@ -239,6 +368,8 @@ class Daemon:
         tracker = self.site.checks[done.check]
         interval = w.cfg.fast_interval_ms if tracker.changing else w.cfg.interval_ms
         self.due[done.check] = done.started + interval / 1000
+        if self.stop_signal is None:
+            w.start(self.due[done.check])
 
     def detect_hung(self, now: float) -> None:
         for name, w in self.workers.items():
@@ -307,7 +438,8 @@ class Daemon:
     # --- drain -------------------------------------------------------------------
 
     def poll_drain(self, now: float) -> None:
-        if not self.hup and now < self.next_drain_poll:
+        early = self.cfg.drain_poll_ms / 2000  # awake anyway: look a little early
+        if not self.hup and now < self.next_drain_poll - early:
             return
         self.hup = False
         self.next_drain_poll = now + self.cfg.drain_poll_ms / 1000
@@ -352,10 +484,10 @@ class Daemon:
 
     # --- the shim ----------------------------------------------------------------
 
-    def keep_link(self, now: float) -> None:
+    def keep_link(self, now: float, early: bool = False) -> None:
         if self.link.connected:
             try:
-                self.link.keepalive_if_due(now)
+                self.link.keepalive_if_due(now, self.link.keepalive_s / 4 if early else 0.0)
             except ShimError as exc:
                 self.lost_link(str(exc), now)
             return

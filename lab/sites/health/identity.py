@@ -18,14 +18,13 @@ unicast addresses.
 
 from __future__ import annotations
 
+import http.client
 import ssl
 import time
 from typing import Any
 
-import httpx
-
 from lab.shared import https
-from lab.sites.health.checks import Probe
+from lab.sites.health.checks import CheckFailed, KeptConnection, Probe
 from lab.sites.health.config import IdentityCheck
 
 
@@ -82,25 +81,18 @@ class IdentityProbe(Probe):
     def __init__(self, cfg: IdentityCheck) -> None:
         self.cfg = cfg
         self.context: ssl.SSLContext | None = None
-        self.client: httpx.Client | None = None  # to the site's own service, kept open
+        self.client: KeptConnection | None = None  # to the site's own service, kept open
 
     def _own(self, timeout_s: float) -> dict[str, Any]:
         if self.client is None:
-            self.client = httpx.Client(
-                verify=ssl.create_default_context(cafile=str(self.cfg.ca_file)),
-                http2=False, trust_env=False, follow_redirects=False,
-                limits=httpx.Limits(max_connections=1, max_keepalive_connections=1,
-                                    keepalive_expiry=30))
-        host = f"[{self.cfg.address}]" if ":" in self.cfg.address else self.cfg.address
+            self.client = KeptConnection(self.cfg.address, self.cfg.port, self.cfg.server_name,
+                                         self.cfg.ca_file)
         try:
-            answer = self.client.get(f"https://{host}:{self.cfg.port}/identity",
-                                     headers={"Host": self.cfg.server_name},
-                                     timeout=httpx.Timeout(timeout_s),
-                                     extensions={"sni_hostname": self.cfg.server_name})
+            answer = self.client.request("GET", "/identity", None, {}, timeout_s)
             body = answer.json()
-        except httpx.TimeoutException:
+        except TimeoutError:
             raise TimeoutError("timeout (/identity call)") from None
-        except (httpx.HTTPError, ValueError) as exc:
+        except (OSError, http.client.HTTPException, ValueError, CheckFailed) as exc:
             raise ValueError(str(exc) or type(exc).__name__) from None
         # On the health listener the service says whether it is saturated (as for the
         # introspection check: under `absorb` a timeout then gives no verdict).

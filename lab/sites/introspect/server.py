@@ -36,6 +36,7 @@ Relative paths are resolved against the config file's directory.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import gc
 import ipaddress
@@ -67,7 +68,8 @@ LISTEN_BACKLOG = 1024
 TIMEOUT_KEEP_ALIVE_S = guard.KEEP_ALIVE_TIMEOUT_S
 H11_MAX_INCOMPLETE_EVENT_SIZE = guard.HEAD_LIMIT  # request line + headers
 HEALTH_PORT = 8443
-GC_EVERY_TICKS = 20  # full garbage collection every 2 s (see _Server.on_tick)
+TICK_S = 1.0  # the server's own timer: the Date header, the periodic collection
+GC_EVERY_TICKS = 20  # full garbage collection every 2 s, in uvicorn's 0.1 s ticks (on_tick)
 
 
 class ServerConfig(IntrospectConfig):
@@ -169,6 +171,9 @@ class _Server(uvicorn.Server):
         self.admission = admission
         self.health_sockets: list[socket.socket] = []  # set by serve(), before run()
         self.health_addresses = health_addresses  # filled at startup, read per answer
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._wake: asyncio.Event | None = None
+        self._gc_epoch = -1  # the GC_EVERY_TICKS period of the last full collection
 
     def _protocol(self, slot: guard.Slot) -> guard.GuardedH11Protocol:
         return guard.GuardedH11Protocol(
@@ -197,12 +202,39 @@ class _Server(uvicorn.Server):
         if self.started and self._on_ready is not None:
             self._on_ready()
 
+    async def main_loop(self) -> None:
+        """uvicorn's loop ticks every 0.1 s to notice `should_exit`; this one ticks every
+        TICK_S and is woken at once by a stop (`request_exit`, the signal handler): an
+        idle service wakes once a second, not ten times."""
+        self._loop, self._wake = asyncio.get_running_loop(), asyncio.Event()
+        seconds = 0
+        should_exit = await self.on_tick(0)
+        while not should_exit:
+            seconds += 1
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), TICK_S)
+            # uvicorn's counter is in 0.1 s ticks (its Date header: every 10th).
+            should_exit = await self.on_tick(seconds * 10 % 864000)
+
+    def request_exit(self) -> None:
+        """Stop serving (callable from a signal handler): wakes the main loop."""
+        self.should_exit = True
+        if self._loop is not None and self._wake is not None:
+            with contextlib.suppress(RuntimeError):  # the loop is already closed
+                self._loop.call_soon_threadsafe(self._wake.set)
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        super().handle_exit(sig, frame)
+        self.request_exit()
+
     async def on_tick(self, counter: int) -> bool:
-        # uvicorn ticks every 0.1 s. Each closed TLS connection leaves a reference
-        # cycle holding asyncio's 256 KiB read buffer; the generational GC rarely
-        # reaches it, so without a periodic full pass RSS grows ~280 KiB per
-        # keep-alive connection. A full pass over the unfrozen objects costs ~1 ms.
-        if counter % GC_EVERY_TICKS == GC_EVERY_TICKS - 1:
+        # Each closed TLS connection leaves a reference cycle holding asyncio's 256 KiB
+        # read buffer; the generational GC rarely reaches it, so without a periodic full
+        # pass RSS grows ~280 KiB per keep-alive connection. A full pass over the
+        # unfrozen objects costs ~1 ms.
+        epoch = counter // GC_EVERY_TICKS
+        if epoch != self._gc_epoch:
+            self._gc_epoch = epoch
             gc.collect()
         return await super().on_tick(counter)
 
@@ -259,7 +291,7 @@ def serve(config: ServerConfig, on_ready: Callable[[], None] | None = _print_rea
     def stop(signum: int, frame: FrameType | None) -> None:
         # Covers a signal that arrives before uvicorn installs its own handlers;
         # uvicorn re-raises captured signals after shutdown, which land here too.
-        server.should_exit = True
+        server.request_exit()
 
     previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
