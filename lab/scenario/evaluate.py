@@ -76,6 +76,16 @@ def _families(family: str) -> tuple[str, ...]:
     return ("v4", "v6") if family == "both" else (family,)
 
 
+# A measured expectation's bounds in words, in the order they are said.
+MEASURED_BOUNDS = (
+    ("max_outage_ms", "outage <= {:g} ms"), ("min_outage_ms", "outage >= {:g} ms"),
+    ("max_lost", "lost <= {}"), ("min_lost", "lost >= {}"),
+    ("max_settle_ms", "settled within {:g} ms"),
+    ("min_settle_ms", "settled no sooner than {:g} ms"),
+    ("min_broken", "broken >= {}"), ("max_broken", "broken <= {}"),
+    ("min_loss_pct", "loss >= {:g} %"), ("max_loss_pct", "loss <= {:g} %"))
+
+
 def describe(exp: Any) -> str:
     """An expectation in words: 'c-eu answered by nyc (v4, v6)'."""
     if isinstance(exp, m.ClientExpect):
@@ -115,27 +125,8 @@ def describe(exp: Any) -> str:
         where = f"at {exp.at}" if exp.at else f"via the anycast address from {exp.via}"
         return f"token {exp.token} {'active' if exp.active else 'inactive'} {where}"
     if isinstance(exp, m.MeasuredExpect):
-        bounds = []
-        if exp.max_outage_ms is not None:
-            bounds.append(f"outage <= {exp.max_outage_ms:g} ms")
-        if exp.min_outage_ms is not None:
-            bounds.append(f"outage >= {exp.min_outage_ms:g} ms")
-        if exp.max_lost is not None:
-            bounds.append(f"lost <= {exp.max_lost}")
-        if exp.min_lost is not None:
-            bounds.append(f"lost >= {exp.min_lost}")
-        if exp.max_settle_ms is not None:
-            bounds.append(f"settled within {exp.max_settle_ms:g} ms")
-        if exp.min_settle_ms is not None:
-            bounds.append(f"settled no sooner than {exp.min_settle_ms:g} ms")
-        if exp.min_broken is not None:
-            bounds.append(f"broken >= {exp.min_broken}")
-        if exp.max_broken is not None:
-            bounds.append(f"broken <= {exp.max_broken}")
-        if exp.min_loss_pct is not None:
-            bounds.append(f"loss >= {exp.min_loss_pct:g} %")
-        if exp.max_loss_pct is not None:
-            bounds.append(f"loss <= {exp.max_loss_pct:g} %")
+        bounds = [words.format(getattr(exp, field)) for field, words in MEASURED_BOUNDS
+                  if getattr(exp, field) is not None]
         tail = f": {', '.join(bounds)}" if bounds else ""
         probe = "" if exp.probe == "dns" else f" ({exp.probe} probe)"
         return f"{exp.measured}{probe} settles at {_words(m.site_list(exp.settles_at))}{tail}"
