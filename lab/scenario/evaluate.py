@@ -132,6 +132,8 @@ def describe(exp: Any) -> str:
             bounds.append(f"broken >= {exp.min_broken}")
         if exp.max_broken is not None:
             bounds.append(f"broken <= {exp.max_broken}")
+        if exp.broken_from is not None:
+            bounds.append(f"broken only at {_words(m.site_list(exp.broken_from))}")
         if exp.min_loss_pct is not None:
             bounds.append(f"loss >= {exp.min_loss_pct:g} %")
         if exp.max_loss_pct is not None:
@@ -370,12 +372,22 @@ def _measured(exp: m.MeasuredExpect, obs: Observation) -> Result:
                 f"{trial.lost} lost, settled after {settle_ms:g} ms")
     # Counted since the action up to now: more time may still change them (never final).
     more_ok = True
-    if exp.min_broken is not None or exp.max_broken is not None:
-        broken = sum(1 for b in obs.breaks.get(exp.measured, []) if b.t >= obs.t_action)
+    if exp.min_broken is not None or exp.max_broken is not None or exp.broken_from is not None:
+        since = [b for b in obs.breaks.get(exp.measured, []) if b.t >= obs.t_action]
+        broken = len(since)
         values["broken"] = broken
         more_ok &= exp.min_broken is None or broken >= exp.min_broken
         more_ok &= exp.max_broken is None or broken <= exp.max_broken
         observed += f", {broken} connection(s) broken"
+        if exp.broken_from is not None:
+            allowed = set(m.site_list(exp.broken_from))
+            where = sorted({b.site_before or "?" for b in since})
+            values["broken_from"] = where
+            if not set(where) <= allowed:  # a break elsewhere cannot be undone
+                ok = more_ok = False
+                final = True
+            if where:
+                observed += f" (at {_words(where)})"
     if exp.min_loss_pct is not None or exp.max_loss_pct is not None:
         lost, done = loss_share(samples, obs.t_action)
         pct = round(100 * lost / done, 1) if done else 0.0
