@@ -12,11 +12,13 @@ import platform
 import shutil
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from lab.model import names
-from lab.model.checks import host_overlaps
 from lab.model.errors import EnvironmentProblem
-from lab.model.plan import AddressPlan
+
+if TYPE_CHECKING:
+    from lab.model.plan import AddressPlan
 
 INSTALL_HINT = "run `make install` (or scripts/install.sh) as root"
 
@@ -80,6 +82,8 @@ def check_host_overlap(plan: AddressPlan, pools: tuple[str, str]) -> None:
     """The lab's pools and anycast prefixes must not overlap the host's own networks."""
     ours = {"pools.links4": pools[0], "pools.links6": pools[1],
             "anycast.ipv4": plan.anycast[0], "anycast.ipv6": plan.anycast[1]}
+    from lab.model.checks import host_overlaps  # the topology model: only when building
+
     found = host_overlaps(ours, host_networks())
     if found:
         raise EnvironmentProblem(f"{found[0][0]}: {found[0][1]}",
