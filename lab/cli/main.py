@@ -15,7 +15,7 @@ import typer
 from lab.cli import ui
 from lab.host.labs import LAB_ENV, env_note
 from lab.model.errors import BadInput, LabError
-from lab.model.topology import valid_lab_name
+from lab.model.names import valid_lab_name
 
 DEFAULT_TOPOLOGY = Path(__file__).resolve().parents[2] / "topologies" / "default.yaml"
 

@@ -13,7 +13,7 @@ from rich.markup import escape
 from lab.cli import ui
 from lab.cli.main import JsonOpt, LabOpt, app
 from lab.model.errors import BadInput
-from lab.model.topology import valid_lab_name
+from lab.model.names import valid_lab_name
 
 if TYPE_CHECKING:
     from lab.scenario.model import Scenario, Step

@@ -21,7 +21,7 @@ from typing import Any
 from lab.host import safefs
 from lab.model import names
 from lab.model.errors import BadInput, EnvironmentProblem
-from lab.model.topology import valid_lab_name
+from lab.model.names import valid_lab_name
 
 DEFAULT_RUN_ROOT = "/run/anycast-lab"
 

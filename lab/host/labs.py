@@ -7,11 +7,15 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from lab.host.journal import Journal, existing_labs, require_lab_name, valid_lab_name
-from lab.model import Topology, load_text, names
+from lab.model import names
 from lab.model.errors import BadInput, LabError
-from lab.model.plan import AddressPlan, build_plan
+
+if TYPE_CHECKING:
+    from lab.model.plan import AddressPlan
+    from lab.model.topology import Topology
 
 # The default `--lab` of every command (as `ANYCAST_LAB=NAME anycast-lab status`). Our
 # daemons carry the same variable as their marker; a shell that has it set is not one of
@@ -61,6 +65,9 @@ def open_lab(name: str | None, need_topology: bool = True) -> Lab:
     elif name not in labs:
         raise LabError(f"lab '{name}'{env_note(name)} is not up (labs up: "
                        f"{', '.join(labs) or 'none'})")
+    from lab.model.load import load_text  # the topology model: only once a lab is opened
+    from lab.model.plan import build_plan
+
     journal = Journal(name)
     lab = Lab(journal, state=journal.state())
     copy = journal.dir / names.TOPOLOGY_COPY

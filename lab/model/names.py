@@ -10,7 +10,19 @@ their config and on their command line.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
+
+# --- lab names ------------------------------------------------------------------------
+
+LAB_NAME_RE = re.compile(r"[a-z][a-z0-9-]{0,23}")
+
+
+def valid_lab_name(name: object) -> bool:
+    """The lab-name rule, matched in full: lowercase letters, digits and '-', starting
+    with a letter, at most 24 characters (no dot, no '/', no newline)."""
+    return isinstance(name, str) and LAB_NAME_RE.fullmatch(name) is not None
+
 
 # --- network namespaces: acl.<lab>.<node> ---------------------------------------------
 

@@ -13,13 +13,16 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+# The lab-name rule lives with the names (pure); here for the models' checks and callers.
+from lab.model.names import LAB_NAME_RE as LAB_NAME_RE
+from lab.model.names import valid_lab_name as valid_lab_name
+
 # Every pattern here is matched in full (fullmatch): `$` would also match before a
 # trailing newline.
 # A node's name becomes an interface name on each of its neighbours (the kernel
 # allows 15 bytes) and part of its namespace's name.
 NAME_RE = re.compile(r"[a-z][a-z0-9-]*")
 MAX_NAME = 15
-LAB_NAME_RE = re.compile(r"[a-z][a-z0-9-]{0,23}")
 # Names that would collide with kernel names inside a namespace
 # (/proc/sys/net/ipv4/conf/{all,default,lo}).
 RESERVED_NAMES = frozenset({"lo", "all", "default"})
@@ -62,11 +65,6 @@ def quoted(value: str, limit: int = 40) -> str:
     """A value for a message: quoted, cut when long."""
     return f"'{value}'" if len(value) <= limit else f"'{value[:limit - 3]}...'"
 
-
-def valid_lab_name(name: object) -> bool:
-    """The lab-name rule, matched in full: lowercase letters, digits and '-', starting
-    with a letter, at most 24 characters (no dot, no '/', no newline)."""
-    return isinstance(name, str) and LAB_NAME_RE.fullmatch(name) is not None
 
 def check_duration(value: str, longest_us: float | None = None, longest: str = "",
                    examples: str = "'20ms', '500us' or '1s'") -> str:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lab.host import procs
 from lab.host.birdctl import Birds
@@ -23,7 +23,6 @@ from lab.model import names
 from lab.model.names import node_dir
 from lab.model.topology import CHECK_DEFAULTS, Client, bfd_sites, site_bfd
 from lab.observe import reasons
-from lab.observe.kernel import fabric_status
 from lab.observe.routing import (
     WrongAnswer,
     announced_families,
@@ -38,8 +37,9 @@ from lab.observe.routing import (
     sessions,
     speaker_state,
 )
-from lab.render.health import pace, state_file
-from lab.shared.dnsid import Identity
+
+if TYPE_CHECKING:
+    from lab.shared.dnsid import Identity
 
 
 def collect(lab: Lab, fabric: bool = True, identity: bool = True) -> dict[str, Any]:
@@ -137,6 +137,8 @@ def collect(lab: Lab, fabric: bool = True, identity: bool = True) -> dict[str, A
         entry["as_expected"] = verdict
         problems += wrong
     if fabric:
+        from lab.observe.kernel import fabric_status  # pyroute2: only when the fabric is asked
+
         report["fabric"] = fabric_status(plan)
         problems += [f"namespace {n['netns']} is missing"
                      for n in report["fabric"]["nodes"].values() if not n["exists"]]
@@ -251,6 +253,8 @@ def configured_timing(lab: Lab) -> dict[str, dict[str, int]] | None:
     if health_mode(lab) != "healthd":
         return None
     assert lab.topology is not None
+    from lab.render.health import pace
+
     return {check: pace(lab.topology, check) for check in CHECK_DEFAULTS}
 
 
@@ -294,6 +298,8 @@ def health_and_facts(lab: Lab, site: str,
         return {"health": "static", "drained": False}, {}
     if mode == "exabgp-healthcheck":
         return {"health": "exabgp-healthcheck", "drained": False}, {}
+    from lab.render.health import state_file  # the renderer's name for it (lazily: jinja2)
+
     path = state_file(node_dir(lab.journal.dir, site))
     running, how = healthd_process(lab, site)
     try:

@@ -13,7 +13,7 @@ polling the step then, instead of at its deadline.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -77,13 +77,14 @@ def _families(family: str) -> tuple[str, ...]:
 
 
 # A measured expectation's bounds in words, in the order they are said.
-MEASURED_BOUNDS = (
-    ("max_outage_ms", "outage <= {:g} ms"), ("min_outage_ms", "outage >= {:g} ms"),
-    ("max_lost", "lost <= {}"), ("min_lost", "lost >= {}"),
-    ("max_settle_ms", "settled within {:g} ms"),
-    ("min_settle_ms", "settled no sooner than {:g} ms"),
-    ("min_broken", "broken >= {}"), ("max_broken", "broken <= {}"),
-    ("min_loss_pct", "loss >= {:g} %"), ("max_loss_pct", "loss <= {:g} %"))
+MEASURED_BOUNDS: tuple[tuple[str, Callable[[Any], str]], ...] = (
+    ("max_outage_ms", "outage <= {:g} ms".format), ("min_outage_ms", "outage >= {:g} ms".format),
+    ("max_lost", "lost <= {}".format), ("min_lost", "lost >= {}".format),
+    ("max_settle_ms", "settled within {:g} ms".format),
+    ("min_settle_ms", "settled no sooner than {:g} ms".format),
+    ("min_broken", "broken >= {}".format), ("max_broken", "broken <= {}".format),
+    ("broken_from", lambda sites: f"broken only at {_words(m.site_list(sites))}"),
+    ("min_loss_pct", "loss >= {:g} %".format), ("max_loss_pct", "loss <= {:g} %".format))
 
 
 def describe(exp: Any) -> str:
@@ -125,8 +126,8 @@ def describe(exp: Any) -> str:
         where = f"at {exp.at}" if exp.at else f"via the anycast address from {exp.via}"
         return f"token {exp.token} {'active' if exp.active else 'inactive'} {where}"
     if isinstance(exp, m.MeasuredExpect):
-        bounds = [words.format(getattr(exp, field)) for field, words in MEASURED_BOUNDS
-                  if getattr(exp, field) is not None]
+        bounds = [say(getattr(exp, name)) for name, say in MEASURED_BOUNDS
+                  if getattr(exp, name) is not None]
         tail = f": {', '.join(bounds)}" if bounds else ""
         probe = "" if exp.probe == "dns" else f" ({exp.probe} probe)"
         return f"{exp.measured}{probe} settles at {_words(m.site_list(exp.settles_at))}{tail}"
@@ -361,12 +362,22 @@ def _measured(exp: m.MeasuredExpect, obs: Observation) -> Result:
                 f"{trial.lost} lost, settled after {settle_ms:g} ms")
     # Counted since the action up to now: more time may still change them (never final).
     more_ok = True
-    if exp.min_broken is not None or exp.max_broken is not None:
-        broken = sum(1 for b in obs.breaks.get(exp.measured, []) if b.t >= obs.t_action)
+    if exp.min_broken is not None or exp.max_broken is not None or exp.broken_from is not None:
+        since = [b for b in obs.breaks.get(exp.measured, []) if b.t >= obs.t_action]
+        broken = len(since)
         values["broken"] = broken
         more_ok &= exp.min_broken is None or broken >= exp.min_broken
         more_ok &= exp.max_broken is None or broken <= exp.max_broken
         observed += f", {broken} connection(s) broken"
+        if exp.broken_from is not None:
+            allowed = set(m.site_list(exp.broken_from))
+            where = sorted({b.site_before or "?" for b in since})
+            values["broken_from"] = where
+            if not set(where) <= allowed:  # a break elsewhere cannot be undone
+                ok = more_ok = False
+                final = True
+            if where:
+                observed += f" (at {_words(where)})"
     if exp.min_loss_pct is not None or exp.max_loss_pct is not None:
         lost, done = loss_share(samples, obs.t_action)
         pct = round(100 * lost / done, 1) if done else 0.0

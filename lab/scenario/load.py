@@ -300,6 +300,8 @@ def check_names(scenario: m.Scenario, topo: Topology) -> list[tuple[str, str]]:
                 known(exp.measured, clients, "client", f"{where}.measured")
                 for s in m.site_list(exp.settles_at):
                     known(s, sites, "site", f"{where}.settles_at")
+                for s in m.site_list(exp.broken_from or []):
+                    known(s, sites, "site", f"{where}.broken_from")
                 tcp_clients = scenario.probe.tcp_clients
                 if exp.probe == "tcp" and tcp_clients and exp.measured not in tcp_clients:
                     out.append((f"{where}.measured", f"client {quoted(exp.measured)} holds no "

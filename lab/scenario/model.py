@@ -318,6 +318,9 @@ class MeasuredExpect(Strict):
     min_broken: int | None = Field(None, ge=0, description="tcp: at least this many "
                                    "long-lived connections broke since the action")
     max_broken: int | None = Field(None, ge=0, description="tcp: at most this many broke")
+    broken_from: SiteOrSites | None = Field(None, description="tcp: every connection that "
+                                            "broke since the action was answered by this "
+                                            "site (or one of these) just before it broke")
     min_loss_pct: float | None = Field(None, ge=0, le=100, description="at least this share "
                                        "of the queries sent since the action (all answered "
                                        "or given up so far) got no answer")
@@ -325,9 +328,10 @@ class MeasuredExpect(Strict):
 
     @model_validator(mode="after")
     def _broken_is_tcp(self) -> MeasuredExpect:
-        if self.probe != "tcp" and (self.min_broken is not None or self.max_broken is not None):
-            raise ValueError("min_broken and max_broken count long-lived connections: "
-                             "they need 'probe: tcp'")
+        counts = (self.min_broken, self.max_broken, self.broken_from)
+        if self.probe != "tcp" and any(c is not None for c in counts):
+            raise ValueError("min_broken, max_broken and broken_from count long-lived "
+                             "connections: they need 'probe: tcp'")
         return self
 
 

@@ -209,3 +209,27 @@ def test_loss_share_since_the_action() -> None:
     assert verdict.ok and verdict.values["loss_pct"] == 25.0, verdict.observed
     assert verdict.values["loss_of"] == 20
     assert not evaluate(expect(measured="c-eu", settles_at="nyc", max_loss_pct=10), obs).ok
+
+
+@dataclass
+class FakeBreakAt:
+    t: float
+    site_before: str | None
+
+
+def test_broken_from_requires_every_break_at_the_named_sites_and_is_final() -> None:
+    obs = Observation(by_kind={"tcp": {"c-a": samples(*(["a2"] * 10))}},
+                      rates={"tcp": 50}, t_action=10.0,
+                      breaks={"c-a": [FakeBreakAt(9.0, "a2"), FakeBreakAt(10.01, "a1"),
+                                      FakeBreakAt(10.02, "a1")]})
+    only = evaluate(expect(measured="c-a", probe="tcp", settles_at="a2", broken_from="a1"),
+                    obs)
+    assert only.ok and only.values["broken_from"] == ["a1"], only.observed
+    obs.breaks["c-a"].append(FakeBreakAt(10.5, "a2"))  # a2 closed one of its own flows
+    wrong = evaluate(expect(measured="c-a", probe="tcp", settles_at="a2", broken_from="a1"),
+                     obs)
+    assert not wrong.ok and wrong.final and wrong.values["broken_from"] == ["a1", "a2"]
+    assert "broken only at a1" in describe(
+        expect(measured="c-a", probe="tcp", settles_at="a2", broken_from="a1"))
+    with pytest.raises(ValueError, match="need 'probe: tcp'"):
+        expect(measured="c-a", settles_at="a2", broken_from="a1")
