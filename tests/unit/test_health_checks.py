@@ -351,6 +351,50 @@ def test_unauthenticated_call_only_every_nth_run(pki, services, monkeypatch) -> 
     assert len(calls) == 4 * 2 + 2
 
 
+def test_revoked_canary_every_nth_run_only_while_steady(pki, services, monkeypatch) -> None:
+    probe = IntrospectProbe(introspect_check(pki, services["good"], revoked_every=3,
+                                             unauthenticated_every=1000))
+    asked: list[str] = []
+    real_post = probe._post
+
+    def counting(what: str, token: str, auth: str | None, deadline: float):
+        asked.append(what)
+        return real_post(what, token, auth, deadline)
+
+    monkeypatch.setattr(probe, "_post", counting)
+
+    def revoked_asked(steady: bool) -> bool:
+        probe.steady = steady
+        before = len(asked)
+        assert probe.run().ok
+        return "revoked canary" in asked[before:]
+
+    try:
+        # Not steady (start, rising, after a failure): every run asks.
+        assert [revoked_asked(False) for _ in range(3)] == [True, True, True]
+        # Steady: every 3rd run; back to every run as soon as it is not.
+        assert [revoked_asked(True) for _ in range(6)] == [False, False, True,
+                                                           False, False, True]
+        assert revoked_asked(True) is False
+        assert revoked_asked(False) is True
+        assert [revoked_asked(True) for _ in range(3)] == [False, False, True]
+    finally:
+        probe.close()
+    assert asked.count("active canary") == 14  # the active canary: every run
+
+
+def test_stale_list_is_found_on_a_steady_run_that_asks(pki, services) -> None:
+    probe = IntrospectProbe(introspect_check(pki, services["stale"], revoked_every=2))
+    probe.steady = True
+    try:
+        first, second = probe.run(), probe.run()
+    finally:
+        probe.close()
+    assert first.ok  # skipped the revoked canary
+    assert not second.ok
+    assert second.reason == "revoked canary answered active (stale revocation list)"
+
+
 def test_token_file_is_reread_when_it_changes(pki, services, tmp_path: Path) -> None:
     token = tmp_path / "active.jwt"
     token.write_text(pki["revoked"])

@@ -353,7 +353,14 @@ class Daemon:
         """Start what is idle and due (at start, and after a late result of a hung run)."""
         for name, w in self.workers.items():
             if w.busy_since is None and now >= self.due[name]:
+                w.probe.steady = self.steady(name)
                 w.start(now)
+
+    def steady(self, name: str) -> bool:
+        """The check is up with no failure since: its probe may skip a part it asks only
+        every Nth run (set before each run)."""
+        tracker = self.site.checks[name]
+        return tracker.state == UP and not tracker.changing
 
     def on_result(self, done: _Done) -> None:
         w = self.workers[done.check]
@@ -369,6 +376,7 @@ class Daemon:
         interval = w.cfg.fast_interval_ms if tracker.changing else w.cfg.interval_ms
         self.due[done.check] = done.started + interval / 1000
         if self.stop_signal is None:
+            w.probe.steady = self.steady(done.check)
             w.start(self.due[done.check])
 
     def detect_hung(self, now: float) -> None:
