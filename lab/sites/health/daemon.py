@@ -10,8 +10,9 @@ pipe for results and signals) with a timeout that brings it back for the next ke
 the drain-file poll, a DNS query's timeout, a check that may have hung and any timer of
 the state machine. A result schedules that check's next run at once (a worker waits
 for its time itself), and the keepalive and the drain poll are done early when the loop
-is awake anyway (within a quarter of a keepalive period, half a drain period): an idle
-site wakes about once per DNS check. Keepalives are sent by this loop on purpose: if it
+is awake anyway (within a quarter of a keepalive period, half a drain period), and a
+keepalive waits up to a quarter of its period for such a wake-up: an idle site wakes
+about once per DNS check. Keepalives are sent by this loop on purpose: if it
 hangs, they stop and the shim withdraws. While it waits for the shim's answer to a
 command it keeps sending them (Controller.command).
 
@@ -331,7 +332,11 @@ class Daemon:
         times = [self.next_drain_poll]
         if self.site.keep_last:
             times.append(self.next_routes_poll)
-        times.append(self.link.next_keepalive if self.link.connected else self.next_connect)
+        # A keepalive may wait a quarter of its period for a wake-up the loop has anyway
+        # (the DNS check's, normally a few ms later): 25 ms of a 300 ms watchdog, and no
+        # second wake-up per period.
+        times.append(self.link.next_keepalive + self.link.keepalive_s / 4
+                     if self.link.connected else self.next_connect)
         for name, w in self.workers.items():
             if w.busy_since is None:
                 times.append(self.due[name])
