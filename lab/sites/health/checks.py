@@ -167,6 +167,14 @@ class DnsProbe(Probe):
         answer = dnswire.parse_answer(data, self.query, self.qid)
         return None if answer is None else self.verdict(answer)
 
+    def receive_soon(self, within_ms: int) -> tuple[bool, str] | None:
+        """Right after `send`: this run's verdict if the answer (or an ICMP error) is
+        there within `within_ms`, as it is from a server on the same host, else None (the
+        caller's loop then waits for the socket as usual)."""
+        if self.sock is None or not self.poller.poll(within_ms):
+            return None
+        return self.receive()
+
     def verdict(self, answer: dnswire.Answer) -> tuple[bool, str]:
         if answer.rcode != 0:
             return False, f"rcode {answer.rcode_text}"
