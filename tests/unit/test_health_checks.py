@@ -438,3 +438,40 @@ def test_dns_probe_timeout_is_total_not_per_datagram(dns_server: DnsServer,
         stop.set()
     assert started_spam and not result.ok and result.reason == "timeout"
     assert result.latency < 1.0  # the 100 ms timeout held despite the junk
+
+
+def test_dns_receive_soon_gives_the_verdict_when_the_answer_is_there(
+        dns_server: DnsServer) -> None:
+    probe = dns_probe(dns_server.port)
+    try:
+        assert probe.send() is None
+        assert probe.receive_soon(5000) == (True, "ok")  # returns as soon as it is read
+        dns_server.mode = "silent"
+        assert probe.send() is None
+        assert probe.receive_soon(20) is None  # nothing came: left to the caller's loop
+    finally:
+        probe.close()
+
+
+def test_inline_dns_posts_its_result_in_the_tick_that_sent_the_query(
+        dns_server: DnsServer, monkeypatch) -> None:
+    import queue
+    import selectors
+
+    from lab.sites.health import daemon
+
+    monkeypatch.setattr(daemon, "QUICK_ANSWER_MS", 5000)  # however slow the test machine
+    cfg = DnsCheck(type="dns", name="dns", server="127.0.0.1", port=dns_server.port,
+                   expect=[ANYCAST])
+    results: queue.SimpleQueue[Any] = queue.SimpleQueue()
+    with selectors.DefaultSelector() as selector:
+        inline = daemon.InlineDns(cfg, DnsProbe(cfg), results, selector)
+        try:
+            inline.start(0.0)
+            inline.tick(time.monotonic())
+            done = results.get_nowait()  # no second wake-up was needed for the answer
+            assert done.result.ok and done.result.reason == "ok"
+            assert inline.started is None and results.empty()
+        finally:
+            inline.join(1)
+            inline.probe.close()
