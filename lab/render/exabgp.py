@@ -37,11 +37,17 @@ def backup_routes(plan: AddressPlan, site: NodePlan) -> list[tuple[str, str]]:
             (str(backup_prefix(plan.anycast6)), str(iface.v6.ip))]
 
 
+# The API process's start file (lab.sites.speaker.run): run by path, isolated (-I) and
+# without site-packages (-S), it imports nothing but the API process and a few of the
+# standard library's C modules: ~3.3 MiB of private memory instead of ~8.5 (-m and site).
+SPEAKER_RUN = Path(__file__).resolve().parents[1] / "sites" / "speaker" / "run.py"
+
+
 def api_argv(plan: AddressPlan, site: NodePlan, node_dir: Path, python: str,
              watchdog_ms: int | None, backup: bool = False) -> list[str]:
     """The API process: in watchdog mode (health daemon in control) or static mode; with
     the covering backup routes (announced always)."""
-    argv = [python, "-m", "lab.sites.speaker.api", "--control",
+    argv = [python, "-I", "-S", str(SPEAKER_RUN), "--control",
             str(node_dir / names.SPEAKER_SOCK)]
     for prefix, nexthop in speaker_routes(plan, site):
         argv += ["--route", prefix, nexthop]

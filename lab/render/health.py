@@ -19,6 +19,7 @@ from lab.render.credentials import SERVICE_NAME, Paths
 from lab.render.introspect import HEALTH_ADDRESS, HEALTH_PORT
 
 METRICS_PORT = 9273
+REVOKED_EVERY = 4  # the introspection check's revoked canary: every 4th steady run
 
 
 def state_file(node_dir: Path) -> Path:
@@ -62,7 +63,11 @@ def health_config(topo: Topology, plan: AddressPlan, site: NodePlan, node_dir: P
              "active_token_file": str(pki.canary_active),
              "revoked_token_file": str(pki.canary_revoked),
              # The 401 probe is logged by the service (an auth failure): every 10th run.
-             "unauthenticated_every": 10, **pace(topo, "introspect")},
+             "unauthenticated_every": 10,
+             # The revoked canary every 4th run while steady (a stale list is seen within
+             # ~2 s), every run while the check is changing: idle cost, not detection of
+             # a dead or hung service (the active canary, every run).
+             "revoked_every": REVOKED_EVERY, **pace(topo, "introspect")},
             *identity_checks(topo, plan, site, pki),
         ],
     }

@@ -19,6 +19,7 @@ from lab.model.plan import AddressPlan, build_plan
 from lab.model.topology import anchor_mode
 from lab.render import launch
 from lab.render.exabgp import (
+    SPEAKER_RUN,
     exabgp_spec,
     healthcheck_args,
     parse_healthcheck,
@@ -156,7 +157,7 @@ def test_healthd_mode_keeps_the_speaker_shim():
     plan = build_plan(topo)
     spec = exabgp_spec(topo, plan, _site(plan), LAB_DIR / "nodes" / "ams", "exabgp",
                        python=PYTHON)
-    assert f"run {PYTHON} -m lab.sites.speaker.api" in spec.config
+    assert f"run {PYTHON} -I -S {SPEAKER_RUN} " in spec.config
     assert "healthcheck" not in spec.config
     assert spec.healthcheck_config is None
 

@@ -27,7 +27,7 @@ from lab.model.plan import AddressPlan, build_plan
 from lab.render import credentials
 from lab.render.base import DaemonSpec
 from lab.render.bird import bird_spec
-from lab.render.exabgp import exabgp_spec
+from lab.render.exabgp import SPEAKER_RUN, exabgp_spec
 from lab.render.introspect import introspect_spec
 from lab.render.unbound import unbound_spec
 
@@ -40,6 +40,7 @@ GOLDEN = Path(__file__).resolve().parent / "golden"
 # A fixed lab directory: the configs embed paths below it.
 LAB_DIR = Path("/run/anycast-lab/golden")
 PYTHON = "<python>"  # stands for sys.executable in the exabgp run line
+CHECKOUT = "<checkout>"  # stands for the checkout holding lab/ (the API process's start file)
 UPDATE = os.environ.get("UPDATE_GOLDEN") == "1"
 
 
@@ -77,7 +78,8 @@ def render_all(topo: Topology, lab_dir: Path = LAB_DIR) -> dict[str, DaemonSpec]
 
 
 def machine_independent(text: str) -> str:
-    return text.replace(sys.executable, PYTHON)
+    return (text.replace(sys.executable, PYTHON)
+            .replace(str(SPEAKER_RUN.parents[3]), CHECKOUT))
 
 
 DEFAULT_SPECS = render_all(_default())
@@ -118,7 +120,8 @@ def test_goldens_are_machine_independent():
         text = machine_independent(spec.config)
         assert sys.executable not in text
         if golden.startswith("exabgp-"):
-            assert f"run {PYTHON} -m lab.sites.speaker.api" in text
+            assert str(SPEAKER_RUN.parents[3]) not in text
+            assert f"run {PYTHON} -I -S {CHECKOUT}/lab/sites/speaker/run.py" in text
 
 
 def test_specs_use_the_tools_they_are_given():

@@ -351,6 +351,50 @@ def test_unauthenticated_call_only_every_nth_run(pki, services, monkeypatch) -> 
     assert len(calls) == 4 * 2 + 2
 
 
+def test_revoked_canary_every_nth_run_only_while_steady(pki, services, monkeypatch) -> None:
+    probe = IntrospectProbe(introspect_check(pki, services["good"], revoked_every=3,
+                                             unauthenticated_every=1000))
+    asked: list[str] = []
+    real_post = probe._post
+
+    def counting(what: str, token: str, auth: str | None, deadline: float):
+        asked.append(what)
+        return real_post(what, token, auth, deadline)
+
+    monkeypatch.setattr(probe, "_post", counting)
+
+    def revoked_asked(steady: bool) -> bool:
+        probe.steady = steady
+        before = len(asked)
+        assert probe.run().ok
+        return "revoked canary" in asked[before:]
+
+    try:
+        # Not steady (start, rising, after a failure): every run asks.
+        assert [revoked_asked(False) for _ in range(3)] == [True, True, True]
+        # Steady: every 3rd run; back to every run as soon as it is not.
+        assert [revoked_asked(True) for _ in range(6)] == [False, False, True,
+                                                           False, False, True]
+        assert revoked_asked(True) is False
+        assert revoked_asked(False) is True
+        assert [revoked_asked(True) for _ in range(3)] == [False, False, True]
+    finally:
+        probe.close()
+    assert asked.count("active canary") == 14  # the active canary: every run
+
+
+def test_stale_list_is_found_on_a_steady_run_that_asks(pki, services) -> None:
+    probe = IntrospectProbe(introspect_check(pki, services["stale"], revoked_every=2))
+    probe.steady = True
+    try:
+        first, second = probe.run(), probe.run()
+    finally:
+        probe.close()
+    assert first.ok  # skipped the revoked canary
+    assert not second.ok
+    assert second.reason == "revoked canary answered active (stale revocation list)"
+
+
 def test_token_file_is_reread_when_it_changes(pki, services, tmp_path: Path) -> None:
     token = tmp_path / "active.jwt"
     token.write_text(pki["revoked"])
@@ -394,3 +438,40 @@ def test_dns_probe_timeout_is_total_not_per_datagram(dns_server: DnsServer,
         stop.set()
     assert started_spam and not result.ok and result.reason == "timeout"
     assert result.latency < 1.0  # the 100 ms timeout held despite the junk
+
+
+def test_dns_receive_soon_gives_the_verdict_when_the_answer_is_there(
+        dns_server: DnsServer) -> None:
+    probe = dns_probe(dns_server.port)
+    try:
+        assert probe.send() is None
+        assert probe.receive_soon(5000) == (True, "ok")  # returns as soon as it is read
+        dns_server.mode = "silent"
+        assert probe.send() is None
+        assert probe.receive_soon(20) is None  # nothing came: left to the caller's loop
+    finally:
+        probe.close()
+
+
+def test_inline_dns_posts_its_result_in_the_tick_that_sent_the_query(
+        dns_server: DnsServer, monkeypatch) -> None:
+    import queue
+    import selectors
+
+    from lab.sites.health import daemon
+
+    monkeypatch.setattr(daemon, "QUICK_ANSWER_MS", 5000)  # however slow the test machine
+    cfg = DnsCheck(type="dns", name="dns", server="127.0.0.1", port=dns_server.port,
+                   expect=[ANYCAST])
+    results: queue.SimpleQueue[Any] = queue.SimpleQueue()
+    with selectors.DefaultSelector() as selector:
+        inline = daemon.InlineDns(cfg, DnsProbe(cfg), results, selector)
+        try:
+            inline.start(0.0)
+            inline.tick(time.monotonic())
+            done = results.get_nowait()  # no second wake-up was needed for the answer
+            assert done.result.ok and done.result.reason == "ok"
+            assert inline.started is None and results.empty()
+        finally:
+            inline.join(1)
+            inline.probe.close()

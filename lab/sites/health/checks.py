@@ -8,7 +8,9 @@ All but `exec` run in-process, without forking:
 * `IntrospectProbe`: over one persistent HTTPS connection (`KeptConnection`: keep-alive,
   lab CA, SNI and Host = the service name) with HTTP Basic client credentials: the
   active canary token must be `active: true`, the revoked one `active: false` (a site with a stale
-  revocation list fails), and a call without credentials must get 401. On the service's
+  revocation list fails; asked every `revoked_every`th run while the check is steady, every
+  run otherwise), and a call without credentials must get 401 (every
+  `unauthenticated_every`th run). On the service's
   health listener its answers also say whether the site is saturated
   (`X-Anycast-Saturated`), which the result carries (`Result.saturated`).
 * `TcpProbe`: a connect.
@@ -64,6 +66,9 @@ class Probe:
     `close` releases what it holds (connections)."""
 
     saturated: bool | None = None  # what the service said of its load in this run
+    # Set by the daemon before each run: the check is up with no failure since, so a
+    # probe may skip what it proves only every Nth run (IntrospectProbe's revoked canary).
+    steady: bool = False
 
     def run(self) -> Result:
         started = time.monotonic()
@@ -161,6 +166,14 @@ class DnsProbe(Probe):
             return False, _os_reason(exc)
         answer = dnswire.parse_answer(data, self.query, self.qid)
         return None if answer is None else self.verdict(answer)
+
+    def receive_soon(self, within_ms: int) -> tuple[bool, str] | None:
+        """Right after `send`: this run's verdict if the answer (or an ICMP error) is
+        there within `within_ms`, as it is from a server on the same host, else None (the
+        caller's loop then waits for the socket as usual)."""
+        if self.sock is None or not self.poller.poll(within_ms):
+            return None
+        return self.receive()
 
     def verdict(self, answer: dnswire.Answer) -> tuple[bool, str]:
         if answer.rcode != 0:
@@ -329,6 +342,7 @@ class IntrospectProbe(Probe):
         self.revoked = _FileText(cfg.revoked_token_file, "revoked_token_file")
         self.client = KeptConnection(cfg.address, cfg.port, cfg.server_name, cfg.ca_file)
         self.runs = 0
+        self.revoked_skipped = 0  # steady runs in a row that did not ask about it
 
     def attempt(self, started: float) -> tuple[bool, str]:
         self.runs += 1
@@ -377,9 +391,13 @@ class IntrospectProbe(Probe):
         self.saturated = None if flag is None else flag == "1"
         if not self._active("active canary", answer):
             raise CheckFailed("active canary answered inactive")
-        if self._active("revoked canary", self._post("revoked canary", revoked, auth,
-                                                     deadline)):
-            raise CheckFailed("revoked canary answered active (stale revocation list)")
+        if self.steady and self.revoked_skipped + 1 < self.cfg.revoked_every:
+            self.revoked_skipped += 1
+        else:
+            self.revoked_skipped = 0
+            if self._active("revoked canary", self._post("revoked canary", revoked, auth,
+                                                         deadline)):
+                raise CheckFailed("revoked canary answered active (stale revocation list)")
         if (self.runs - 1) % self.cfg.unauthenticated_every == 0:
             status = self._post("no-credentials", active, None, deadline).status_code
             if status != 401:

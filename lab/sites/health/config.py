@@ -123,6 +123,11 @@ class IntrospectCheck(CheckBase):
     # Ask without credentials (expect 401) on every Nth run; the service logs one line
     # per such call, so a site may want fewer than one per run.
     unauthenticated_every: int = Field(default=1, ge=1, le=10_000)
+    # Ask about the revoked canary on every Nth run while the check is up and steady, and
+    # on every run otherwise (from start, after any failure, while rising), so a stale
+    # revocation list is found within N intervals plus the fall at the fast interval,
+    # and a site never rises without it; the active canary is asked on every run.
+    revoked_every: int = Field(default=1, ge=1, le=10_000)
     timing = Timing(interval_ms=500, fast_interval_ms=100, timeout_ms=300, rise=2, fall=2)
 
 class IdentityCheck(CheckBase):

@@ -3,17 +3,20 @@
 Threads: one worker per check that can block (introspection, identity, tcp, exec: runs
 the probe at the time it is told, posts the result and pokes the loop's wake pipe), the
 metrics server's, and the main loop, which does everything else. The DNS check needs no
-thread: its socket is non-blocking and the main loop's selector waits on it, so a run is
-a send, one readable event and a parse, and its timeout is a timer of the loop (it can
-never hold the loop up). The main loop waits on its selector (the DNS sockets, the wake
-pipe for results and signals) with a timeout that brings it back for the next keepalive,
-the drain-file poll, a DNS query's timeout, a check that may have hung and any timer of
-the state machine. A result schedules that check's next run at once (a worker waits
-for its time itself), and the keepalive and the drain poll are done early when the loop
-is awake anyway (within a quarter of a keepalive period, half a drain period): an idle
-site wakes about once per DNS check. Keepalives are sent by this loop on purpose: if it
-hangs, they stop and the shim withdraws. While it waits for the shim's answer to a
-command it keeps sending them (Controller.command).
+thread: its socket is non-blocking; after sending, the loop waits up to QUICK_ANSWER_MS
+for the answer (the site's own server answers within a fraction of that), else its
+selector waits on the socket; a run is a send, a readable event and a parse, and its
+timeout is a timer of the loop (it never holds the loop up for longer than that).
+The main loop waits on its selector (the DNS sockets, the wake pipe for results and
+signals) with a timeout that brings it back for the next keepalive, the drain-file poll,
+a DNS query's timeout, a check that may have hung and any timer of the state machine.
+A result schedules that check's next run at once (a worker waits for its time itself),
+and the keepalive and the drain poll are done early when the loop is awake anyway
+(within a quarter of a keepalive period, half a drain period), and a keepalive waits up
+to a quarter of its period for such a wake-up: an idle site wakes about once per DNS
+check. Keepalives are sent by this loop on purpose: if it hangs, they stop and the shim
+withdraws. While it waits for the shim's answer to a command it keeps sending them
+(Controller.command).
 
 A check that does not come back within timeout x 1.5 (+50 ms) is counted as a failure
 ("hung"), again every such period, and its late result is dropped.
@@ -54,6 +57,9 @@ SHIM_ROUTES = {"withdrawn": "withdrawn", "announced": "announced",
                "announced-gshut": "gshut"}
 HANG_FACTOR, HANG_GRACE_S = 1.5, 0.05
 KEEPALIVES_PER_WATCHDOG = 3
+# The DNS check waits this long for its answer right after sending (the loop holds still
+# meanwhile; nothing it does needs a finer grain): an answer then costs no second wake-up.
+QUICK_ANSWER_MS = 2
 
 
 @dataclass(frozen=True)
@@ -162,6 +168,8 @@ class InlineDns:
             self.busy_since = now  # a hung-run verdict counts from the query's sending
             self.deadline = now + self.cfg.timeout_ms / 1000
             failed = self.probe.send()
+            if failed is None:  # the site's own server answers within a fraction of a ms
+                failed = self.probe.receive_soon(QUICK_ANSWER_MS)
             self._follow_socket()
             if failed is not None:
                 self._done(*failed, time.monotonic())
@@ -331,7 +339,11 @@ class Daemon:
         times = [self.next_drain_poll]
         if self.site.keep_last:
             times.append(self.next_routes_poll)
-        times.append(self.link.next_keepalive if self.link.connected else self.next_connect)
+        # A keepalive may wait a quarter of its period for a wake-up the loop has anyway
+        # (the DNS check's, normally a few ms later): 25 ms of a 300 ms watchdog, and no
+        # second wake-up per period.
+        times.append(self.link.next_keepalive + self.link.keepalive_s / 4
+                     if self.link.connected else self.next_connect)
         for name, w in self.workers.items():
             if w.busy_since is None:
                 times.append(self.due[name])
@@ -353,7 +365,14 @@ class Daemon:
         """Start what is idle and due (at start, and after a late result of a hung run)."""
         for name, w in self.workers.items():
             if w.busy_since is None and now >= self.due[name]:
+                w.probe.steady = self.steady(name)
                 w.start(now)
+
+    def steady(self, name: str) -> bool:
+        """The check is up with no failure since: its probe may skip a part it asks only
+        every Nth run (set before each run)."""
+        tracker = self.site.checks[name]
+        return tracker.state == UP and not tracker.changing
 
     def on_result(self, done: _Done) -> None:
         w = self.workers[done.check]
@@ -369,6 +388,7 @@ class Daemon:
         interval = w.cfg.fast_interval_ms if tracker.changing else w.cfg.interval_ms
         self.due[done.check] = done.started + interval / 1000
         if self.stop_signal is None:
+            w.probe.steady = self.steady(done.check)
             w.start(self.due[done.check])
 
     def detect_hung(self, now: float) -> None:

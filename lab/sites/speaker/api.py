@@ -49,31 +49,36 @@ the time to write the lines and ExaBGP's withdraw latency (3-4 ms measured); a c
 connection is acted on at once. The only wait in this loop that is not bounded by N is
 an ExaBGP acknowledgement (ACK_TIMEOUT_S): a watchdog that expires meanwhile is acted
 on right after it.
+
+Small on purpose: every site runs one, as an interpreter of its own that ExaBGP starts
+(`python -I -S FILE`: no site-packages, no lab package). It imports only a few C
+modules of the standard library (`_socket`, `select`, `_json`, no argparse, json,
+dataclasses or selectors: those would triple its private memory), so it parses its
+own arguments and writes its own JSON.
 """
+
 
 from __future__ import annotations
 
-import argparse
-import json
+import _socket
 import os
-import selectors
-import socket
+import select
 import sys
 import time
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
+from _json import encode_basestring_ascii
 
 ACK_TIMEOUT_S = 1.0  # ExaBGP answers in milliseconds; one second means it is stuck
 ATTEMPTS = 3  # a line answered `error` or not answered is sent at most this often
 GRACEFUL_SHUTDOWN = "65535:0"
 CLIENT_SEND_TIMEOUT_S = 1.0  # bounds how long an answer to a client can block this loop
+READABLE = select.POLLIN | select.POLLPRI | select.POLLHUP | select.POLLERR
 
 
-@dataclass(frozen=True)
 class Route:
-    prefix: str
-    next_hop: str
+    __slots__ = ("next_hop", "prefix")
+
+    def __init__(self, prefix: str, next_hop: str) -> None:
+        self.prefix, self.next_hop = prefix, next_hop
 
 
 def route_lines(action: str, routes: list[Route], gshut: bool = False) -> list[str]:
@@ -90,13 +95,33 @@ def route_lines(action: str, routes: list[Route], gshut: bool = False) -> list[s
     return lines
 
 
+def to_json(value: object) -> str:
+    """The JSON text of an answer (dicts, lists, strings, numbers, booleans, None)."""
+    if value is None:
+        return "null"
+    if value is True:
+        return "true"
+    if value is False:
+        return "false"
+    if isinstance(value, str):
+        return encode_basestring_ascii(value)
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{encode_basestring_ascii(str(k))}: {to_json(v)}"
+                               for k, v in value.items()) + "}"
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(to_json(v) for v in value) + "]"
+    raise TypeError(f"cannot write {type(value).__name__} as JSON")
+
+
 class Received:
     """The routes ExaBGP says it received (text encoder, `receive { parsed; update; }`):
     per prefix, whether it carries GRACEFUL_SHUTDOWN and its AS path. A session that goes
     down takes every route with it."""
 
     def __init__(self) -> None:
-        self.routes: dict[str, dict[str, Any]] = {}
+        self.routes: dict[str, dict[str, object]] = {}
         self.session = "down"
         self.changed_at = time.time()
 
@@ -123,7 +148,7 @@ class Received:
                 self.changed_at = time.time()
         return True
 
-    def report(self) -> dict[str, Any]:
+    def report(self) -> dict[str, object]:
         return {"ok": True, "routes": self.routes, "session": self.session,
                 "since": self.changed_at}
 
@@ -155,6 +180,8 @@ class ExaBGPChannel:
         self._buffer = b""
         self._lines: list[str] = []
         self.received = Received()
+        self._poll = select.poll()
+        self._poll.register(self.rfd, READABLE)
 
     def fileno(self) -> int:
         return self.rfd
@@ -201,13 +228,11 @@ class ExaBGPChannel:
             self.closed = True
             return ["shutdown"] * len(lines)
         deadline = time.monotonic() + timeout
-        with selectors.DefaultSelector() as sel:
-            sel.register(self.rfd, selectors.EVENT_READ)
-            while len(self._lines) < len(lines) and not self.closed:
-                left = deadline - time.monotonic()
-                if left <= 0 or not sel.select(left):
-                    break
-                self._fill()
+        while len(self._lines) < len(lines) and not self.closed:
+            left = deadline - time.monotonic()
+            if left <= 0 or not self._poll.poll(max(1, int(left * 1000 + 0.999))):
+                break
+            self._fill()
         answers = self._lines[: len(lines)]
         del self._lines[: len(lines)]
         missing = "shutdown" if self.closed else "timeout"
@@ -223,7 +248,7 @@ class Speaker:
         self.state = "withdrawn"
         self.changed_at = time.time()
 
-    def apply(self, action: str, gshut: bool = False, why: str = "") -> dict[str, Any]:
+    def apply(self, action: str, gshut: bool = False, why: str = "") -> dict[str, object]:
         """Announce or withdraw every route; a line that fails is resent (bounded)."""
         pending = route_lines(action, self.routes, gshut)
         attempts: list[list[str]] = []
@@ -248,7 +273,7 @@ class Speaker:
         return {"ok": ok, "state": self.state, "detail": attempts[-1],
                 "attempts": len(attempts)}
 
-    def handle(self, command: str) -> dict[str, Any]:
+    def handle(self, command: str) -> dict[str, object]:
         words = command.split()
         if words == ["announce"]:
             return self.apply("announce")
@@ -268,52 +293,66 @@ def log(message: str) -> None:
     sys.stderr.flush()
 
 
-@dataclass(eq=False)
 class Conn:
-    sock: socket.socket
-    buffer: bytes = b""
-    last_line: float = field(default_factory=time.monotonic)
+    """One client of the control socket."""
+
+    __slots__ = ("buffer", "last_line", "sock")
+
+    def __init__(self, sock: _socket.socket) -> None:
+        self.sock = sock
+        self.buffer = b""
+        self.last_line = time.monotonic()
 
 
 class Server:
-    """The control socket's select loop; in watchdog mode also the controller's timer."""
+    """The control socket's poll loop; in watchdog mode also the controller's timer."""
 
-    def __init__(self, control: Path, speaker: Speaker, watchdog_ms: int | None) -> None:
+    def __init__(self, control: str, speaker: Speaker, watchdog_ms: int | None) -> None:
         self.speaker = speaker
         self.watchdog_s = watchdog_ms / 1000 if watchdog_ms else None
         self.controller: Conn | None = None
-        self.conns: dict[socket.socket, Conn] = {}
-        control.unlink(missing_ok=True)
-        self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.listener.bind(str(control))
+        self.conns: dict[int, Conn] = {}  # by fd
+        try:  # noqa: SIM105 -- contextlib is an import this process does without
+            os.unlink(control)
+        except FileNotFoundError:
+            pass
+        self.listener = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
+        self.listener.bind(control)
         self.listener.listen(8)
-        self.sel = selectors.DefaultSelector()
-        self.sel.register(self.listener, selectors.EVENT_READ)
-        self.sel.register(speaker.channel, selectors.EVENT_READ)
+        self.poll = select.poll()
+        self.poll.register(self.listener.fileno(), READABLE)
+        self.poll.register(speaker.channel.fileno(), READABLE)
 
     def run(self) -> None:
+        listener, channel = self.listener.fileno(), self.speaker.channel.fileno()
         while not self.speaker.channel.closed:
             timeout = None
             if self.controller is not None and self.watchdog_s is not None:
-                timeout = max(0.0, self.controller.last_line + self.watchdog_s
-                              - time.monotonic())
-            for key, _ in self.sel.select(timeout):
-                if key.fileobj is self.listener:
-                    sock, _ = self.listener.accept()
-                    sock.settimeout(CLIENT_SEND_TIMEOUT_S)  # a client that never reads
-                    self.conns[sock] = Conn(sock)
-                    self.sel.register(sock, selectors.EVENT_READ)
-                elif key.fileobj is self.speaker.channel:
+                left = self.controller.last_line + self.watchdog_s - time.monotonic()
+                timeout = max(0, int(left * 1000 + 0.999))  # ms, rounded up
+            for fd, _ in self.poll.poll(timeout):
+                if fd == listener:
+                    self.accept()
+                elif fd == channel:
                     self.speaker.channel.read_unsolicited()
-                else:
-                    assert isinstance(key.fileobj, socket.socket)
-                    self.readable(self.conns[key.fileobj])
+                elif fd in self.conns:
+                    self.readable(self.conns[fd])
             c = self.controller
             if (c is not None and self.watchdog_s is not None
                     and time.monotonic() - c.last_line >= self.watchdog_s):
                 self.lose_controller(f"watchdog: no line from the controller for "
                                      f"{self.watchdog_s * 1000:.0f} ms")
         log("ExaBGP closed our stdin: exiting")
+
+    def accept(self) -> None:
+        try:
+            fd, _ = self.listener._accept()
+        except OSError:
+            return
+        sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM, 0, fd)
+        sock.settimeout(CLIENT_SEND_TIMEOUT_S)  # a client that never reads
+        self.conns[fd] = Conn(sock)
+        self.poll.register(fd, READABLE)
 
     def readable(self, conn: Conn) -> None:
         try:
@@ -325,16 +364,17 @@ class Server:
             return
         conn.buffer += data
         conn.last_line = time.monotonic() if b"\n" in data else conn.last_line
-        while b"\n" in conn.buffer and conn.sock in self.conns:
+        fd = conn.sock.fileno()
+        while b"\n" in conn.buffer and self.conns.get(fd) is conn:
             raw, conn.buffer = conn.buffer.split(b"\n", 1)
             reply = self.handle(conn, raw.decode(errors="replace").strip())
             if reply is not None:
                 try:
-                    conn.sock.sendall((json.dumps(reply) + "\n").encode())
+                    conn.sock.sendall((to_json(reply) + "\n").encode())
                 except OSError:
                     self.close(conn, "controller connection broke")
 
-    def handle(self, conn: Conn, line: str) -> dict[str, Any] | None:
+    def handle(self, conn: Conn, line: str) -> dict[str, object] | None:
         words = line.split()
         if words == ["routes"]:
             return self.speaker.handle(line)
@@ -375,8 +415,10 @@ class Server:
         if conn is self.controller:
             self.lose_controller(why)
             return
-        self.sel.unregister(conn.sock)
-        del self.conns[conn.sock]
+        fd = conn.sock.fileno()
+        if self.conns.get(fd) is conn:
+            self.poll.unregister(fd)
+            del self.conns[fd]
         conn.sock.close()
 
     def lose_controller(self, why: str) -> None:
@@ -387,30 +429,71 @@ class Server:
         self.close(conn, why)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--control", required=True, type=Path, help="unix socket path")
-    # Two words, not "P,NH": ExaBGP's `run` tokenizer splits on commas.
-    parser.add_argument("--route", action="append", default=[], nargs=2,
-                        metavar=("PREFIX", "NEXTHOP"))
-    parser.add_argument("--backup-route", action="append", default=[], nargs=2,
-                        metavar=("PREFIX", "NEXTHOP"),
-                        help="announced at start whatever happens, never withdrawn")
-    mode = parser.add_mutually_exclusive_group()
-    mode.add_argument("--announce-at-start", action="store_true",
-                      help="announce once the start-up withdrawal is done (static mode)")
-    mode.add_argument("--watchdog-ms", type=int, metavar="N",
-                      help="announce only for a controller that sends a line every N ms")
-    args = parser.parse_args()
+class Args:
+    """The command line (see USAGE)."""
+
+    def __init__(self) -> None:
+        self.control = ""
+        self.routes: list[Route] = []
+        self.backup: list[Route] = []
+        self.announce_at_start = False
+        self.watchdog_ms: int | None = None
+
+
+USAGE = ("usage: api.py --control PATH [--route PREFIX NEXTHOP]... "
+         "[--backup-route PREFIX NEXTHOP]... [--announce-at-start | --watchdog-ms N]")
+
+
+def usage_error(message: str) -> None:
+    sys.stderr.write(f"{USAGE}\nspeaker-api: error: {message}\n")
+    raise SystemExit(2)
+
+
+def parse_args(argv: list[str]) -> Args:
+    """`--route` and `--backup-route` take two words, not "P,NH": ExaBGP's `run` tokenizer
+    splits on commas. `--backup-route`s are announced at start whatever happens and never
+    withdrawn."""
+    args, i = Args(), 0
+    while i < len(argv):
+        opt = argv[i]
+        if opt in ("-h", "--help"):
+            sys.stdout.write(USAGE + "\n")
+            raise SystemExit(0)
+        if opt in ("--route", "--backup-route"):
+            if len(argv) < i + 3:
+                usage_error(f"{opt} takes PREFIX NEXTHOP")
+            (args.routes if opt == "--route" else args.backup).append(
+                Route(argv[i + 1], argv[i + 2]))
+            i += 3
+        elif opt == "--control":
+            if i + 1 >= len(argv):
+                usage_error("--control takes a path")
+            args.control, i = argv[i + 1], i + 2
+        elif opt == "--announce-at-start":
+            args.announce_at_start, i = True, i + 1
+        elif opt == "--watchdog-ms":
+            if i + 1 >= len(argv) or not argv[i + 1].lstrip("-").isdigit():
+                usage_error("--watchdog-ms takes a whole number of milliseconds")
+            args.watchdog_ms, i = int(argv[i + 1]), i + 2
+        else:
+            usage_error(f"unrecognised argument {opt!r}")
+    if not args.control:
+        usage_error("--control is required")
+    if args.announce_at_start and args.watchdog_ms is not None:
+        usage_error("--announce-at-start and --watchdog-ms exclude each other")
     if args.watchdog_ms is not None and not 20 <= args.watchdog_ms <= 60_000:
-        parser.error("--watchdog-ms must be between 20 and 60000")
-    routes = [Route(prefix, nexthop) for prefix, nexthop in args.route]
-    speaker = Speaker(routes, ExaBGPChannel())
+        usage_error("--watchdog-ms must be between 20 and 60000")
+    return args
+
+
+def main() -> None:
+    args = parse_args(sys.argv[1:])
+    speaker = Speaker(args.routes, ExaBGPChannel())
     mode_name = f"watchdog {args.watchdog_ms} ms" if args.watchdog_ms else "static"
     log(f"started (pid {os.getpid()}, {mode_name}), withdrawing first")
     speaker.apply("withdraw", why="start")
-    if args.backup_route:
-        backup = Speaker([Route(p, nh) for p, nh in args.backup_route], speaker.channel)
+    if args.backup:
+        backup = Speaker(args.backup, speaker.channel)
         backup.apply("announce", why="backup routes, announced always")
     if args.announce_at_start:
         speaker.apply("announce")
