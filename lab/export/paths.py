@@ -23,6 +23,9 @@ class Runtime:
         "unbound": "/usr/sbin/unbound",
         "unbound-checkconf": "/usr/sbin/unbound-checkconf",
         "exabgp": str(VENV / "bin" / "exabgp"),
+        # ExaBGP's API process runs this file by path (isolated, no site-packages).
+        "speaker-run": str(VENV / "lib" / "python3.11" / "site-packages" / "lab" / "sites"
+                           / "speaker" / "run.py"),
     })
 
 

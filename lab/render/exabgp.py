@@ -44,10 +44,11 @@ SPEAKER_RUN = Path(__file__).resolve().parents[1] / "sites" / "speaker" / "run.p
 
 
 def api_argv(plan: AddressPlan, site: NodePlan, node_dir: Path, python: str,
-             watchdog_ms: int | None, backup: bool = False) -> list[str]:
+             watchdog_ms: int | None, backup: bool = False,
+             speaker_run: str = str(SPEAKER_RUN)) -> list[str]:
     """The API process: in watchdog mode (health daemon in control) or static mode; with
     the covering backup routes (announced always)."""
-    argv = [python, "-I", "-S", str(SPEAKER_RUN), "--control",
+    argv = [python, "-I", "-S", speaker_run, "--control",
             str(node_dir / names.SPEAKER_SOCK)]
     for prefix, nexthop in speaker_routes(plan, site):
         argv += ["--route", prefix, nexthop]
@@ -187,7 +188,8 @@ class ExabgpSpec(DaemonSpec):
 
 
 def exabgp_spec(topo: Topology, plan: AddressPlan, site: NodePlan, node_dir: Path,
-                exabgp: str, python: str = sys.executable) -> ExabgpSpec:
+                exabgp: str, python: str = sys.executable,
+                speaker_run: str = str(SPEAKER_RUN)) -> ExabgpSpec:
     conf = node_dir / names.EXABGP_CONF
     hc_path = hc_config = None
     if anchor_mode(topo):
@@ -197,7 +199,7 @@ def exabgp_spec(topo: Topology, plan: AddressPlan, site: NodePlan, node_dir: Pat
     else:
         watchdog = topo.health.watchdog_ms if topo.health.enabled else None
         api = api_argv(plan, site, node_dir, python, watchdog,
-                       backup=topo.health.last_site == "backup-route")
+                       backup=topo.health.last_site == "backup-route", speaker_run=speaker_run)
     return ExabgpSpec(
         name="exabgp", node=site.name, netns=site.netns, config_path=conf,
         config=render_exabgp(topo, plan, site, api),

@@ -16,7 +16,7 @@ from lab.render import credentials
 from lab.render.base import DaemonSpec
 from lab.render.bfd import bfd_spec
 from lab.render.bird import bird_spec
-from lab.render.exabgp import anchor_mode, exabgp_spec
+from lab.render.exabgp import SPEAKER_RUN, anchor_mode, exabgp_spec
 from lab.render.health import health_spec
 from lab.render.introspect import introspect_spec
 from lab.render.issuer import issuer_spec, replica_config
@@ -40,7 +40,8 @@ def lab_specs(topo: Topology, plan: AddressPlan, lab_dir: Path) -> list[DaemonSp
 def specs_for(topo: Topology, plan: AddressPlan, lab_dir: Path, tools: dict[str, str],
               python: str) -> list[DaemonSpec]:
     """`lab_specs` for given tool paths and Python interpreter, checking nothing on this
-    machine: what `up` starts here, or (with a container's paths) in a container."""
+    machine: what `up` starts here, or (with a container's paths) in a container. The
+    tools may name the API process's start file ("speaker-run"; default: this checkout's)."""
     anchor = anchor_mode(topo)
     specs: list[DaemonSpec] = []
     for router in plan.by_role("router"):
@@ -57,7 +58,8 @@ def specs_for(topo: Topology, plan: AddressPlan, lab_dir: Path, tools: dict[str,
                                      python))
         if site_bfd(topo, site.name).enabled:
             specs.append(bfd_spec(topo, plan, site, d, tools["bird"]))
-        specs.append(exabgp_spec(topo, plan, site, d, tools["exabgp"], python))
+        specs.append(exabgp_spec(topo, plan, site, d, tools["exabgp"], python,
+                                 tools.get("speaker-run", str(SPEAKER_RUN))))
         if topo.health.enabled and not anchor:
             specs.append(health_spec(topo, plan, site, d, credentials.paths(lab_dir), python))
     return specs

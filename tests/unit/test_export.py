@@ -192,6 +192,17 @@ def test_the_image_runtime_changes_only_program_paths() -> None:
         assert data.replace(IMAGE_RUNTIME.python.encode(), b"/P/python") == local[rel][0], rel
 
 
+def test_the_api_process_line_names_the_images_files_not_this_checkouts() -> None:
+    """ExaBGP runs its API process by file path: in the image that is the installed
+    package's start file, never a path of the machine that exported."""
+    files = render_files(export_of("default"))
+    conf = next(data for rel, (data, _) in files.items() if rel.endswith("ams/exabgp.conf"))
+    run_line = next(line for line in conf.decode().splitlines() if "run " in line)
+    assert IMAGE_RUNTIME.tools["speaker-run"] in run_line
+    assert IMAGE_RUNTIME.python in run_line
+    assert str(Path(__file__).resolve().parents[2]) not in conf.decode()
+
+
 @pytest.mark.parametrize("name", ["default", "two-sites"])
 def test_every_node_starts_with_the_state_up_writes(tmp_path: Path, name: str) -> None:
     """The issuer's revocation list and each site's list and keys, as `up`'s own
