@@ -9,9 +9,15 @@ stay there in the children, so that their collections do not copy them).
 
 The launcher is single-threaded, so forking it is safe. It talks to the process runner
 (`lab.host.procs`) over its stdin/stdout, one JSON line per request and one per answer,
-and exits when its stdin closes (the command that started it ended or died). Children
-are in a new session, with stdin on /dev/null and stdout/stderr on their log file;
-they are reaped by the kernel (SIGCHLD ignored here) and outlive the launcher.
+and exits when its stdin closes (the command that started it ended or died) and every
+child it forked has answered. Requests are pipelined: the launcher forks as soon as a
+request arrives, without waiting for earlier children, and answers each (its request's
+`id` echoed, then `pid` or `error`) once that child has reported from its namespace, in
+whatever order the children do. A child's report is its own; the launcher never waits
+for one child to fork the next (on a busy machine a child may wait tens of milliseconds
+for a core). Children are in a new session, with stdin on /dev/null and stdout/stderr on
+their log file; they are reaped by the kernel (SIGCHLD ignored here) and outlive the
+launcher.
 
 Run as: python -m lab.host.zygote TARGET=PRELOAD[,PRELOAD...]...: a TARGET is a module it
 may run as `python -m MODULE`, or the path of a Python console script (ExaBGP's `exabgp`);
@@ -35,6 +41,7 @@ import importlib.util
 import json
 import os
 import runpy
+import select
 import signal
 import sys
 from typing import Any
@@ -117,7 +124,8 @@ def _child(request: dict[str, Any], ready: int) -> None:
             os._exit(code)
 
 
-def serve(pairs: list[str]) -> int:
+def _preload(pairs: list[str]) -> set[str]:
+    """Import every PRELOAD; the TARGETs that may be run."""
     targets = set()
     for pair in pairs:
         target, _, preloads = pair.partition("=")
@@ -132,31 +140,82 @@ def serve(pairs: list[str]) -> int:
                                 and importlib.util.find_spec(f"{target}.__main__") is None):
                 raise SystemExit(f"{target} cannot be run with -m")
         targets.add(target)
+    return targets
+
+
+class _Pending:
+    """A forked child that has not reported yet: its PID, the request's id, what it said."""
+
+    def __init__(self, pid: int, rid: Any) -> None:
+        self.pid, self.rid, self.said = pid, rid, b""
+
+
+def serve(pairs: list[str]) -> int:
+    targets = _preload(pairs)
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # children are reaped by the kernel
     gc.collect()
     gc.freeze()
     out = sys.stdout
-    for line in sys.stdin:
+    poller = select.poll()  # no descriptor of its own for the children to inherit
+    poller.register(0, select.POLLIN)
+    pending: dict[int, _Pending] = {}  # ready pipe's read end -> its child
+    buffer = b""
+    reading = True
+
+    def answer(rid: Any, **what: Any) -> None:
+        out.write(json.dumps({"id": rid, **what}) + "\n")
+        out.flush()
+
+    def fork(line: bytes) -> None:
+        rid = None
         try:
             request = json.loads(line)
+            rid = request.get("id")
             if request.get("target") not in targets:
                 raise ValueError(f"{request.get('target')!r} is not preloaded here")
             read_end, write_end = os.pipe()
             pid = os.fork()
         except (ValueError, OSError) as failed:
-            out.write(json.dumps({"error": str(failed)}) + "\n")
-            out.flush()
-            continue
+            answer(rid, error=str(failed))
+            return
         if pid == 0:
             os.close(read_end)
             _child(request, write_end)
         os.close(write_end)
-        with os.fdopen(read_end, "rb") as ready:
-            said = ready.read(512).decode(errors="replace")  # EOF: the child closed it
-        answer = {"pid": pid} if said == "ok" else {
-            "error": f"the daemon failed before it started: {said or 'no word'}"}
-        out.write(json.dumps(answer) + "\n")
-        out.flush()
+        pending[read_end] = _Pending(pid, rid)
+        poller.register(read_end, select.POLLIN)
+
+    while reading or pending:
+        for fd, _event in poller.poll():
+            if fd == 0:
+                chunk = os.read(0, 65536)
+                if not chunk:  # the runner is done: answer what is pending, then exit
+                    reading = False
+                    poller.unregister(0)
+                    continue
+                buffer += chunk
+                *lines, buffer = buffer.split(b"\n")
+                for line in lines:
+                    if line.strip():
+                        fork(line)
+                continue
+            child = pending[fd]
+            chunk = os.read(fd, 512)
+            if chunk and len(child.said) < 512:
+                child.said += chunk
+                continue
+            if chunk:
+                continue
+            # EOF: the child closed its end (after "ok", or by exiting).
+            poller.unregister(fd)
+            os.close(fd)
+            del pending[fd]
+            said = child.said.decode(errors="replace")
+            if said == "ok":
+                answer(child.rid, pid=child.pid)
+            else:
+                answer(child.rid,
+                       error=f"the daemon failed before it started: {said or 'no word'}")
     return 0
 
 

@@ -139,11 +139,15 @@ def _build(topology: Topology, plan: AddressPlan, progress: Progress,
         tokenstore.revoke_at_up(journal.dir, plan, canary)  # every site starts knowing it
         progress(f"lab CA, certificate and signing key in {made.root}")
         specs = launch.lab_specs(topology, plan, journal.dir)
+        # The launcher imports the daemons' modules while configs are checked and the
+        # fabric is built: by the first start it is ready to fork.
+        procs.warm_launcher(journal, [spec.argv for spec in specs])
         launch.prepare(specs)
         progress(f"{len(specs)} daemon configs rendered and checked")
         Fabric(plan, journal, topology.bgp.multipath_hash, progress).build()
         built = True
-        records = launch.start_all(journal, specs)
+        records = launch.start_all(journal, specs,
+                                   {n.name: n.role for n in plan.nodes.values()})
         progress(f"{len(specs)} daemons started")
         _require_ready(plan, journal, records)
         progress("every daemon ready")
