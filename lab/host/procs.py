@@ -21,6 +21,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future
@@ -287,9 +288,24 @@ class Launcher:
     def fork(self, target: str, skip: int, argv: Sequence[str], netns: str | None,
              log_path: Path, env: dict[str, str], cwd: Path) -> int:
         """The PID of the daemon the launcher forked (RuntimeError if it could not)."""
+        reply = self.ask({"target": target, "skip": skip, "argv": list(argv),
+                          "netns": netns, "log_path": str(log_path), "env": env,
+                          "cwd": str(cwd)}, LAUNCHER_TIMEOUT_S)
+        return int(reply["pid"])
+
+    def run(self, target: str, skip: int, argv: Sequence[str], log_path: Path,
+            env: dict[str, str], cwd: Path, timeout_s: float) -> int | None:
+        """Run a short program (a config check) in this namespace to its end; its exit
+        code (None if it ended without one: killed). Its output is in `log_path`."""
+        reply = self.ask({"target": target, "skip": skip, "argv": list(argv), "netns": None,
+                          "log_path": str(log_path), "env": env, "cwd": str(cwd),
+                          "wait": True}, timeout_s)
+        code = reply.get("exit")
+        return code if isinstance(code, int) else None
+
+    def ask(self, request: dict, timeout_s: float) -> dict:
+        """Send one request and wait for its answer (RuntimeError: no pid in it)."""
         rid = next(self._ids)
-        request = {"id": rid, "target": target, "skip": skip, "argv": list(argv),
-                   "netns": netns, "log_path": str(log_path), "env": env, "cwd": str(cwd)}
         answer: Future[dict | None] = Future()
         with self.lock:
             if self._gone:
@@ -297,32 +313,56 @@ class Launcher:
             self._waiting[rid] = answer
             assert self.proc.stdin is not None
             try:
-                self.proc.stdin.write(json.dumps(request) + "\n")
+                self.proc.stdin.write(json.dumps({"id": rid, **request}) + "\n")
                 self.proc.stdin.flush()
             except (BrokenPipeError, OSError, ValueError) as gone:
                 self._waiting.pop(rid, None)
                 raise RuntimeError(f"the daemon launcher is gone: {gone}") from gone
         try:
-            reply = answer.result(timeout=LAUNCHER_TIMEOUT_S)
+            reply = answer.result(timeout=timeout_s)
         except FutureTimeout:
             with self.lock:
                 self._waiting.pop(rid, None)
-            raise RuntimeError(f"the daemon launcher did not answer in "
-                               f"{LAUNCHER_TIMEOUT_S:.0f} s (see launcher.log)") from None
+            raise RuntimeError(f"the daemon launcher did not answer in {timeout_s:.0f} s "
+                               "(see launcher.log)") from None
         if reply is None:
             raise RuntimeError("the daemon launcher exited (see launcher.log)")
         if "pid" not in reply:
             raise RuntimeError(f"the daemon launcher refused: {reply.get('error')}")
-        return int(reply["pid"])
+        return reply
 
 
-def warm_launcher(journal: Journal, argvs: Sequence[Sequence[str]]) -> bool:
-    """Start the lab's launcher now if any of `argvs` will be run by it, so that its
-    imports are done by the time the first daemon starts; True if it was started."""
-    if not any(_launched(argv) is not None for argv in argvs):
+def warm_launcher(journal: Journal) -> bool:
+    """Start the lab's launcher now, so that its imports are done by the time the first
+    config check or daemon needs it; False (nothing started) when daemons are started by
+    exec (ANYCAST_LAB_LAUNCHER=exec) or none of the launched programs is installed."""
+    if os.environ.get(LAUNCHER_ENV) == "exec" or not _targets():
         return False
     Launcher.of(journal)
     return True
+
+
+def run_check(journal: Journal, argv: Sequence[str], env: dict[str, str] | None,
+              timeout_s: float) -> subprocess.CompletedProcess[str]:
+    """Run a short command (a daemon's config check) to its end, as subprocess.run with
+    captured text output would (stderr folded into stdout). One of the lab's own Python
+    programs runs in the lab's launcher, already imported (no interpreter start); any
+    other command, or all with ANYCAST_LAB_LAUNCHER=exec, as a child of this process."""
+    launched = _launched(argv)
+    child_env = dict(os.environ) if env is None else env
+    if launched is None:
+        return subprocess.run(list(argv), capture_output=True, text=True, timeout=timeout_s,
+                              check=False, env=child_env)
+    fd, name = tempfile.mkstemp(prefix=".check-", suffix=".log", dir=journal.dir)
+    os.close(fd)
+    out = Path(name)
+    try:
+        code = Launcher.of(journal).run(*launched, argv, out, child_env, journal.dir,
+                                        timeout_s)
+        text = out.read_text(errors="replace")
+    finally:
+        out.unlink(missing_ok=True)
+    return subprocess.CompletedProcess(list(argv), 1 if code is None else code, text, "")
 
 
 def _base_env(lab: str) -> dict[str, str]:

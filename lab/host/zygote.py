@@ -17,7 +17,9 @@ whatever order the children do. A child's report is its own; the launcher never 
 for one child to fork the next (on a busy machine a child may wait tens of milliseconds
 for a core). Children are in a new session, with stdin on /dev/null and stdout/stderr on
 their log file; they are reaped by the kernel (SIGCHLD ignored here) and outlive the
-launcher.
+launcher. A request with `wait` (a config check: `exabgp validate`, `--check-config`)
+is answered once its program has ended, with its exit code (`exit`); its output is in
+its log file.
 
 Run as: python -m lab.host.zygote TARGET=PRELOAD[,PRELOAD...]...: a TARGET is a module it
 may run as `python -m MODULE`, or the path of a Python console script (ExaBGP's `exabgp`);
@@ -70,8 +72,11 @@ def _setns(netns: str) -> None:
 
 def _child(request: dict[str, Any], ready: int) -> None:
     """In the forked child: become the daemon. Writes "ok" (or why not) to `ready` once it
-    is in its namespace, with its stdio, directory, title and environment. Never returns."""
+    is in its namespace, with its stdio, directory, title and environment; a request with
+    `wait` (a short run such as a config check) keeps `ready` and writes " exit CODE" to
+    it when the program ends. Never returns."""
     code = 1
+    started = False
     try:
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         os.setsid()
@@ -98,8 +103,10 @@ def _child(request: dict[str, Any], ready: int) -> None:
         os.environ.clear()
         os.environ.update(request["env"])
         os.write(ready, b"ok")
-        os.close(ready)
-        ready = -1  # from here on the daemon's own: its number may be reused
+        started = True
+        if not request.get("wait"):
+            os.close(ready)
+            ready = -1  # from here on the daemon's own: its number may be reused
         target, args = request["target"], request["argv"][request["skip"]:]
         if target.startswith("/"):  # a console script: run it as its shebang would
             sys.argv = [target, *args]
@@ -110,10 +117,13 @@ def _child(request: dict[str, Any], ready: int) -> None:
         code = 0
     except SystemExit as done:
         code = done.code if isinstance(done.code, int) else (0 if done.code is None else 1)
+        if not isinstance(done.code, (int, type(None))):
+            with contextlib.suppress(Exception):
+                print(done.code, file=sys.stderr)  # as the interpreter would
     except BaseException as failed:
         import traceback
         traceback.print_exc()
-        if ready >= 0:
+        if ready >= 0 and not started:
             with contextlib.suppress(OSError):
                 os.write(ready, f"{type(failed).__name__}: {failed}".encode()[:500])
     finally:
@@ -121,6 +131,9 @@ def _child(request: dict[str, Any], ready: int) -> None:
             sys.stdout.flush()
             sys.stderr.flush()
         finally:
+            if ready >= 0 and started:
+                with contextlib.suppress(OSError):
+                    os.write(ready, f" exit {code}".encode())
             os._exit(code)
 
 
@@ -213,6 +226,10 @@ def serve(pairs: list[str]) -> int:
             said = child.said.decode(errors="replace")
             if said == "ok":
                 answer(child.rid, pid=child.pid)
+            elif said.startswith("ok exit "):  # a `wait` request's program has ended
+                answer(child.rid, pid=child.pid, exit=int(said.split()[-1]))
+            elif said.startswith("ok"):  # ended without a word (killed, os._exit)
+                answer(child.rid, pid=child.pid, exit=None)
             else:
                 answer(child.rid,
                        error=f"the daemon failed before it started: {said or 'no word'}")

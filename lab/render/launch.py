@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import sys
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from functools import partial
 from pathlib import Path
 
 from lab.host import env, procs
@@ -72,17 +73,23 @@ def specs_for(topo: Topology, plan: AddressPlan, lab_dir: Path, tools: dict[str,
     return specs
 
 
-def prepare(specs: list[DaemonSpec]) -> None:
-    """Write every config and run every daemon's own dry run (in parallel)."""
+def prepare(specs: list[DaemonSpec], journal: Journal | None = None) -> None:
+    """Write every config and run every daemon's own dry run (in parallel). With the
+    lab's `journal`, the lab's own Python programs' dry runs (`exabgp validate`, the
+    services' `--check-config`) run in the lab's pre-imported launcher: no interpreter
+    start and imports per check."""
     for spec in specs:
         spec.write()
+        if journal is not None:
+            spec.check_runner = partial(procs.run_check, journal)
     groups: dict[str, list[DaemonSpec]] = {}
     singles: list[DaemonSpec] = []
     for spec in specs:
         (groups.setdefault(spec.name, []) if spec.batch_check else singles).append(spec)
     with ThreadPoolExecutor(max_workers=4) as pool:
-        jobs = [pool.submit(g[0].check_many, g[1:]) for g in groups.values()]
-        jobs += [pool.submit(spec.check) for spec in singles]
+        # The quick ones first: the batches may wait for the launcher's imports.
+        jobs = [pool.submit(spec.check) for spec in singles]
+        jobs += [pool.submit(g[0].check_many, g[1:]) for g in groups.values()]
         for job in jobs:
             job.result()
 
@@ -113,9 +120,12 @@ def _start(journal: Journal, spec: DaemonSpec) -> procs.ProcessRecord:
 
 
 def start_all(journal: Journal, specs: list[DaemonSpec], roles: Mapping[str, str] | None = None,
-              workers: int = START_WORKERS) -> list[procs.ProcessRecord]:
+              workers: int = START_WORKERS,
+              on_started: Callable[[procs.ProcessRecord], None] | None = None,
+              ) -> list[procs.ProcessRecord]:
     """Start every daemon in `start_waves` order (`roles`: node -> role; without it, one
-    wave) and return their records in `specs` order. On the first failure no further
+    wave) and return their records in `specs` order; `on_started` is told of each as soon
+    as it has started (from the thread that started it). On the first failure no further
     daemon is started, the ones starting finish, and the failure is raised (what was
     started is in the journal, for the rollback)."""
     records: dict[int, procs.ProcessRecord] = {}
@@ -127,7 +137,9 @@ def start_all(journal: Journal, specs: list[DaemonSpec], roles: Mapping[str, str
             if stop.is_set():
                 return
             try:
-                records[index[id(spec)]] = _start(journal, spec)
+                record = records[index[id(spec)]] = _start(journal, spec)
+                if on_started is not None:
+                    on_started(record)
             except BaseException:
                 stop.set()
                 raise
