@@ -159,8 +159,8 @@ def _preload(pairs: list[str]) -> set[str]:
 class _Pending:
     """A forked child that has not reported yet: its PID, the request's id, what it said."""
 
-    def __init__(self, pid: int, rid: Any) -> None:
-        self.pid, self.rid, self.said = pid, rid, b""
+    def __init__(self, pid: int, rid: Any, wait: bool) -> None:
+        self.pid, self.rid, self.wait, self.said = pid, rid, wait, b""
 
 
 def serve(pairs: list[str]) -> int:
@@ -195,10 +195,13 @@ def serve(pairs: list[str]) -> int:
             os.close(read_end)
             _child(request, write_end)
         os.close(write_end)
-        pending[read_end] = _Pending(pid, rid)
+        pending[read_end] = _Pending(pid, rid, bool(request.get("wait")))
         poller.register(read_end, select.POLLIN)
 
-    while reading or pending:
+    # Once stdin has closed nobody reads the answers: a child that is still getting ready
+    # is waited for (it reports in moments), a short run (`wait`) that is still running is
+    # left to finish on its own.
+    while reading or any(not child.wait for child in pending.values()):
         for fd, _event in poller.poll():
             if fd == 0:
                 chunk = os.read(0, 65536)

@@ -65,3 +65,42 @@ def test_a_child_that_fails_before_it_starts_is_answered_with_why(tmp_path: Path
     assert "failed before it started" in by_id[7]["error"]
     assert "no-such-directory" in by_id[7]["error"]
     assert isinstance(by_id[8]["pid"], int)
+
+
+def test_a_wait_request_is_answered_with_the_exit_code_once_it_ends(tmp_path: Path) -> None:
+    proc = launcher(tmp_path)
+    assert proc.stdin is not None and proc.stdout is not None
+    run = json.loads(request(5, tmp_path))
+    run["argv"].append("3")
+    run["wait"] = True
+    proc.stdin.write(json.dumps(run) + "\n")
+    proc.stdin.flush()
+    answer = json.loads(proc.stdout.readline())  # only once the program has ended
+    assert answer["id"] == 5 and answer["exit"] == 3 and isinstance(answer["pid"], int)
+    assert "ran 5" in (tmp_path / "5.log").read_text()
+    proc.stdin.close()
+    assert proc.wait(timeout=30) == 0
+
+
+def test_run_check_runs_the_labs_own_programs_in_the_launcher(tmp_path: Path) -> None:
+    """A config check of one of the lab's Python programs runs in the launcher, with its
+    exit code and output as subprocess.run would give them; any other command runs as a
+    child of this process."""
+    from lab.host import procs
+    from lab.host.journal import Journal
+
+    journal = Journal("zygote-check", directory=tmp_path / "lab")
+    journal.open()
+    bad = tmp_path / "healthd.json"
+    bad.write_text("{not json")
+    try:
+        result = procs.run_check(journal, [sys.executable, "-m", "lab.sites.health",
+                                           "--check-config", "--config", str(bad)], None, 60)
+        launcher = procs.running(journal, "launcher")
+        assert launcher is not None  # it ran there
+        assert result.returncode != 0 and str(bad) in result.stdout
+        other = procs.run_check(journal, ["sh", "-c", "echo hi; exit 4"], None, 10)
+        assert (other.returncode, other.stdout) == (4, "hi\n")
+        assert not list((tmp_path / "lab").glob(".check-*"))  # its output file is gone
+    finally:
+        procs.Launcher.close_all()
