@@ -63,6 +63,27 @@ def _pss_kib(pid: int) -> int:
     return 0
 
 
+# `up`'s progress lines that end a phase: (the phase's name, how its line starts or ends).
+PHASES = (("credentials", "lab CA"), ("configs", "daemon configs rendered and checked"),
+          ("fabric", "addresses and routes"), ("start", "daemons started"),
+          ("ready", "every daemon ready"), ("converge", "converged in"))
+
+
+def phase_times(lines: list[tuple[float, str]]) -> dict[str, float]:
+    """Seconds each phase of `up` took, from its timed progress lines (pure): a phase
+    runs from the end of the one before it (or the start) to its own line."""
+    out: dict[str, float] = {}
+    before = 0.0
+    for name, marker in PHASES:
+        at = next((t for t, line in lines if line.startswith(marker) or line.endswith(marker)),
+                  None)
+        if at is None:
+            continue
+        out[name] = round(at - before, 2)
+        before = at
+    return out
+
+
 def measure(sites: int, idle_s: float, launcher: bool = True) -> dict:
     """One lab of `sites` sites: up, converge, idle CPU and PSS per site and in total."""
     if launcher:
@@ -72,8 +93,11 @@ def measure(sites: int, idle_s: float, launcher: bool = True) -> dict:
     topo = _topology(sites, unique("bs"))
     load_before = round(os.getloadavg()[0], 2)  # other people's labs share the machine
     t0 = time.monotonic()
-    lab = lifecycle.up(topo, lambda _m: None, converge_deadline_s=300)
+    lines: list[tuple[float, str]] = []
+    lab = lifecycle.up(topo, lambda m: lines.append((time.monotonic() - t0, m)),
+                       converge_deadline_s=300)
     up_s = time.monotonic() - t0
+    load_up = round(os.getloadavg()[0], 2)
     procs.Launcher.close_all()  # as when the `up` command ends
     try:
         records = [r for r in lab.journal.owned().processes
@@ -101,7 +125,8 @@ def measure(sites: int, idle_s: float, launcher: bool = True) -> dict:
         "pss_mib_per_site": round(site_pss / 1024 / sites, 1),
         "pss_mib_total": round(all_pss / 1024, 1),
         "processes": sum(len(v) for v in family.values()),
-        "load_before": load_before, "load_idle": load_idle,
+        "load_before": load_before, "load_up": load_up, "load_idle": load_idle,
+        "phases_s": phase_times(lines),
     }
 
 

@@ -1,17 +1,33 @@
 """The lab's journal: what the lab owns, written down *before* it is created.
 
 One directory per lab under the run root (default `/run/anycast-lab/<lab>/`, override
-with ANYCAST_LAB_RUN_DIR). `journal.jsonl` is append-only and fsynced: each line is an
-intent ("netns", "link", "process-intent") or a fact learned after creation ("process"
-with its PID and start time). Replaying it gives the set of things teardown must remove
+with ANYCAST_LAB_RUN_DIR). `journal.jsonl` is append-only: each line is an intent
+("netns", "link", "process-intent") or a fact learned after creation ("process" with its
+PID and start time). Replaying it gives the set of things teardown must remove
 (namespaces and processes: a link goes with its namespace), so `down` works after a crash,
 without the topology file, and twice in a row.
+
+Durability. Every record is one `write()` to a file opened O_APPEND, made before the
+namespace, link or process it names is created; it is not fsynced. What the record must
+survive is a crash of the tool (the `up` process killed, an exception, Ctrl-C): the write
+is then in the kernel's page cache, and every later reader (`down`, the next `up`) sees
+it. Only a crash of the machine loses writes that were not flushed, and a machine crash
+also destroys everything the record describes: namespaces, veths and processes do not
+outlive a reboot. An fsync would make the record outlive objects that are already gone,
+at a disk flush per namespace, link and daemon (milliseconds each, hundreds of them in a
+large `up`). A tail lost or torn by a machine crash (a partial line, a run of NUL bytes)
+is skipped by `entries`, and the next record starts on a line of its own. What does
+outlive a reboot, and later runs trust, stays fsynced: the lab's state file (`set_state`:
+written to a temporary file, fsynced, renamed) and the files other modules write durably
+in the run directory (the lab's keys and certificates, revocation lists, the token store).
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -159,12 +175,15 @@ def replay(entries: Iterable[dict[str, Any]]) -> Owned:
 
 
 class Journal:
-    """Append-only, fsynced record of a lab's kernel objects and processes."""
+    """Append-only record of a lab's kernel objects and processes (see the module's
+    docstring for why records are written, not fsynced). Safe to use from several
+    threads: records are whole lines, never interleaved."""
 
     def __init__(self, lab: str, directory: Path | None = None) -> None:
         self.lab = require_lab_name(lab)
         self.dir = directory or lab_dir(lab)
         self.path = self.dir / names.JOURNAL
+        self._lock = threading.Lock()
 
     def exists(self) -> bool:
         return self.path.exists()
@@ -176,20 +195,26 @@ class Journal:
         os.close(safefs.open_append(self.path))
 
     def record(self, kind: str, op: str = "create", **fields: Any) -> None:
+        """Append one entry: one write, in the page cache when this returns (not fsynced:
+        see the module's docstring)."""
         entry = {"t": round(time.time(), 6), "kind": kind, "op": op, **fields}
-        line = json.dumps(entry, sort_keys=True) + "\n"
-        fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW
-                     | os.O_CLOEXEC, 0o644)
-        try:
-            with safefs.machine_errors(self.path):
-                size = os.fstat(fd).st_size
-                if size and os.pread(fd, 1, size - 1) != b"\n":
-                    # The last line was torn by a crash: end it, so this entry stays whole.
-                    line = "\n" + line
-                os.write(fd, line.encode())
-                os.fsync(fd)
-        finally:
-            os.close(fd)
+        line = (json.dumps(entry, sort_keys=True) + "\n").encode()
+        with self._lock:
+            fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW
+                         | os.O_CLOEXEC, 0o644)
+            try:
+                with safefs.machine_errors(self.path):
+                    size = os.fstat(fd).st_size
+                    if size and os.pread(fd, 1, size - 1) != b"\n":
+                        # The last line was torn by a crash: end it, so this entry stays
+                        # whole.
+                        line = b"\n" + line
+                    written = os.write(fd, line)
+                    if written != len(line):  # a full disk mid-line: say so, as fsync would
+                        raise OSError(errno.ENOSPC, "short write to the journal",
+                                      str(self.path))
+            finally:
+                os.close(fd)
 
     def record_best_effort(self, kind: str, op: str = "create", **fields: Any) -> bool:
         """Record if the disk lets us (teardown must go on when it is full or read-only)."""

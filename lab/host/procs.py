@@ -14,14 +14,18 @@ kernel start time, so we only ever signal processes we started.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import os
 import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 from collections.abc import Iterator, Sequence
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
 from pathlib import Path
 
 from lab.host.env import require_tools
@@ -208,13 +212,19 @@ def _launched(argv: Sequence[str]) -> tuple[str, int] | None:
 
 class Launcher:
     """One lab's pre-imported launcher (`lab.host.zygote`), started on first use by this
-    command and recorded like every process; it exits when this command ends."""
+    command (or ahead of it: `warm_launcher`) and recorded like every process; it exits
+    when this command ends. Any number of threads may ask it to fork at once: each
+    request carries an id, one reader thread hands each answer to the thread that asked,
+    and the launcher forks the next daemon while earlier ones are still getting ready."""
 
     _by_lab: dict[str, Launcher] = {}
     _guard = threading.Lock()
 
     def __init__(self, journal: Journal) -> None:
-        self.lock = threading.Lock()
+        self.lock = threading.Lock()  # one request written at a time; guards _waiting
+        self._waiting: dict[int, Future[dict | None]] = {}
+        self._ids = itertools.count(1)
+        self._gone = False
         argv = [sys.executable, "-m", "lab.host.zygote",
                 *(f"{target}={preload}" for target, preload in _targets().items())]
         log_path = journal.dir / "launcher.log"
@@ -230,6 +240,9 @@ class Launcher:
                 text=True)
         journal.record("process", name="launcher", node="", pid=self.proc.pid,
                        start_time=start_time(self.proc.pid) or 0)
+        self._reader = threading.Thread(target=self._read_answers, daemon=True,
+                                        name=f"launcher-{journal.lab}")
+        self._reader.start()
 
     @classmethod
     def of(cls, journal: Journal) -> Launcher:
@@ -246,28 +259,109 @@ class Launcher:
             launchers, cls._by_lab = list(cls._by_lab.values()), {}
         for launcher in launchers:
             if launcher.proc.stdin is not None:
-                launcher.proc.stdin.close()
+                with contextlib.suppress(OSError):
+                    launcher.proc.stdin.close()
             launcher.proc.wait(timeout=LAUNCHER_TIMEOUT_S)
+            launcher._reader.join(timeout=LAUNCHER_TIMEOUT_S)
+
+    def _read_answers(self) -> None:
+        """Hand each answer to the request it names; when the launcher's output ends,
+        every request still waiting learns that it is gone."""
+        assert self.proc.stdout is not None
+        with contextlib.suppress(OSError, ValueError):
+            for line in self.proc.stdout:
+                try:
+                    reply = json.loads(line)
+                except json.JSONDecodeError:
+                    continue
+                with self.lock:
+                    waiting = self._waiting.pop(reply.get("id"), None)
+                if waiting is not None:
+                    waiting.set_result(reply)
+        with self.lock:
+            self._gone = True
+            left, self._waiting = list(self._waiting.values()), {}
+        for waiting in left:
+            waiting.set_result(None)
 
     def fork(self, target: str, skip: int, argv: Sequence[str], netns: str | None,
              log_path: Path, env: dict[str, str], cwd: Path) -> int:
         """The PID of the daemon the launcher forked (RuntimeError if it could not)."""
-        request = {"target": target, "skip": skip, "argv": list(argv), "netns": netns,
-                   "log_path": str(log_path), "env": env, "cwd": str(cwd)}
+        reply = self.ask({"target": target, "skip": skip, "argv": list(argv),
+                          "netns": netns, "log_path": str(log_path), "env": env,
+                          "cwd": str(cwd)}, LAUNCHER_TIMEOUT_S)
+        return int(reply["pid"])
+
+    def run(self, target: str, skip: int, argv: Sequence[str], log_path: Path,
+            env: dict[str, str], cwd: Path, timeout_s: float) -> int | None:
+        """Run a short program (a config check) in this namespace to its end; its exit
+        code (None if it ended without one: killed). Its output is in `log_path`."""
+        reply = self.ask({"target": target, "skip": skip, "argv": list(argv), "netns": None,
+                          "log_path": str(log_path), "env": env, "cwd": str(cwd),
+                          "wait": True}, timeout_s)
+        code = reply.get("exit")
+        return code if isinstance(code, int) else None
+
+    def ask(self, request: dict, timeout_s: float) -> dict:
+        """Send one request and wait for its answer (RuntimeError: no pid in it)."""
+        rid = next(self._ids)
+        answer: Future[dict | None] = Future()
         with self.lock:
-            assert self.proc.stdin is not None and self.proc.stdout is not None
+            if self._gone:
+                raise RuntimeError("the daemon launcher exited (see launcher.log)")
+            self._waiting[rid] = answer
+            assert self.proc.stdin is not None
             try:
-                self.proc.stdin.write(json.dumps(request) + "\n")
+                self.proc.stdin.write(json.dumps({"id": rid, **request}) + "\n")
                 self.proc.stdin.flush()
-                answer = self.proc.stdout.readline()
-            except (BrokenPipeError, OSError) as gone:
+            except (BrokenPipeError, OSError, ValueError) as gone:
+                self._waiting.pop(rid, None)
                 raise RuntimeError(f"the daemon launcher is gone: {gone}") from gone
-        if not answer:
+        try:
+            reply = answer.result(timeout=timeout_s)
+        except FutureTimeout:
+            with self.lock:
+                self._waiting.pop(rid, None)
+            raise RuntimeError(f"the daemon launcher did not answer in {timeout_s:.0f} s "
+                               "(see launcher.log)") from None
+        if reply is None:
             raise RuntimeError("the daemon launcher exited (see launcher.log)")
-        reply = json.loads(answer)
         if "pid" not in reply:
             raise RuntimeError(f"the daemon launcher refused: {reply.get('error')}")
-        return int(reply["pid"])
+        return reply
+
+
+def warm_launcher(journal: Journal) -> bool:
+    """Start the lab's launcher now, so that its imports are done by the time the first
+    config check or daemon needs it; False (nothing started) when daemons are started by
+    exec (ANYCAST_LAB_LAUNCHER=exec) or none of the launched programs is installed."""
+    if os.environ.get(LAUNCHER_ENV) == "exec" or not _targets():
+        return False
+    Launcher.of(journal)
+    return True
+
+
+def run_check(journal: Journal, argv: Sequence[str], env: dict[str, str] | None,
+              timeout_s: float) -> subprocess.CompletedProcess[str]:
+    """Run a short command (a daemon's config check) to its end, as subprocess.run with
+    captured text output would (stderr folded into stdout). One of the lab's own Python
+    programs runs in the lab's launcher, already imported (no interpreter start); any
+    other command, or all with ANYCAST_LAB_LAUNCHER=exec, as a child of this process."""
+    launched = _launched(argv)
+    child_env = dict(os.environ) if env is None else env
+    if launched is None:
+        return subprocess.run(list(argv), capture_output=True, text=True, timeout=timeout_s,
+                              check=False, env=child_env)
+    fd, name = tempfile.mkstemp(prefix=".check-", suffix=".log", dir=journal.dir)
+    os.close(fd)
+    out = Path(name)
+    try:
+        code = Launcher.of(journal).run(*launched, argv, out, child_env, journal.dir,
+                                        timeout_s)
+        text = out.read_text(errors="replace")
+    finally:
+        out.unlink(missing_ok=True)
+    return subprocess.CompletedProcess(list(argv), 1 if code is None else code, text, "")
 
 
 def _base_env(lab: str) -> dict[str, str]:

@@ -9,9 +9,17 @@ stay there in the children, so that their collections do not copy them).
 
 The launcher is single-threaded, so forking it is safe. It talks to the process runner
 (`lab.host.procs`) over its stdin/stdout, one JSON line per request and one per answer,
-and exits when its stdin closes (the command that started it ended or died). Children
-are in a new session, with stdin on /dev/null and stdout/stderr on their log file;
-they are reaped by the kernel (SIGCHLD ignored here) and outlive the launcher.
+and exits when its stdin closes (the command that started it ended or died) and every
+child it forked has answered. Requests are pipelined: the launcher forks as soon as a
+request arrives, without waiting for earlier children, and answers each (its request's
+`id` echoed, then `pid` or `error`) once that child has reported from its namespace, in
+whatever order the children do. A child's report is its own; the launcher never waits
+for one child to fork the next (on a busy machine a child may wait tens of milliseconds
+for a core). Children are in a new session, with stdin on /dev/null and stdout/stderr on
+their log file; they are reaped by the kernel (SIGCHLD ignored here) and outlive the
+launcher. A request with `wait` (a config check: `exabgp validate`, `--check-config`)
+is answered once its program has ended, with its exit code (`exit`); its output is in
+its log file.
 
 Run as: python -m lab.host.zygote TARGET=PRELOAD[,PRELOAD...]...: a TARGET is a module it
 may run as `python -m MODULE`, or the path of a Python console script (ExaBGP's `exabgp`);
@@ -35,6 +43,7 @@ import importlib.util
 import json
 import os
 import runpy
+import select
 import signal
 import sys
 from typing import Any
@@ -63,8 +72,11 @@ def _setns(netns: str) -> None:
 
 def _child(request: dict[str, Any], ready: int) -> None:
     """In the forked child: become the daemon. Writes "ok" (or why not) to `ready` once it
-    is in its namespace, with its stdio, directory, title and environment. Never returns."""
+    is in its namespace, with its stdio, directory, title and environment; a request with
+    `wait` (a short run such as a config check) keeps `ready` and writes " exit CODE" to
+    it when the program ends. Never returns."""
     code = 1
+    started = False
     try:
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         os.setsid()
@@ -91,8 +103,10 @@ def _child(request: dict[str, Any], ready: int) -> None:
         os.environ.clear()
         os.environ.update(request["env"])
         os.write(ready, b"ok")
-        os.close(ready)
-        ready = -1  # from here on the daemon's own: its number may be reused
+        started = True
+        if not request.get("wait"):
+            os.close(ready)
+            ready = -1  # from here on the daemon's own: its number may be reused
         target, args = request["target"], request["argv"][request["skip"]:]
         if target.startswith("/"):  # a console script: run it as its shebang would
             sys.argv = [target, *args]
@@ -103,10 +117,13 @@ def _child(request: dict[str, Any], ready: int) -> None:
         code = 0
     except SystemExit as done:
         code = done.code if isinstance(done.code, int) else (0 if done.code is None else 1)
+        if not isinstance(done.code, (int, type(None))):
+            with contextlib.suppress(Exception):
+                print(done.code, file=sys.stderr)  # as the interpreter would
     except BaseException as failed:
         import traceback
         traceback.print_exc()
-        if ready >= 0:
+        if ready >= 0 and not started:
             with contextlib.suppress(OSError):
                 os.write(ready, f"{type(failed).__name__}: {failed}".encode()[:500])
     finally:
@@ -114,10 +131,14 @@ def _child(request: dict[str, Any], ready: int) -> None:
             sys.stdout.flush()
             sys.stderr.flush()
         finally:
+            if ready >= 0 and started:
+                with contextlib.suppress(OSError):
+                    os.write(ready, f" exit {code}".encode())
             os._exit(code)
 
 
-def serve(pairs: list[str]) -> int:
+def _preload(pairs: list[str]) -> set[str]:
+    """Import every PRELOAD; the TARGETs that may be run."""
     targets = set()
     for pair in pairs:
         target, _, preloads = pair.partition("=")
@@ -132,31 +153,89 @@ def serve(pairs: list[str]) -> int:
                                 and importlib.util.find_spec(f"{target}.__main__") is None):
                 raise SystemExit(f"{target} cannot be run with -m")
         targets.add(target)
+    return targets
+
+
+class _Pending:
+    """A forked child that has not reported yet: its PID, the request's id, what it said."""
+
+    def __init__(self, pid: int, rid: Any, wait: bool) -> None:
+        self.pid, self.rid, self.wait, self.said = pid, rid, wait, b""
+
+
+def serve(pairs: list[str]) -> int:
+    targets = _preload(pairs)
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # children are reaped by the kernel
     gc.collect()
     gc.freeze()
     out = sys.stdout
-    for line in sys.stdin:
+    poller = select.poll()  # no descriptor of its own for the children to inherit
+    poller.register(0, select.POLLIN)
+    pending: dict[int, _Pending] = {}  # ready pipe's read end -> its child
+    buffer = b""
+    reading = True
+
+    def answer(rid: Any, **what: Any) -> None:
+        out.write(json.dumps({"id": rid, **what}) + "\n")
+        out.flush()
+
+    def fork(line: bytes) -> None:
+        rid = None
         try:
             request = json.loads(line)
+            rid = request.get("id")
             if request.get("target") not in targets:
                 raise ValueError(f"{request.get('target')!r} is not preloaded here")
             read_end, write_end = os.pipe()
             pid = os.fork()
         except (ValueError, OSError) as failed:
-            out.write(json.dumps({"error": str(failed)}) + "\n")
-            out.flush()
-            continue
+            answer(rid, error=str(failed))
+            return
         if pid == 0:
             os.close(read_end)
             _child(request, write_end)
         os.close(write_end)
-        with os.fdopen(read_end, "rb") as ready:
-            said = ready.read(512).decode(errors="replace")  # EOF: the child closed it
-        answer = {"pid": pid} if said == "ok" else {
-            "error": f"the daemon failed before it started: {said or 'no word'}"}
-        out.write(json.dumps(answer) + "\n")
-        out.flush()
+        pending[read_end] = _Pending(pid, rid, bool(request.get("wait")))
+        poller.register(read_end, select.POLLIN)
+
+    # Once stdin has closed nobody reads the answers: a child that is still getting ready
+    # is waited for (it reports in moments), a short run (`wait`) that is still running is
+    # left to finish on its own.
+    while reading or any(not child.wait for child in pending.values()):
+        for fd, _event in poller.poll():
+            if fd == 0:
+                chunk = os.read(0, 65536)
+                if not chunk:  # the runner is done: answer what is pending, then exit
+                    reading = False
+                    poller.unregister(0)
+                    continue
+                buffer += chunk
+                *lines, buffer = buffer.split(b"\n")
+                for line in lines:
+                    if line.strip():
+                        fork(line)
+                continue
+            child = pending[fd]
+            chunk = os.read(fd, 512)
+            if chunk and len(child.said) < 512:
+                child.said += chunk
+                continue
+            if chunk:
+                continue
+            # EOF: the child closed its end (after "ok", or by exiting).
+            poller.unregister(fd)
+            os.close(fd)
+            del pending[fd]
+            said = child.said.decode(errors="replace")
+            if said == "ok":
+                answer(child.rid, pid=child.pid)
+            elif said.startswith("ok exit "):  # a `wait` request's program has ended
+                answer(child.rid, pid=child.pid, exit=int(said.split()[-1]))
+            elif said.startswith("ok"):  # ended without a word (killed, os._exit)
+                answer(child.rid, pid=child.pid, exit=None)
+            else:
+                answer(child.rid,
+                       error=f"the daemon failed before it started: {said or 'no word'}")
     return 0
 
 

@@ -32,6 +32,7 @@ from lab.host.fabric import (
 )
 from lab.host.journal import (
     Journal,
+    ProcessRecord,
     existing_labs,
     journal_elsewhere,
     require_lab_name,
@@ -46,6 +47,8 @@ from lab.model.plan import AddressPlan, build_plan
 from lab.observe.converge import log_tail, wait_converged
 from lab.ops import tokenstore
 from lab.render import credentials, launch
+from lab.render.base import Readiness
+from lab.render.ready import Waiter
 
 Progress = Callable[[str], None]
 
@@ -131,6 +134,9 @@ def _build(topology: Topology, plan: AddressPlan, progress: Progress,
     try:
         journal.set_state(phase="building", started=time.time(),
                           topology_file=str(Path(source).resolve()) if source else None)
+        # The launcher imports the daemons' modules while the credentials are made: it is
+        # ready to run the config checks and fork the daemons when they come.
+        procs.warm_launcher(journal)
         # The effective topology (after --name), so status and down never need the file.
         safefs.write_atomic(journal.dir / names.TOPOLOGY_COPY,
                             yaml.safe_dump(topology.model_dump(mode="json"), sort_keys=False))
@@ -139,13 +145,16 @@ def _build(topology: Topology, plan: AddressPlan, progress: Progress,
         tokenstore.revoke_at_up(journal.dir, plan, canary)  # every site starts knowing it
         progress(f"lab CA, certificate and signing key in {made.root}")
         specs = launch.lab_specs(topology, plan, journal.dir)
-        launch.prepare(specs)
+        launch.prepare(specs, journal)
         progress(f"{len(specs)} daemon configs rendered and checked")
         Fabric(plan, journal, topology.bgp.multipath_hash, progress).build()
         built = True
-        records = launch.start_all(journal, specs)
-        progress(f"{len(specs)} daemons started")
-        _require_ready(plan, journal, records)
+        # Each daemon is waited for from the moment it has started, while others start.
+        with Waiter(plan, journal.dir) as waiter:
+            launch.start_all(journal, specs, {n.name: n.role for n in plan.nodes.values()},
+                             on_started=waiter.add)
+            progress(f"{len(specs)} daemons started")
+            _require_ready(journal, waiter.unready())
         progress("every daemon ready")
         journal.set_state(phase="converging")
         waited = wait_converged(topology, plan, journal.dir, converge_deadline_s, progress)
@@ -166,12 +175,10 @@ def _build(topology: Topology, plan: AddressPlan, progress: Progress,
     return lab
 
 
-def _require_ready(plan: AddressPlan, journal: Journal, records: list) -> None:
+def _require_ready(journal: Journal, unready: list[tuple[ProcessRecord, Readiness]]) -> None:
     """Every daemon up and ready (Unbound answers, the introspection service answers over
-    TLS, BIRD's socket, healthd's state), else LabError naming each with its log's tail."""
-    from lab.render.ready import wait_all_ready
-
-    unready = wait_all_ready(plan, journal.dir, records)
+    TLS, BIRD's socket, healthd's state: `unready` lists those that are not), else
+    LabError naming each with its log's tail."""
     if unready:
         first, seen = unready[0]
         log = names.node_dir(journal.dir, first.node) / names.log_name(first.name.split("@")[0])

@@ -4,6 +4,7 @@ and (the types of) how it says it is ready."""
 from __future__ import annotations
 
 import subprocess
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -39,6 +40,10 @@ class ReadyTarget:
     def dir_of(self, node: str) -> Path:
         return names.node_dir(self.lab_dir, node)
 
+# A config check's runner: (argv, environment or None, timeout in s) -> its result.
+CheckRunner = Callable[[list[str], "dict[str, str] | None", float],
+                       "subprocess.CompletedProcess[str]"]
+
 
 @dataclass
 class DaemonSpec:
@@ -56,6 +61,10 @@ class DaemonSpec:
     # The dry run accepts several config files at once (check_argv ends with the file),
     # so one process can check every instance: python start-up is paid once.
     batch_check: bool = False
+    # Runs the dry run (argv, env, timeout) as subprocess.run(capture_output=True, text=
+    # True) would; `up` hands in one that runs the lab's own Python programs in its
+    # pre-imported launcher. None: subprocess.run.
+    check_runner: CheckRunner | None = field(default=None, repr=False, compare=False)
 
     @property
     def label(self) -> str:
@@ -67,8 +76,7 @@ class DaemonSpec:
 
     def check(self) -> None:
         """Run the daemon's own dry run on the written config; raise with its words."""
-        result = subprocess.run(self.check_argv, capture_output=True, text=True,
-                                timeout=60, check=False, env=self.check_env())
+        result = self._run_check(self.check_argv, 60)
         if result.returncode != 0:
             output = (result.stderr or result.stdout).strip().splitlines()
             raise LabError(f"{self.label}: config check failed: "
@@ -79,14 +87,19 @@ class DaemonSpec:
         """Check this spec's config and those of `others` (same daemon) in one run; on a
         failure, check one by one so the error names the instance."""
         argv = [*self.check_argv, *(str(o.config_path) for o in others)]
-        result = subprocess.run(argv, capture_output=True, text=True, timeout=120,
-                                check=False, env=self.check_env())
+        result = self._run_check(argv, 120)
         if result.returncode != 0:
             for spec in (self, *others):
                 spec.check()
             raise LabError(f"{self.name}: config check failed for one of "
                            f"{len(others) + 1} instances",
                            details=(result.stderr or result.stdout).strip().splitlines()[-10:])
+
+    def _run_check(self, argv: list[str], timeout_s: float) -> subprocess.CompletedProcess[str]:
+        if self.check_runner is not None:
+            return self.check_runner(argv, self.check_env(), timeout_s)
+        return subprocess.run(argv, capture_output=True, text=True, timeout=timeout_s,
+                              check=False, env=self.check_env())
 
     def check_env(self) -> dict[str, str] | None:
         if not self.env:

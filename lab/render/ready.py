@@ -1,10 +1,13 @@
 """Is a daemon the lab started up and ready? Its process is alive with the start time we
 recorded, and its own readiness condition holds (each defined beside its daemon). Waited
-for with a deadline; a process that has exited ends the wait at once."""
+for with a deadline; a process that has exited ends the wait at once. `up` waits for
+each daemon from the moment it has started (`Waiter`), while the others still start."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 from lab.host import procs
@@ -71,9 +74,52 @@ def wait_all_ready(plan: AddressPlan, lab_dir: Path, records: list[ProcessRecord
                    timeout_s: float = READY_TIMEOUT_S) -> list[tuple[ProcessRecord, Readiness]]:
     """Wait (in parallel, one deadline) until every started daemon is ready; returns the
     ones that are not, with what was seen (empty when all are)."""
-    from concurrent.futures import ThreadPoolExecutor
+    with Waiter(plan, lab_dir, timeout_s) as waiter:
+        for record in records:
+            waiter.add(record)
+        return waiter.unready()
 
-    awaited = [r for r in records if daemon_of(r) not in NOT_AWAITED_AT_UP]
-    with ThreadPoolExecutor(max_workers=8) as pool:
-        seen = list(pool.map(lambda r: wait_ready(plan, lab_dir, r, timeout_s), awaited))
-    return [(r, ready) for r, ready in zip(awaited, seen, strict=True) if not ready]
+
+WAIT_WORKERS = 8  # daemons polled at once
+
+
+class Waiter:
+    """Waits for daemons as they are started: `add` a record the moment its process is
+    started (from any thread), and its wait begins (its own deadline, `timeout_s` from
+    then); `unready` waits for every one added and returns those that did not become
+    ready, in the order they were added, with what was seen. Used as a context manager:
+    leaving it stops every wait still under way at its next poll."""
+
+    def __init__(self, plan: AddressPlan, lab_dir: Path,
+                 timeout_s: float = READY_TIMEOUT_S) -> None:
+        self.plan, self.lab_dir, self.timeout_s = plan, lab_dir, timeout_s
+        self._pool = ThreadPoolExecutor(max_workers=WAIT_WORKERS, thread_name_prefix="ready")
+        self._lock = threading.Lock()
+        self._waits: list[tuple[ProcessRecord, Future[Readiness]]] = []
+        self._closed = threading.Event()
+
+    def add(self, record: ProcessRecord) -> None:
+        if daemon_of(record) in NOT_AWAITED_AT_UP:
+            return
+        with self._lock:
+            self._waits.append((record, self._pool.submit(self._wait, record)))
+
+    def _wait(self, record: ProcessRecord) -> Readiness:
+        return wait_until(lambda: check(self.plan, self.lab_dir, record), self.timeout_s,
+                          interval_s=0.05, stop=lambda r: r.final or self._closed.is_set())
+
+    def unready(self) -> list[tuple[ProcessRecord, Readiness]]:
+        with self._lock:
+            waits = list(self._waits)
+        seen = [(record, wait.result()) for record, wait in waits]
+        return [(record, ready) for record, ready in seen if not ready]
+
+    def close(self) -> None:
+        self._closed.set()
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def __enter__(self) -> Waiter:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()

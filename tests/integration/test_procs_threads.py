@@ -189,3 +189,41 @@ def test_the_launcher_is_not_used_when_told_to_exec(namespaces, journal, tmp_pat
     wait_for(lambda: Path(f"/proc/{record.pid}/cmdline").read_bytes().split(b"\0")[1:3]
              == [b"-m", b"http.server"], timeout=5, message="exec'd server")
     assert procs.stop(record, grace_s=1.0)
+
+
+def test_many_threads_start_through_the_launcher_at_once(namespaces, journal, tmp_path,
+                                                         monkeypatch):
+    """Starts from several threads share one launcher (requests pipelined): each daemon
+    is in its namespace with its own argv, and its intent is in the journal before its
+    process record."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    target, _ = namespaces
+    monkeypatch.setattr(procs, "LAUNCHED", {"http.server": "socketserver"})
+    monkeypatch.delenv(procs.LAUNCHER_ENV, raising=False)
+    count = 16
+
+    def one(i: int) -> procs.ProcessRecord:
+        argv = [sys.executable, "-m", "http.server", "--bind", "127.0.0.1", str(8100 + i)]
+        return procs.start(journal, name=f"web-{i}@x", node="x", netns=target, argv=argv,
+                           log_path=tmp_path / f"web-{i}.log", cwd=tmp_path)
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        records = list(pool.map(one, range(count)))
+    assert len({r.pid for r in records}) == count
+    want = ns_inode(f"/run/netns/{target}")
+    for i, record in enumerate(records):
+        assert procs.is_running(record)
+        assert ns_inode(f"/proc/{record.pid}/ns/net") == want
+        wait_for(lambda i=i: f"port {8100 + i}" in (tmp_path / f"web-{i}.log").read_text(),
+                 timeout=10, message=f"server {i} serving")
+    entries = journal.entries()
+    for record in records:
+        intent = next(k for k, e in enumerate(entries)
+                      if e["kind"] == "process-intent" and e["name"] == record.name)
+        fact = next(k for k, e in enumerate(entries)
+                    if e["kind"] == "process" and e.get("pid") == record.pid)
+        assert intent < fact
+    launchers = [r for r in journal.owned().processes if r.name == "launcher"]
+    assert len(launchers) == 1  # one launcher served every thread
+    procs.Launcher.close_all()

@@ -1,0 +1,9 @@
+"""A stand-in daemon for the launcher's protocol test: says it ran, then exits (with the
+code given as its second argument, if any)."""
+
+import sys
+import time
+
+time.sleep(0.05)
+print(f"ran {sys.argv[1]}", flush=True)
+sys.exit(int(sys.argv[2]) if len(sys.argv) > 2 else 0)
