@@ -284,17 +284,21 @@ def make_pki(d: Path) -> dict[str, Any]:
     return {"dir": d, "active": active, "revoked": revoked}
 
 
-def start_service(config_path: Path, deadline_s: float = 20) -> subprocess.Popen[str]:
+def start_service(config_path: Path, deadline_s: float = 60) -> subprocess.Popen[str]:
     """`python -m lab.sites.introspect --config PATH`, once it has printed `ready` (the
-    test fails with its stderr if it did not within `deadline_s`)."""
+    test fails with its stderr if it did not within `deadline_s`: generous, because a
+    machine running other labs can take many seconds to start a Python process)."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "lab.sites.introspect", "--config", str(config_path)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
     line = wait_for_line(proc, deadline_s)
     if line != "ready\n":
+        exited = proc.poll()
         proc.kill()
         _, err = proc.communicate(timeout=10)
-        pytest.fail(f"introspection service did not get ready: {line!r} {err}")
+        why = (f"it exited with {exited}" if exited is not None
+               else f"no line within {deadline_s:g} s" if not line else f"it said {line!r}")
+        pytest.fail(f"introspection service did not get ready ({why}): {err}")
     return proc
 
 
