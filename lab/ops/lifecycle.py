@@ -338,6 +338,11 @@ class TeardownReport:
     leftover: str | None = None  # why the run directory could not be removed
 
 
+def is_router_daemon(name: str) -> bool:
+    """A router's BIRD ("bird@r-eu"): the process that carries the lab's traffic."""
+    return name.startswith("bird@")
+
+
 def teardown(journal: Journal, grace_s: float = 3.0) -> TeardownReport:
     """Remove everything the journal (or the lab's markers) says the lab owns. Runs to
     the end on a full or read-only disk: writes to the journal are best-effort there."""
@@ -351,10 +356,15 @@ def teardown(journal: Journal, grace_s: float = 3.0) -> TeardownReport:
     # process or one of its ancestors (a `down` typed in an `exec` shell).
     mine = procs.ancestors()
     records = [r for r in owned.processes if procs.is_running(r) and r.pid not in mine]
-    pids = {r.pid: r.start_time for r in records}
+    # The routers last: while the services close, their connections' FINs still need
+    # routes (BIRD takes its routes out of the kernel as it stops). Stopped together, the
+    # issuer waited its whole grace for connections whose other end was already gone.
+    routers = {r.pid: r.start_time for r in records if is_router_daemon(r.name)}
+    pids = {r.pid: r.start_time for r in records if r.pid not in routers}
     for pid in procs.marked_pids(journal.lab):
-        pids.setdefault(pid, procs.start_time(pid) or 0)
-    report.processes = procs.stop_many(pids, grace_s)
+        if pid not in routers and pid not in mine:
+            pids.setdefault(pid, procs.start_time(pid) or 0)
+    report.processes = procs.stop_many(pids, grace_s) + procs.stop_many(routers, grace_s)
     for record in owned.processes:
         journal.record_best_effort("process", op="gone", pid=record.pid)
     prefix = names.lab_netns_prefix(journal.lab)
