@@ -23,10 +23,10 @@ class Runtime:
         "unbound": "/usr/sbin/unbound",
         "unbound-checkconf": "/usr/sbin/unbound-checkconf",
         "exabgp": str(VENV / "bin" / "exabgp"),
-        # ExaBGP's API process runs this file by path (isolated, no site-packages).
-        "speaker-run": str(VENV / "lib" / "python3.11" / "site-packages" / "lab" / "sites"
-                           / "speaker" / "run.py"),
     })
+    # ExaBGP's API process as a module of the image's installed package (None), not by a
+    # start file's path: no path of the exporting machine reaches a node.
+    speaker_run: str | None = None
 
 
 IMAGE_RUNTIME = Runtime()

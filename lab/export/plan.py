@@ -43,7 +43,8 @@ PKI_BY_ROLE = {"site": SITE_PKI, "client": CLIENT_PKI, "issuer": ISSUER_PKI}
 def container_specs(topo: Topology, plan: AddressPlan,
                     runtime: Runtime = IMAGE_RUNTIME) -> list[DaemonSpec]:
     """Every daemon of the lab as `up` would start it, with the container's paths."""
-    return launch.specs_for(topo, plan, Path(str(LAB_DIR)), runtime.tools, runtime.python)
+    return launch.specs_for(topo, plan, Path(str(LAB_DIR)), runtime.tools, runtime.python,
+                            runtime.speaker_run)
 
 
 def starting_state(plan: AddressPlan,

@@ -45,11 +45,13 @@ SPEAKER_RUN = Path(__file__).resolve().parents[1] / "sites" / "speaker" / "run.p
 
 def api_argv(plan: AddressPlan, site: NodePlan, node_dir: Path, python: str,
              watchdog_ms: int | None, backup: bool = False,
-             speaker_run: str = str(SPEAKER_RUN)) -> list[str]:
+             speaker_run: str | None = str(SPEAKER_RUN)) -> list[str]:
     """The API process: in watchdog mode (health daemon in control) or static mode; with
-    the covering backup routes (announced always)."""
-    argv = [python, "-I", "-S", speaker_run, "--control",
-            str(node_dir / names.SPEAKER_SOCK)]
+    the covering backup routes (announced always). Run from its start file, isolated; or,
+    with `speaker_run` None, as a module of the installed package (a container's image)."""
+    start = ([python, "-I", "-S", speaker_run] if speaker_run is not None
+             else [python, "-m", "lab.sites.speaker.api"])
+    argv = [*start, "--control", str(node_dir / names.SPEAKER_SOCK)]
     for prefix, nexthop in speaker_routes(plan, site):
         argv += ["--route", prefix, nexthop]
     if backup:
@@ -189,7 +191,7 @@ class ExabgpSpec(DaemonSpec):
 
 def exabgp_spec(topo: Topology, plan: AddressPlan, site: NodePlan, node_dir: Path,
                 exabgp: str, python: str = sys.executable,
-                speaker_run: str = str(SPEAKER_RUN)) -> ExabgpSpec:
+                speaker_run: str | None = str(SPEAKER_RUN)) -> ExabgpSpec:
     conf = node_dir / names.EXABGP_CONF
     hc_path = hc_config = None
     if anchor_mode(topo):

@@ -48,10 +48,11 @@ def lab_specs(topo: Topology, plan: AddressPlan, lab_dir: Path) -> list[DaemonSp
 
 
 def specs_for(topo: Topology, plan: AddressPlan, lab_dir: Path, tools: dict[str, str],
-              python: str) -> list[DaemonSpec]:
+              python: str, speaker_run: str | None = str(SPEAKER_RUN)) -> list[DaemonSpec]:
     """`lab_specs` for given tool paths and Python interpreter, checking nothing on this
-    machine: what `up` starts here, or (with a container's paths) in a container. The
-    tools may name the API process's start file ("speaker-run"; default: this checkout's)."""
+    machine: what `up` starts here, or (with a container's paths) in a container.
+    `speaker_run`: the API process's start file (this checkout's), or None to run it as
+    a module of the installed package."""
     anchor = anchor_mode(topo)
     specs: list[DaemonSpec] = []
     for router in plan.by_role("router"):
@@ -68,8 +69,7 @@ def specs_for(topo: Topology, plan: AddressPlan, lab_dir: Path, tools: dict[str,
                                      python))
         if site_bfd(topo, site.name).enabled:
             specs.append(bfd_spec(topo, plan, site, d, tools["bird"]))
-        specs.append(exabgp_spec(topo, plan, site, d, tools["exabgp"], python,
-                                 tools.get("speaker-run", str(SPEAKER_RUN))))
+        specs.append(exabgp_spec(topo, plan, site, d, tools["exabgp"], python, speaker_run))
         if topo.health.enabled and not anchor:
             specs.append(health_spec(topo, plan, site, d, credentials.paths(lab_dir), python))
     return specs

@@ -139,8 +139,10 @@ def test_the_validator_does_reject_a_broken_document(validator) -> None:
 def host_runtime() -> Runtime:
     """The programs `up` would run on this machine (as `lab_specs` finds them)."""
     from lab.host import env
+    from lab.render.exabgp import SPEAKER_RUN
 
-    return Runtime(python=sys.executable, tools=env.require_tools(launch.TOOLS))
+    return Runtime(python=sys.executable, tools=env.require_tools(launch.TOOLS),
+                   speaker_run=str(SPEAKER_RUN))
 
 
 def _has_tools() -> bool:
@@ -193,13 +195,12 @@ def test_the_image_runtime_changes_only_program_paths() -> None:
 
 
 def test_the_api_process_line_names_the_images_files_not_this_checkouts() -> None:
-    """ExaBGP runs its API process by file path: in the image that is the installed
-    package's start file, never a path of the machine that exported."""
+    """In the image ExaBGP runs its API process as a module of the installed package,
+    never by a path of the machine that exported."""
     files = render_files(export_of("default"))
     conf = next(data for rel, (data, _) in files.items() if rel.endswith("ams/exabgp.conf"))
     run_line = next(line for line in conf.decode().splitlines() if "run " in line)
-    assert IMAGE_RUNTIME.tools["speaker-run"] in run_line
-    assert IMAGE_RUNTIME.python in run_line
+    assert f"{IMAGE_RUNTIME.python} -m lab.sites.speaker.api --control" in run_line
     assert str(Path(__file__).resolve().parents[2]) not in conf.decode()
 
 
