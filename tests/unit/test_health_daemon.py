@@ -63,10 +63,11 @@ class Healthd:
 class Site:
     """One site: DNS server, shim + fake ExaBGP, health daemon; all owned and stopped."""
 
-    def __init__(self, tmp: Path, extra_checks: list[dict[str, Any]] | None = None) -> None:
+    def __init__(self, tmp: Path, extra_checks: list[dict[str, Any]] | None = None,
+                 watchdog_ms: int = WATCHDOG_MS) -> None:
         self.tmp = tmp
         self.dns = DnsServer()
-        self.exabgp, self.sock = start_shim(tmp, "--watchdog-ms", str(WATCHDOG_MS))
+        self.exabgp, self.sock = start_shim(tmp, "--watchdog-ms", str(watchdog_ms))
         self.metrics_port = free_port()
         self.config = tmp / "healthd.json"
         self.config.write_text(json.dumps({
@@ -115,6 +116,16 @@ class Site:
 @pytest.fixture
 def site(tmp_path: Path) -> Iterator[Site]:
     s = Site(tmp_path)
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def patient_site(tmp_path: Path) -> Iterator[Site]:
+    """A site whose shim waits 5 s for a silent daemon: tests that a closed socket, not
+    the watchdog, withdrew the route cannot be fooled by a test process starved of CPU
+    for a few hundred milliseconds on a loaded runner."""
+    s = Site(tmp_path, watchdog_ms=5000)
     yield s
     s.close()
 
@@ -192,11 +203,13 @@ def test_frozen_daemon_is_withdrawn_by_the_watchdog_then_recovers(site: Site) ->
     assert [e["connected"] for e in shim_events[-2:]] == [False, True]
 
 
-def test_killed_daemon_is_withdrawn_at_once_and_a_new_one_waits_for_rise(site: Site) -> None:
+def test_killed_daemon_is_withdrawn_at_once_and_a_new_one_waits_for_rise(
+        patient_site: Site) -> None:
+    site = patient_site
     up_and_announced(site)
     assert site.healthd is not None
     killed = site.healthd.send(signal.SIGKILL)
-    withdrawn = site.wait_line(WITHDRAW_V4, killed)
+    withdrawn = site.wait_line(WITHDRAW_V4, killed, timeout=4)  # within the 5 s watchdog
     # The closed socket withdrew it, not the watchdog.
     assert wait_until(lambda: "controller connection closed" in site.exabgp.log(), 2)
     assert "watchdog: no line from the controller" not in site.exabgp.log()
@@ -250,7 +263,8 @@ def test_drain_gshut_then_withdraw_survives_restart_then_undrain(site: Site) -> 
     assert site.exabgp.first_after(undrained, GSHUT_V4) is None
 
 
-def test_sigterm_withdraws_and_leaves_a_stopped_state(site: Site) -> None:
+def test_sigterm_withdraws_and_leaves_a_stopped_state(patient_site: Site) -> None:
+    site = patient_site
     up_and_announced(site)
     assert site.healthd is not None
     stopping = time.monotonic()

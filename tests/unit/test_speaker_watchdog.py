@@ -18,7 +18,15 @@ import pytest
 from lab.shared.speaker_client import Controller, ShimError, command
 from lab.sites.speaker.api import ExaBGPChannel
 
-from .helpers import ANNOUNCE_V4, ANNOUNCE_V6, ROOT, WITHDRAW_V4, start_shim
+from .helpers import (
+    ANNOUNCE_V4,
+    ANNOUNCE_V6,
+    ROOT,
+    WITHDRAW_V4,
+    FakeExaBGP,
+    start_shim,
+    wait_until,
+)
 
 
 def test_start_withdraws_then_only_the_controller_announces(shim) -> None:
@@ -54,20 +62,29 @@ def test_start_withdraws_then_only_the_controller_announces(shim) -> None:
     ctl.close()
 
 
-def test_closed_controller_connection_withdraws_at_once(shim) -> None:
-    fake, sock = shim
+@pytest.fixture
+def patient_shim(tmp_path: Path) -> Iterator[tuple[FakeExaBGP, Path]]:
+    """A shim whose watchdog waits 5 s: what withdrew the route is then told by the log,
+    not by a race against 200 ms on a loaded runner."""
+    fake, sock = start_shim(tmp_path, "--watchdog-ms", "5000")
+    yield fake, sock
+    fake.close()
+
+
+def test_closed_controller_connection_withdraws_at_once(patient_shim) -> None:
+    fake, sock = patient_shim
     ctl = Controller(sock)
     ctl.open()
     assert ctl.command("announce", timeout=5)["ok"]
     before = fake.count("withdraw route")
     closed = time.monotonic()
     ctl.close()  # what the kernel does when the daemon dies
-    assert fake.wait_count("withdraw route", before + 2, timeout=2)
-    took = fake.first_after(closed, "withdraw route")
-    assert took is not None and took - closed < 0.1  # not the 200 ms watchdog
+    assert fake.wait_count("withdraw route", before + 2, timeout=4)  # inside the watchdog
+    assert fake.first_after(closed, "withdraw route") is not None
+    assert wait_until(lambda: "controller connection closed" in fake.log(), 2)
+    assert "watchdog: no line" not in fake.log()
     state = command(sock, "state")
     assert state["state"] == "withdrawn" and state["controller"] is False
-    assert "controller connection closed" in fake.log()
     # Without a controller anyone may withdraw again (e.g. after a failed withdraw).
     assert command(sock, "withdraw")["ok"] is True
     # A new controller starts withdrawn and must announce explicitly.
@@ -86,7 +103,7 @@ def test_silent_controller_is_withdrawn_after_the_watchdog(shim) -> None:
     assert fake.wait_count("withdraw route", before + 2, timeout=2)
     took = fake.first_after(last_line, "withdraw route")
     assert took is not None
-    assert 0.19 <= took - last_line <= 0.2 + 0.3  # never before the watchdog; slack for CI
+    assert took - last_line >= 0.19  # never before the watchdog (how soon after: bench)
     # The shim logs the reason right after the withdrawal: allow it a moment to arrive.
     deadline = time.monotonic() + 2
     while "watchdog: no line from the controller" not in fake.log() \
@@ -101,13 +118,22 @@ def test_silent_controller_is_withdrawn_after_the_watchdog(shim) -> None:
         ctl.command("announce", timeout=1)
 
 
-def test_keepalives_hold_the_route(shim) -> None:
-    fake, sock = shim
+def test_keepalives_hold_the_route(tmp_path: Path) -> None:
+    # A 1 s watchdog fed every 250 ms: only a stall of 750 ms in this test process (not
+    # in the shim) could starve it, where 200 ms fed every 50 ms lost to a loaded runner.
+    fake, sock = start_shim(tmp_path, "--watchdog-ms", "1000")
+    try:
+        keepalives_hold(fake, sock)
+    finally:
+        fake.close()
+
+
+def keepalives_hold(fake: FakeExaBGP, sock: Path) -> None:
     ctl = Controller(sock)
     ctl.open()
     assert ctl.command("announce", timeout=5)["ok"]
     withdrawn = fake.count("withdraw route")
-    end = time.monotonic() + 0.8  # four watchdog periods
+    end = time.monotonic() + 3.0  # three watchdog periods
     while time.monotonic() < end:
         ctl.keepalive_if_due()
         time.sleep(0.01)
