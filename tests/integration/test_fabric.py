@@ -8,11 +8,14 @@ import os
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
+from lab.host.fabric import create_namespace, netlink_in, remove_namespace, write_sysctls
 from lab.host.journal import Journal
 from lab.host.procs import run_in
+from lab.model.names import netns_name
 
 from .helpers import (
     DEFAULT,
@@ -181,3 +184,30 @@ def test_down_finds_what_carries_the_markers_when_the_journal_is_gone(tmp_path):
     assert result.returncode == 0, result.stderr
     assert leftovers(name, journal.dir) == {"namespaces": [], "processes": [],
                                             "run_dir": False}
+
+
+def test_namespaces_made_from_this_thread_leave_it_and_the_root_as_they_were():
+    """The fabric makes namespaces, netlink sockets and sysctl writes from its own thread
+    (no helper process): afterwards the thread is back in its namespace, the namespace
+    got the sysctl and the root namespace did not."""
+    name = netns_name(unique_name("ns"), "n1")
+    home = os.stat("/proc/thread-self/ns/net").st_ino
+    key = Path("/proc/sys/net/ipv4/ip_forward")
+    root_before = key.read_text()
+    create_namespace(name)
+    try:
+        assert os.stat("/proc/thread-self/ns/net").st_ino == home
+        assert os.stat(f"/run/netns/{name}").st_ino != home
+        with pytest.raises(FileExistsError):
+            create_namespace(name)
+        write_sysctls(name, {"net.ipv4.ip_forward": "1" if root_before.strip() == "0" else "0"})
+        assert os.stat("/proc/thread-self/ns/net").st_ino == home
+        assert key.read_text() == root_before
+        inside = run_in(name, ["sysctl", "-n", "net.ipv4.ip_forward"]).stdout
+        assert inside.strip() != root_before.strip()
+        with netlink_in(name) as ipr:
+            assert [link.get_attr("IFLA_IFNAME") for link in ipr.get_links()] == ["lo"]
+        assert os.stat("/proc/thread-self/ns/net").st_ino == home
+    finally:
+        assert remove_namespace(name)
+    assert not os.path.exists(f"/run/netns/{name}")

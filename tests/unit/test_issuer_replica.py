@@ -17,7 +17,12 @@ import pytest
 from lab.shared import https, identity, tokens
 from lab.shared.clients import write_registry
 from lab.shared.pki import create_ca, create_signing_key, issue_server_cert, public_pem
-from lab.sites.introspect.replica import Replica, ReplicaConfig
+from lab.sites.introspect.replica import (
+    FIRST_SYNC_FAST_S,
+    FIRST_SYNC_RETRY_S,
+    Replica,
+    ReplicaConfig,
+)
 
 from .helpers import ROOT, free_port, stop_process, wait_for_line
 
@@ -65,10 +70,10 @@ def call(issuer: dict[str, Any], method: str, path: str, body: Any = None,
                          headers=headers, timeout_s=5)
 
 
-def replica(issuer: dict[str, Any], site: Path) -> Replica:
+def replica(issuer: dict[str, Any], site: Path, interval_s: float = 0.1) -> Replica:
     site.mkdir(exist_ok=True)
     config = ReplicaConfig(address="127.0.0.1", port=issuer["port"], server_name=NAME,
-                           ca_file=issuer["dir"] / "ca.pem", interval_s=0.1,
+                           ca_file=issuer["dir"] / "ca.pem", interval_s=interval_s,
                            jwks_path=site / "jwks.json", override_path=site / "override.json")
     return Replica(config, site / "revoked.json")
 
@@ -117,6 +122,17 @@ def test_a_jwks_override_is_served_and_shown_beside_the_issuers(issuer: dict[str
     assert state["kids"] == [rogue["keys"][0]["kid"]] and state["issuer_kids"] == [issuer["kid"]]
     (tmp_path / "site" / "override.json").unlink()
     assert site.state()["kids"] == [issuer["kid"]]
+
+
+def test_a_replica_that_never_synced_retries_fast_then_at_its_interval(
+        issuer: dict[str, Any], tmp_path: Path) -> None:
+    site = replica(issuer, tmp_path / "site", interval_s=0.5)
+    assert site.pause_s() == FIRST_SYNC_RETRY_S  # not synced yet, just started
+    site.started_mono -= FIRST_SYNC_FAST_S  # never synced, and long after start
+    assert site.pause_s() == 0.5
+    site.started_mono += FIRST_SYNC_FAST_S
+    assert site.sync_once()
+    assert site.pause_s() == 0.5  # synced once: the interval from now on
 
 
 def test_without_the_issuer_the_replica_keeps_its_state_and_ages(issuer: dict[str, Any],

@@ -21,6 +21,7 @@ from __future__ import annotations
 import http.client
 import json
 import logging
+import socket
 import ssl
 import threading
 import time
@@ -34,6 +35,22 @@ from lab.shared.atomic import write_json_atomic
 from lab.shared.revocation import read_revocations
 
 log = logging.getLogger(__name__)
+
+FIRST_SYNC_RETRY_S = 0.05  # between pulls until the first one succeeds ...
+FIRST_SYNC_FAST_S = 10.0  # ... during this long after start (then: the interval)
+# A TCP connect in the lab takes milliseconds. While routing converges, the SYN can leave
+# before the issuer has a route back: the kernel then sends it again only after its 1 s
+# initial RTO, so waiting cost a starting site ~1 s (measured); a new connect goes at once.
+CONNECT_TIMEOUT_S = 0.2
+
+
+def _connect(address: tuple[str, int], timeout: float,
+             source_address: tuple[str, int] | None = None) -> socket.socket:
+    """http.client's connection factory with a short connect: the TLS handshake and the
+    requests then get the full `timeout`."""
+    sock = socket.create_connection(address, min(timeout, CONNECT_TIMEOUT_S), source_address)
+    sock.settimeout(timeout)
+    return sock
 
 
 class ReplicaConfig(BaseModel):
@@ -114,7 +131,17 @@ class Replica:
         while not self._stop.is_set():
             started = time.monotonic()
             self.sync_once()
-            self._stop.wait(max(0.0, self.config.interval_s - (time.monotonic() - started)))
+            self._stop.wait(max(0.0, self.pause_s() - (time.monotonic() - started)))
+
+    def pause_s(self) -> float:
+        """The time from one pull's start to the next: the interval -- except while the
+        site has never synced, early on (the lab's routers are still converging, so the
+        issuer is unreachable for a moment), when it tries again every FIRST_SYNC_RETRY_S
+        and rises as soon as the route exists instead of up to an interval later."""
+        if (self.synced_at is None
+                and time.monotonic() - self.started_mono < FIRST_SYNC_FAST_S):
+            return min(self.config.interval_s, FIRST_SYNC_RETRY_S)
+        return self.config.interval_s
 
     def _get(self, path: str, etag: str | None) -> tuple[int, dict[str, str], Any]:
         """One GET over the kept connection (opened again after any failure): status,
@@ -123,6 +150,7 @@ class Replica:
             self._conn = http.client.HTTPSConnection(
                 self.config.address, self.config.port, timeout=self.config.timeout_s,
                 context=self._context)
+            self._conn._create_connection = _connect  # type: ignore[attr-defined]
         headers = {"Host": self.config.server_name, "Accept": "application/json"}
         if etag:
             headers["If-None-Match"] = etag
