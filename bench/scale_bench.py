@@ -64,8 +64,9 @@ def _pss_kib(pid: int) -> int:
 
 
 # `up`'s progress lines that end a phase: (the phase's name, how its line starts or ends).
-PHASES = (("credentials", "lab CA"), ("configs", "daemon configs rendered and checked"),
-          ("fabric", "addresses and routes"), ("start", "daemons started"),
+PHASES = (("fabric", "addresses and routes"), ("routers", "routers started"),
+          ("credentials", "lab CA"), ("configs", "daemon configs rendered and checked"),
+          ("start", "daemons started"),
           ("ready", "every daemon ready"), ("converge", "converged in"))
 
 

@@ -130,30 +130,38 @@ def _build(topology: Topology, plan: AddressPlan, progress: Progress,
         teardown(journal)
     journal.open()
     lab = Lab(journal, topology, plan)
-    built = False  # namespaces, links and daemons exist: a lab `status` can look at
+    built = False  # every daemon checked and the fabric made: a lab `status` can look at
+    roles = {n.name: n.role for n in plan.nodes.values()}
     try:
         journal.set_state(phase="building", started=time.time(),
                           topology_file=str(Path(source).resolve()) if source else None)
-        # The launcher imports the daemons' modules while the credentials are made: it is
-        # ready to run the config checks and fork the daemons when they come.
+        # The launcher imports the daemons' modules meanwhile: it is ready to run the
+        # config checks and fork the daemons when they come.
         procs.warm_launcher(journal)
         # The effective topology (after --name), so status and down never need the file.
         safefs.write_atomic(journal.dir / names.TOPOLOGY_COPY,
                             yaml.safe_dump(topology.model_dump(mode="json"), sort_keys=False))
-        made = credentials.create(journal.dir, plan)
-        canary = credentials.canaries(journal.dir)["revoked_jti"]
-        tokenstore.revoke_at_up(journal.dir, plan, canary)  # every site starts knowing it
-        progress(f"lab CA, certificate and signing key in {made.root}")
-        specs = launch.lab_specs(topology, plan, journal.dir)
-        launch.prepare(specs, journal)
-        progress(f"{len(specs)} daemon configs rendered and checked")
+        # The routers first, on their own checked configs: BIRD waits a second before it
+        # first connects to a peer, so routers peer a second after they start, whatever
+        # else is ready. The rest is checked and made while they wait.
+        routers = launch.router_specs(topology, plan, journal.dir)
+        launch.prepare(routers, journal)
         Fabric(plan, journal, topology.bgp.multipath_hash, progress).build()
-        built = True
-        # Each daemon is waited for from the moment it has started, while others start.
         with Waiter(plan, journal.dir) as waiter:
-            launch.start_all(journal, specs, {n.name: n.role for n in plan.nodes.values()},
-                             on_started=waiter.add)
-            progress(f"{len(specs)} daemons started")
+            launch.start_all(journal, routers, roles, on_started=waiter.add)
+            progress(f"{len(routers)} routers started")
+            made = credentials.create(journal.dir, plan)
+            canary = credentials.canaries(journal.dir)["revoked_jti"]
+            tokenstore.revoke_at_up(journal.dir, plan, canary)  # every site starts knowing it
+            progress(f"lab CA, certificate and signing key in {made.root}")
+            specs = [s for s in launch.lab_specs(topology, plan, journal.dir)
+                     if s.node not in {r.node for r in routers}]
+            launch.prepare(specs, journal)
+            progress(f"{len(routers) + len(specs)} daemon configs rendered and checked")
+            built = True
+            # Each daemon is waited for from the moment it has started, while others start.
+            launch.start_all(journal, specs, roles, on_started=waiter.add)
+            progress(f"{len(routers) + len(specs)} daemons started")
             _require_ready(journal, waiter.unready())
         progress("every daemon ready")
         journal.set_state(phase="converging")

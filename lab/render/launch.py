@@ -47,6 +47,15 @@ def lab_specs(topo: Topology, plan: AddressPlan, lab_dir: Path) -> list[DaemonSp
     return specs_for(topo, plan, lab_dir, tools, sys.executable)
 
 
+def router_specs(topo: Topology, plan: AddressPlan, lab_dir: Path) -> list[DaemonSpec]:
+    """The routers' daemons (BIRD) alone, as `lab_specs` has them: they need no
+    credentials, so `up` can start them first. Every tool the lab needs is looked for
+    here already: a missing one is said before anything is made."""
+    bird = env.require_tools(TOOLS + (ANCHOR_TOOLS if anchor_mode(topo) else []))["bird"]
+    return [bird_spec(topo, plan, router, node_dir(lab_dir, router.name), bird)
+            for router in plan.by_role("router")]
+
+
 def specs_for(topo: Topology, plan: AddressPlan, lab_dir: Path, tools: dict[str, str],
               python: str, speaker_run: str | None = str(SPEAKER_RUN)) -> list[DaemonSpec]:
     """`lab_specs` for given tool paths and Python interpreter, checking nothing on this

@@ -6,7 +6,17 @@ import math
 
 import pytest
 
-from lab.sites.health.state import ANNOUNCE, DOWN, GSHUT, UNKNOWN, UP, WITHDRAW, CheckTracker, Site
+from lab.sites.health.state import (
+    ANNOUNCE,
+    DOWN,
+    FAST_UNTIL_UP_S,
+    GSHUT,
+    UNKNOWN,
+    UP,
+    WITHDRAW,
+    CheckTracker,
+    Site,
+)
 
 
 def feed(tracker: CheckTracker, results: str, now: float = 0.0) -> list[str]:
@@ -29,6 +39,18 @@ def test_rise_and_fall_need_consecutive_results() -> None:
     assert t.reason == "timeout (2 consecutive failures)"
     assert feed(t, "++") == [DOWN, DOWN] and t.changing
     assert feed(t, "+") == [UP] and t.reason == "3 consecutive successes"
+
+
+def test_a_check_not_yet_up_keeps_the_fast_pace_early_on_only() -> None:
+    t = CheckTracker("identity", rise=3, fall=2)
+    assert feed(t, "--") == [UNKNOWN, DOWN]
+    assert not t.changing  # down, and agreeing with it ...
+    assert t.fast_pace(running_s=1.0)  # ... but never up yet, early on: fast
+    assert not t.fast_pace(running_s=FAST_UNTIL_UP_S)  # a site that never rises: slow
+    assert feed(t, "+++") == [DOWN, DOWN, UP]
+    assert feed(t, "--") == [UP, DOWN]
+    assert not t.fast_pace(running_s=1.0)  # it has been up: only a change is fast
+    assert feed(t, "+") == [DOWN] and t.fast_pace(running_s=100.0)  # changing
 
 
 def test_unknown_goes_down_after_fall_failures_and_flaps_are_counted() -> None:

@@ -210,6 +210,7 @@ class Daemon:
     def __init__(self, cfg: HealthConfig) -> None:
         self.cfg = cfg
         self.wall_offset = time.time() - time.monotonic()
+        self.started_mono = time.monotonic()
         self.site = Site(
             [CheckTracker(c.name, c.rise, c.fall, c.required) for c in cfg.checks],
             hold_down=cfg.hold_down_ms / 1000, hold_down_max=cfg.hold_down_max / 1000,
@@ -385,7 +386,8 @@ class Daemon:
         w.busy_since = None
         self.record(done.check, done.result, time.monotonic())
         tracker = self.site.checks[done.check]
-        interval = w.cfg.fast_interval_ms if tracker.changing else w.cfg.interval_ms
+        fast = tracker.fast_pace(time.monotonic() - self.started_mono)
+        interval = w.cfg.fast_interval_ms if fast else w.cfg.interval_ms
         self.due[done.check] = done.started + interval / 1000
         if self.stop_signal is None:
             w.probe.steady = self.steady(done.check)

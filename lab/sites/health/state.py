@@ -3,7 +3,7 @@
 Per check (`CheckTracker`): `unknown` at start, `up` after `rise` consecutive successes,
 `down` after `fall` consecutive failures. A check is "changing" while it is unknown or
 after a result that disagrees with its state; the scheduler then uses the check's
-fast interval.
+fast interval (also early on, until the check has been up once: `fast_pace`).
 
 Per site (`Site`): healthy when every required check is up. What the route should be
 (`Site.desired`):
@@ -42,6 +42,7 @@ UNKNOWN, UP, DOWN = "unknown", "up", "down"
 WITHDRAW, ANNOUNCE, GSHUT = "withdraw", "announce", "announce-gshut"
 # What the shim has after a successful action; "unknown" after a failed one.
 ROUTE_AFTER = {WITHDRAW: "withdrawn", ANNOUNCE: "announced", GSHUT: "gshut"}
+FAST_UNTIL_UP_S = 10.0  # see CheckTracker.fast_pace
 
 
 @dataclass(frozen=True)
@@ -65,9 +66,17 @@ class CheckTracker:
         self.failures = 0  # consecutive
         self.flaps = 0  # changes between up and down (leaving unknown is not one)
         self.transitions = 0
+        self.been_up = False  # up at least once since start
         self.since: float | None = None
         self.reason = "starting"  # why the current state was entered
         self.last_result = ""  # the latest result's reason
+
+    def fast_pace(self, running_s: float) -> bool:
+        """Run at the fast interval: while changing, and -- for the first
+        FAST_UNTIL_UP_S of the daemon's life -- until the check has been up once (a site
+        that starts while the lab converges rises as soon as it can, not an interval
+        after its dependency appeared)."""
+        return self.changing or (not self.been_up and running_s < FAST_UNTIL_UP_S)
 
     @property
     def changing(self) -> bool:
@@ -92,6 +101,7 @@ class CheckTracker:
             self.flaps += 1
         self.state, self.since, self.reason = new, now, why
         self.transitions += 1
+        self.been_up = self.been_up or new == UP
         return Transition(self.name, old, new, why, now)
 
 
