@@ -244,8 +244,18 @@ def start_shim(tmp_path: Path, *extra: str) -> tuple[FakeExaBGP, Path]:
     fake = FakeExaBGP(["--control", str(sock), "--route", *V4, "--route", *V6, *extra],
                       tmp_path / "shim.log")
     assert fake.wait_count("withdraw route", 2), "the shim did not withdraw at start"
-    assert wait_until(sock.exists, 5), fake.log()
+    assert wait_until(lambda: _accepts(sock), 5), fake.log()
     return fake, sock
+
+
+def _accepts(path: Path) -> bool:
+    """Does a unix socket at `path` accept connections (bound is not yet listening)?"""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        try:
+            s.connect(str(path))
+        except OSError:
+            return False
+    return True
 
 
 # --- the test PKI and the introspection service as a process -------------------------------

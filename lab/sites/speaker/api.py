@@ -312,18 +312,13 @@ class Server:
         self.watchdog_s = watchdog_ms / 1000 if watchdog_ms else None
         self.controller: Conn | None = None
         self.conns: dict[int, Conn] = {}  # by fd
-        # Bound and listening under a private name, then renamed into place: a client
-        # that sees the path never meets a socket that refuses connections.
-        staging = f"{control}.{os.getpid()}"
-        for path in (staging, control):
-            try:  # noqa: SIM105 -- contextlib is an import this process does without
-                os.unlink(path)
-            except FileNotFoundError:
-                pass
+        try:  # noqa: SIM105 -- contextlib is an import this process does without
+            os.unlink(control)
+        except FileNotFoundError:
+            pass
         self.listener = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
-        self.listener.bind(staging)
+        self.listener.bind(control)
         self.listener.listen(8)
-        os.rename(staging, control)
         self.poll = select.poll()
         self.poll.register(self.listener.fileno(), READABLE)
         self.poll.register(speaker.channel.fileno(), READABLE)
