@@ -295,12 +295,19 @@ def client_spread(plan: AddressPlan, queries: int = 16,
 
 
 def client_sites(plan: AddressPlan, timeout: float = 0.5) -> dict[str, dict[str, Identity]]:
-    """For each client: the site answering on the IPv4 and on the IPv6 anycast address."""
+    """For each client: the site answering on the IPv4 and on the IPv6 anycast address
+    (a query that times out is asked once more)."""
     targets = [(c.name, c.netns, fam, str(addr.network_address))
                for c in plan.by_role("client")
                for fam, addr in (("v4", plan.anycast4), ("v6", plan.anycast6))]
+    def ask(netns: str, address: str) -> Identity:
+        # One lost or late datagram is not "nobody answers" (a stub resolver asks again
+        # too): a timeout is asked once more; a refusal or an answer is final.
+        ident = ask_identity(netns, address, timeout)
+        return ask_identity(netns, address, timeout) if ident.error == "timeout" else ident
+
     with ThreadPoolExecutor(max_workers=8) as pool:
-        answers = list(pool.map(lambda t: ask_identity(t[1], t[3], timeout), targets))
+        answers = list(pool.map(lambda t: ask(t[1], t[3]), targets))
     out: dict[str, dict[str, Identity]] = {}
     for (client, _ns, fam, _addr), ident in zip(targets, answers, strict=True):
         out.setdefault(client, {})[fam] = ident

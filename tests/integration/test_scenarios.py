@@ -185,7 +185,8 @@ def normal(lab: str) -> dict[str, Any]:
     report = json.loads(lab_cli("status", "--lab", lab, "--json").stdout)
     assert report["ok"], report["problems"]
     assert report["faults"] == []
-    assert all(c["as_expected"] == "expected" for c in report["clients"].values())
+    assert all(c["as_expected"] == "expected" for c in report["clients"].values()), \
+        report["clients"]
     assert all(s["announced"] and not s["drained"] and s["health"] == "up"
                for s in report["sites"].values())
     assert report["impairments"] == {}
