@@ -32,8 +32,12 @@ def stats(values: list[float]) -> dict[str, float]:
 
 
 def save(section: str, data: Any) -> None:
+    """Write `data` into `section` of the results file. Keys of the section that `data`
+    does not set are kept: a section's earlier figures (before/after rows kept beside
+    the current ones) survive a re-run of its bench."""
     results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
-    results[section] = {"measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    results[section] = {**results.get(section, {}),
+                        "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                         **data}
     RESULTS.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
 
