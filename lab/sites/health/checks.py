@@ -59,6 +59,9 @@ class Result:
     reason: str
     latency: float  # seconds the check took
     saturated: bool | None = None  # what the service said of its load; None: not said
+    # Run again no later than this many seconds after this run started: a probe that knows
+    # when its answer will change (the identity check: when the state it saw turns stale).
+    recheck_s: float | None = None
 
 
 class Probe:
@@ -66,14 +69,16 @@ class Probe:
     `close` releases what it holds (connections)."""
 
     saturated: bool | None = None  # what the service said of its load in this run
+    recheck_s: float | None = None  # see Result.recheck_s; set by `attempt`, per run
     # Set by the daemon before each run: the check is up with no failure since, so a
     # probe may skip what it proves only every Nth run (IntrospectProbe's revoked canary).
     steady: bool = False
 
     def run(self) -> Result:
         started = time.monotonic()
+        self.recheck_s = None
         ok, reason = self.attempt(started)
-        return Result(ok, reason, time.monotonic() - started, self.saturated)
+        return Result(ok, reason, time.monotonic() - started, self.saturated, self.recheck_s)
 
     def attempt(self, started: float) -> tuple[bool, str]:
         """(ok, reason) of one run begun at `started` (monotonic seconds)."""

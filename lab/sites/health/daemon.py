@@ -70,6 +70,14 @@ class _Done:
     result: Result
 
 
+def run_gap_s(interval_s: float, fast_s: float, fast: bool, recheck_s: float | None) -> float:
+    """From one run's start to the next: the fast interval or the interval -- or sooner
+    when the probe said when its answer will change (`Result.recheck_s`), never sooner
+    than the fast interval."""
+    gap = fast_s if fast else interval_s
+    return gap if recheck_s is None else min(gap, max(recheck_s, fast_s))
+
+
 class Worker:
     """Runs one check's probe in its own thread at the time `start()` gives it."""
 
@@ -387,8 +395,9 @@ class Daemon:
         self.record(done.check, done.result, time.monotonic())
         tracker = self.site.checks[done.check]
         fast = tracker.fast_pace(time.monotonic() - self.started_mono)
-        interval = w.cfg.fast_interval_ms if fast else w.cfg.interval_ms
-        self.due[done.check] = done.started + interval / 1000
+        self.due[done.check] = done.started + run_gap_s(
+            w.cfg.interval_ms / 1000, w.cfg.fast_interval_ms / 1000, fast,
+            done.result.recheck_s)
         if self.stop_signal is None:
             w.probe.steady = self.steady(done.check)
             w.start(self.due[done.check])

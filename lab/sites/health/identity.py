@@ -44,6 +44,16 @@ def fresh(state: dict[str, Any] | None, max_staleness_s: float) -> bool:
     return age is not None and age <= max_staleness_s
 
 
+def stale_in_s(state: dict[str, Any] | None, max_staleness_s: float) -> float | None:
+    """When to look again at a fresh state: just after the moment it turns stale unless a
+    sync comes first (a partitioned site is seen stale as soon as it is, whatever the
+    check's interval); None when it is not fresh (the interval, or the fast pace, rules)."""
+    age = _age(state)
+    if age is None or age > max_staleness_s:
+        return None
+    return max_staleness_s - age + RECHECK_MARGIN_S
+
+
 def decide(own: dict[str, Any], peers: list[dict[str, Any] | None] | None, *,
            max_staleness_s: float, policy: str, serve_stale_max_s: float) -> tuple[bool, str]:
     """(up, reason) for a site's identity state `own` (its `/identity` document) and what
@@ -75,6 +85,9 @@ def decide(own: dict[str, Any], peers: list[dict[str, Any] | None] | None, *,
         return True, (f"{stale}, but the issuer is unreachable from every site: serving "
                       f"stale (bound {serve_stale_max_s:g} s)")
     return False, f"{stale}: past the serve-stale bound of {serve_stale_max_s:g} s"
+
+
+RECHECK_MARGIN_S = 0.02  # after the moment the state seen would turn stale
 
 
 class IdentityProbe(Probe):
@@ -127,6 +140,7 @@ class IdentityProbe(Probe):
             return False, f"/identity: {exc}"[:200]
         assert own is not None
         max_s = self.cfg.max_staleness_ms / 1000
+        self.recheck_s = stale_in_s(own, max_s)
         peers: list[dict[str, Any] | None] | None = None
         if self.cfg.policy == "serve-stale" and not fresh(own, max_s) and self.cfg.peers:
             peers = []
