@@ -99,6 +99,21 @@ def test_stale_state_is_down_under_fail_closed() -> None:
     assert not verdict(state(0.5, synced=False))[0]  # never synced: not fresh
 
 
+def test_a_peer_fresh_only_by_the_phase_of_its_sync_is_no_proof_of_a_partition() -> None:
+    # The issuer went down: sites stop syncing within one 0.5 s interval of each other.
+    def synced(age: float) -> dict[str, Any]:
+        return {**state(age), "sync": {"interval_s": 0.5}}
+
+    first_stale = verdict(synced(2.05), peers=[synced(1.7), synced(1.9)], policy="serve-stale")
+    assert first_stale[0] and "unreachable from every site" in first_stale[1]
+    # A peer that synced well after this site did reached the issuer: this site is cut off.
+    cut_off = verdict(synced(2.05), peers=[synced(0.3)], policy="serve-stale")
+    assert not cut_off[0] and "cut off from the issuer" in cut_off[1]
+    # A site that never synced counts any fresh peer (it has nothing to compare).
+    never = {**state(0.4, synced=False), "sync": {"interval_s": 0.5}}
+    assert not verdict(never, peers=[synced(0.3)], policy="serve-stale")[0]
+
+
 def test_serve_stale_serves_only_while_no_site_is_fresh_and_within_the_bound() -> None:
     alone = verdict(state(5.0), peers=[state(6.0), None], policy="serve-stale")
     assert alone[0] and "unreachable from every site" in alone[1]

@@ -44,6 +44,24 @@ def fresh(state: dict[str, Any] | None, max_staleness_s: float) -> bool:
     return age is not None and age <= max_staleness_s
 
 
+def reached_issuer_since(peer: dict[str, Any] | None, own: dict[str, Any],
+                         max_staleness_s: float) -> bool:
+    """Does a peer's state show the issuer reachable after `own` last reached it? A fresh
+    peer does -- unless `own` did sync and the peer's last sync is no more than 1.5 sync
+    intervals later than its own: when the issuer goes down, the sites' last syncs lie
+    within one interval of each other, and the first to turn stale still sees the others
+    fresh for up to an interval. Without that margin it would count itself cut off and
+    withdraw, alone, for a moment."""
+    if not fresh(peer, max_staleness_s):
+        return False
+    own_age, peer_age = _age(own), _age(peer)
+    sync = own.get("sync")
+    interval = sync.get("interval_s") if isinstance(sync, dict) else None
+    if own_age is None or peer_age is None or not isinstance(interval, int | float):
+        return True  # never synced, or no interval said: any fresh peer counts
+    return own_age - peer_age > PEER_LAG_INTERVALS * interval
+
+
 def stale_in_s(state: dict[str, Any] | None, max_staleness_s: float) -> float | None:
     """When to look again at a fresh state: just after the moment it turns stale unless a
     sync comes first (a partitioned site is seen stale as soon as it is, whatever the
@@ -78,7 +96,7 @@ def decide(own: dict[str, Any], peers: list[dict[str, Any] | None] | None, *,
         return False, stale
     if peers is None:
         return False, stale + "; other sites not asked"
-    fresh_peers = sum(fresh(p, max_staleness_s) for p in peers)
+    fresh_peers = sum(reached_issuer_since(p, own, max_staleness_s) for p in peers)
     if fresh_peers:
         return False, f"{stale}; {fresh_peers} other site(s) fresh: cut off from the issuer"
     if age <= serve_stale_max_s:
@@ -88,6 +106,7 @@ def decide(own: dict[str, Any], peers: list[dict[str, Any] | None] | None, *,
 
 
 RECHECK_MARGIN_S = 0.02  # after the moment the state seen would turn stale
+PEER_LAG_INTERVALS = 1.5  # see reached_issuer_since
 
 
 class IdentityProbe(Probe):
