@@ -1,4 +1,6 @@
-"""Bringing a lab up and down: validate -> plan -> check -> build -> start -> converge.
+"""Bringing a lab up and down: validate -> plan -> check the routers' configs -> build the
+fabric -> start the routers -> credentials, check every other config -> start -> converge
+(the routers first because BIRD waits a second before it first connects to a peer).
 
 `up` records everything in the journal before creating it and rolls back on any
 failure (including Ctrl-C), unless asked to keep a lab that was built but did not
