@@ -10,7 +10,6 @@ the journal before it is created.
 
 from __future__ import annotations
 
-import ctypes
 import os
 import socket
 import subprocess
@@ -29,7 +28,7 @@ from lab.model.errors import EnvironmentProblem, LabError
 from lab.model.names import lab_netns_prefix, lab_of_netns
 from lab.model.plan import AddressPlan, LinkPlan, NodePlan
 from lab.model.topology import Impairment, parse_duration_us
-from lab.shared.nsnet import CLONE_NEWNET, entered, go_home
+from lab.shared.nsnet import entered, go_home, unshare_net
 
 IFA_F_NODAD = 0x02
 MARKER_ALIAS = "anycast-lab:{lab}"
@@ -38,7 +37,6 @@ TBF_BURST = 32 * 1024
 TBF_LATENCY_US = 50_000
 
 Progress = Callable[[str], None]
-_libc = ctypes.CDLL(None, use_errno=True)
 
 
 def netlink_in(netns_name: str) -> IPRoute:
@@ -57,9 +55,7 @@ def create_namespace(name: str) -> None:
     when the name is taken."""
     home = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
     try:
-        if _libc.unshare(CLONE_NEWNET) != 0:
-            err = ctypes.get_errno()
-            raise OSError(err, f"unshare: {os.strerror(err)}")
+        unshare_net()
         try:
             netns.attach(name, threading.get_native_id())
         finally:

@@ -156,8 +156,7 @@ def _build(topology: Topology, plan: AddressPlan, progress: Progress,
             canary = credentials.canaries(journal.dir)["revoked_jti"]
             tokenstore.revoke_at_up(journal.dir, plan, canary)  # every site starts knowing it
             progress(f"lab CA, certificate and signing key in {made.root}")
-            specs = [s for s in launch.lab_specs(topology, plan, journal.dir)
-                     if s.node not in {r.node for r in routers}]
+            specs = launch.service_specs(topology, plan, journal.dir)
             launch.prepare(specs, journal)
             progress(f"{len(routers) + len(specs)} daemon configs rendered and checked")
             built = True

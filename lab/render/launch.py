@@ -43,17 +43,25 @@ def lab_specs(topo: Topology, plan: AddressPlan, lab_dir: Path) -> list[DaemonSp
     router's BFD session is up as soon as BGP is) and its speaker (credentials must
     exist: see `credentials.create`). With health.checker 'exabgp-healthcheck' ExaBGP runs
     the bundled healthcheck itself: no healthd."""
-    tools = env.require_tools(TOOLS + (ANCHOR_TOOLS if anchor_mode(topo) else []))
-    return specs_for(topo, plan, lab_dir, tools, sys.executable)
+    return router_specs(topo, plan, lab_dir) + service_specs(topo, plan, lab_dir)
+
+
+def lab_tools(topo: Topology) -> dict[str, str]:
+    """The tools this lab's daemons need, found on this machine (else one clear error)."""
+    return env.require_tools(TOOLS + (ANCHOR_TOOLS if anchor_mode(topo) else []))
 
 
 def router_specs(topo: Topology, plan: AddressPlan, lab_dir: Path) -> list[DaemonSpec]:
-    """The routers' daemons (BIRD) alone, as `lab_specs` has them: they need no
-    credentials, so `up` can start them first. Every tool the lab needs is looked for
-    here already: a missing one is said before anything is made."""
-    bird = env.require_tools(TOOLS + (ANCHOR_TOOLS if anchor_mode(topo) else []))["bird"]
-    return [bird_spec(topo, plan, router, node_dir(lab_dir, router.name), bird)
-            for router in plan.by_role("router")]
+    """The routers' daemons (BIRD), the head of `lab_specs`: they need no credentials, so
+    `up` can start them first. Every tool the lab needs is looked for here already: a
+    missing one is said before anything is made."""
+    return _router_specs(topo, plan, lab_dir, lab_tools(topo)["bird"])
+
+
+def service_specs(topo: Topology, plan: AddressPlan, lab_dir: Path) -> list[DaemonSpec]:
+    """The rest of `lab_specs`: the issuer and every site's daemons."""
+    return _service_specs(topo, plan, lab_dir, lab_tools(topo), sys.executable,
+                          str(SPEAKER_RUN))
 
 
 def specs_for(topo: Topology, plan: AddressPlan, lab_dir: Path, tools: dict[str, str],
@@ -62,11 +70,20 @@ def specs_for(topo: Topology, plan: AddressPlan, lab_dir: Path, tools: dict[str,
     machine: what `up` starts here, or (with a container's paths) in a container.
     `speaker_run`: the API process's start file (this checkout's), or None to run it as
     a module of the installed package."""
+    return (_router_specs(topo, plan, lab_dir, tools["bird"])
+            + _service_specs(topo, plan, lab_dir, tools, python, speaker_run))
+
+
+def _router_specs(topo: Topology, plan: AddressPlan, lab_dir: Path,
+                  bird: str) -> list[DaemonSpec]:
+    return [bird_spec(topo, plan, router, node_dir(lab_dir, router.name), bird)
+            for router in plan.by_role("router")]
+
+
+def _service_specs(topo: Topology, plan: AddressPlan, lab_dir: Path, tools: dict[str, str],
+                   python: str, speaker_run: str | None) -> list[DaemonSpec]:
     anchor = anchor_mode(topo)
     specs: list[DaemonSpec] = []
-    for router in plan.by_role("router"):
-        specs.append(bird_spec(topo, plan, router, node_dir(lab_dir, router.name),
-                               tools["bird"]))
     pki = credentials.paths(lab_dir)
     if plan.issuer is not None:
         specs.append(issuer_spec(plan.issuer, node_dir(lab_dir, plan.issuer.name), pki,
@@ -80,7 +97,7 @@ def specs_for(topo: Topology, plan: AddressPlan, lab_dir: Path, tools: dict[str,
             specs.append(bfd_spec(topo, plan, site, d, tools["bird"]))
         specs.append(exabgp_spec(topo, plan, site, d, tools["exabgp"], python, speaker_run))
         if topo.health.enabled and not anchor:
-            specs.append(health_spec(topo, plan, site, d, credentials.paths(lab_dir), python))
+            specs.append(health_spec(topo, plan, site, d, pki, python))
     return specs
 
 

@@ -50,6 +50,14 @@ def entered(netns: str) -> Iterator[None]:
         os.close(target)
 
 
+def unshare_net() -> None:
+    """Move the calling thread into a new network namespace of its own (unshare); the
+    caller names it (a bind mount) and moves back with `go_home`."""
+    if _libc.unshare(CLONE_NEWNET) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"unshare: {os.strerror(err)}")
+
+
 def go_home(home: int) -> None:
     """Move the calling thread back to the namespace open as `home`."""
     try:
