@@ -296,8 +296,10 @@ class Identity(Strict):
     coupling: bool = Field(True, strict=True, description="freshness-coupled health: a "
                            "site whose revocation state is older than max_staleness_ms, or "
                            "whose key set differs from the issuer's, withdraws")
-    sync_interval_ms: int = Field(500, ge=50, le=600_000, description="how often each site "
-                                  "pulls the JWKS and the revocation feed (conditional GETs)")
+    sync_interval_ms: int = Field(500, ge=50, le=600_000, description="each site follows "
+                                  "the issuer's feed: a revocation reaches it at once, and "
+                                  "the issuer confirms the state this often when nothing "
+                                  "changes (a heartbeat)")
     max_staleness_ms: int = Field(2000, ge=100, le=3_600_000, description="revocation state "
                                   "older than this is stale (with coupling: the site "
                                   "withdraws)")

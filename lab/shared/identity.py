@@ -5,7 +5,8 @@ applies to what it is sent. Pure (no I/O besides parsing PEM keys).
 * A key's `kid` is its RFC 7638 JWK thumbprint (SHA-256 over the canonical JSON of
   `crv`, `kty`, `x`, `y`), so the same key has the same `kid` everywhere.
 * The JWKS's entity tag is a digest of its kid set; the revocation feed's is its version.
-  A replica asks with `If-None-Match` and gets 304 when it holds the current one.
+  A one-off reader asks with `If-None-Match` and gets 304 when it holds the current one
+  (the sites follow the issuer's feed instead: `lab.sites.introspect.replica`).
 * A feed whose version is lower than the one a replica holds is refused: revocations
   never go back.
 """

@@ -1,13 +1,16 @@
 """The issuer service and a site's replica of it, on 127.0.0.1 (no root, no lab): tokens
-issued only to an admin, revocations versioned, the replica's conditional pulls (a new
-version once, then 304s), what it holds when the issuer is gone, and the JWKS override."""
+issued only to an admin, revocations versioned, the replica following the issuer's feed
+(a new version once, then heartbeats; a revocation pushed at once; a silent issuer is a
+failed sync), what it holds when the issuer is gone, and the JWKS override."""
 
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -70,10 +73,12 @@ def call(issuer: dict[str, Any], method: str, path: str, body: Any = None,
                          headers=headers, timeout_s=5)
 
 
-def replica(issuer: dict[str, Any], site: Path, interval_s: float = 0.1) -> Replica:
+def replica(issuer: dict[str, Any], site: Path, interval_s: float = 0.1,
+            timeout_s: float = 1.0) -> Replica:
     site.mkdir(exist_ok=True)
     config = ReplicaConfig(address="127.0.0.1", port=issuer["port"], server_name=NAME,
                            ca_file=issuer["dir"] / "ca.pem", interval_s=interval_s,
+                           timeout_s=timeout_s,
                            jwks_path=site / "jwks.json", override_path=site / "override.json")
     return Replica(config, site / "revoked.json")
 
@@ -135,11 +140,52 @@ def test_a_replica_that_never_synced_retries_fast_then_at_its_interval(
     assert site.pause_s() == 0.5  # synced once: the interval from now on
 
 
+def test_a_revocation_is_pushed_to_a_following_replica_before_its_heartbeat(
+        issuer: dict[str, Any], tmp_path: Path) -> None:
+    # A heartbeat every 30 s: the new version can only come from the push.
+    site = replica(issuer, tmp_path / "site", interval_s=30)
+    assert site.sync_once()
+    before, updates = site.version, site.updates
+    got: list[bool] = []
+    reader = threading.Thread(target=lambda: got.append(site.sync_once()), daemon=True)
+    reader.start()
+    issued = call(issuer, "POST", "/tokens", {"client_id": "c", "scope": "s", "ttl_s": 60})
+    jti = issued.body["claims"]["jti"]
+    assert call(issuer, "POST", "/revoke", {"jti": jti}).body["version"] == before + 1
+    reader.join(10)  # far below the 30 s heartbeat
+    assert got == [True] and site.version == before + 1 and site.updates == updates + 1
+    held = json.loads((tmp_path / "site" / "revoked.json").read_text())
+    assert jti in held["revoked"]
+
+
+def test_the_feed_refuses_a_heartbeat_period_out_of_bounds(issuer: dict[str, Any]) -> None:
+    for bad in ("10", "600001", "soon"):
+        answer = call(issuer, "GET", f"/feed?every_ms={bad}", who=None)
+        assert answer.status == 400 and answer.body["error"] == "invalid_request"
+
+
+def test_a_silent_issuer_is_a_failed_sync_within_interval_and_timeout(
+        issuer: dict[str, Any], tmp_path: Path) -> None:
+    site = replica(issuer, tmp_path / "site", interval_s=0.1, timeout_s=0.3)
+    assert site.sync_once()
+    os.kill(issuer["proc"].pid, signal.SIGSTOP)
+    try:
+        assert not site.sync_once()  # the read gave up: no line within 0.1 + 0.3 s
+    finally:
+        os.kill(issuer["proc"].pid, signal.SIGCONT)
+    assert site.state()["sync"]["last_error"] and site.failures == 1
+    assert site.sync_once()  # a new feed once the issuer answers again
+
+
 def test_without_the_issuer_the_replica_keeps_its_state_and_ages(issuer: dict[str, Any],
                                                                  tmp_path: Path) -> None:
     site = replica(issuer, tmp_path / "site")
     assert site.sync_once()
     version, kids = site.version, site.state()["kids"]
+    issuer["proc"].send_signal(signal.SIGTERM)
+    # It ends its open feeds (ours among them) instead of waiting out uvicorn's 10 s
+    # graceful shutdown for them.
+    assert issuer["proc"].wait(timeout=5) == 0
     stop_process(issuer["proc"], signal.SIGTERM)
     assert not site.sync_once()
     state = site.state()

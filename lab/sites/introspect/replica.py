@@ -1,6 +1,7 @@
-"""A site's replica of the issuer's identity state: pulls the JWKS and the revocation feed
-over the lab network on an interval, conditionally (`If-None-Match` with the entity tag it
-holds: 304 when nothing changed), and keeps what it holds and when it last synced.
+"""A site's replica of the issuer's identity state: it follows the issuer's feed over the
+lab network (one HTTPS request whose answer is a stream of JSON lines: everything at
+first, the new revocation feed the moment it changes, else a heartbeat every
+`interval_s`), and keeps what it holds and when it last heard from the issuer.
 
 * A new revocation feed is written to the site's revocation file (the file the service
   reads, `lab.shared.revocation`), so the site's list is what it last received, never
@@ -9,11 +10,14 @@ holds: 304 when nothing changed), and keeps what it holds and when it last synce
   file exists (`override_path`, what the `wrong-key` fault writes: a JWKS the issuer does
   not hold), whose keys are then served instead. `state()` says which, and shows the
   issuer's kid set beside the served one, so a difference is visible.
-* `state()` is what `/identity` and `/metrics` show: version, age of the last successful
-  sync, kid sets, counts, the last error.
+* `state()` is what `/identity` and `/metrics` show: version, age of the last line
+  received (each says "as of now, this is the state"), kid sets, counts, the last error.
 
-One thread, one request at a time; a failed pull keeps everything as it was (a site cut
-off from the issuer goes stale, it does not go empty).
+One thread, one stream at a time: a revocation reaches the site in about a round trip,
+and an idle site costs the issuer a few bytes per interval instead of a request. A line
+that does not come within `interval_s + timeout_s`, or a broken stream, is a failed sync:
+the stream is opened again (after `pause_s()`), and everything held is kept as it was (a
+site cut off from the issuer goes stale, it does not go empty).
 """
 
 from __future__ import annotations
@@ -82,8 +86,8 @@ class Replica:
         self.override: dict[str, bytes] | None = None
         self._override_sig: tuple[int, int] | None = None
         self._stop = threading.Event()
-        # Kept open between pulls (the issuer's keep-alive lasts 5 s; we pull every 0.5 s).
         self._conn: http.client.HTTPSConnection | None = None
+        self._feed: http.client.HTTPResponse | None = None  # the open stream
         self._context = ssl.create_default_context(cafile=str(config.ca_file))
         self._context.check_hostname = True
         self._thread: threading.Thread | None = None
@@ -130,70 +134,89 @@ class Replica:
     def _run(self) -> None:
         while not self._stop.is_set():
             started = time.monotonic()
-            self.sync_once()
-            self._stop.wait(max(0.0, self.pause_s() - (time.monotonic() - started)))
+            if not self.sync_once():
+                self._stop.wait(max(0.0, self.pause_s() - (time.monotonic() - started)))
+        self._close()
 
     def pause_s(self) -> float:
-        """The time from one pull's start to the next: the interval -- except while the
-        site has never synced, early on (the lab's routers are still converging, so the
-        issuer is unreachable for a moment), when it tries again every FIRST_SYNC_RETRY_S
-        and rises as soon as the route exists instead of up to an interval later."""
+        """After a failed sync, the time from its start to the next try: the interval --
+        except while the site has never synced, early on (the lab's routers are still
+        converging, so the issuer is unreachable for a moment), when it tries again every
+        FIRST_SYNC_RETRY_S and rises as soon as the route exists instead of up to an
+        interval later."""
         if (self.synced_at is None
                 and time.monotonic() - self.started_mono < FIRST_SYNC_FAST_S):
             return min(self.config.interval_s, FIRST_SYNC_RETRY_S)
         return self.config.interval_s
 
-    def _get(self, path: str, etag: str | None) -> tuple[int, dict[str, str], Any]:
-        """One GET over the kept connection (opened again after any failure): status,
-        headers (lower-case names) and the JSON body (None when there is none)."""
-        if self._conn is None:
-            self._conn = http.client.HTTPSConnection(
-                self.config.address, self.config.port, timeout=self.config.timeout_s,
-                context=self._context)
-            self._conn._create_connection = _connect  # type: ignore[attr-defined]
-        headers = {"Host": self.config.server_name, "Accept": "application/json"}
-        if etag:
-            headers["If-None-Match"] = etag
+    def _stream(self) -> http.client.HTTPResponse:
+        """The issuer's feed, opened when there is none: a 200 streaming JSON lines."""
+        if self._feed is not None:
+            return self._feed
+        conn = http.client.HTTPSConnection(
+            self.config.address, self.config.port, timeout=self.config.timeout_s,
+            context=self._context)
+        conn._create_connection = _connect  # type: ignore[attr-defined]
+        self._conn = conn
+        every_ms = round(self.config.interval_s * 1000)
         try:
-            self._conn.request("GET", path, headers=headers)
-            response = self._conn.getresponse()
-            data = response.read(https.MAX_ANSWER)
-        except (OSError, http.client.HTTPException) as exc:
+            conn.request("GET", f"/feed?every_ms={every_ms}", headers={
+                "Host": self.config.server_name, "Accept": "application/x-ndjson"})
+            response = conn.getresponse()
+        except http.client.HTTPException as exc:
+            raise ValueError(f"/feed: {type(exc).__name__}") from None
+        if response.status != 200:
+            raise ValueError(f"/feed answered {response.status}")
+        assert conn.sock is not None
+        # Between two lines: the heartbeat period, plus what a request may take.
+        conn.sock.settimeout(self.config.interval_s + self.config.timeout_s)
+        self._feed = response
+        return response
+
+    def _close(self) -> None:
+        if self._conn is not None:
             self._conn.close()
-            self._conn = None
-            if isinstance(exc, OSError):
-                raise
-            raise ValueError(f"{path}: {type(exc).__name__}") from None
+        self._conn = self._feed = None
+
+    def _next_line(self) -> dict[str, Any]:
+        """The feed's next line (opening the feed if needed), checked to be an object."""
         try:
-            body = json.loads(data) if data else None
+            raw = self._stream().readline(https.MAX_ANSWER)
+        except http.client.HTTPException as exc:
+            raise ValueError(f"/feed: {type(exc).__name__}") from None
+        if not raw.endswith(b"\n"):
+            raise ValueError("the issuer ended the feed" if not raw
+                             else "a feed line too long or cut off")
+        try:
+            line = json.loads(raw)
         except ValueError:
-            body = None
-        return response.status, {k.lower(): v for k, v in response.getheaders()}, body
+            raise ValueError("an unreadable feed line") from None
+        if not isinstance(line, dict):
+            raise ValueError("a feed line is an object")
+        return line
 
     def sync_once(self) -> bool:
-        """One pull of both documents; True when both answered (200 or 304)."""
+        """Take the feed's next line (a heartbeat, or new state); True when one came."""
         self.attempts += 1
         try:
-            status, headers, body = self._get("/jwks", self.jwks_etag)
-            if status == 200:
-                parsed = identity.parse_jwks(body)
-                write_json_atomic(self.config.jwks_path, body, 0o644, fsync=False)
+            line = self._next_line()
+            if "jwks" in line and line.get("jwks_etag") != self.jwks_etag:
+                parsed = identity.parse_jwks(line["jwks"])
+                write_json_atomic(self.config.jwks_path, line["jwks"], 0o644, fsync=False)
                 with self.lock:
-                    self.issuer_keys, self.jwks_etag = parsed, headers.get("etag")
-            elif status != 304:
-                raise ValueError(f"/jwks answered {status}")
-            status, _, body = self._get("/revocations", identity.revocation_etag(self.version))
-            if status == 200:
-                doc = identity.parse_feed(body, self.version)
+                    self.issuer_keys, self.jwks_etag = parsed, line.get("jwks_etag")
+            if "revoked" in line:
+                doc = identity.parse_feed(line, self.version)
                 if doc.version != self.version:
                     write_json_atomic(self.revocation_path, {"version": doc.version,
                                                              "revoked": doc.revoked},
                                       0o644, indent=None)
                     self.version = doc.version
                     self.updates += 1
-            elif status != 304:
-                raise ValueError(f"/revocations answered {status}")
+            elif line.get("version") != self.version:
+                raise ValueError("a heartbeat for a version this site was never sent")
         except (OSError, ValueError) as exc:
+            self._close()
             self.failures += 1
             reason = (exc.strerror if isinstance(exc, OSError) and exc.strerror
                       else str(exc)) or type(exc).__name__

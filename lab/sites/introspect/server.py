@@ -164,9 +164,13 @@ class _Server(uvicorn.Server):
 
     def __init__(self, config: uvicorn.Config, on_ready: Callable[[], None] | None, *,
                  service: ServerConfig, admission: guard.Admission,
-                 health_addresses: set[tuple[str, int]]) -> None:
+                 health_addresses: set[tuple[str, int]],
+                 on_exit: Callable[[], None] | None = None) -> None:
         super().__init__(config)
         self._on_ready = on_ready
+        # Run in the loop when a stop is asked for: the application ends its open streams
+        # (uvicorn's graceful shutdown waits for every response to finish).
+        self._on_exit = on_exit
         self.service = service
         self.admission = admission
         self.health_sockets: list[socket.socket] = []  # set by serve(), before run()
@@ -222,6 +226,8 @@ class _Server(uvicorn.Server):
         if self._loop is not None and self._wake is not None:
             with contextlib.suppress(RuntimeError):  # the loop is already closed
                 self._loop.call_soon_threadsafe(self._wake.set)
+                if self._on_exit is not None:
+                    self._loop.call_soon_threadsafe(self._on_exit)
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         super().handle_exit(sig, frame)
@@ -268,7 +274,8 @@ def build_server(config: ServerConfig, on_ready: Callable[[], None] | None = Non
         ssl_context_factory=_tls_context,
     )
     return _Server(uv_config, on_ready, service=config, admission=admission,
-                   health_addresses=health_addresses)
+                   health_addresses=health_addresses,
+                   on_exit=getattr(getattr(app, "state", None), "on_exit", None))
 
 
 def _print_ready() -> None:

@@ -5,7 +5,13 @@ Routes (every answer JSON, ``Cache-Control: no-store``, ``X-Anycast-Site: <issue
 * ``GET /jwks`` -- the JWKS (public keys by ``kid``); ``ETag`` from the kid set, 304 on a
   matching ``If-None-Match``;
 * ``GET /revocations`` -- ``{"version": N, "revoked": {jti: revoked_at}}``; ``ETag`` from
-  the version, 304 on a match (what every site pulls, on its interval);
+  the version, 304 on a match (a one-off look; the sites follow ``/feed``);
+* ``GET /feed?every_ms=N`` -- what every site follows: a stream of JSON lines (NDJSON),
+  one at once with the JWKS and the revocation feed, then one at each revocation (with the
+  new feed) and one every N ms when nothing changed (``{"version", "jwks_etag"}``: "as of
+  now, still this"); a line is sent the moment the list changes, so a revocation reaches
+  every site in about a round trip, and a site that hears nothing for longer than N ms
+  knows it may be cut off. N from 50 to 60000;
 * ``GET /state`` -- ``{"version", "kids", "tokens"}``: what a replica should hold;
 * ``GET /healthz`` -- 200 once the revocation list is loaded;
 * ``POST /tokens`` (admin) -- JSON ``{"client_id", "scope", "ttl_s", "sub"}``: a signed
@@ -19,9 +25,11 @@ Admin calls need HTTP Basic credentials of a client in ``admin_clients``.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import threading
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +37,7 @@ import anyio.to_thread
 from pydantic import Field
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from lab.shared import identity, revocation, tokens
@@ -40,6 +48,7 @@ log = logging.getLogger(__name__)
 
 MAX_BODY = 4096
 MAX_TTL_S = 365 * 24 * 3600
+FEED_EVERY_MS = (50, 60_000)  # the bounds of a follower's heartbeat period
 
 
 class IssuerConfig(ServerConfig):
@@ -66,6 +75,18 @@ class Issuer:
         self.registry = load_registry(config.clients_path)
         self.revocations = revocation.RevocationList(config.revocation_path)
         self.write_lock = threading.Lock()
+        # Set and replaced at each revocation: every feed waits on the current one.
+        self._changed = asyncio.Event()
+        self.stopping = False  # the server is stopping: every feed ends
+
+    def stop(self) -> None:
+        """End every feed (the server's shutdown waits for open responses to finish)."""
+        self.stopping = True
+        self._notify()
+
+    def _notify(self) -> None:
+        changed, self._changed = self._changed, asyncio.Event()
+        changed.set()
 
     def _conditional(self, request: Request, etag: str, body: Any) -> Response:
         if request.headers.get("if-none-match") == etag:
@@ -81,6 +102,40 @@ class Issuer:
         version, listed = self.revocations.version, dict(self.revocations.revoked)
         return self._conditional(request, identity.revocation_etag(version),
                                  {"version": version, "revoked": listed})
+
+    async def feed(self, request: Request) -> Response:
+        try:
+            every_ms = int(request.query_params.get("every_ms", "500"))
+        except ValueError:
+            every_ms = -1
+        low, high = FEED_EVERY_MS
+        if not low <= every_ms <= high:
+            return _json(400, {"error": "invalid_request",
+                               "error_description": f"every_ms: an integer, {low} to {high}"})
+        return StreamingResponse(self._lines(every_ms / 1000),
+                                 media_type="application/x-ndjson",
+                                 headers={"Cache-Control": "no-store"})
+
+    async def _lines(self, every_s: float) -> AsyncIterator[bytes]:
+        """The feed's lines: everything first, then the revocation feed when its version
+        moved, else a heartbeat, at each change or after `every_s` of quiet."""
+        sent: int | None = None  # the version this follower last got in full
+        while not self.stopping:
+            changed = self._changed  # taken first: a change from here on wakes this feed
+            self.revocations.refresh()
+            version = self.revocations.version
+            line: dict[str, Any] = {"version": version, "jwks_etag": self.jwks_etag}
+            if sent is None:
+                line["jwks"] = self.jwks_doc
+            if version != sent:
+                line["revoked"] = dict(self.revocations.revoked)
+                sent = version
+            yield (json.dumps(line, separators=(",", ":")) + "\n").encode()
+            try:
+                async with asyncio.timeout(every_s):
+                    await changed.wait()
+            except TimeoutError:
+                pass
 
     async def state(self, request: Request) -> Response:
         self.revocations.refresh()
@@ -152,6 +207,7 @@ class Issuer:
 
         version, added = await anyio.to_thread.run_sync(write)
         self.revocations.refresh(force=True)
+        self._notify()  # every feed sends the new list now
         log.info("revoked a token: version %d (%s)", version, "new" if added else "again")
         return _json(200, {"jti": jti, "version": version, "added": added})
 
@@ -181,6 +237,7 @@ def create_issuer_app(config: IssuerConfig) -> Starlette:
         Route("/jwks", service.jwks, methods=["GET"]),
         Route("/.well-known/jwks.json", service.jwks, methods=["GET"]),
         Route("/revocations", service.revoked, methods=["GET"]),
+        Route("/feed", service.feed, methods=["GET"]),
         Route("/state", service.state, methods=["GET"]),
         Route("/healthz", service.healthz, methods=["GET"]),
         Route("/tokens", service.issue, methods=["POST"]),
@@ -190,4 +247,5 @@ def create_issuer_app(config: IssuerConfig) -> Starlette:
     app = Starlette(routes=routes)
     app.router.redirect_slashes = False
     app.state.issuer = service
+    app.state.on_exit = service.stop
     return app
