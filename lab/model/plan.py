@@ -147,3 +147,19 @@ def build_plan(topo: Topology) -> AddressPlan:
             node.router_id = str(node.interfaces[0].v4.ip)
     return AddressPlan(topo.name, ipaddress.IPv4Network(topo.anycast.ipv4),
                        ipaddress.IPv6Network(topo.anycast.ipv6), nodes, links)
+
+
+def find_link(plan: AddressPlan, name: str) -> LinkPlan:
+    """A link `A--B` (either order: router to router, or a router to its site, client or
+    issuer), or a site, client or issuer by name (its link to its router)."""
+    if "--" in name:
+        a, _, b = name.partition("--")
+        for link in plan.links:
+            if {link.a, link.b} == {a, b} and a != b:
+                return link
+    elif name in plan.nodes and plan.nodes[name].role != "router":
+        return next(ln for ln in plan.links if ln.kind != "core" and ln.b == name)
+    core = ", ".join(ln.name for ln in plan.links if ln.kind == "core")
+    edges = ", ".join(ln.b for ln in plan.links if ln.kind != "core")
+    raise BadInput(f"unknown link or node '{name}' (links: {core}; sites, clients and "
+                   f"issuer by name: {edges})")

@@ -24,7 +24,7 @@ from lab.host import fabric, nft, safefs
 from lab.host.labs import Lab, recorded_impairments
 from lab.model import names
 from lab.model.errors import BadInput, EnvironmentProblem
-from lab.model.plan import AddressPlan, LinkPlan
+from lab.model.plan import AddressPlan, LinkPlan, find_link
 from lab.model.topology import Impairment
 
 NFT_TABLE = "anycast_lab_impair_{ifname}"  # one per impaired interface (netdev family)
@@ -65,22 +65,6 @@ def request(loss: float | None, rate: str | None, delay: str | None,
 def _shown(loss: float | None, rate: str | None, delay: str | None, field: object) -> str:
     value = {"loss": loss, "rate": rate, "delay": delay}.get(str(field))
     return repr(value) if isinstance(value, str) else str(value)
-
-
-def find_link(plan: AddressPlan, name: str) -> LinkPlan:
-    """A link `A--B` (either order: router to router, or a router to its site, client or
-    issuer), or a site, client or issuer by name (its link to its router)."""
-    if "--" in name:
-        a, _, b = name.partition("--")
-        for link in plan.links:
-            if {link.a, link.b} == {a, b} and a != b:
-                return link
-    elif name in plan.nodes and plan.nodes[name].role != "router":
-        return next(ln for ln in plan.links if ln.kind != "core" and ln.b == name)
-    core = ", ".join(ln.name for ln in plan.links if ln.kind == "core")
-    edges = ", ".join(ln.b for ln in plan.links if ln.kind != "core")
-    raise BadInput(f"unknown link or node '{name}' (links: {core}; sites, clients and "
-                   f"issuer by name: {edges})")
 
 
 @dataclass(frozen=True)

@@ -353,8 +353,7 @@ def _impair_target(topo: Topology, target: str) -> str | None:
     """Why `impair TARGET` cannot be done in this topology (None: it can), in the words
     of `anycast-lab impair` itself."""
     from lab.model.errors import BadInput
-    from lab.model.plan import build_plan
-    from lab.ops.impair import find_link
+    from lab.model.plan import build_plan, find_link
 
     try:
         find_link(build_plan(topo), target)
