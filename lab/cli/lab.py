@@ -491,10 +491,13 @@ def catchment(lab: LabOpt = None, json_out: JsonOpt = False,
 @app.command(hidden=True)
 def generate(sites: Annotated[int, typer.Option(help="number of sites")] = 50,
              routers: Annotated[int, typer.Option(help="number of routers")] = 5,
-             name: Annotated[str, typer.Option(help="lab name")] = "gen") -> None:
+             name: Annotated[str, typer.Option(help="lab name")] = "gen",
+             issuer: Annotated[bool, typer.Option(help="an issuer on the first router, "
+                                                       "as in the default lab")] = True) -> None:
     """Print a generated topology (for benchmarks and scale tests)."""
     import yaml
 
     from lab.model.generate import generate_topology
 
-    sys.stdout.write(yaml.safe_dump(generate_topology(name, sites, routers), sort_keys=False))
+    sys.stdout.write(yaml.safe_dump(generate_topology(name, sites, routers, issuer),
+                                    sort_keys=False))

@@ -2,6 +2,8 @@
 
 Site i attaches to router i mod N; one client per router expects the first site on its
 router (the lowest link address, hence the lowest BGP router id: BGP's tie-breaker).
+Like the default lab, it has an issuer (on the first router) unless asked not to: every
+site then runs what a site runs by default, the identity sync and its check included.
 """
 
 from __future__ import annotations
@@ -9,7 +11,8 @@ from __future__ import annotations
 from typing import Any
 
 
-def generate_topology(name: str, sites: int, routers: int) -> dict[str, Any]:
+def generate_topology(name: str, sites: int, routers: int,
+                      issuer: bool = True) -> dict[str, Any]:
     if routers < 1 or sites < 1:
         raise ValueError("need at least one router and one site")
     rnames = [f"r{i + 1}" for i in range(routers)]
@@ -23,6 +26,8 @@ def generate_topology(name: str, sites: int, routers: int) -> dict[str, Any]:
         "clients": {},
         "links": [],
     }
+    if issuer:
+        topo["issuer"] = {"router": rnames[0]}
     for i, r in enumerate(rnames):
         first = snames[i] if i < sites else None
         if first:

@@ -83,6 +83,16 @@ def test_generated_topology_validates(sites: int, routers: int) -> None:
     assert len(topo.links) == expected_links
 
 
+def test_a_generated_topology_has_an_issuer_on_its_first_router_unless_asked() -> None:
+    with_issuer = load_text(yaml.safe_dump(generate_topology("gen", 10, 3)), "<generated>")
+    assert with_issuer.ok and with_issuer.topology is not None
+    assert with_issuer.topology.issuer is not None
+    assert with_issuer.topology.issuer.router == "r1"
+    without = load_text(yaml.safe_dump(generate_topology("gen", 10, 3, issuer=False)),
+                        "<generated>")
+    assert without.ok and without.topology is not None and without.topology.issuer is None
+
+
 def test_generated_topology_is_deterministic() -> None:
     assert generate_topology("gen", 50, 5) == generate_topology("gen", 50, 5)
 
