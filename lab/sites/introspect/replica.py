@@ -192,7 +192,7 @@ class Replica:
         except ValueError:
             raise ValueError("an unreadable feed line") from None
         if not isinstance(line, dict):
-            raise ValueError("a feed line is an object")
+            raise ValueError("a feed line that is not a JSON object")
         return line
 
     def sync_once(self) -> bool:
