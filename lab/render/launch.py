@@ -43,7 +43,7 @@ def lab_specs(topo: Topology, plan: AddressPlan, lab_dir: Path) -> list[DaemonSp
     router's BFD session is up as soon as BGP is) and its speaker (credentials must
     exist: see `credentials.create`). With health.checker 'exabgp-healthcheck' ExaBGP runs
     the bundled healthcheck itself: no healthd."""
-    return router_specs(topo, plan, lab_dir) + service_specs(topo, plan, lab_dir)
+    return specs_for(topo, plan, lab_dir, lab_tools(topo), sys.executable)
 
 
 def lab_tools(topo: Topology) -> dict[str, str]:
