@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import select
 import socket
 import subprocess
 import sys
@@ -203,6 +204,93 @@ def test_watchdog_ms_out_of_range_is_a_usage_error(tmp_path: Path) -> None:
         check=False)
     assert result.returncode == 2 and "--watchdog-ms must be between" in result.stderr
 
+
+
+# --- the beat cell: the watchdog fed without a line ---------------------------
+
+
+def test_a_beat_cell_holds_the_route_without_a_line(tmp_path: Path) -> None:
+    # As test_keepalives_hold_the_route (a 1 s watchdog, fed every 250 ms), by the cell.
+    fake, sock = start_shim(tmp_path, "--watchdog-ms", "1000")
+    try:
+        ctl = Controller(sock, beat=True)
+        hello = ctl.open()
+        assert hello["ok"] is True and hello["beat"] is True
+        assert "fed by its beat cell" in fake.log()
+        assert ctl.command("announce", timeout=5)["ok"]
+        withdrawn = fake.count("withdraw route")
+        end = time.monotonic() + 3.0  # three watchdog periods, not one line meanwhile
+        while time.monotonic() < end:
+            ctl.keepalive_if_due()
+            time.sleep(0.01)
+        assert fake.count("withdraw route") == withdrawn
+        assert command(sock, "state")["state"] == "announced"
+        ctl.close()
+    finally:
+        fake.close()
+
+
+def test_a_beat_that_stops_is_withdrawn_after_the_watchdog(shim) -> None:
+    fake, sock = shim
+    ctl = Controller(sock, beat=True)
+    ctl.open()
+    assert ctl.command("announce", timeout=5)["ok"]
+    ctl.keepalive_if_due(early=1.0)  # one last beat, then silence
+    last = time.monotonic()
+    before = fake.count("withdraw route")
+    assert fake.wait_count("withdraw route", before + 2, timeout=2)
+    took = fake.first_after(last, "withdraw route")
+    assert took is not None and took - last >= 0.19  # never before the watchdog
+    assert wait_until(lambda: "no line from the controller for 200 ms (nor a beat)"
+                      in fake.log(), 2)
+    # The shim hung up; a controller that only beats learns it from its socket.
+    assert ctl.sock is not None
+    assert select.select([ctl.sock], [], [], 2)[0]
+    with pytest.raises(ShimError, match="closed the connection"):
+        ctl.check_closed()
+    assert not ctl.connected
+
+
+def _control_beat(sock: Path, fds: list[int]) -> dict:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(2)
+        s.connect(str(sock))
+        socket.send_fds(s, [b"control beat\n"], fds)
+        data = b""
+        while not data.endswith(b"\n"):
+            data += s.recv(4096)
+    return json.loads(data)
+
+
+def _open_fds(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def test_control_beat_refuses_what_is_not_a_sealed_cell(shim) -> None:
+    fake, sock = shim
+    fds_before = _open_fds(fake.proc.pid)
+    refused = _control_beat(sock, [])
+    assert refused["ok"] is False and "no descriptor" in refused["detail"]
+    r, w = os.pipe()
+    unsealed = os.memfd_create("unsealed", os.MFD_CLOEXEC)
+    os.ftruncate(unsealed, 8)
+    try:
+        refused = _control_beat(sock, [r])
+        assert refused["ok"] is False and "must be a file" in refused["detail"]
+        # A cell that could shrink under the shim's mapping would kill it with SIGBUS.
+        refused = _control_beat(sock, [unsealed])
+        assert refused["ok"] is False and "sealed against shrinking" in refused["detail"]
+        # Extra descriptors with a line are closed, never kept.
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.settimeout(2)
+            s.connect(str(sock))
+            socket.send_fds(s, [b"state\n"], [r, w, unsealed])
+            assert json.loads(s.recv(4096))["ok"] is True
+    finally:
+        for fd in (r, w, unsealed):
+            os.close(fd)
+    assert wait_until(lambda: _open_fds(fake.proc.pid) == fds_before, 2)
+    assert command(sock, "state")["controller"] is False  # nobody took control
 
 # --- the ExaBGP channel alone, on pipes ---------------------------------------
 

@@ -4,10 +4,12 @@ Fail-closed by design. The daemon never talks BGP: it controls `lab.sites.speake
 "shim", ExaBGP's API process) over a unix socket, and the shim runs in watchdog mode:
 
 * the shim withdraws when it (re)starts, when the daemon's connection closes (exit,
-  crash, SIGKILL: the kernel closes the socket) and when no line has come from the
-  daemon for `--watchdog-ms` (daemon frozen or hung);
-* the daemon sends `keepalive` every watchdog/3 from its main loop (never from a check:
-  each check runs in its own worker thread with its own timeout), reconnects when the
+  crash, SIGKILL: the kernel closes the socket) and when no sign of life has come from
+  the daemon for `--watchdog-ms` (daemon frozen or hung);
+* the daemon feeds the watchdog every watchdog/3 from its main loop (never from a check:
+  each check runs in its own worker thread with its own timeout) by writing the time
+  into a beat cell it shares with the shim (a sealed memfd passed once over the socket:
+  no syscall, and the shim sleeps until the watchdog could expire), reconnects when the
   shim restarts, and then starts from "withdrawn";
 * a (re)started daemon announces only once every required check has passed `rise`
   times; going down is never delayed, re-announcing waits for the hold-down.

@@ -106,8 +106,10 @@ class DnsProbe(Probe):
     its next query with ICMP "port unreachable", seen as ECONNREFUSED in about a
     millisecond): the query's bytes are built once, each run gives them a fresh random
     id, and the answer is parsed only for its id, question, rcode and addresses
-    (`dnswire`). Datagrams already waiting before a run (late answers to an earlier
-    run) are dropped unread, so a run is answered by its own query or not at all."""
+    (`dnswire`). After a run that its own answer did not end (a timeout, an error),
+    datagrams already waiting (late answers, an ICMP error) are dropped unread before
+    the next query, and a later one is told by its id: a run is answered by its own
+    query or not at all."""
 
     def __init__(self, cfg: DnsCheck) -> None:
         self.cfg = cfg
@@ -117,6 +119,9 @@ class DnsProbe(Probe):
         self.sock: socket.socket | None = None
         self.poller = select.poll()
         self.qid = 0  # the id of the query in flight
+        # The last run got its own answer and nothing else came: nothing can be queued
+        # (no late answer, no ICMP error), so the next run need not drain (a syscall).
+        self.answered = False
 
     def _socket(self) -> socket.socket:
         if self.sock is None:
@@ -147,7 +152,9 @@ class DnsProbe(Probe):
         self.qid = secrets.randbits(16)
         try:
             sock = self._socket()
-            self._drain(sock)
+            if not self.answered:
+                self._drain(sock)
+            self.answered = False
             sock.send(self.qid.to_bytes(2, "big") + self.query.wire[2:])
         except ConnectionRefusedError:
             return False, "refused (ICMP port unreachable)"
@@ -170,7 +177,10 @@ class DnsProbe(Probe):
             self.close()
             return False, _os_reason(exc)
         answer = dnswire.parse_answer(data, self.query, self.qid)
-        return None if answer is None else self.verdict(answer)
+        if answer is None:
+            return None
+        self.answered = True
+        return self.verdict(answer)
 
     def receive_soon(self, within_ms: int) -> tuple[bool, str] | None:
         """Right after `send`: this run's verdict if the answer (or an ICMP error) is
@@ -193,6 +203,7 @@ class DnsProbe(Probe):
     def drain(self) -> None:
         """Readable while no run waits: drop it (a late answer, an ICMP error)."""
         if self.sock is not None:
+            self.answered = False
             self._drain(self.sock)
 
     def attempt(self, started: float) -> tuple[bool, str]:

@@ -14,9 +14,10 @@ A result schedules that check's next run at once (a worker waits for its time it
 and the keepalive and the drain poll are done early when the loop is awake anyway
 (within a quarter of a keepalive period, half a drain period), and a keepalive waits up
 to a quarter of its period for such a wake-up: an idle site wakes about once per DNS
-check. Keepalives are sent by this loop on purpose: if it hangs, they stop and the shim
-withdraws. While it waits for the shim's answer to a command it keeps sending them
-(Controller.command).
+check. A keepalive is a store of the time into the beat cell the shim maps (no syscall,
+no wake-up of the shim). Keepalives come from this loop on purpose: if it hangs, they
+stop and the shim withdraws. While it waits for the shim's answer to a command it keeps
+them coming (Controller.command).
 
 A check that does not come back within timeout x 1.5 (+50 ms) is counted as a failure
 ("hung"), again every such period, and its late result is dropped.
@@ -214,6 +215,36 @@ class InlineDns:
         self.registered, self.registered_fd = None, -1
 
 
+class LinkWatch:
+    """The shim's socket in the loop's selector: readable while no answer is awaited
+    means the shim closed it (a beat cell never writes to it, so nothing else tells)."""
+
+    def __init__(self, daemon: Daemon) -> None:
+        self.daemon = daemon
+        self.sock: socket.socket | None = None
+        self.fd = -1
+
+    def follow(self) -> None:
+        sock = self.daemon.link.sock
+        if sock is self.sock:
+            return
+        if self.sock is not None:
+            with contextlib.suppress(KeyError, ValueError, OSError):
+                self.daemon.selector.unregister(self.fd)
+        self.sock, self.fd = sock, -1
+        if sock is not None:
+            self.fd = sock.fileno()
+            self.daemon.selector.register(self.fd, selectors.EVENT_READ, self)
+
+    def readable(self) -> None:
+        try:
+            self.daemon.link.check_closed()
+        except ShimError as exc:
+            self.follow()  # leave the selector before anything reuses the number
+            self.daemon.lost_link(str(exc), time.monotonic())
+        self.follow()
+
+
 class Daemon:
     def __init__(self, cfg: HealthConfig) -> None:
         self.cfg = cfg
@@ -235,7 +266,9 @@ class Daemon:
         self.timing = {c.name: c.model_dump(include=set(TIMING_FIELDS)) for c in cfg.checks}
         # A keepalive every watchdog/3 (100 ms for the lab's 300 ms): the DNS check's
         # pace, so that the two share the loop's wake-ups.
-        self.link = Controller(cfg.shim_socket, per_watchdog=KEEPALIVES_PER_WATCHDOG)
+        self.link = Controller(cfg.shim_socket, per_watchdog=KEEPALIVES_PER_WATCHDOG,
+                               beat=True)
+        self.link_watch = LinkWatch(self)
         self.metrics = Metrics([c.name for c in cfg.checks])
         self.events = EventLog(cfg.event_log)
         self.metrics_server: Any = None
@@ -308,6 +341,7 @@ class Daemon:
         self.poll_routes(now)
         self.decide(now)
         self.dispatch(time.monotonic())
+        self.link_watch.follow()
 
     def shutdown(self) -> None:
         """SIGTERM: withdraw (the shim would also do it when we close), then go."""

@@ -21,6 +21,8 @@ site's namespace, so the metrics listen on the site's own address there.
 
 from __future__ import annotations
 
+import os
+import selectors
 import socket
 import threading
 from socketserver import TCPServer, ThreadingMixIn
@@ -103,8 +105,43 @@ class Metrics:
 
 
 class _NoLookupWSGIServer(ThreadingMixIn, WSGIServer):
+    """No reverse lookup at bind; and a serving loop that sleeps until a scrape or
+    `shutdown()` (socketserver's wakes every poll_interval, 0.5 s, to see a shutdown)."""
+
     daemon_threads = True
     allow_reuse_address = True
+
+    def server_activate(self) -> None:
+        super().server_activate()
+        self._stop_r, self._stop_w = os.pipe2(os.O_CLOEXEC)
+        self._stopped = threading.Event()
+
+    def serve_forever(self, poll_interval: float = 0.5) -> None:
+        try:
+            with selectors.DefaultSelector() as selector:
+                selector.register(self, selectors.EVENT_READ)
+                selector.register(self._stop_r, selectors.EVENT_READ)
+                while True:
+                    ready = {key.fileobj for key, _ in selector.select()}
+                    if self._stop_r in ready:
+                        return
+                    if self in ready:
+                        self._handle_request_noblock()
+        finally:
+            self._stopped.set()
+
+    def shutdown(self) -> None:
+        """Stop serve_forever (from another thread) and wait until it has returned."""
+        os.write(self._stop_w, b"x")
+        self._stopped.wait()
+
+    def server_close(self) -> None:
+        super().server_close()
+        for name in ("_stop_r", "_stop_w"):  # never made if the bind failed
+            fd = getattr(self, name, -1)
+            setattr(self, name, -1)
+            if fd >= 0:
+                os.close(fd)
 
     def server_bind(self) -> None:
         """TCPServer's bind only: no reverse lookup of our own address."""

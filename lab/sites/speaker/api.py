@@ -16,6 +16,11 @@ Commands arrive on a unix socket (`--control`), one per line:
                         with health.last_site 'keep-last'): {"routes": {prefix: {"gshut":
                         bool, "as_path": [...]}}, "session": up|down}
     control             (watchdog mode) make this connection the controller
+    control beat        (watchdog mode) the same, with a beat cell: sent with the line
+                        (SCM_RIGHTS), a sealed memfd of 8 bytes in which the controller
+                        keeps its latest CLOCK_MONOTONIC time (ns); a fresh beat counts
+                        as a line, so its loop feeds the watchdog without a syscall and
+                        this process wakes only when the watchdog could expire
     keepalive           (watchdog mode, controller only) "still alive"; no answer
 
 Each command except `keepalive` gets one JSON line back:
@@ -34,33 +39,38 @@ Two modes:
 * static (`--announce-at-start`, or nothing): anyone may announce or withdraw; used
   when the site has no health checker.
 * watchdog (`--watchdog-ms N`): routes are announced only on command from the one
-  connection that sent `control`. The controller must send a line (normally
-  `keepalive`) at least every N ms. When its connection closes (the health checker
-  exited, crashed or was SIGKILLed: the kernel closes the socket) the routes are
-  withdrawn at once; when no line arrives for N ms (the checker is frozen or hung) they
-  are withdrawn and the connection is closed. A new controller starts from
-  "withdrawn" and must announce explicitly. Anyone may ask `state`; `announce` from
-  another connection is refused, and so is `withdraw` while a controller is connected
-  (the controller would not know; drain the site or stop the daemon instead).
+  connection that sent `control`. The controller must show a sign of life at least
+  every N ms: a line (normally `keepalive`), or, after `control beat`, a fresh time in
+  its beat cell. When its connection closes (the health checker exited, crashed or was
+  SIGKILLed: the kernel closes the socket) the routes are withdrawn at once; when no
+  sign of life comes for N ms (the checker is frozen or hung) they are withdrawn and
+  the connection is closed. A new controller starts from "withdrawn" and must announce
+  explicitly. Anyone may ask `state`; `announce` from another connection is refused,
+  and so is `withdraw` while a controller is connected (the controller would not know;
+  drain the site or stop the daemon instead).
 
 Withdrawal bound in watchdog mode: the routes leave ExaBGP no later than N ms after the
-controller's last line (its last keepalive, sent at most N/4 ms before it froze), plus
-the time to write the lines and ExaBGP's withdraw latency (3-4 ms measured); a closed
-connection is acted on at once. The only wait in this loop that is not bounded by N is
-an ExaBGP acknowledgement (ACK_TIMEOUT_S): a watchdog that expires meanwhile is acted
-on right after it.
+controller's last sign of life (its last line or beat, at most N/3 ms before it froze),
+plus the time to write the lines and ExaBGP's withdraw latency (3-4 ms measured); a
+closed connection is acted on at once. The only wait in this loop that is not bounded
+by N is an ExaBGP acknowledgement (ACK_TIMEOUT_S): a watchdog that expires meanwhile is
+acted on right after it. With a beat cell this loop sleeps until the watchdog could
+expire (N ms after the latest beat it read), reads the cell, and sleeps again: a
+wake-up every 2N/3 to N ms instead of one per keepalive.
 
 Small on purpose: every site runs one, as an interpreter of its own that ExaBGP starts
 (`python -I -S FILE`: no site-packages, no lab package). It imports only a few C
-modules of the standard library (`_socket`, `select`, `_json`, no argparse, json,
-dataclasses or selectors: those would triple its private memory), so it parses its
-own arguments and writes its own JSON.
+modules of the standard library (`_socket`, `select`, `_json`, `mmap`, `fcntl`; no
+argparse, json, dataclasses or selectors: those would triple its private memory), so
+it parses its own arguments and writes its own JSON.
 """
 
 
 from __future__ import annotations
 
 import _socket
+import fcntl
+import mmap
 import os
 import select
 import sys
@@ -72,6 +82,8 @@ ATTEMPTS = 3  # a line answered `error` or not answered is sent at most this oft
 GRACEFUL_SHUTDOWN = "65535:0"
 CLIENT_SEND_TIMEOUT_S = 1.0  # bounds how long an answer to a client can block this loop
 READABLE = select.POLLIN | select.POLLPRI | select.POLLHUP | select.POLLERR
+BEAT_BYTES = 8  # one unsigned 64-bit CLOCK_MONOTONIC time in ns, native byte order
+FD_SPACE = _socket.CMSG_SPACE(4)  # room for the one descriptor `control beat` carries
 
 
 class Route:
@@ -293,15 +305,75 @@ def log(message: str) -> None:
     sys.stderr.flush()
 
 
+class Beat:
+    """The controller's beat cell, mapped read-only: `seconds()` is the latest time it
+    wrote (monotonic seconds; never later than now)."""
+
+    __slots__ = ("cell", "map")
+
+    def __init__(self, fd: int) -> None:
+        """Map the descriptor `control beat` carried; ValueError says why it will not do:
+        it must be a memfd sealed against shrinking (a cell that shrank under the mapping
+        would kill this process with SIGBUS on the next read) of at least BEAT_BYTES."""
+        st = os.fstat(fd)
+        if st.st_mode & 0o170000 != 0o100000 or st.st_size < BEAT_BYTES:
+            raise ValueError(f"the beat cell must be a file of at least {BEAT_BYTES} bytes")
+        try:
+            seals = fcntl.fcntl(fd, fcntl.F_GET_SEALS)
+        except OSError:
+            seals = 0
+        if not seals & fcntl.F_SEAL_SHRINK:
+            raise ValueError("the beat cell must be a memfd sealed against shrinking")
+        self.map = mmap.mmap(fd, BEAT_BYTES, mmap.MAP_SHARED, mmap.PROT_READ)
+        self.cell = memoryview(self.map).cast("Q")
+
+    def seconds(self) -> float:
+        first = self.cell[0]
+        while (again := self.cell[0]) != first:  # written meanwhile: read until it holds
+            first = again
+        return min(first / 1e9, time.monotonic())
+
+    def close(self) -> None:
+        self.cell.release()
+        self.map.close()
+
+
 class Conn:
     """One client of the control socket."""
 
-    __slots__ = ("buffer", "last_line", "sock")
+    __slots__ = ("beat", "buffer", "last_line", "passed_fd", "sock")
 
     def __init__(self, sock: _socket.socket) -> None:
         self.sock = sock
         self.buffer = b""
         self.last_line = time.monotonic()
+        self.passed_fd = -1  # a descriptor that came with its data, for `control beat`
+        self.beat: Beat | None = None
+
+    def alive_at(self) -> float:
+        """The last sign of life: its last line or its latest beat."""
+        return self.last_line if self.beat is None else max(self.last_line,
+                                                            self.beat.seconds())
+
+    def take_fds(self, ancdata: list[tuple[int, int, bytes]]) -> None:
+        """Keep the first descriptor passed (SCM_RIGHTS), close any other."""
+        for level, kind, data in ancdata:
+            if level != _socket.SOL_SOCKET or kind != _socket.SCM_RIGHTS:
+                continue
+            for i in range(0, len(data) - len(data) % 4, 4):
+                fd = int.from_bytes(data[i:i + 4], sys.byteorder, signed=True)
+                if self.passed_fd < 0:
+                    self.passed_fd = fd
+                else:
+                    os.close(fd)
+
+    def release(self) -> None:
+        if self.passed_fd >= 0:
+            os.close(self.passed_fd)
+            self.passed_fd = -1
+        if self.beat is not None:
+            self.beat.close()
+            self.beat = None
 
 
 class Server:
@@ -328,7 +400,7 @@ class Server:
         while not self.speaker.channel.closed:
             timeout = None
             if self.controller is not None and self.watchdog_s is not None:
-                left = self.controller.last_line + self.watchdog_s - time.monotonic()
+                left = self.controller.alive_at() + self.watchdog_s - time.monotonic()
                 timeout = max(0, int(left * 1000 + 0.999))  # ms, rounded up
             for fd, _ in self.poll.poll(timeout):
                 if fd == listener:
@@ -339,9 +411,10 @@ class Server:
                     self.readable(self.conns[fd])
             c = self.controller
             if (c is not None and self.watchdog_s is not None
-                    and time.monotonic() - c.last_line >= self.watchdog_s):
+                    and time.monotonic() - c.alive_at() >= self.watchdog_s):
                 self.lose_controller(f"watchdog: no line from the controller for "
-                                     f"{self.watchdog_s * 1000:.0f} ms")
+                                     f"{self.watchdog_s * 1000:.0f} ms"
+                                     + (" (nor a beat)" if c.beat is not None else ""))
         log("ExaBGP closed our stdin: exiting")
 
     def accept(self) -> None:
@@ -356,9 +429,10 @@ class Server:
 
     def readable(self, conn: Conn) -> None:
         try:
-            data = conn.sock.recv(4096)
+            data, ancdata, _, _ = conn.sock.recvmsg(4096, FD_SPACE)
         except OSError:
-            data = b""
+            data, ancdata = b"", []
+        conn.take_fds(ancdata)  # before anything else: a descriptor is never leaked
         if not data:
             self.close(conn, "controller connection closed")
             return
@@ -391,14 +465,22 @@ class Server:
                 log("keepalive from a connection that is not the controller: closing it")
                 self.close(conn, "")
             return None
-        if words == ["control"]:
+        if words in (["control"], ["control", "beat"]):
             if self.controller not in (None, conn):
                 return {"ok": False, "state": self.speaker.state,
                         "detail": "another controller is connected"}
+            beat = words == ["control", "beat"]
+            if beat:
+                problem = self.take_beat(conn)
+                if problem:
+                    return {"ok": False, "state": self.speaker.state,
+                            "detail": f"control beat: {problem}"}
             self.controller = conn
-            log(f"controller connected; watchdog {self.watchdog_s * 1000:.0f} ms")
+            log(f"controller connected; watchdog {self.watchdog_s * 1000:.0f} ms"
+                + (", fed by its beat cell" if beat else ""))
             return {"ok": True, "state": self.speaker.state,
-                    "watchdog_ms": round(self.watchdog_s * 1000)}
+                    "watchdog_ms": round(self.watchdog_s * 1000),
+                    **({"beat": True} if beat else {})}
         if words[:1] == ["announce"] and conn is not self.controller:
             return {"ok": False, "state": self.speaker.state,
                     "detail": "watchdog mode: only the controller may announce"}
@@ -411,6 +493,23 @@ class Server:
                               "(`anycast-lab fail SITE dns`) instead"}
         return self.speaker.handle(line)
 
+    @staticmethod
+    def take_beat(conn: Conn) -> str:
+        """Map the descriptor that came with `control beat`; what is wrong, else ""."""
+        fd, conn.passed_fd = conn.passed_fd, -1
+        if fd < 0:
+            return "no descriptor came with the line (send it with SCM_RIGHTS)"
+        try:
+            beat = Beat(fd)
+        except (OSError, ValueError) as exc:
+            return str(exc)
+        finally:
+            os.close(fd)
+        if conn.beat is not None:
+            conn.beat.close()
+        conn.beat = beat
+        return ""
+
     def close(self, conn: Conn, why: str) -> None:
         if conn is self.controller:
             self.lose_controller(why)
@@ -419,6 +518,7 @@ class Server:
         if self.conns.get(fd) is conn:
             self.poll.unregister(fd)
             del self.conns[fd]
+        conn.release()
         conn.sock.close()
 
     def lose_controller(self, why: str) -> None:

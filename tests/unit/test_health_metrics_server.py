@@ -1,0 +1,39 @@
+"""The health daemon's /metrics server: answers scrapes, sleeps between them (no
+periodic wake-up to look for a shutdown), and stops at once when asked."""
+
+from __future__ import annotations
+
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+from lab.sites.health.metrics import Metrics
+
+from .helpers import free_port
+
+
+def _wakeups(tid: int) -> int:
+    status = Path(f"/proc/self/task/{tid}/status").read_text()
+    return int(status.split("\nvoluntary_ctxt_switches:")[1].split()[0])
+
+
+def test_metrics_server_sleeps_between_scrapes_and_stops_at_once() -> None:
+    metrics = Metrics(["dns"])
+    port = free_port()
+    server = metrics.serve("127.0.0.1", port)
+    try:
+        thread = next(t for t in threading.enumerate() if t.name == "metrics")
+        assert thread.native_id is not None
+        body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read()
+        assert b"anycast_health" in body
+        before = _wakeups(thread.native_id)
+        time.sleep(1.6)  # what is measured: socketserver's own loop wakes 3 times in this
+        assert _wakeups(thread.native_id) - before == 0
+    finally:
+        started = time.monotonic()
+        server.shutdown()
+        server.server_close()
+    assert time.monotonic() - started < 1.0
+    thread.join(2)
+    assert not thread.is_alive()
