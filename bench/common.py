@@ -31,6 +31,12 @@ def stats(values: list[float]) -> dict[str, float]:
     }
 
 
+def saved(section: str) -> dict[str, Any]:
+    """What the results file holds for `section` ({} if nothing)."""
+    results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+    return results.get(section, {})
+
+
 def save(section: str, data: Any) -> None:
     """Write `data` into `section` of the results file. Keys of the section that `data`
     does not set are kept: a section's earlier figures (before/after rows kept beside

@@ -400,11 +400,15 @@ def main() -> None:
     common.console.width = max(common.console.width, 150)  # tables, also when piped
 
     started = time.monotonic()
-    results = {s: run_setup(s, args.trials, progress) for s in chosen}
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    results = {s: {**run_setup(s, args.trials, progress), "measured_at": stamp,
+                   "trials": args.trials} for s in chosen}
     goals = report(results)
+    # A run of some setups (--only) keeps the others' earlier figures, each with its date.
+    setups = {**common.saved("health").get("setups", {}), **results}
     save("health", {"trials": args.trials, "site": SITE, "rate_hz": RATE_HZ,
                     "ours_dns_check": OURS_DNS, "anchor_tuned": TUNED,
-                    "goals": goals, "setups": results,
+                    "goals": goals, "setups": setups,
                     "elapsed_s": round(time.monotonic() - started, 1)})
 
 

@@ -2,6 +2,11 @@
 of 3, 10, 25, 50 and 100 sites, every process of a site counted; writes JSON and a PNG.
 
     python -m bench.scale_bench [--sizes 3,10,25,50,100] [--idle-s 60] [--compare 50]
+                                [--repeat N]
+
+`--repeat N` measures each size N times in a row and reports the median of each figure
+(every run is kept under the row's `runs`): this VM's speed varies from one run to the
+next, and a single run of a size can be off by a third.
 
 `--compare N` also brings an N-site lab up with every daemon started by exec
 (ANYCAST_LAB_LAUNCHER=exec: interpreter start and imports paid per daemon), to show what
@@ -12,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import time
 from pathlib import Path
 
@@ -131,6 +137,23 @@ def measure(sites: int, idle_s: float, launcher: bool = True) -> dict:
     }
 
 
+FIGURES = ("up_s", "converge_s", "idle_cpu_pct_per_site", "idle_cpu_pct_total",
+           "pss_mib_per_site", "pss_mib_total")
+
+
+def median_row(runs: list[dict]) -> dict:
+    """One row for a size measured several times (pure): each figure is the median of its
+    runs (of two, the mean), the rest is the first run's, and every run's figures are
+    kept under `runs`."""
+    if len(runs) == 1:
+        return runs[0]
+    row = dict(runs[0])
+    for key in FIGURES:
+        row[key] = round(statistics.median(r[key] for r in runs), 3)
+    row["runs"] = [{k: r[k] for k in (*FIGURES, "load_before")} for r in runs]
+    return row
+
+
 def plot(rows: list[dict], path: Path) -> None:
     import matplotlib
     matplotlib.use("Agg")
@@ -170,14 +193,22 @@ def main() -> None:
     parser.add_argument("--compare", type=int, default=50,
                         help="also measure this many sites started by exec (0: skip)")
     parser.add_argument("--plot", type=Path, default=PICTURE)
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="measure each size this many times; report the medians")
     args = parser.parse_args()
+    if args.repeat < 1:
+        parser.error("--repeat must be at least 1")
     rows: list[dict] = []
     for sites in (int(s) for s in args.sizes.split(",")):
-        runs = [True, False] if sites == args.compare else [True]
-        for launcher in runs:
-            rows.append(measure(sites, args.idle_s, launcher))
-            # Saved as it goes: a size that fails to come up still leaves the others.
-            save("scale", {"idle_s": args.idle_s, "rows": rows, "complete": False})
+        modes = [True, False] if sites == args.compare else [True]
+        for launcher in modes:
+            runs = []
+            for _ in range(args.repeat):
+                runs.append(measure(sites, args.idle_s, launcher))
+                # Saved as it goes: a size that fails to come up still leaves the others.
+                save("scale", {"idle_s": args.idle_s, "repeat": args.repeat,
+                               "rows": [*rows, median_row(runs)], "complete": False})
+            rows.append(median_row(runs))
     show(f"growth curve (idle measured over {args.idle_s:.0f} s)",
          ["sites", "start", "up s", "converging s", "idle CPU %/site", "idle CPU % total",
           "PSS MiB/site", "PSS MiB total"],
@@ -185,8 +216,8 @@ def main() -> None:
            r["idle_cpu_pct_per_site"], r["idle_cpu_pct_total"], r["pss_mib_per_site"],
            r["pss_mib_total"]] for r in rows])
     plot(rows, args.plot)
-    save("scale", {"idle_s": args.idle_s, "rows": rows, "picture": str(args.plot.name),
-                   "complete": True})
+    save("scale", {"idle_s": args.idle_s, "repeat": args.repeat, "rows": rows,
+                   "picture": str(args.plot.name), "complete": True})
 
 
 if __name__ == "__main__":

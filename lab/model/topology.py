@@ -45,16 +45,17 @@ MAX_RATE_BIT = (2**32 - 1) * 8
 MIN_RATE_BIT = 1_000
 
 # How many of each a lab may have, and why (checked on the YAML tree before anything
-# else reads the section; docs/topologies.md). A generated lab of 50 sites on 5 routers
-# takes 35-55 s and about 5 GiB to come up on 2 cores; 100 sites did not converge there.
+# else reads the section; docs/topologies.md). On 2 cores a generated lab of 50 sites on
+# 5 routers comes up in 6-8 s with ~2.2 GiB (PSS), 100 sites on 10 routers in 19-27 s with
+# ~4.3 GiB and then idles at ~1.3 cores: 128 leaves room, not much more.
 MAX_ROUTERS = 64
 MAX_SITES = 128
 MAX_CLIENTS = 256
 MAX_LINKS = 512
 SECTION_LIMITS = {
     "routers": (MAX_ROUTERS, "each is a namespace with a BIRD daemon and an AS of its own"),
-    "sites": (MAX_SITES, "each is a namespace with up to five daemons, about 100 MiB; "
-                         "50 sites take 35-55 s and 5 GiB to come up on 2 cores"),
+    "sites": (MAX_SITES, "each is a namespace with up to five daemons, about 43 MiB; "
+                         "100 sites take 19-27 s and 4.3 GiB to come up on 2 cores"),
     "clients": (MAX_CLIENTS, "each is a namespace whose prober `measure` drives at up to "
                              "1000 queries/s"),
     "links": (MAX_LINKS, "each is a veth pair with a BGP session at both ends"),

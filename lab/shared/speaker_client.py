@@ -147,16 +147,16 @@ class Controller:
         learns only this way. Raises ShimError then; stray bytes are kept for `_ask`."""
         if self.sock is None:
             return
+        sock, timeout = self.sock, self.sock.gettimeout()
+        sock.setblocking(False)  # a socket with a timeout would wait for data first
         try:
-            self.sock.setblocking(False)
-            chunk = self.sock.recv(4096)
+            chunk = sock.recv(4096)
         except (BlockingIOError, InterruptedError):
             return
         except OSError:
             chunk = b""
         finally:
-            if self.sock is not None:
-                self.sock.setblocking(True)
+            sock.settimeout(timeout)
         if not chunk:
             self.close()
             raise ShimError("the shim closed the connection")

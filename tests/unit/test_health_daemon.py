@@ -207,11 +207,14 @@ def test_killed_daemon_is_withdrawn_at_once_and_a_new_one_waits_for_rise(
         patient_site: Site) -> None:
     site = patient_site
     up_and_announced(site)
+    # Killed once it has the shim's answer: killed before, the answer finds the socket
+    # closed and the shim withdraws for that ("connection broke") -- right, not this test.
+    assert wait_until(lambda: site.state().get("route") == "announced", 2)
     assert site.healthd is not None
     killed = site.healthd.send(signal.SIGKILL)
     withdrawn = site.wait_line(WITHDRAW_V4, killed, timeout=4)  # within the 5 s watchdog
     # The closed socket withdrew it, not the watchdog.
-    assert wait_until(lambda: "controller connection closed" in site.exabgp.log(), 2)
+    assert wait_until(lambda: "controller connection closed" in site.exabgp.log(), 2), site.log()
     assert "watchdog: no line from the controller" not in site.exabgp.log()
     site.healthd.stop()
     restarted = time.monotonic()
