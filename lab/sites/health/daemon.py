@@ -133,6 +133,31 @@ class Worker:
         return None if self.busy_since is None else self.busy_since + hang_after
 
 
+class Registration:
+    """A socket that comes and goes (made again after an error, a reconnect), kept in
+    the loop's selector with `data`: `follow(sock)` moves the registration when the
+    socket changed. The fd number is kept with it: a new socket may get the same one."""
+
+    def __init__(self, selector: selectors.BaseSelector, data: Any) -> None:
+        self.selector, self.data = selector, data
+        self.sock: socket.socket | None = None
+        self.fd = -1
+
+    def follow(self, sock: socket.socket | None) -> None:
+        if sock is self.sock:
+            return
+        self.drop()
+        if sock is not None:
+            self.sock, self.fd = sock, sock.fileno()
+            self.selector.register(self.fd, selectors.EVENT_READ, self.data)
+
+    def drop(self) -> None:
+        if self.sock is not None:
+            with contextlib.suppress(KeyError, ValueError, OSError):
+                self.selector.unregister(self.fd)
+        self.sock, self.fd = None, -1
+
+
 class InlineDns:
     """The DNS check run by the main loop itself (no thread): `start(at)` as a Worker's;
     `tick(now)` sends the query when it is due and gives up at its timeout; `readable()`
@@ -148,9 +173,7 @@ class InlineDns:
         self.pending = False  # started, query not sent yet
         self.started: float | None = None  # query in flight since
         self.deadline = 0.0
-        # The socket in the selector, and its fd (a new socket may get the same number).
-        self.registered: socket.socket | None = None
-        self.registered_fd = -1
+        self.registration = Registration(selector, self)  # the probe's socket
 
     def start(self, at: float) -> None:
         self.run_id += 1
@@ -162,7 +185,7 @@ class InlineDns:
 
     def join(self, timeout: float) -> None:
         """Nothing runs on its own; leave the selector before the socket is closed."""
-        self._unregister()
+        self.registration.drop()
 
     def next_time(self, hang_after: float) -> float | None:
         if self.pending:
@@ -200,19 +223,7 @@ class InlineDns:
 
     def _follow_socket(self) -> None:
         """Keep the selector on the probe's socket (it is made again after an error)."""
-        sock = self.probe.sock
-        if sock is self.registered:
-            return
-        self._unregister()
-        if sock is not None:
-            self.registered, self.registered_fd = sock, sock.fileno()
-            self.selector.register(self.registered_fd, selectors.EVENT_READ, self)
-
-    def _unregister(self) -> None:
-        if self.registered is not None:
-            with contextlib.suppress(KeyError, ValueError, OSError):
-                self.selector.unregister(self.registered_fd)
-        self.registered, self.registered_fd = None, -1
+        self.registration.follow(self.probe.sock)
 
 
 class LinkWatch:
@@ -221,28 +232,17 @@ class LinkWatch:
 
     def __init__(self, daemon: Daemon) -> None:
         self.daemon = daemon
-        self.sock: socket.socket | None = None
-        self.fd = -1
+        self.registration = Registration(daemon.selector, self)
 
     def follow(self) -> None:
-        sock = self.daemon.link.sock
-        if sock is self.sock:
-            return
-        if self.sock is not None:
-            with contextlib.suppress(KeyError, ValueError, OSError):
-                self.daemon.selector.unregister(self.fd)
-        self.sock, self.fd = sock, -1
-        if sock is not None:
-            self.fd = sock.fileno()
-            self.daemon.selector.register(self.fd, selectors.EVENT_READ, self)
+        self.registration.follow(self.daemon.link.sock)
 
     def readable(self) -> None:
         try:
             self.daemon.link.check_closed()
         except ShimError as exc:
-            self.follow()  # leave the selector before anything reuses the number
+            self.follow()  # out of the selector before anything reuses the number
             self.daemon.lost_link(str(exc), time.monotonic())
-        self.follow()
 
 
 class Daemon:
