@@ -52,3 +52,27 @@ def test_a_non_default_pace_is_shown_by_status_and_honoured_by_the_daemon(make_l
     went_down = wait_for(lambda: [e for e in dns_events(events) if e["new"] == "down"],
                          timeout=20, interval=0.1, message="ams's dns check down")
     assert went_down[0]["reason"].endswith(f"({FALL} consecutive failures)"), went_down
+
+
+def slow_dns_copy(directory: Path) -> Path:
+    data = yaml.safe_load(DEFAULT.read_text())
+    data.setdefault("health", {})["checks"] = {"dns": {"interval": "3600s"}}
+    path = directory / "slow-dns.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+def test_a_killed_dns_server_is_seen_at_once_not_at_the_next_interval(make_lab, tmp_path):
+    """With a DNS check once an hour, killing the site's Unbound still withdraws the site
+    within seconds: the check's TCP connection to Unbound closes with the process and the
+    check runs that moment (refused, then the fall at the fast interval)."""
+    lab = make_lab(slow_dns_copy(tmp_path), prefix="hw").up()
+    events = names.node_dir(lab.journal.dir, "ams") / names.HEALTH_EVENTS
+    log = names.node_dir(lab.journal.dir, "ams") / names.log_name("healthd")
+    wait_for(lambda: "dns: watching" in log.read_text(), timeout=10, interval=0.1,
+             message="ams's DNS check watching Unbound over TCP")
+    lab_cli("fail", "ams", "dns", "--lab", lab.name, timeout=60, check=True)
+    # Without the watch the next run would come up to an hour later.
+    went_down = wait_for(lambda: [e for e in dns_events(events) if e["new"] == "down"],
+                         timeout=5, interval=0.05, message="ams's dns check down")
+    assert went_down[0]["reason"].startswith("refused"), went_down

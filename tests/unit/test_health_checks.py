@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import socket
 import ssl
 import sys
@@ -472,6 +473,98 @@ def test_inline_dns_posts_its_result_in_the_tick_that_sent_the_query(
             done = results.get_nowait()  # no second wake-up was needed for the answer
             assert done.result.ok and done.result.reason == "ok"
             assert inline.started is None and results.empty()
+        finally:
+            inline.join(1)
+            inline.probe.close()
+
+
+def test_server_watch_tells_a_closed_connection_from_data_and_reports_a_refusal() -> None:
+    from lab.sites.health.checks import ServerWatch
+
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        watch = ServerWatch("127.0.0.1", listener.getsockname()[1])
+        try:
+            assert watch.connect() is None and watch.sock is not None
+            first = watch.sock
+            assert watch.connect() is None and watch.sock is first  # already open: kept
+            server_end, _ = listener.accept()
+            server_end.sendall(b"unasked")
+            assert wait_until(lambda: _readable(first), 2, 0.01)
+            assert watch.closed() is False and watch.sock is first  # data: dropped, open
+            server_end.close()  # what a killed server's kernel does
+            assert wait_until(lambda: _readable(first), 2, 0.01)
+            assert watch.closed() is True and watch.sock is None
+        finally:
+            watch.close()
+    assert ServerWatch("127.0.0.1", free_port()).connect() == "refused"
+
+
+def _readable(sock: socket.socket) -> bool:
+    return bool(select.select([sock], [], [], 0)[0])
+
+
+def _inline_dns(port: int, results: Any, selector: Any, **kw: Any) -> Any:
+    from lab.sites.health import daemon
+
+    cfg = DnsCheck(type="dns", name="dns", server="127.0.0.1", port=port,
+                   expect=[ANYCAST], **kw)
+    return daemon.InlineDns(cfg, DnsProbe(cfg), results, selector)
+
+
+def _serve_readable(selector: Any, timeout: float) -> int:
+    """What the daemon's loop does with the selector's events; how many there were."""
+    events = selector.select(timeout)
+    for key, _ in events:
+        key.data.readable()
+    return len(events)
+
+
+@pytest.mark.parametrize("watch_tcp", [True, False])
+def test_a_closed_watch_connection_sends_the_next_query_at_once(
+        dns_server: DnsServer, monkeypatch, watch_tcp: bool) -> None:
+    """After a good run the DNS check keeps a TCP connection to the server's port; when
+    the server closes it, the next query goes out at once instead of at its time, and
+    one that is not answered is sent again every few ms until its verdict. Off, neither."""
+    import queue
+    import selectors
+
+    from lab.sites.health import daemon
+
+    monkeypatch.setattr(daemon, "QUICK_ANSWER_MS", 5000)  # however slow the test machine
+    results: queue.SimpleQueue[Any] = queue.SimpleQueue()
+    with selectors.DefaultSelector() as selector, \
+            socket.create_server(("127.0.0.1", dns_server.port)) as listener:
+        inline = _inline_dns(dns_server.port, results, selector, watch_tcp=watch_tcp,
+                             timeout_ms=60_000)
+        try:
+            inline.start(0.0)
+            inline.tick(time.monotonic())
+            assert results.get_nowait().result.ok
+            assert (inline.probe.watch.sock is not None) is watch_tcp
+            if not watch_tcp:
+                return
+            server_end, _ = listener.accept()
+            later = time.monotonic() + 3600
+            inline.start(later)  # the next run an hour away
+            server_end.close()
+            assert wait_until(lambda: _serve_readable(selector, 0.05) > 0, 2, 0)
+            assert inline.probe.watch.sock is None and inline.at < later
+            monkeypatch.setattr(daemon, "QUICK_ANSWER_MS", 1)
+            dns_server.mode = "silent"  # the hurried query is not answered...
+            asked = dns_server.queries
+            inline.tick(time.monotonic())
+            assert wait_until(lambda: dns_server.queries == asked + 1, 2, 0.01)
+            assert inline.started is not None and inline.resend_at is not None
+            assert inline.next_time(1.0) == inline.resend_at < inline.deadline
+            inline.tick(inline.resend_at)  # the loop's timer for the resend
+            assert wait_until(lambda: dns_server.queries == asked + 2, 2, 0.01)  # ...so again
+            dns_server.mode = "ok"
+            inline.tick(inline.resend_at)
+            assert wait_until(lambda: (_serve_readable(selector, 0.01),
+                                       not results.empty())[-1], 2, 0)
+            done = results.get_nowait()
+            assert done.result.ok and inline.resend_at is None
+            assert inline.probe.watch.sock is not None  # connected again after a good run
         finally:
             inline.join(1)
             inline.probe.close()

@@ -5,6 +5,9 @@ All but `exec` run in-process, without forking:
 * `DnsProbe`: one query on a *connected* UDP socket (connected once, kept), so a killed
   server is seen from the ICMP "port unreachable" in about a millisecond instead of at
   the timeout; NOERROR and (if configured) one of the expected addresses in the answer.
+  Beside it, `ServerWatch`: a TCP connection to the server's port, kept open and never
+  written to, that the daemon's loop watches: it closes with a killed server's process,
+  and the daemon then runs the check at once instead of at its next interval.
 * `IntrospectProbe`: over one persistent HTTPS connection (`KeptConnection`: keep-alive,
   lab CA, SNI and Host = the service name) with HTTP Basic client credentials: the
   active canary token must be `active: true`, the revoked one `active: false` (a site with a stale
@@ -122,6 +125,7 @@ class DnsProbe(Probe):
         # The last run got its own answer and nothing else came: nothing can be queued
         # (no late answer, no ICMP error), so the next run need not drain (a syscall).
         self.answered = False
+        self.watch = ServerWatch(cfg.server, cfg.port)  # used by the daemon's loop
 
     def _socket(self) -> socket.socket:
         if self.sock is None:
@@ -223,6 +227,60 @@ class DnsProbe(Probe):
     def close(self) -> None:
         if self.sock is not None:
             self.poller.unregister(self.sock)
+            self.sock.close()
+            self.sock = None
+        self.watch.close()
+
+
+class ServerWatch:
+    """A TCP connection to the DNS server's port, kept open and never written to: when
+    the server process dies the kernel closes its end at once, and the connection turns
+    readable (EOF) -- the moment of a kill, seen without waiting for the next query. It
+    is a hint, never a verdict: the daemon runs the check at once, and the check's own
+    query decides (a server that merely closed an idle connection answers it, and the
+    watch connects again after the next good run). A server without TCP, or one that
+    refuses the connection, leaves the check to its pace alone."""
+
+    CONNECT_TIMEOUT_S = 0.05  # the server is on this host: a connect takes microseconds
+
+    def __init__(self, server: str, port: int) -> None:
+        self.address = (server, port)
+        self.family = socket.AF_INET6 if ":" in server else socket.AF_INET
+        self.sock: socket.socket | None = None
+
+    def connect(self) -> str | None:
+        """Open the connection unless it is open; None, or why it could not be."""
+        if self.sock is not None:
+            return None
+        sock = socket.socket(self.family, socket.SOCK_STREAM)
+        sock.settimeout(self.CONNECT_TIMEOUT_S)
+        try:
+            sock.connect(self.address)
+        except OSError as exc:
+            sock.close()
+            return _os_reason(exc)
+        sock.setblocking(False)
+        self.sock = sock
+        return None
+
+    def closed(self) -> bool:
+        """The socket turned readable: True when the server closed (or reset) it, and the
+        watch is closed; False when it was only data (which a DNS server does not send
+        unasked; dropped)."""
+        if self.sock is None:
+            return True
+        try:
+            if self.sock.recv(RECV_MAX):
+                return False
+        except (BlockingIOError, InterruptedError):
+            return False
+        except OSError:
+            pass
+        self.close()
+        return True
+
+    def close(self) -> None:
+        if self.sock is not None:
             self.sock.close()
             self.sock = None
 

@@ -97,6 +97,10 @@ class DnsCheck(CheckBase):
     qname: str = "health.anycast.lab."
     qtype: Literal["A", "AAAA"] = "A"
     expect: list[str] = Field(default_factory=list)  # any of these; empty: any answer
+    # Keep a TCP connection to the server's port open (never written to): a killed
+    # server closes it at once and the check runs that moment instead of at its next
+    # interval. A hint only; the query decides. Off: the interval alone.
+    watch_tcp: bool = True
     # Fast interval 10 ms: a refused query (killed server) is confirmed 10 ms after the
     # first one; costs nothing at idle (used only while the state is changing).
     timing = Timing(interval_ms=100, fast_interval_ms=10, timeout_ms=100, rise=3, fall=2)

@@ -7,6 +7,9 @@ thread: its socket is non-blocking; after sending, the loop waits up to QUICK_AN
 for the answer (the site's own server answers within a fraction of that), else its
 selector waits on the socket; a run is a send, a readable event and a parse, and its
 timeout is a timer of the loop (it never holds the loop up for longer than that).
+After a good run the check keeps a TCP connection to its server open (`ServerWatchLink`);
+when it closes (the server's process died, or it dropped an idle connection) the next
+query goes out at once and, unanswered, again every WATCH_RESEND_S until its verdict.
 The main loop waits on its selector (the DNS sockets, the wake pipe for results and
 signals) with a timeout that brings it back for the next keepalive, the drain-file poll,
 a DNS query's timeout, a check that may have hung and any timer of the state machine.
@@ -61,6 +64,10 @@ KEEPALIVES_PER_WATCHDOG = 3
 # The DNS check waits this long for its answer right after sending (the loop holds still
 # meanwhile; nothing it does needs a finer grain): an answer then costs no second wake-up.
 QUICK_ANSWER_MS = 2
+# After the server's watch connection closed, a query not yet answered is sent again
+# this often until the run's verdict or its timeout: the dying server's UDP socket may
+# still take (and lose) the first one, and the refusal comes once it is gone.
+WATCH_RESEND_S = 0.005
 
 
 @dataclass(frozen=True)
@@ -173,7 +180,9 @@ class InlineDns:
         self.pending = False  # started, query not sent yet
         self.started: float | None = None  # query in flight since
         self.deadline = 0.0
+        self.resend_at: float | None = None  # the watch closed: send again at this time
         self.registration = Registration(selector, self)  # the probe's socket
+        self.watch = ServerWatchLink(self, selector)
 
     def start(self, at: float) -> None:
         self.run_id += 1
@@ -186,11 +195,22 @@ class InlineDns:
     def join(self, timeout: float) -> None:
         """Nothing runs on its own; leave the selector before the socket is closed."""
         self.registration.drop()
+        self.watch.registration.drop()
+
+    def hurry(self, now: float) -> None:
+        """The server's watch connection closed: query now, and again every
+        WATCH_RESEND_S until this run's verdict."""
+        self.resend_at = now
+        if self.pending and self.at > now:
+            self.at = now
 
     def next_time(self, hang_after: float) -> float | None:
         if self.pending:
             return self.at
-        return self.deadline if self.started is not None else None
+        if self.started is None:
+            return None
+        return self.deadline if self.resend_at is None else min(self.deadline,
+                                                                 self.resend_at)
 
     def tick(self, now: float) -> None:
         if self.started is not None and now >= self.deadline:
@@ -199,12 +219,19 @@ class InlineDns:
             self.pending, self.started = False, now
             self.busy_since = now  # a hung-run verdict counts from the query's sending
             self.deadline = now + self.cfg.timeout_ms / 1000
-            failed = self.probe.send()
-            if failed is None:  # the site's own server answers within a fraction of a ms
-                failed = self.probe.receive_soon(QUICK_ANSWER_MS)
-            self._follow_socket()
-            if failed is not None:
-                self._done(*failed, time.monotonic())
+            self._send(now)
+        elif self.started is not None and self.resend_at is not None and now >= self.resend_at:
+            self._send(now)
+
+    def _send(self, now: float) -> None:
+        if self.resend_at is not None:
+            self.resend_at = now + WATCH_RESEND_S
+        failed = self.probe.send()
+        if failed is None:  # the site's own server answers within a fraction of a ms
+            failed = self.probe.receive_soon(QUICK_ANSWER_MS)
+        self._follow_socket()
+        if failed is not None:
+            self._done(*failed, time.monotonic())
 
     def readable(self) -> None:
         if self.started is None:
@@ -218,12 +245,51 @@ class InlineDns:
     def _done(self, ok: bool, reason: str, now: float) -> None:
         assert self.started is not None
         started, self.started = self.started, None
+        self.resend_at = None
+        if ok and self.cfg.watch_tcp:
+            self.watch.connect()
         self.results.put(_Done(self.cfg.name, self.run_id, started,
                                Result(ok, reason, now - started)))
 
     def _follow_socket(self) -> None:
         """Keep the selector on the probe's socket (it is made again after an error)."""
         self.registration.follow(self.probe.sock)
+
+
+class ServerWatchLink:
+    """The DNS probe's `ServerWatch` in the loop's selector: connected after a good run
+    (when it is not), and when it turns readable because the server closed it, the
+    check's next query is sent at once."""
+
+    def __init__(self, dns: InlineDns, selector: selectors.BaseSelector) -> None:
+        self.dns, self.watch = dns, dns.probe.watch
+        self.registration = Registration(selector, self)
+        # The last connect's outcome (None: connected), logged when it changes: Unbound
+        # closes an idle connection after its tcp-idle-timeout, and the watch connects
+        # again after the run that follows, every few seconds, quietly.
+        self.problem: str | None = ""
+
+    def connect(self) -> None:
+        problem = self.watch.connect()
+        if problem != self.problem:
+            if problem is None:
+                log.info("%s: watching %s over TCP (a closed connection runs the check "
+                         "at once)", self.dns.cfg.name, _where(self.watch.address))
+            else:
+                log.info("%s: no TCP watch on %s (%s): the check's interval alone",
+                         self.dns.cfg.name, _where(self.watch.address), problem)
+            self.problem = problem
+        self.registration.follow(self.watch.sock)
+
+    def readable(self) -> None:
+        if self.watch.closed():
+            self.registration.follow(None)  # out of the selector before the fd is reused
+            self.dns.hurry(time.monotonic())
+
+
+def _where(address: tuple[str, int]) -> str:
+    host, port = address
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 class LinkWatch:
