@@ -568,3 +568,50 @@ def test_a_closed_watch_connection_sends_the_next_query_at_once(
         finally:
             inline.join(1)
             inline.probe.close()
+
+
+def test_a_worker_check_runs_at_once_when_its_kept_connection_closes() -> None:
+    """The loop watches a worker's kept connection for the server closing it (not for
+    data: the worker reads its answers itself) and then runs that check at once."""
+    import queue
+    import selectors
+
+    from lab.sites.health import daemon
+    from lab.sites.health.checks import Probe, Result
+
+    class Kept(Probe):
+        def __init__(self, sock: socket.socket) -> None:
+            self.sock, self.runs = sock, 0
+
+        def attempt(self, started: float) -> tuple[bool, str]:
+            self.runs += 1
+            return True, "ok"
+
+        def kept_socket(self) -> socket.socket | None:
+            return self.sock
+
+    results: queue.SimpleQueue[Any] = queue.SimpleQueue()
+    cfg = TcpCheck(type="tcp", name="kept", host="127.0.0.1", port=1)
+    with selectors.DefaultSelector() as selector, \
+            socket.create_server(("127.0.0.1", 0)) as listener, \
+            socket.create_connection(listener.getsockname()) as client:
+        server_end, _ = listener.accept()
+        probe = Kept(client)
+        worker = daemon.Worker(cfg, probe, results)
+        workers: dict[str, Any] = {"kept": worker}
+        hangups = daemon.HangUpWatch(selector, workers)
+        try:
+            worker.start(time.monotonic() + 3600)  # the next run an hour away
+            hangups.follow()
+            server_end.sendall(b"an answer for the worker")
+            assert _serve_readable(selector, 0.2) == 0  # data does not wake the loop
+            server_end.close()
+            assert wait_until(lambda: _serve_readable(selector, 0.05) > 0, 2, 0)
+            done = results.get(timeout=5)  # ran now, not in an hour
+            assert done.result == Result(True, "ok", done.result.latency) and probe.runs == 1
+            hangups.follow()  # the same socket, seen closed: not watched again
+            assert hangups.watched == {}
+        finally:
+            worker.stop()
+            worker.join(1)
+            hangups.close()

@@ -18,6 +18,8 @@ from typing import Any
 
 import pytest
 
+from lab.sites.health.checks import Probe
+
 from .helpers import (
     ANNOUNCE_V4,
     ANYCAST,
@@ -358,7 +360,7 @@ def test_slow_check_does_not_starve_the_watchdog(tmp_path: Path) -> None:
 # --- the daemon in-process: a check that never returns -----------------------
 
 
-class _StuckProbe:
+class _StuckProbe(Probe):
     """Blocks until released, like a check stuck in a syscall."""
 
     def __init__(self) -> None:

@@ -90,6 +90,11 @@ class Probe:
     def close(self) -> None:
         return None
 
+    def kept_socket(self) -> socket.socket | None:
+        """The connection this probe keeps open between runs, if any (the daemon's loop
+        watches it for the server closing it)."""
+        return None
+
 
 def _short(text: str) -> str:
     text = " ".join(text.split())
@@ -347,6 +352,11 @@ class KeptConnection:
         self.connections += 1
         return conn
 
+    def socket(self) -> socket.socket | None:
+        """The open connection's socket (None between a close and the next request)."""
+        conn = self.conn
+        return None if conn is None else conn.sock
+
     def request(self, method: str, path: str, body: bytes | None, headers: dict[str, str],
                 timeout_s: float) -> _Reply:
         """One request within `timeout_s`; OSError, ssl.SSLError or HTTPException if none."""
@@ -479,6 +489,9 @@ class IntrospectProbe(Probe):
 
     def close(self) -> None:
         self.client.close()
+
+    def kept_socket(self) -> socket.socket | None:
+        return self.client.socket()
 
 
 class TcpProbe(Probe):

@@ -10,6 +10,8 @@ timeout is a timer of the loop (it never holds the loop up for longer than that)
 After a good run the check keeps a TCP connection to its server open (`ServerWatchLink`);
 when it closes (the server's process died, or it dropped an idle connection) the next
 query goes out at once and, unanswered, again every WATCH_RESEND_S until its verdict.
+The workers' kept HTTPS connections are watched for the server closing them
+(`HangUpWatch`): that check then runs at once.
 The main loop waits on its selector (the DNS sockets, the wake pipe for results and
 signals) with a timeout that brings it back for the next keepalive, the drain-file poll,
 a DNS query's timeout, a check that may have hung and any timer of the state machine.
@@ -38,6 +40,7 @@ import logging
 import math
 import os
 import queue
+import select
 import selectors
 import signal
 import socket
@@ -113,6 +116,13 @@ class Worker:
     def stop(self) -> None:
         self.stopping = True
         self.go.set()
+
+    def hurry(self, now: float) -> None:
+        """Run now rather than at the time given (the probe's kept connection closed);
+        a run already under way is left alone."""
+        if self.busy_since is not None and self.busy_since > now:
+            self.busy_since = self.at = now
+            self.go.set()
 
     def _loop(self) -> None:
         while True:
@@ -292,6 +302,66 @@ def _where(address: tuple[str, int]) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
+class HangUpWatch:
+    """The kept connections of the checks run by workers (introspection, identity),
+    watched from the loop for the server closing them: an epoll set of their sockets for
+    EPOLLRDHUP alone (the answers their threads read do not wake the loop), itself in the
+    loop's selector. A close runs that check at once instead of at its time (a killed
+    service is then refused within the fall's fast interval). A socket is watched until it
+    is seen closed, then not again; the worker's next connection is a new one."""
+
+    EVENTS = select.EPOLLRDHUP | select.EPOLLHUP | select.EPOLLERR
+
+    def __init__(self, selector: selectors.BaseSelector, workers: dict[str, Any]) -> None:
+        self.epoll = select.epoll()
+        self.selector, self.workers = selector, workers
+        self.watched: dict[str, tuple[int, socket.socket]] = {}  # check -> (fd, socket)
+        self.seen: dict[str, socket.socket] = {}  # check -> its socket seen closed
+        selector.register(self.epoll.fileno(), selectors.EVENT_READ, self)
+
+    def follow(self) -> None:
+        """Watch each worker's current socket (called by the loop after every step)."""
+        for name, w in self.workers.items():
+            if not isinstance(w, Worker):
+                continue
+            sock = w.probe.kept_socket()
+            old = self.watched.get(name)
+            if old is not None and old[1] is sock:
+                continue
+            if old is not None:
+                self._forget(name)
+            if sock is None or self.seen.get(name) is sock:
+                continue
+            try:
+                fd = sock.fileno()
+                self.epoll.register(fd, self.EVENTS)
+            except (OSError, ValueError):  # closed by its thread meanwhile
+                continue
+            self.watched[name] = (fd, sock)
+
+    def _forget(self, name: str) -> None:
+        fd, _ = self.watched.pop(name)
+        with contextlib.suppress(OSError, ValueError):
+            self.epoll.unregister(fd)
+
+    def readable(self) -> None:
+        now = time.monotonic()
+        for fd, _ in self.epoll.poll(0):
+            name = next((n for n, (f, _) in self.watched.items() if f == fd), None)
+            if name is None:
+                continue
+            self.seen[name] = self.watched[name][1]
+            self._forget(name)
+            worker = self.workers.get(name)
+            if isinstance(worker, Worker):
+                worker.hurry(now)
+
+    def close(self) -> None:
+        with contextlib.suppress(KeyError, ValueError, OSError):
+            self.selector.unregister(self.epoll.fileno())
+        self.epoll.close()
+
+
 class LinkWatch:
     """The shim's socket in the loop's selector: readable while no answer is awaited
     means the shim closed it (a beat cell never writes to it, so nothing else tells)."""
@@ -335,6 +405,7 @@ class Daemon:
         self.link = Controller(cfg.shim_socket, per_watchdog=KEEPALIVES_PER_WATCHDOG,
                                beat=True)
         self.link_watch = LinkWatch(self)
+        self.hangups = HangUpWatch(self.selector, self.workers)
         self.metrics = Metrics([c.name for c in cfg.checks])
         self.events = EventLog(cfg.event_log)
         self.metrics_server: Any = None
@@ -408,6 +479,7 @@ class Daemon:
         self.decide(now)
         self.dispatch(time.monotonic())
         self.link_watch.follow()
+        self.hangups.follow()
 
     def shutdown(self) -> None:
         """SIGTERM: withdraw (the shim would also do it when we close), then go."""
@@ -418,6 +490,7 @@ class Daemon:
         self.metrics.shim_connected.set(0)
         for w in self.workers.values():
             w.stop()
+        self.hangups.close()
         for w in self.workers.values():
             w.join(timeout=1.0)
             w.probe.close()

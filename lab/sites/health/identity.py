@@ -19,6 +19,7 @@ unicast addresses.
 from __future__ import annotations
 
 import http.client
+import socket
 import ssl
 import time
 from typing import Any
@@ -137,6 +138,9 @@ class IdentityProbe(Probe):
     def close(self) -> None:
         if self.client is not None:
             self.client.close()
+
+    def kept_socket(self) -> socket.socket | None:
+        return None if self.client is None else self.client.socket()
 
     def _get(self, address: str, port: int, timeout_s: float) -> dict[str, Any] | None:
         if self.context is None:
