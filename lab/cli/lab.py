@@ -253,7 +253,9 @@ def schema(json_out: JsonOpt = False) -> None:
 
 @app.command()
 def up(topology: Annotated[Path | None, typer.Argument(help="topology file")] = None,
-       name: Annotated[str | None, typer.Option("--name", help="override the lab's name")] = None,
+       name: Annotated[str | None, typer.Option(
+           "--name", "--lab",
+           help="override the lab's name (the one `down --lab` and the others take)")] = None,
        keep_on_failure: Annotated[bool | None, typer.Option(
            "--keep-on-failure/--no-keep-on-failure",
            help="when the lab does not converge as expected, leave it up for inspection "

@@ -25,3 +25,13 @@ def test_token_ids_never_look_like_options():
                                      scope="x", ttl_s=60)
         assert not claims["jti"].startswith("-")
         int(claims["jti"], 16)  # hex
+
+
+@pytest.mark.parametrize("option", ["--name", "--lab"])
+def test_up_takes_the_lab_name_as_down_does(option, tmp_path):
+    """`up --lab X` names the lab as `down --lab X` finds it (`--name` is the same)."""
+    missing = tmp_path / "missing.yaml"
+    result = subprocess.run([sys.executable, "-m", "lab", "up", str(missing), option, "x1"],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode != 0 and "no such option" not in result.stderr.lower()
+    assert "does not exist" in result.stderr  # the file's error: the option was taken
