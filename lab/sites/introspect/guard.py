@@ -82,6 +82,11 @@ SATURATION_HOLD_S = 2.0
 SATURATED_HEADER = b"x-anycast-saturated"
 REFUSAL_LOG_EVERY_S = 10.0
 ACCEPT_RETRY_S = 0.1  # after EMFILE and the like: try again, do not spin
+# asyncio's TLS transport gives each connection a read buffer of SSLProtocol.max_size,
+# 256 KiB allocated zeroed (so all of it resident). A request here is at most HEAD_LIMIT
+# and a small body, a TLS record at most 16 KiB: 32 KiB a connection is plenty, and a
+# full house of LIMIT_CONCURRENCY connections holds 16 MiB of buffers instead of 128.
+TLS_READ_BUFFER = 32 * 1024
 
 
 def client_key(address: str) -> str:
@@ -196,6 +201,7 @@ class Acceptor:
         self.task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
+        asyncio.sslproto.SSLProtocol.max_size = TLS_READ_BUFFER  # this process's servers
         self.task = asyncio.get_running_loop().create_task(self._accept_loop())
 
     async def _accept_loop(self) -> None:
