@@ -744,3 +744,43 @@ def test_framing_the_guard_refuses_and_its_status(head: bytes, status: int) -> N
     assert json.loads(body)["error"] == "invalid_request"
     assert (b"cache-control", b"no-store") in headers
     assert (b"content-length", str(len(body)).encode()) in headers
+
+
+class _Recording:
+    """Records what a transport is asked to do (the wrapper's underlying transport)."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, bytes]] = []
+
+    def write(self, data: bytes) -> None:
+        self.calls.append(("write", bytes(data)))
+
+    def close(self) -> None:
+        self.calls.append(("close", b""))
+
+    def is_closing(self) -> bool:
+        return False
+
+
+def test_a_response_written_in_pieces_leaves_in_one_write() -> None:
+    from lab.sites.introspect.guard import CoalescingTransport
+
+    async def scenario() -> tuple[list, list, list]:
+        loop = asyncio.get_running_loop()
+        raw = _Recording()
+        transport = CoalescingTransport(raw, loop)  # type: ignore[arg-type]
+        transport.write(b"HTTP/1.1 200 OK\r\n\r\n")
+        transport.write(b"")
+        transport.write(memoryview(b'{"active": true}'))
+        during = list(raw.calls)  # nothing sent within the turn
+        await asyncio.sleep(0)  # the turn ends
+        after = list(raw.calls)
+        transport.write(b"late")
+        transport.close()  # sends what is pending, then closes
+        assert transport.is_closing() is False  # the transport's own answer
+        return during, after, raw.calls
+
+    during, after, calls = asyncio.run(scenario())
+    assert during == []
+    assert after == [("write", b'HTTP/1.1 200 OK\r\n\r\n{"active": true}')]
+    assert calls[1:] == [("write", b"late"), ("close", b"")]

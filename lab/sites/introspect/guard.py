@@ -318,6 +318,38 @@ def error_response(status: int, site: str, request_timeout_s: float = REQUEST_TI
     return headers, body
 
 
+class CoalescingTransport:
+    """A connection's transport whose writes made in one turn of the event loop go out
+    as one: uvicorn writes a response's head and its body separately, which over TLS is
+    two records in two segments, and two wake-ups of the client that reads them. The
+    writes are joined and sent when the turn ends (`loop.call_soon`); `close` sends what
+    is pending first. Everything else is the transport's own."""
+
+    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
+        self._transport, self._loop = transport, loop
+        self._pending: list[bytes] = []
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        if not data:
+            return
+        if not self._pending:
+            self._loop.call_soon(self.flush)
+        self._pending.append(bytes(data))
+
+    def flush(self) -> None:
+        if self._pending:
+            data = b"".join(self._pending)
+            self._pending.clear()
+            self._transport.write(data)
+
+    def close(self) -> None:
+        self.flush()
+        self._transport.close()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
+
+
 class GuardedH11Protocol(H11Protocol):
     """uvicorn's h11 protocol with this module's limits: the request timer, the complete
     head limit, JSON protocol errors, and the connection's admission slot."""
@@ -365,6 +397,8 @@ class GuardedH11Protocol(H11Protocol):
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
+        # Requests' cycles take the transport from here: each response in one write.
+        self.transport = CoalescingTransport(transport, self.loop)  # type: ignore[assignment]
         self._arm()
 
     def connection_lost(self, exc: Exception | None) -> None:
