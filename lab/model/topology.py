@@ -54,8 +54,8 @@ MAX_CLIENTS = 256
 MAX_LINKS = 512
 SECTION_LIMITS = {
     "routers": (MAX_ROUTERS, "each is a namespace with a BIRD daemon and an AS of its own"),
-    "sites": (MAX_SITES, "each is a namespace with up to five daemons, about 43 MiB; "
-                         "100 sites take 19-27 s and 4.3 GiB to come up on 2 cores"),
+    "sites": (MAX_SITES, "each is a namespace with up to five daemons, about 42 MiB; "
+                         "100 sites take 19-27 s and 4.1 GiB to come up on 2 cores"),
     "clients": (MAX_CLIENTS, "each is a namespace whose prober `measure` drives at up to "
                              "1000 queries/s"),
     "links": (MAX_LINKS, "each is a veth pair with a BGP session at both ends"),
