@@ -77,21 +77,3 @@ def test_a_killed_dns_server_is_seen_at_once_not_at_the_next_interval(make_lab, 
                          timeout=5, interval=0.05, message="ams's dns check down")
     assert went_down[0]["reason"].startswith("refused"), went_down
 
-
-def test_a_killed_introspection_service_is_seen_at_once_not_at_the_next_interval(
-        make_lab, tmp_path):
-    """The introspection check's kept HTTPS connection closes with the service's process:
-    with the check once an hour, a killed service still takes its check down within
-    seconds (the loop sees the close and runs the check at once)."""
-    data = yaml.safe_load(DEFAULT.read_text())
-    data.setdefault("health", {})["checks"] = {"introspect": {"interval": "3600s"}}
-    path = tmp_path / "slow-introspect.yaml"
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
-    lab = make_lab(path, prefix="hi").up()
-    events = names.node_dir(lab.journal.dir, "ams") / names.HEALTH_EVENTS
-    lab_cli("fail", "ams", "introspect", "--lab", lab.name, timeout=60, check=True)
-    went_down = wait_for(lambda: [e for e in events_since(events, 0)
-                                  if e.get("event") == "check"
-                                  and e.get("check") == "introspect" and e["new"] == "down"],
-                         timeout=5, interval=0.05, message="ams's introspect check down")
-    assert "refused" in went_down[0]["reason"], went_down

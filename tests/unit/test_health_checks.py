@@ -522,9 +522,11 @@ def _serve_readable(selector: Any, timeout: float) -> int:
 @pytest.mark.parametrize("watch_tcp", [True, False])
 def test_a_closed_watch_connection_sends_the_next_query_at_once(
         dns_server: DnsServer, monkeypatch, watch_tcp: bool) -> None:
-    """After a good run the DNS check keeps a TCP connection to the server's port; when
-    the server closes it, the next query goes out at once instead of at its time, and
-    one that is not answered is sent again every few ms until its verdict. Off, neither."""
+    """After a good run the DNS check keeps a TCP connection to the server's port. When
+    the server closes it, the loop connects again: taken (an idle close), nothing else
+    happens; refused (the server is gone), the next query goes out at once instead of at
+    its time, and one that is not answered is sent again every few ms until its verdict.
+    Off, none of it."""
     import queue
     import selectors
 
@@ -532,9 +534,10 @@ def test_a_closed_watch_connection_sends_the_next_query_at_once(
 
     monkeypatch.setattr(daemon, "QUICK_ANSWER_MS", 5000)  # however slow the test machine
     results: queue.SimpleQueue[Any] = queue.SimpleQueue()
-    with selectors.DefaultSelector() as selector, \
-            socket.create_server(("127.0.0.1", dns_server.port)) as listener:
-        inline = _inline_dns(dns_server.port, results, selector, watch_tcp=watch_tcp,
+    port = dns_server.port
+    listener = socket.create_server(("127.0.0.1", port))
+    with selectors.DefaultSelector() as selector:
+        inline = _inline_dns(port, results, selector, watch_tcp=watch_tcp,
                              timeout_ms=60_000)
         try:
             inline.start(0.0)
@@ -543,10 +546,16 @@ def test_a_closed_watch_connection_sends_the_next_query_at_once(
             assert (inline.probe.watch.sock is not None) is watch_tcp
             if not watch_tcp:
                 return
-            server_end, _ = listener.accept()
             later = time.monotonic() + 3600
             inline.start(later)  # the next run an hour away
-            server_end.close()
+            first = inline.probe.watch.sock
+            server_end, _ = listener.accept()
+            server_end.close()  # an idle close: the listener is still there
+            assert wait_until(lambda: _serve_readable(selector, 0.05) > 0, 2, 0)
+            assert inline.probe.watch.sock not in (None, first) and inline.at == later
+            # The server goes: the watch's new connection, still in its listener's queue
+            # (a dying server's last moment), is reset, and connecting again is refused.
+            listener.close()
             assert wait_until(lambda: _serve_readable(selector, 0.05) > 0, 2, 0)
             assert inline.probe.watch.sock is None and inline.at < later
             monkeypatch.setattr(daemon, "QUICK_ANSWER_MS", 1)
@@ -558,6 +567,7 @@ def test_a_closed_watch_connection_sends_the_next_query_at_once(
             assert inline.next_time(1.0) == inline.resend_at < inline.deadline
             inline.tick(inline.resend_at)  # the loop's timer for the resend
             assert wait_until(lambda: dns_server.queries == asked + 2, 2, 0.01)  # ...so again
+            listener = socket.create_server(("127.0.0.1", port))  # back
             dns_server.mode = "ok"
             inline.tick(inline.resend_at)
             assert wait_until(lambda: (_serve_readable(selector, 0.01),
@@ -568,11 +578,15 @@ def test_a_closed_watch_connection_sends_the_next_query_at_once(
         finally:
             inline.join(1)
             inline.probe.close()
+            listener.close()
 
 
-def test_a_worker_check_runs_at_once_when_its_kept_connection_closes() -> None:
+@pytest.mark.parametrize("interval_ms", [1000, 5000])
+def test_a_worker_check_runs_at_once_when_its_kept_connection_closes(interval_ms) -> None:
     """The loop watches a worker's kept connection for the server closing it (not for
-    data: the worker reads its answers itself) and then runs that check at once."""
+    data: the worker reads its answers itself) and then runs that check at once; only
+    for a check faster than the service's keep-alive timeout (a slower one's connection
+    is closed as idle, which says nothing)."""
     import queue
     import selectors
 
@@ -590,19 +604,23 @@ def test_a_worker_check_runs_at_once_when_its_kept_connection_closes() -> None:
         def kept_socket(self) -> socket.socket | None:
             return self.sock
 
+    watched = interval_ms < daemon.KEPT_WATCH_MAX_INTERVAL_MS
     results: queue.SimpleQueue[Any] = queue.SimpleQueue()
-    cfg = TcpCheck(type="tcp", name="kept", host="127.0.0.1", port=1)
+    cfg = TcpCheck(type="tcp", name="kept", host="127.0.0.1", port=1, interval_ms=interval_ms)
     with selectors.DefaultSelector() as selector, \
             socket.create_server(("127.0.0.1", 0)) as listener, \
             socket.create_connection(listener.getsockname()) as client:
         server_end, _ = listener.accept()
         probe = Kept(client)
         worker = daemon.Worker(cfg, probe, results)
-        workers: dict[str, Any] = {"kept": worker}
-        hangups = daemon.HangUpWatch(selector, workers)
+        hangups = daemon.HangUpWatch(selector, {"kept": worker})
         try:
-            worker.start(time.monotonic() + 3600)  # the next run an hour away
+            later = time.monotonic() + 3600
+            worker.start(later)  # the next run an hour away
             hangups.follow()
+            assert list(hangups.watched) == (["kept"] if watched else [])
+            if not watched:
+                return
             server_end.sendall(b"an answer for the worker")
             assert _serve_readable(selector, 0.2) == 0  # data does not wake the loop
             server_end.close()
@@ -615,3 +633,41 @@ def test_a_worker_check_runs_at_once_when_its_kept_connection_closes() -> None:
             worker.stop()
             worker.join(1)
             hangups.close()
+            server_end.close()
+
+
+def test_a_killed_introspection_service_runs_the_check_at_once(pki, tmp_path: Path) -> None:
+    """The real service, the real probe: the connection the probe keeps is the one the
+    loop watches, and when the service is killed the check is run at once (refused),
+    not at its next time."""
+    import queue
+    import selectors
+    import signal
+
+    from lab.sites.health import daemon
+
+    proc, port = start_introspect(pki, "revoked.json", tmp_path)
+    results: queue.SimpleQueue[Any] = queue.SimpleQueue()
+    cfg = introspect_check(pki, port, interval_ms=500)
+    probe = IntrospectProbe(cfg)
+    worker = daemon.Worker(cfg, probe, results)
+    try:
+        with selectors.DefaultSelector() as selector:
+            hangups = daemon.HangUpWatch(selector, {"introspect": worker})
+            try:
+                worker.start(0.0)
+                assert results.get(timeout=10).result.ok
+                worker.start(time.monotonic() + 3600)  # the next run an hour away
+                hangups.follow()
+                assert hangups.watched["introspect"][1] is probe.kept_socket() is not None
+                stop_process(proc, signal.SIGKILL)
+                assert wait_until(lambda: _serve_readable(selector, 0.05) > 0, 5, 0)
+                done = results.get(timeout=10)  # ran now, not in an hour
+                assert not done.result.ok and "refused" in done.result.reason
+            finally:
+                hangups.close()
+    finally:
+        worker.stop()
+        worker.join(1)
+        probe.close()
+        stop_process(proc, signal.SIGKILL)

@@ -241,10 +241,10 @@ class ServerWatch:
     """A TCP connection to the DNS server's port, kept open and never written to: when
     the server process dies the kernel closes its end at once, and the connection turns
     readable (EOF) -- the moment of a kill, seen without waiting for the next query. It
-    is a hint, never a verdict: the daemon runs the check at once, and the check's own
-    query decides (a server that merely closed an idle connection answers it, and the
-    watch connects again after the next good run). A server without TCP, or one that
-    refuses the connection, leaves the check to its pace alone."""
+    is a hint, never a verdict: the daemon connects again (a server that merely closed an
+    idle connection takes the new one) and, refused, runs the check at once, whose own
+    query decides. A server without TCP, or one that refuses the connection, leaves the
+    check to its pace alone."""
 
     CONNECT_TIMEOUT_S = 0.05  # the server is on this host: a connect takes microseconds
 
@@ -374,7 +374,10 @@ class KeptConnection:
                 if answer.will_close:
                     self.close()
                 return reply
-            except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError):
+            # The server closed the kept connection meanwhile (an idle close, or its process
+            # died: then TLS ends without close_notify, SSLEOFError): once more, on a new one.
+            except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError,
+                    ssl.SSLEOFError):
                 self.close()
                 if not reused or attempt == 2:
                     raise

@@ -8,10 +8,11 @@ for the answer (the site's own server answers within a fraction of that), else i
 selector waits on the socket; a run is a send, a readable event and a parse, and its
 timeout is a timer of the loop (it never holds the loop up for longer than that).
 After a good run the check keeps a TCP connection to its server open (`ServerWatchLink`);
-when it closes (the server's process died, or it dropped an idle connection) the next
-query goes out at once and, unanswered, again every WATCH_RESEND_S until its verdict.
-The workers' kept HTTPS connections are watched for the server closing them
-(`HangUpWatch`): that check then runs at once.
+when it closes, the loop connects again: a server that only dropped an idle connection
+takes the new one, a dead one refuses it, and then the next query goes out at once and,
+unanswered, again every WATCH_RESEND_S until its verdict. The workers' kept HTTPS
+connections are watched for the server closing them (`HangUpWatch`, checks that run more
+often than the service's keep-alive timeout only): that check then runs at once.
 The main loop waits on its selector (the DNS sockets, the wake pipe for results and
 signals) with a timeout that brings it back for the next keepalive, the drain-file poll,
 a DNS query's timeout, a check that may have hung and any timer of the state machine.
@@ -71,6 +72,10 @@ QUICK_ANSWER_MS = 2
 # this often until the run's verdict or its timeout: the dying server's UDP socket may
 # still take (and lose) the first one, and the refusal comes once it is gone.
 WATCH_RESEND_S = 0.005
+# A worker's kept HTTPS connection is watched only for a check that runs more often than
+# this: the service then never closes it as idle (its keep-alive timeout is 5 s), so a
+# close means the service went away. A slower check is left to its pace.
+KEPT_WATCH_MAX_INTERVAL_MS = 4000
 
 
 @dataclass(frozen=True)
@@ -268,15 +273,15 @@ class InlineDns:
 
 class ServerWatchLink:
     """The DNS probe's `ServerWatch` in the loop's selector: connected after a good run
-    (when it is not), and when it turns readable because the server closed it, the
-    check's next query is sent at once."""
+    (when it is not); when the server closes it, connected again at once, and if that
+    is refused, the check's next query is sent at once."""
 
     def __init__(self, dns: InlineDns, selector: selectors.BaseSelector) -> None:
         self.dns, self.watch = dns, dns.probe.watch
         self.registration = Registration(selector, self)
-        # The last connect's outcome (None: connected), logged when it changes: Unbound
-        # closes an idle connection after its tcp-idle-timeout, and the watch connects
-        # again after the run that follows, every few seconds, quietly.
+        # The last connect's outcome after a good run (None: connected), logged when it
+        # changes. Unbound closes an idle connection after its tcp-idle-timeout: the
+        # watch connects again then, every few seconds, quietly.
         self.problem: str | None = ""
 
     def connect(self) -> None:
@@ -292,8 +297,15 @@ class ServerWatchLink:
         self.registration.follow(self.watch.sock)
 
     def readable(self) -> None:
-        if self.watch.closed():
-            self.registration.follow(None)  # out of the selector before the fd is reused
+        """Closed: connect again at once. A server that only dropped an idle connection
+        takes the new one (its listener is there: nothing else to do); a dead one
+        refuses it (its process closed the listener first), and the check runs now."""
+        if not self.watch.closed():
+            return
+        self.registration.follow(None)  # out of the selector before the fd is reused
+        if self.watch.connect() is None:
+            self.registration.follow(self.watch.sock)
+        else:
             self.dns.hurry(time.monotonic())
 
 
@@ -308,7 +320,9 @@ class HangUpWatch:
     EPOLLRDHUP alone (the answers their threads read do not wake the loop), itself in the
     loop's selector. A close runs that check at once instead of at its time (a killed
     service is then refused within the fall's fast interval). A socket is watched until it
-    is seen closed, then not again; the worker's next connection is a new one."""
+    is seen closed, then not again; the worker's next connection is a new one. Only a
+    check faster than KEPT_WATCH_MAX_INTERVAL_MS is watched (the service closes a slower
+    one's connection as idle, which says nothing)."""
 
     EVENTS = select.EPOLLRDHUP | select.EPOLLHUP | select.EPOLLERR
 
@@ -322,7 +336,7 @@ class HangUpWatch:
     def follow(self) -> None:
         """Watch each worker's current socket (called by the loop after every step)."""
         for name, w in self.workers.items():
-            if not isinstance(w, Worker):
+            if not isinstance(w, Worker) or w.cfg.interval_ms >= KEPT_WATCH_MAX_INTERVAL_MS:
                 continue
             sock = w.probe.kept_socket()
             old = self.watched.get(name)
