@@ -168,7 +168,7 @@ class DnsProbe(Probe):
         except ConnectionRefusedError:
             return False, "refused (ICMP port unreachable)"
         except OSError as exc:
-            self.close()  # e.g. the address went away: connect again next run
+            self._close_udp()  # e.g. the address went away: connect again next run
             return False, _os_reason(exc)
         return None
 
@@ -183,7 +183,7 @@ class DnsProbe(Probe):
         except ConnectionRefusedError:
             return False, "refused (ICMP port unreachable)"
         except OSError as exc:
-            self.close()
+            self._close_udp()
             return False, _os_reason(exc)
         answer = dnswire.parse_answer(data, self.query, self.qid)
         if answer is None:
@@ -230,11 +230,16 @@ class DnsProbe(Probe):
                 return outcome
 
     def close(self) -> None:
+        self._close_udp()
+        self.watch.close()
+
+    def _close_udp(self) -> None:
+        """Drop the query socket (after an error: made again next run); the watch, whose
+        registration the daemon's loop holds, is left to it."""
         if self.sock is not None:
             self.poller.unregister(self.sock)
             self.sock.close()
             self.sock = None
-        self.watch.close()
 
 
 class ServerWatch:
