@@ -18,6 +18,17 @@ def _wakeups(tid: int) -> int:
     return int(status.split("\nvoluntary_ctxt_switches:")[1].split()[0])
 
 
+def _wait_until_back_in_select(tid: int) -> None:
+    """The scrape is answered by a handler thread; the serving thread may still be on
+    its way back (thread start, the GIL) when the client has its answer. Wait, with a
+    deadline, until the kernel shows it blocked in epoll_wait again."""
+    wchan = Path(f"/proc/self/task/{tid}/wchan")
+    deadline = time.monotonic() + 5
+    while wchan.read_text().strip() != "do_epoll_wait":
+        assert time.monotonic() < deadline, f"not back in select: {wchan.read_text()!r}"
+        time.sleep(0.01)
+
+
 def test_metrics_server_sleeps_between_scrapes_and_stops_at_once() -> None:
     metrics = Metrics(["dns"])
     port = free_port()
@@ -27,6 +38,7 @@ def test_metrics_server_sleeps_between_scrapes_and_stops_at_once() -> None:
         assert thread.native_id is not None
         body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read()
         assert b"anycast_health" in body
+        _wait_until_back_in_select(thread.native_id)
         before = _wakeups(thread.native_id)
         time.sleep(1.6)  # what is measured: socketserver's own loop wakes 3 times in this
         assert _wakeups(thread.native_id) - before == 0
