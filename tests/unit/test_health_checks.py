@@ -484,9 +484,13 @@ def test_server_watch_tells_a_closed_connection_from_data_and_reports_a_refusal(
     with socket.create_server(("127.0.0.1", 0)) as listener:
         watch = ServerWatch("127.0.0.1", listener.getsockname()[1])
         try:
-            assert watch.connect() is None and watch.sock is not None
+            assert watch.connect() is None and watch.sock is not None  # never blocks
             first = watch.sock
-            assert watch.connect() is None and watch.sock is first  # already open: kept
+            assert watch.connect() is None and watch.sock is first  # under way: kept
+            if watch.connecting:
+                assert wait_until(lambda: _writable(first), 2, 0.01)
+                assert watch.connected() is None and not watch.connecting
+            assert watch.connect() is None and watch.sock is first  # open: kept
             server_end, _ = listener.accept()
             server_end.sendall(b"unasked")
             assert wait_until(lambda: _readable(first), 2, 0.01)
@@ -496,11 +500,18 @@ def test_server_watch_tells_a_closed_connection_from_data_and_reports_a_refusal(
             assert watch.closed() is True and watch.sock is None
         finally:
             watch.close()
-    assert ServerWatch("127.0.0.1", free_port()).connect() == "refused"
+    refused = ServerWatch("127.0.0.1", free_port())
+    assert refused.connect() is None and refused.connecting and refused.sock is not None
+    assert wait_until(lambda: _writable(refused.sock), 2, 0.01)
+    assert refused.connected() == "refused" and refused.sock is None
 
 
 def _readable(sock: socket.socket) -> bool:
     return bool(select.select([sock], [], [], 0)[0])
+
+
+def _writable(sock: socket.socket | None) -> bool:
+    return sock is not None and bool(select.select([], [sock], [], 0)[1])
 
 
 def _inline_dns(port: int, results: Any, selector: Any, **kw: Any) -> Any:
@@ -540,24 +551,33 @@ def test_a_closed_watch_connection_sends_the_next_query_at_once(
         inline = _inline_dns(port, results, selector, watch_tcp=watch_tcp,
                              timeout_ms=60_000)
         try:
+            watch = inline.probe.watch
             inline.start(0.0)
             inline.tick(time.monotonic())
             assert results.get_nowait().result.ok
-            assert (inline.probe.watch.sock is not None) is watch_tcp
+            assert (watch.sock is not None) is watch_tcp
             if not watch_tcp:
                 return
+            # The connect does not hold the loop: its outcome is one of the loop's events.
+            assert wait_until(lambda: (_serve_readable(selector, 0.01),
+                                       not watch.connecting)[-1], 2, 0)
+            assert watch.sock is not None and inline.watch_link.problem is None
             later = time.monotonic() + 3600
             inline.start(later)  # the next run an hour away
-            first = inline.probe.watch.sock
+            first = watch.sock
             server_end, _ = listener.accept()
             server_end.close()  # an idle close: the listener is still there
             assert wait_until(lambda: _serve_readable(selector, 0.05) > 0, 2, 0)
-            assert inline.probe.watch.sock not in (None, first) and inline.at == later
+            assert watch.sock not in (None, first) and inline.at == later
+            assert wait_until(lambda: (_serve_readable(selector, 0.01),
+                                       not watch.connecting)[-1], 2, 0)
+            assert watch.sock is not None and inline.at == later  # taken: nothing more
             # The server goes: the watch's new connection, still in its listener's queue
             # (a dying server's last moment), is reset, and connecting again is refused.
             listener.close()
-            assert wait_until(lambda: _serve_readable(selector, 0.05) > 0, 2, 0)
-            assert inline.probe.watch.sock is None and inline.at < later
+            assert wait_until(lambda: (_serve_readable(selector, 0.05),
+                                       watch.sock is None)[-1], 2, 0)
+            assert inline.at < later
             monkeypatch.setattr(daemon, "QUICK_ANSWER_MS", 1)
             dns_server.mode = "silent"  # the hurried query is not answered...
             asked = dns_server.queries
@@ -579,6 +599,72 @@ def test_a_closed_watch_connection_sends_the_next_query_at_once(
             inline.join(1)
             inline.probe.close()
             listener.close()
+
+
+def test_a_close_seen_between_a_verdict_and_the_next_start_still_hurries_that_run(
+        dns_server: DnsServer, monkeypatch) -> None:
+    """A good answer and the watch's close can come in one batch of the loop's events:
+    the verdict is queued, the close hurries, and only then is the next run started (at
+    its interval). That run must still go out at once."""
+    import queue
+    import selectors
+
+    from lab.sites.health import daemon
+
+    monkeypatch.setattr(daemon, "QUICK_ANSWER_MS", 5000)
+    results: queue.SimpleQueue[Any] = queue.SimpleQueue()
+    with selectors.DefaultSelector() as selector:
+        inline = _inline_dns(dns_server.port, results, selector, watch_tcp=False)
+        try:
+            inline.start(0.0)
+            inline.tick(time.monotonic())
+            assert results.get_nowait().result.ok and inline.started is None
+            now = time.monotonic()
+            inline.hurry(now)  # the close, before the verdict is taken
+            inline.start(now + 3600)  # what on_result asks: the next run an hour away
+            assert inline.at == now and inline.next_time(1.0) == now
+            asked = dns_server.queries
+            inline.tick(time.monotonic())
+            assert wait_until(lambda: dns_server.queries == asked + 1, 2, 0.01)
+            assert results.get(timeout=5).result.ok
+            inline.start(time.monotonic() + 3600)  # hurried once only
+            assert inline.at > time.monotonic() + 3000
+        finally:
+            inline.join(1)
+            inline.probe.close()
+
+
+def test_a_worker_hurried_while_its_run_is_under_way_starts_the_next_at_once() -> None:
+    import queue
+
+    from lab.sites.health import daemon
+    from lab.sites.health.checks import Probe
+
+    class Counting(Probe):
+        runs = 0
+
+        def attempt(self, started: float) -> tuple[bool, str]:
+            self.runs += 1
+            return True, "ok"
+
+    results: queue.SimpleQueue[Any] = queue.SimpleQueue()
+    cfg = TcpCheck(type="tcp", name="kept", host="127.0.0.1", port=1, interval_ms=1000)
+    probe = Counting()
+    worker = daemon.Worker(cfg, probe, results)
+    try:
+        worker.start(0.0)
+        results.get(timeout=5)  # its result is in the queue, not yet taken...
+        worker.hurry(time.monotonic())  # ...when the kept connection closes
+        worker.start(time.monotonic() + 3600)
+        results.get(timeout=5)  # ran now, not in an hour
+        assert probe.runs == 2 and not worker.hurried
+        worker.start(time.monotonic() + 3600)  # hurried once only
+        with pytest.raises(queue.Empty):
+            results.get(timeout=0.3)
+        assert probe.runs == 2
+    finally:
+        worker.stop()
+        worker.join(1)
 
 
 @pytest.mark.parametrize("interval_ms", [1000, 5000])
@@ -634,6 +720,59 @@ def test_a_worker_check_runs_at_once_when_its_kept_connection_closes(interval_ms
             worker.join(1)
             hangups.close()
             server_end.close()
+
+
+def test_a_watched_number_given_to_another_checks_new_connection_stays_watched() -> None:
+    """One check's thread closes its kept connection; another check's next connection gets
+    the same fd number and is watched under it. Forgetting the first must not take the
+    second out of the epoll set: its close still runs its check at once."""
+    import queue
+    import selectors
+
+    from lab.sites.health import daemon
+    from lab.sites.health.checks import Probe
+
+    class Kept(Probe):
+        def __init__(self, sock: socket.socket | None) -> None:
+            self.sock, self.runs = sock, 0
+
+        def attempt(self, started: float) -> tuple[bool, str]:
+            self.runs += 1
+            return True, "ok"
+
+        def kept_socket(self) -> socket.socket | None:
+            return self.sock
+
+    results: queue.SimpleQueue[Any] = queue.SimpleQueue()
+    cfg = TcpCheck(type="tcp", name="x", host="127.0.0.1", port=1, interval_ms=1000)
+    x_sock, x_peer = socket.socketpair()
+    number = x_sock.fileno()
+    y_probe, x_probe = Kept(None), Kept(x_sock)
+    y = daemon.Worker(cfg.model_copy(update={"name": "y"}), y_probe, results)
+    x = daemon.Worker(cfg, x_probe, results)
+    with selectors.DefaultSelector() as selector:
+        hangups = daemon.HangUpWatch(selector, {"y": y, "x": x})
+        try:
+            hangups.follow()
+            assert hangups.watched == {"x": (number, x_sock)}
+            x_sock.close()  # x's thread drops its connection...
+            first, second = socket.socketpair()  # ...and y's next one gets its number
+            y_sock, y_peer = (first, second) if first.fileno() == number else (second, first)
+            assert y_sock.fileno() == number, "the kernel gives the lowest free number"
+            y_probe.sock, x_probe.sock = y_sock, None
+            y.start(time.monotonic() + 3600)
+            hangups.follow()  # y is looked at first, then x is forgotten
+            assert hangups.watched == {"y": (number, y_sock)}
+            y_peer.close()
+            assert wait_until(lambda: _serve_readable(selector, 0.05) > 0, 2, 0)
+            assert results.get(timeout=5).check == "y" and y_probe.runs == 1
+        finally:
+            for w in (x, y):
+                w.stop()
+                w.join(1)
+            hangups.close()
+            for sock in (x_peer, first, second):
+                sock.close()
 
 
 def test_a_killed_introspection_service_runs_the_check_at_once(pki, tmp_path: Path) -> None:

@@ -26,6 +26,7 @@ Reasons are short and never contain a token or a secret.
 from __future__ import annotations
 
 import base64
+import errno
 import http.client
 import json
 import math
@@ -251,26 +252,36 @@ class ServerWatch:
     query decides. A server without TCP, or one that refuses the connection, leaves the
     check to its pace alone."""
 
-    CONNECT_TIMEOUT_S = 0.05  # the server is on this host: a connect takes microseconds
-
     def __init__(self, server: str, port: int) -> None:
         self.address = (server, port)
         self.family = socket.AF_INET6 if ":" in server else socket.AF_INET
         self.sock: socket.socket | None = None
+        self.connecting = False  # a connect is under way: the socket turns writable
 
     def connect(self) -> str | None:
-        """Open the connection unless it is open; None, or why it could not be."""
+        """Start connecting unless the connection is open or under way (never blocks):
+        None, or why it could not even start."""
         if self.sock is not None:
             return None
         sock = socket.socket(self.family, socket.SOCK_STREAM)
-        sock.settimeout(self.CONNECT_TIMEOUT_S)
-        try:
-            sock.connect(self.address)
-        except OSError as exc:
-            sock.close()
-            return _os_reason(exc)
         sock.setblocking(False)
-        self.sock = sock
+        err = sock.connect_ex(self.address)
+        if err not in (0, errno.EINPROGRESS):
+            sock.close()
+            return _os_reason(OSError(err, os.strerror(err)))
+        self.sock, self.connecting = sock, err != 0
+        return None
+
+    def connected(self) -> str | None:
+        """The connect under way ended (its socket turned writable): None when the
+        connection is open, else why not (and the watch is closed)."""
+        self.connecting = False
+        if self.sock is None:
+            return "closed"
+        err = self.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        if err:
+            self.close()
+            return _os_reason(OSError(err, os.strerror(err)))
         return None
 
     def closed(self) -> bool:
@@ -290,6 +301,7 @@ class ServerWatch:
         return True
 
     def close(self) -> None:
+        self.connecting = False
         if self.sock is not None:
             self.sock.close()
             self.sock = None

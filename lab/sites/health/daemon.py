@@ -108,12 +108,17 @@ class Worker:
         # Main thread's view: a run is in flight (or scheduled) since then.
         self.busy_since: float | None = None
         self.abandoned = 0  # run id already counted as hung
+        # The kept connection closed while a run was under way or its result not yet
+        # taken: the next run starts at once, whatever time it is given.
+        self.hurried = False
         self.thread = threading.Thread(target=self._loop, name=f"check-{cfg.name}",
                                        daemon=True)
         self.thread.start()
 
     def start(self, at: float) -> None:
         """Run the probe at `at` (monotonic seconds; at once if that has passed)."""
+        if self.hurried:
+            self.hurried, at = False, min(at, time.monotonic())
         self.run_id += 1
         self.busy_since = self.at = at
         self.go.set()
@@ -123,11 +128,14 @@ class Worker:
         self.go.set()
 
     def hurry(self, now: float) -> None:
-        """Run now rather than at the time given (the probe's kept connection closed);
-        a run already under way is left alone."""
+        """Run now rather than at the time given (the probe's kept connection closed).
+        A run already under way is left alone, and the one after it starts at once: that
+        run may have ended well just before the close, its result not yet taken."""
         if self.busy_since is not None and self.busy_since > now:
             self.busy_since = self.at = now
             self.go.set()
+        else:
+            self.hurried = True
 
     def _loop(self) -> None:
         while True:
@@ -164,14 +172,19 @@ class Registration:
         self.selector, self.data = selector, data
         self.sock: socket.socket | None = None
         self.fd = -1
+        self.events = selectors.EVENT_READ
 
-    def follow(self, sock: socket.socket | None) -> None:
+    def follow(self, sock: socket.socket | None, events: int = selectors.EVENT_READ) -> None:
+        """Watch `sock` for `events` (readable, or writable: a connect under way)."""
         if sock is self.sock:
+            if sock is not None and events != self.events:
+                self.selector.modify(self.fd, events, self.data)
+                self.events = events
             return
         self.drop()
         if sock is not None:
-            self.sock, self.fd = sock, sock.fileno()
-            self.selector.register(self.fd, selectors.EVENT_READ, self.data)
+            self.sock, self.fd, self.events = sock, sock.fileno(), events
+            self.selector.register(self.fd, events, self.data)
 
     def drop(self) -> None:
         if self.sock is not None:
@@ -197,9 +210,11 @@ class InlineDns:
         self.deadline = 0.0
         self.resend_at: float | None = None  # the watch closed: send again at this time
         self.registration = Registration(selector, self)  # the probe's socket
-        self.watch = ServerWatchLink(self, selector)
+        self.watch_link = ServerWatchLink(self, selector)
 
     def start(self, at: float) -> None:
+        if self.resend_at is not None:  # the watch closed after the last run's verdict
+            at = min(at, self.resend_at)
         self.run_id += 1
         self.busy_since = self.at = at
         self.pending = True
@@ -210,11 +225,12 @@ class InlineDns:
     def join(self, timeout: float) -> None:
         """Nothing runs on its own; leave the selector before the socket is closed."""
         self.registration.drop()
-        self.watch.registration.drop()
+        self.watch_link.registration.drop()
 
     def hurry(self, now: float) -> None:
         """The server's watch connection closed: query now, and again every
-        WATCH_RESEND_S until this run's verdict."""
+        WATCH_RESEND_S until this run's verdict. Between a verdict and the next run's
+        `start` (both in one batch of the loop's events) that run is the one hurried."""
         self.resend_at = now
         if self.pending and self.at > now:
             self.at = now
@@ -262,7 +278,7 @@ class InlineDns:
         started, self.started = self.started, None
         self.resend_at = None
         if ok and self.cfg.watch_tcp:
-            self.watch.connect()
+            self.watch_link.connect()
         self.results.put(_Done(self.cfg.name, self.run_id, started,
                                Result(ok, reason, now - started)))
 
@@ -274,7 +290,8 @@ class InlineDns:
 class ServerWatchLink:
     """The DNS probe's `ServerWatch` in the loop's selector: connected after a good run
     (when it is not); when the server closes it, connected again at once, and if that
-    is refused, the check's next query is sent at once."""
+    is refused, the check's next query is sent at once. A connect never holds the loop:
+    the selector waits for its socket to turn writable, then its outcome is read."""
 
     def __init__(self, dns: InlineDns, selector: selectors.BaseSelector) -> None:
         self.dns, self.watch = dns, dns.probe.watch
@@ -283,9 +300,27 @@ class ServerWatchLink:
         # changes. Unbound closes an idle connection after its tcp-idle-timeout: the
         # watch connects again then, every few seconds, quietly.
         self.problem: str | None = ""
+        self.reconnecting = False  # the connect under way follows a close
 
     def connect(self) -> None:
-        problem = self.watch.connect()
+        """After a good run: connect unless connected (or connecting)."""
+        if self.watch.sock is None:
+            self.reconnecting = False
+            self._started(self.watch.connect())
+
+    def _started(self, problem: str | None) -> None:
+        if problem is not None or not self.watch.connecting:
+            self._outcome(problem)
+        else:
+            self.registration.follow(self.watch.sock, selectors.EVENT_WRITE)
+
+    def _outcome(self, problem: str | None) -> None:
+        self.registration.follow(self.watch.sock)  # readable: the server closing it
+        if self.reconnecting:
+            self.reconnecting = False
+            if problem is not None:  # refused: the server is gone
+                self.dns.hurry(time.monotonic())
+            return
         if problem != self.problem:
             if problem is None:
                 log.info("%s: watching %s over TCP (a closed connection runs the check "
@@ -294,19 +329,20 @@ class ServerWatchLink:
                 log.info("%s: no TCP watch on %s (%s): the check's interval alone",
                          self.dns.cfg.name, _where(self.watch.address), problem)
             self.problem = problem
-        self.registration.follow(self.watch.sock)
 
     def readable(self) -> None:
-        """Closed: connect again at once. A server that only dropped an idle connection
-        takes the new one (its listener is there: nothing else to do); a dead one
-        refuses it (its process closed the listener first), and the check runs now."""
+        """A connect ended, or the connection closed: then connect again at once. A
+        server that only dropped an idle connection takes the new one (its listener is
+        there: nothing else to do); a dead one refuses it (its process closed the
+        listener first), and the check runs now."""
+        if self.watch.connecting:
+            self._outcome(self.watch.connected())
+            return
         if not self.watch.closed():
             return
         self.registration.follow(None)  # out of the selector before the fd is reused
-        if self.watch.connect() is None:
-            self.registration.follow(self.watch.sock)
-        else:
-            self.dns.hurry(time.monotonic())
+        self.reconnecting = True
+        self._started(self.watch.connect())
 
 
 def _where(address: tuple[str, int]) -> str:
@@ -330,6 +366,7 @@ class HangUpWatch:
         self.epoll = select.epoll()
         self.selector, self.workers = selector, workers
         self.watched: dict[str, tuple[int, socket.socket]] = {}  # check -> (fd, socket)
+        self.by_fd: dict[int, str] = {}  # fd -> check, for the events epoll gives
         self.seen: dict[str, socket.socket] = {}  # check -> its socket seen closed
         selector.register(self.epoll.fileno(), selectors.EVENT_READ, self)
 
@@ -351,21 +388,28 @@ class HangUpWatch:
                 self.epoll.register(fd, self.EVENTS)
             except (OSError, ValueError):  # closed by its thread meanwhile
                 continue
-            self.watched[name] = (fd, sock)
+            self.watched[name], self.by_fd[fd] = (fd, sock), name
 
     def _forget(self, name: str) -> None:
-        fd, _ = self.watched.pop(name)
-        with contextlib.suppress(OSError, ValueError):
-            self.epoll.unregister(fd)
+        fd, sock = self.watched.pop(name)
+        if self.by_fd.get(fd) == name:  # else the number is another check's by now
+            del self.by_fd[fd]
+        if sock.fileno() == fd:  # a closed socket has left the epoll set by itself
+            with contextlib.suppress(OSError, ValueError):
+                self.epoll.unregister(fd)
 
     def readable(self) -> None:
         now = time.monotonic()
         for fd, _ in self.epoll.poll(0):
-            name = next((n for n, (f, _) in self.watched.items() if f == fd), None)
+            name = self.by_fd.get(fd)
             if name is None:
                 continue
-            self.seen[name] = self.watched[name][1]
+            sock = self.watched[name][1]
+            closed_by_its_thread = sock.fileno() != fd  # since the event: its run knows
+            self.seen[name] = sock
             self._forget(name)
+            if closed_by_its_thread:
+                continue
             worker = self.workers.get(name)
             if isinstance(worker, Worker):
                 worker.hurry(now)
