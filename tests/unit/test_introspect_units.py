@@ -758,6 +758,12 @@ class _Recording:
     def close(self) -> None:
         self.calls.append(("close", b""))
 
+    def write_eof(self) -> None:
+        self.calls.append(("eof", b""))
+
+    def abort(self) -> None:
+        self.calls.append(("abort", b""))
+
     def is_closing(self) -> bool:
         return False
 
@@ -784,3 +790,78 @@ def test_a_response_written_in_pieces_leaves_in_one_write() -> None:
     assert during == []
     assert after == [("write", b'HTTP/1.1 200 OK\r\n\r\n{"active": true}')]
     assert calls[1:] == [("write", b"late"), ("close", b"")]
+
+
+def test_writelines_eof_and_abort_keep_a_coalesced_responses_order() -> None:
+    """`writelines` joins the pending writes (not ahead of them), `write_eof` sends them
+    first, `abort` drops them: nothing reaches the transport out of order or after it."""
+    from lab.sites.introspect.guard import CoalescingTransport
+
+    async def scenario() -> tuple[list, list]:
+        loop = asyncio.get_running_loop()
+        raw = _Recording()
+        transport = CoalescingTransport(raw, loop)  # type: ignore[arg-type]
+        transport.write(b"head ")
+        transport.writelines([b"body ", memoryview(b"tail")])
+        transport.write_eof()
+        ended = list(raw.calls)
+        aborted = _Recording()
+        transport = CoalescingTransport(aborted, loop)  # type: ignore[arg-type]
+        transport.write(b"never sent")
+        transport.abort()
+        await asyncio.sleep(0)  # the turn ends: nothing pending is flushed after it
+        return ended, aborted.calls
+
+    ended, aborted = asyncio.run(scenario())
+    assert ended == [("write", b"head body tail"), ("eof", b"")]
+    assert aborted == [("abort", b"")]
+
+
+def test_the_guarded_protocol_sends_each_response_in_one_write() -> None:
+    """The protocol the service runs puts its connection behind a CoalescingTransport:
+    a response (uvicorn writes its head and its body apart) is one write of the socket's
+    transport."""
+    import uvicorn
+    from uvicorn.server import ServerState
+
+    from lab.sites.introspect.guard import (
+        CLIENT,
+        Admission,
+        CoalescingTransport,
+        GuardedH11Protocol,
+    )
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-length", b"2")]})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    async def scenario() -> tuple[bool, list[bytes], bytes]:
+        loop = asyncio.get_running_loop()
+        config = uvicorn.Config(app, lifespan="off", log_level="warning")
+        config.load()
+        slot = Admission().admit(CLIENT, "127.0.0.1")
+        assert slot is not None
+        protocol = GuardedH11Protocol(config, ServerState(), {}, slot=slot, site="t")
+        ours, theirs = socket.socketpair()
+        theirs.setblocking(False)
+        try:
+            transport, _ = await loop.connect_accepted_socket(lambda: protocol, ours)
+            coalescing = isinstance(protocol.transport, CoalescingTransport)
+            writes: list[bytes] = []
+            real_write = transport.write
+            transport.write = lambda data: (writes.append(bytes(data)),  # type: ignore
+                                            real_write(data))[1]
+            await loop.sock_sendall(theirs, b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+            received = b""
+            while not received.endswith(b"ok"):
+                received += await asyncio.wait_for(loop.sock_recv(theirs, 65536), 5)
+            transport.close()
+            return coalescing, writes, received
+        finally:
+            theirs.close()
+
+    coalescing, writes, received = asyncio.run(scenario())
+    assert coalescing
+    assert received.startswith(b"HTTP/1.1 200 ") and len(writes) == 1
+    assert writes[0] == received

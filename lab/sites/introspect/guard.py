@@ -52,7 +52,7 @@ import ssl
 import struct
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Any, NoReturn
@@ -322,8 +322,9 @@ class CoalescingTransport:
     """A connection's transport whose writes made in one turn of the event loop go out
     as one: uvicorn writes a response's head and its body separately, which over TLS is
     two records in two segments, and two wake-ups of the client that reads them. The
-    writes are joined and sent when the turn ends (`loop.call_soon`); `close` sends what
-    is pending first. Everything else is the transport's own."""
+    writes are joined and sent when the turn ends (`loop.call_soon`); `writelines` is
+    writes in a row; `close` and `write_eof` send what is pending first, `abort` drops
+    it. Everything else is the transport's own."""
 
     def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
         self._transport, self._loop = transport, loop
@@ -336,6 +337,10 @@ class CoalescingTransport:
             self._loop.call_soon(self.flush)
         self._pending.append(bytes(data))
 
+    def writelines(self, chunks: Iterable[bytes | bytearray | memoryview]) -> None:
+        for data in chunks:
+            self.write(data)
+
     def flush(self) -> None:
         if self._pending:
             data = b"".join(self._pending)
@@ -345,6 +350,14 @@ class CoalescingTransport:
     def close(self) -> None:
         self.flush()
         self._transport.close()
+
+    def write_eof(self) -> None:
+        self.flush()
+        self._transport.write_eof()
+
+    def abort(self) -> None:
+        self._pending.clear()
+        self._transport.abort()
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._transport, name)
