@@ -293,6 +293,11 @@ def test_one_client_is_held_to_its_limit_and_the_site_is_not_saturated(
         for sock in held:
             sock.close()
     assert wait_until(lambda: not refused(small_service, "127.0.0.1"), 10, 0.05)
+    # What the service itself counted: that client never held more than its 4.
+    status, _headers, body = exchange(small_service,
+                                      [b"GET /metrics HTTP/1.1\r\n" + H + b"\r\n"])
+    assert status == 200
+    assert f'anycast_connections_client_peak{{site="{SITE}"}} 4' in body.decode().splitlines()
 
 
 def test_site_limit_saturates_but_the_health_listener_still_answers(

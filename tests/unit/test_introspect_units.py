@@ -683,6 +683,23 @@ def test_admission_limits_per_client_per_site_and_keeps_health_apart() -> None:
     for slot in (a1, a2, health):
         slot.release()
     assert adm.held == {guard.CLIENT: 0, guard.HEALTH: 0} and not adm.per_key
+    assert adm.client_peak == 2  # the most one client held, kept after it let go
+
+
+def test_admission_metrics_say_what_is_held_the_client_peak_and_each_refusal() -> None:
+    adm = guard.Admission(limit=4, per_client=2, health_limit=1)
+    slots = [adm.admit(guard.CLIENT, "192.0.2.1") for _ in range(3)]
+    assert slots[2] is None
+    adm.admit(guard.CLIENT, "192.0.2.2")
+    adm.admit(guard.HEALTH, "127.0.0.1")
+    lines = adm.metrics("s1")
+    assert 'anycast_connections_held{site="s1",listener="client"} 3' in lines
+    assert 'anycast_connections_held{site="s1",listener="health"} 1' in lines
+    assert 'anycast_connections_client_peak{site="s1"} 2' in lines
+    assert 'anycast_connections_saturated{site="s1"} 0' in lines
+    assert 'anycast_connections_refused_total{site="s1",reason="client at its limit"} 1' \
+        in lines
+    assert all(line.startswith(("# TYPE ", "anycast_connections_")) for line in lines)
 
 
 def _head(extra: bytes = b"") -> bytes:

@@ -290,6 +290,9 @@ class _Introspection:
                 "# TYPE anycast_identity_sync_updates_total counter",
                 f'anycast_identity_sync_updates_total{{site="{site}"}} {sync["updates"]}',
             ]
+        connections = getattr(request.app.state, "connection_metrics", None)
+        if connections is not None:  # set by the server that owns the listeners
+            lines += connections(site)
         return Response("\n".join(lines) + "\n", media_type="text/plain; version=0.0.4")
 
     async def healthz(self, request: Request) -> Response:

@@ -121,6 +121,7 @@ class Admission:
     held: Counter[str] = field(default_factory=Counter)  # per kind
     per_key: Counter[str] = field(default_factory=Counter)  # client listeners only
     refused: Counter[str] = field(default_factory=Counter)  # per reason, since start
+    client_peak: int = 0  # the most connections one client has held at once, since start
     last_global_refusal: float = float("-inf")
     _logged: Counter[str] = field(default_factory=Counter)  # refusals already logged
     _next_log: float = 0.0
@@ -139,6 +140,7 @@ class Admission:
                 self.last_global_refusal = self.clock()
                 return self._refuse("site at its limit")
             self.per_key[key] += 1
+            self.client_peak = max(self.client_peak, self.per_key[key])
         self.held[kind] += 1
         return Slot(self, kind, key)
 
@@ -165,6 +167,21 @@ class Admission:
     def saturated(self) -> bool:
         return (self.held[CLIENT] >= self.limit
                 or self.clock() - self.last_global_refusal < SATURATION_HOLD_S)
+
+    def metrics(self, site: str) -> list[str]:
+        """Prometheus text lines: connections held, the per-client peak, refusals."""
+        label = f'site="{site}"'
+        lines = ["# TYPE anycast_connections_held gauge"]
+        lines += [f'anycast_connections_held{{{label},listener="{kind}"}} {self.held[kind]}'
+                  for kind in (CLIENT, HEALTH)]
+        lines += ["# TYPE anycast_connections_client_peak gauge",
+                  f"anycast_connections_client_peak{{{label}}} {self.client_peak}",
+                  "# TYPE anycast_connections_saturated gauge",
+                  f"anycast_connections_saturated{{{label}}} {int(self.saturated)}",
+                  "# TYPE anycast_connections_refused_total counter"]
+        lines += [f'anycast_connections_refused_total{{{label},reason="{reason}"}} {n}'
+                  for reason, n in sorted(self.refused.items())]
+        return lines
 
 
 def _reset(conn: socket.socket) -> None:

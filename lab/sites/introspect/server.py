@@ -254,6 +254,9 @@ def build_server(config: ServerConfig, on_ready: Callable[[], None] | None = Non
         app = create_app(config)  # a ServerConfig is an IntrospectConfig
     admission = guard.Admission(limit=config.limit_concurrency,
                                 per_client=config.limit_per_client)
+    state = getattr(app, "state", None)
+    if state is not None:
+        state.connection_metrics = admission.metrics
     health_addresses: set[tuple[str, int]] = set()
     uv_config = uvicorn.Config(
         guard.SaturationHeader(app, admission, health_addresses),
