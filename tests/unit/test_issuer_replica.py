@@ -5,9 +5,11 @@ failed sync), what it holds when the issuer is gone, and the JWKS override."""
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import signal
+import ssl
 import subprocess
 import sys
 import threading
@@ -26,6 +28,7 @@ from lab.sites.introspect.replica import (
     Replica,
     ReplicaConfig,
 )
+from lab.sites.issuer.app import FEEDS_PER_CLIENT
 
 from .helpers import ROOT, free_port, stop_process, wait_for_line
 
@@ -162,6 +165,41 @@ def test_the_feed_refuses_a_heartbeat_period_out_of_bounds(issuer: dict[str, Any
     for bad in ("10", "600001", "soon"):
         answer = call(issuer, "GET", f"/feed?every_ms={bad}", who=None)
         assert answer.status == 400 and answer.body["error"] == "invalid_request"
+
+
+def open_feed(issuer: dict[str, Any], source: str) -> http.client.HTTPResponse:
+    """A feed (heartbeat every 100 ms) followed from `source`, its first line read."""
+    ctx = ssl.create_default_context(cafile=str(issuer["dir"] / "ca.pem"))
+    conn = http.client.HTTPSConnection("127.0.0.1", issuer["port"], timeout=5, context=ctx,
+                                       source_address=(source, 0))
+    conn.request("GET", "/feed?every_ms=100")
+    response = conn.getresponse()
+    assert response.status == 200
+    assert "jwks" in json.loads(response.readline())
+    return response
+
+
+def heartbeats(response: http.client.HTTPResponse, n: int) -> bool:
+    """True if the feed goes on: `n` more lines come (within its 5 s timeout each)."""
+    return all(response.readline() for _ in range(n))
+
+
+def test_one_client_follows_a_bounded_number_of_feeds_a_new_one_ends_its_oldest(
+        issuer: dict[str, Any]) -> None:
+    mine = [open_feed(issuer, "127.0.0.3") for _ in range(FEEDS_PER_CLIENT)]
+    other = open_feed(issuer, "127.0.0.4")
+    try:
+        assert all(heartbeats(r, 2) for r in mine)
+        newest = open_feed(issuer, "127.0.0.3")
+        oldest = mine.pop(0)
+        lines = [oldest.readline() for _ in range(50)]  # a few queued heartbeats, then none
+        assert b"" in lines, "the client's oldest feed went on past its share"
+        # The client's newer feeds and another client's feed go on.
+        assert all(heartbeats(r, 3) for r in [*mine, newest, other])
+        mine.append(newest)
+    finally:
+        for r in [*mine, other]:
+            r.close()
 
 
 def test_a_silent_issuer_is_a_failed_sync_within_interval_and_timeout(

@@ -11,7 +11,10 @@ Routes (every answer JSON, ``Cache-Control: no-store``, ``X-Anycast-Site: <issue
   new feed) and one every N ms when nothing changed (``{"version", "jwks_etag"}``: "as of
   now, still this"); a line is sent the moment the list changes, so a revocation reaches
   every site in about a round trip, and a site that hears nothing for longer than N ms
-  knows it may be cut off. N from 50 to 60000;
+  knows it may be cut off. N from 50 to 60000. One client (an IPv4 address, an IPv6
+  /64) follows at most ``FEEDS_PER_CLIENT`` feeds at once: a new one ends its oldest, so a
+  site that reconnects always gets its feed and one abusive client cannot make the issuer
+  write more than that many streams;
 * ``GET /state`` -- ``{"version", "kids", "tokens"}``: what a replica should hold;
 * ``GET /healthz`` -- 200 once the revocation list is loaded;
 * ``POST /tokens`` (admin) -- JSON ``{"client_id", "scope", "ttl_s", "sub"}``: a signed
@@ -29,6 +32,8 @@ import asyncio
 import json
 import logging
 import threading
+import time
+from collections import deque
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -42,6 +47,7 @@ from starlette.routing import Route
 
 from lab.shared import identity, revocation, tokens
 from lab.shared.clients import load_registry, parse_basic_auth
+from lab.sites.introspect.guard import client_key
 from lab.sites.introspect.server import ServerConfig
 
 log = logging.getLogger(__name__)
@@ -49,6 +55,23 @@ log = logging.getLogger(__name__)
 MAX_BODY = 4096
 MAX_TTL_S = 365 * 24 * 3600
 FEED_EVERY_MS = (50, 60_000)  # the bounds of a follower's heartbeat period
+# A site follows one feed; a reconnect can overlap the old stream until TCP gives up on
+# it (a cut link): room for that, and nothing an abusive client could grow.
+FEEDS_PER_CLIENT = 4
+SUPERSEDED_LOG_EVERY_S = 10.0
+
+
+class Follower:
+    """One open feed: woken at each change, or to end (superseded, or the server stops)."""
+
+    def __init__(self, key: str) -> None:
+        self.key = key
+        self.wake = asyncio.Event()
+        self.ended = False
+
+    def end(self) -> None:
+        self.ended = True
+        self.wake.set()
 
 
 class IssuerConfig(ServerConfig):
@@ -75,18 +98,46 @@ class Issuer:
         self.registry = load_registry(config.clients_path)
         self.revocations = revocation.RevocationList(config.revocation_path)
         self.write_lock = threading.Lock()
-        # Set and replaced at each revocation: every feed waits on the current one.
-        self._changed = asyncio.Event()
+        self.followers: dict[str, deque[Follower]] = {}  # open feeds per client, oldest first
+        self.superseded = 0  # feeds ended by a newer one of the same client, since start
+        self._superseded_logged = 0
+        self._next_log = 0.0
         self.stopping = False  # the server is stopping: every feed ends
 
     def stop(self) -> None:
         """End every feed (the server's shutdown waits for open responses to finish)."""
         self.stopping = True
-        self._notify()
+        for queue in self.followers.values():
+            for follower in queue:
+                follower.end()
 
     def _notify(self) -> None:
-        changed, self._changed = self._changed, asyncio.Event()
-        changed.set()
+        for queue in self.followers.values():
+            for follower in queue:
+                follower.wake.set()
+
+    def _follow(self, key: str) -> Follower:
+        """A new feed of client `key`; its oldest ends if it already has its share."""
+        queue = self.followers.setdefault(key, deque())
+        while len(queue) >= FEEDS_PER_CLIENT:
+            queue.popleft().end()
+            self.superseded += 1
+        follower = Follower(key)
+        queue.append(follower)
+        now = time.monotonic()
+        if self.superseded > self._superseded_logged and now >= self._next_log:
+            self._next_log = now + SUPERSEDED_LOG_EVERY_S  # one line a period, whatever comes
+            log.warning("%d feeds ended by a newer one from the same client (%d at most "
+                        "each)", self.superseded - self._superseded_logged, FEEDS_PER_CLIENT)
+            self._superseded_logged = self.superseded
+        return follower
+
+    def _unfollow(self, follower: Follower) -> None:
+        queue = self.followers.get(follower.key)
+        if queue is not None and follower in queue:
+            queue.remove(follower)
+            if not queue:
+                del self.followers[follower.key]
 
     def _conditional(self, request: Request, etag: str, body: Any) -> Response:
         if request.headers.get("if-none-match") == etag:
@@ -112,30 +163,36 @@ class Issuer:
         if not low <= every_ms <= high:
             return _json(400, {"error": "invalid_request",
                                "error_description": f"every_ms: an integer, {low} to {high}"})
-        return StreamingResponse(self._lines(every_ms / 1000),
+        host = request.client.host if request.client is not None else ""
+        return StreamingResponse(self._lines(client_key(host) if host else "", every_ms / 1000),
                                  media_type="application/x-ndjson",
                                  headers={"Cache-Control": "no-store"})
 
-    async def _lines(self, every_s: float) -> AsyncIterator[bytes]:
+    async def _lines(self, key: str, every_s: float) -> AsyncIterator[bytes]:
         """The feed's lines: everything first, then the revocation feed when its version
-        moved, else a heartbeat, at each change or after `every_s` of quiet."""
+        moved, else a heartbeat, at each change or after `every_s` of quiet; until the
+        follower ends (superseded, the server stops) or goes away."""
         sent: int | None = None  # the version this follower last got in full
-        while not self.stopping:
-            changed = self._changed  # taken first: a change from here on wakes this feed
-            self.revocations.refresh()
-            version = self.revocations.version
-            line: dict[str, Any] = {"version": version, "jwks_etag": self.jwks_etag}
-            if sent is None:
-                line["jwks"] = self.jwks_doc
-            if version != sent:
-                line["revoked"] = dict(self.revocations.revoked)
-                sent = version
-            yield (json.dumps(line, separators=(",", ":")) + "\n").encode()
-            try:
-                async with asyncio.timeout(every_s):
-                    await changed.wait()
-            except TimeoutError:
-                pass
+        follower = self._follow(key)  # here: a stream that never starts holds nothing
+        try:
+            while not (self.stopping or follower.ended):
+                follower.wake.clear()  # first: a change from here on wakes this feed
+                self.revocations.refresh()
+                version = self.revocations.version
+                line: dict[str, Any] = {"version": version, "jwks_etag": self.jwks_etag}
+                if sent is None:
+                    line["jwks"] = self.jwks_doc
+                if version != sent:
+                    line["revoked"] = dict(self.revocations.revoked)
+                    sent = version
+                yield (json.dumps(line, separators=(",", ":")) + "\n").encode()
+                try:
+                    async with asyncio.timeout(every_s):
+                        await follower.wake.wait()
+                except TimeoutError:
+                    pass
+        finally:
+            self._unfollow(follower)
 
     async def state(self, request: Request) -> Response:
         self.revocations.refresh()
