@@ -1,6 +1,8 @@
 """One abusive client against the default lab: rounds of idle TLS connections to the anycast
 address from c-eu (probes.idle_tls, bounded by itself), each against whichever site c-eu
-reaches then. Per round: connections tried, the most the attacker held at once, refusals,
+reaches then. Per round: connections tried, the most the attacker held at once (as it
+counts them) and the most one client has held at that site (as the service counts them,
+since its start), refusals,
 which sites withdrew (from their health daemons' event logs), and the time from the end of
 the attack until the attacked site is healthy, announced and answering c-eu again.
 
@@ -21,6 +23,7 @@ from bench.lab_bench import topology
 from lab.host import labs
 from lab.host.procs import in_netns
 from lab.model import names
+from lab.observe.connections import connection_metrics
 from lab.observe.routing import client_sites, site_route_count
 from lab.ops import lifecycle
 from lab.shared.wait import wait_until
@@ -67,7 +70,10 @@ def one_round(lab: labs.Lab, connections: int, duration_s: float) -> dict:
     ended = time.monotonic()
     summary = json.loads(attack.stdout.splitlines()[-1])
     recovered = wait_until(lambda: target is not None and _ready(lab, target), 60, 0.1)
+    peak = connection_metrics(lab.journal.dir, lab.plan.nodes[target])["client_peak"] \
+        if target is not None else None
     return {"target": target, "tried": summary["tried"], "held_max": summary["held_max"],
+            "service_client_peak": peak,
             "refused": summary["refused"],
             "recovered_s": round(time.monotonic() - ended, 2) if recovered else None,
             "withdrawn": sorted(s for s in lab.topology.sites
@@ -87,8 +93,10 @@ def main() -> None:
     finally:
         lifecycle.teardown(lab.journal)
     show("one abusive client: idle TLS connections to the anycast address",
-         ["round", "site", "tried", "held max", "refused", "withdrawn", "recovered s"],
-         [[i + 1, r["target"], r["tried"], r["held_max"], r["refused"],
+         ["round", "site", "tried", "held max", "service peak", "refused", "withdrawn",
+          "recovered s"],
+         [[i + 1, r["target"], r["tried"], r["held_max"], r["service_client_peak"],
+           r["refused"],
            ", ".join(r["withdrawn"]) or "none", r["recovered_s"]]
           for i, r in enumerate(rounds)])
     save("abuse", {"client": CLIENT, "connections": args.connections,

@@ -25,12 +25,10 @@ import pytest
 from lab.host import labs
 from lab.host.procs import enter_netns, run_in
 from lab.model.names import node_dir
+from lab.observe.connections import connection_metrics
 from lab.observe.routing import client_sites
 from lab.ops import drain as drains
-from lab.render import credentials
-from lab.render.credentials import SERVICE_NAME as INTROSPECT_NAME
 from lab.render.health import event_log, state_file
-from lab.render.introspect import HEALTH_ADDRESS, HEALTH_PORT
 from lab.sites.introspect import guard
 
 from .helpers import (
@@ -140,20 +138,10 @@ def connections_from(lab: labs.Lab, site: str, client: str) -> int:
 
 def client_peak(lab: labs.Lab, site: str) -> int:
     """The most connections one client has held at once at the site's introspection
-    service since it started, as the service counted them (its /metrics, asked on the
-    health listener). The attacker's own `held_max` can be higher: it counts a connection
-    the server has already closed until its own loop reads the close, and meanwhile a new
-    one may be admitted."""
-    p = credentials.paths(lab.journal.dir)
-    out = run_in(lab.plan.nodes[site].netns,
-                 ["curl", "-sS", "-m", "5", "--cacert", str(p.ca_cert), "--resolve",
-                  f"{INTROSPECT_NAME}:{HEALTH_PORT}:{HEALTH_ADDRESS}",
-                  f"https://{INTROSPECT_NAME}:{HEALTH_PORT}/metrics"])
-    assert out.returncode == 0, out.stderr
-    for line in out.stdout.splitlines():
-        if line.startswith("anycast_connections_client_peak{"):
-            return int(line.rsplit(" ", 1)[1])
-    raise AssertionError(f"{site}'s /metrics has no client peak: {out.stdout!r}")
+    service since it started, as the service counted them. The attacker's own `held_max`
+    can be higher: it counts a connection the server has already closed until its own loop
+    reads the close, and meanwhile a new one may be admitted."""
+    return int(connection_metrics(lab.journal.dir, lab.plan.nodes[site])["client_peak"])
 
 
 def every_site_ready(lab: labs.Lab) -> bool:

@@ -30,6 +30,7 @@ from cryptography.x509.verification import (
     VerificationError,
 )
 
+from lab.observe import connections
 from lab.shared import clients, pki, revocation, tokens
 from lab.sites.introspect import guard, server
 
@@ -700,6 +701,11 @@ def test_admission_metrics_say_what_is_held_the_client_peak_and_each_refusal() -
     assert 'anycast_connections_refused_total{site="s1",reason="client at its limit"} 1' \
         in lines
     assert all(line.startswith(("# TYPE ", "anycast_connections_")) for line in lines)
+    # What lab.observe.connections reads back from them (the Prometheus text parser).
+    parsed = connections.parse("\n".join(lines) + "\n")
+    assert parsed == {"held{listener=client}": 3, "held{listener=health}": 1,
+                      "client_peak": 2, "saturated": 0,
+                      "refused_total{reason=client at its limit}": 1}
 
 
 def _head(extra: bytes = b"") -> bytes:
