@@ -70,8 +70,9 @@ def one_round(lab: labs.Lab, connections: int, duration_s: float) -> dict:
     ended = time.monotonic()
     summary = json.loads(attack.stdout.splitlines()[-1])
     recovered = wait_until(lambda: target is not None and _ready(lab, target), 60, 0.1)
+    # Asked only of a site that recovered: one that did not may not answer at all.
     peak = connection_metrics(lab.journal.dir, lab.plan.nodes[target])["client_peak"] \
-        if target is not None else None
+        if recovered and target is not None else None
     return {"target": target, "tried": summary["tried"], "held_max": summary["held_max"],
             "service_client_peak": peak,
             "refused": summary["refused"],
