@@ -421,8 +421,8 @@ def stop_on_sigterm(lab: str) -> None:
 
 def down(name: str, wait_s: float = 60.0) -> TeardownReport:
     """Tear down one lab under its lock. A running `up` of the lab is asked to stop
-    (SIGTERM: it rolls back) and waited for; any other command holding the lock is
-    waited for up to `wait_s`."""
+    (SIGTERM: it rolls back; SIGCONT wakes it if it was suspended, e.g. by Ctrl-Z) and
+    waited for; any other command holding the lock is waited for up to `wait_s`."""
     require_lab_name(name)
     try:
         holder = lock.holder(name)
@@ -432,5 +432,6 @@ def down(name: str, wait_s: float = 60.0) -> TeardownReport:
             and holder.pid not in procs.ancestors()):
         with contextlib.suppress(ProcessLookupError):
             os.kill(holder.pid, signal.SIGTERM)
+            os.kill(holder.pid, signal.SIGCONT)
     with lock.locked(name, "down", wait_s=wait_s, required=False):
         return teardown(Journal(name))

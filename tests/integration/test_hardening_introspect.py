@@ -102,11 +102,15 @@ def health_state(lab: labs.Lab, site: str) -> dict[str, Any]:
         return {}
 
 
+def events_since(lab: labs.Lab, site: str, since: float) -> list[dict[str, Any]]:
+    """The site's health daemon's events after wall-clock time `since`."""
+    lines = event_log(node_dir(lab.journal.dir, site)).read_text().splitlines()
+    return [e for e in map(json.loads, lines) if e["ts"] >= since]
+
+
 def withdrawals(lab: labs.Lab, site: str, since: float) -> int:
     """Withdrawals the site's health daemon made after wall-clock time `since`."""
-    lines = event_log(node_dir(lab.journal.dir, site)).read_text().splitlines()
-    events = [json.loads(line) for line in lines]
-    return sum(1 for e in events if e["ts"] >= since and e.get("event") == "action"
+    return sum(1 for e in events_since(lab, site, since) if e.get("event") == "action"
                and e.get("action") == "withdraw" and e.get("ok"))
 
 
@@ -221,7 +225,7 @@ def test_a_site_saturated_by_three_clients_absorbs_and_says_so(lab):
     assert client_peak(lab, site) == guard.LIMIT_PER_CLIENT  # each at most its share
     wait_for(lambda: not health_state(lab, site)["saturation"]["saturated"],
              timeout=RECOVERY_BOUND_S, message=f"{site} no longer saturated")
-    assert withdrawals(lab, site, since) == 0
+    assert withdrawals(lab, site, since) == 0, events_since(lab, site, since)
     wait_for(lambda: site_ready(lab, site), timeout=RECOVERY_BOUND_S, message=f"{site} ready")
 
 

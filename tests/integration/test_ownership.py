@@ -11,6 +11,7 @@ import contextlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -141,8 +142,13 @@ def test_down_during_up_stops_it_and_leaves_nothing(make_lab) -> None:
                            handle.name], cwd=ROOT, stdout=subprocess.DEVNULL,
                           stderr=subprocess.PIPE, text=True)
     try:
-        wait_for(lambda: leftovers(handle.name, handle.dir)["namespaces"], 60,
+        wait_for(lambda: leftovers(handle.name, handle.dir)["namespaces"], 60, interval=0.01,
                  message="up to create its first namespace")
+        # Frozen there (as by Ctrl-Z), the `up` is surely still in progress when `down`
+        # comes: the default lab is up within about a second, less than `down` takes to
+        # start. `down` must wake it as well as ask it to stop.
+        up.send_signal(signal.SIGSTOP)
+        assert Journal(handle.name).state().get("phase") in ("building", "converging")
         result = lab_cli("down", "--lab", handle.name, timeout=120)
         assert result.returncode == 0, result.stderr
         code = up.wait(timeout=60)

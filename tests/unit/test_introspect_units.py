@@ -687,6 +687,88 @@ def test_admission_limits_per_client_per_site_and_keeps_health_apart() -> None:
     assert adm.client_peak == 2  # the most one client held, kept after it let go
 
 
+def test_one_client_has_a_bounded_number_of_handshakes_in_progress() -> None:
+    adm = guard.Admission(limit=10, per_client=5, handshakes_per_client=2)
+    a1, a2 = adm.admit(guard.CLIENT, "192.0.2.1"), adm.admit(guard.CLIENT, "192.0.2.1")
+    assert a1 is not None and a2 is not None
+    assert adm.admit(guard.CLIENT, "192.0.2.1") is None  # two handshakes in progress
+    b1 = adm.admit(guard.CLIENT, "192.0.2.2")
+    assert b1 is not None  # another client's handshakes are its own
+    a1.handshake_done()
+    a1.handshake_done()  # once only
+    a3 = adm.admit(guard.CLIENT, "192.0.2.1")
+    assert a3 is not None and adm.handshaking["192.0.2.1"] == 2
+    a2.release()  # a connection that ends in its handshake ends that handshake too
+    assert adm.handshaking["192.0.2.1"] == 1 and adm.per_key["192.0.2.1"] == 2
+    a3.handshake_done()
+    b1.release()
+    assert not adm.handshaking
+    assert adm.refused == {"client at its handshake limit": 1}
+    assert not adm.saturated  # one client at its limit does not saturate the site
+    health = adm.admit(guard.HEALTH, "127.0.0.1")
+    assert health is not None and not adm.handshaking  # health handshakes are not counted
+    health.handshake_done()
+    assert not adm.handshaking
+
+
+def test_the_acceptor_resets_a_client_past_its_handshakes_and_serves_another(
+        tmp_path: Path, ca: tuple[bytes, bytes]) -> None:
+    """Real sockets and TLS: a client whose handshakes stall (it connects and sends nothing)
+    gets at most HANDSHAKES_PER_CLIENT of them; its next connection is reset, while
+    another client (another source address) completes its handshake."""
+    ca_key, ca_cert = ca
+    key_pem, cert_pem = pki.issue_server_cert(ca_key, ca_cert, ["introspect.lab"],
+                                              ["127.0.0.1"])
+    (tmp_path / "key.pem").write_bytes(key_pem)
+    (tmp_path / "cert.pem").write_bytes(cert_pem)
+    (tmp_path / "ca.pem").write_bytes(ca_cert)
+    server_tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_tls.load_cert_chain(tmp_path / "cert.pem", tmp_path / "key.pem")
+    client_tls = ssl.create_default_context(cafile=str(tmp_path / "ca.pem"))
+    limit = guard.HANDSHAKES_PER_CLIENT
+
+    async def connect(source: str, port: int) -> tuple[asyncio.StreamReader,
+                                                       asyncio.StreamWriter]:
+        return await asyncio.open_connection("127.0.0.1", port, local_addr=(source, 0))
+
+    async def scenario() -> tuple[int, bool, bool, dict[str, int]]:
+        admission = guard.Admission()
+        listener = socket.create_server(("127.0.0.1", 0))
+        listener.setblocking(False)
+        port = listener.getsockname()[1]
+        acceptor = guard.Acceptor(listener, guard.CLIENT, admission, server_tls,
+                                  lambda slot: asyncio.Protocol(), handshake_timeout_s=30)
+        acceptor.start()
+        stalled = [await connect("127.0.0.1", port) for _ in range(limit)]
+        deadline = asyncio.get_running_loop().time() + 5
+        while (admission.handshaking["127.0.0.1"] < limit
+               and asyncio.get_running_loop().time() < deadline):
+            await asyncio.sleep(0.01)
+        held = admission.handshaking["127.0.0.1"]
+        reader, writer = await connect("127.0.0.1", port)
+        try:
+            reset = await asyncio.wait_for(reader.read(1), 5) == b""
+        except ConnectionResetError:
+            reset = True
+        writer.close()
+        other = await asyncio.wait_for(asyncio.open_connection(
+            "127.0.0.1", port, local_addr=("127.0.0.2", 0), ssl=client_tls,
+            server_hostname="introspect.lab"), 5)
+        served = other[1].get_extra_info("ssl_object") is not None
+        other[1].close()
+        for _, w in stalled:
+            w.close()
+        acceptor.close()
+        await acceptor.wait_closed()
+        listener.close()
+        return held, reset, served, dict(admission.refused)
+
+    held, reset, served, refused = asyncio.run(scenario())
+    assert held == limit
+    assert reset and refused == {"client at its handshake limit": 1}
+    assert served
+
+
 def test_admission_metrics_say_what_is_held_the_client_peak_and_each_refusal() -> None:
     adm = guard.Admission(limit=4, per_client=2, health_limit=1)
     slots = [adm.admit(guard.CLIENT, "192.0.2.1") for _ in range(3)]

@@ -10,7 +10,11 @@ connection holds is bounded here, from accept to close:
   included), and one client -- an IPv4 address or an IPv6 /64 -- at most
   ``limit_per_client``. The health listener has ``HEALTH_CONNECTIONS`` of its own, so
   the health daemon's checks are never starved by client connections, yet go through
-  the same event loop, TLS and application code. A connection over a limit is reset at
+  the same event loop, TLS and application code. One client also has at most
+  ``HANDSHAKES_PER_CLIENT`` TLS handshakes in progress at once: a handshake flood
+  otherwise queues hundreds of handshakes' work ahead of every other connection's next
+  step in the one event loop (the health daemon's checks waited up to ~0.25 s of their
+  0.3 s timeout behind three clients' floods). A connection over a limit is reset at
   once (no handshake, no state left behind).
 * **Timeouts.** A TLS handshake must finish within ``TLS_HANDSHAKE_TIMEOUT_S``; a request
   (head and body) must be complete within ``REQUEST_TIMEOUT_S`` of the handshake or of
@@ -32,7 +36,8 @@ connection holds is bounded here, from accept to close:
 Bounds, default values: a connection that completes no request is closed within
 3 + 5 = 8 s of its accept; a vanished peer's connection leaves the service within
 8 + 3 = 11 s (TLS shutdown) and the kernel within 11 + 20 = 31 s (user timeout); one
-client holds at most 256 of 512 client connections; the health daemon always has 8.
+client holds at most 256 of 512 client connections, at most 16 of them in their TLS
+handshake; the health daemon always has 8.
 
 **Saturated**: the client listeners are at ``limit_concurrency`` now, or refused a
 connection for it within the last ``SATURATION_HOLD_S``. One client at its own limit does
@@ -70,6 +75,7 @@ log = logging.getLogger(__name__)
 CLIENT, HEALTH = "client", "health"
 LIMIT_CONCURRENCY = 512
 LIMIT_PER_CLIENT = 256
+HANDSHAKES_PER_CLIENT = 16
 HEALTH_CONNECTIONS = 8
 TLS_HANDSHAKE_TIMEOUT_S = 3.0
 REQUEST_TIMEOUT_S = 5.0
@@ -103,9 +109,17 @@ class Slot:
     def __init__(self, admission: Admission, kind: str, key: str) -> None:
         self.admission, self.kind, self.key = admission, kind, key
         self.released = False
+        self.handshaking = kind == CLIENT
+
+    def handshake_done(self) -> None:
+        """The TLS handshake ended (done, failed or timed out): no longer in progress."""
+        if self.handshaking:
+            self.handshaking = False
+            self.admission._handshake_done(self)
 
     def release(self) -> None:
         if not self.released:
+            self.handshake_done()
             self.released = True
             self.admission._release(self)
 
@@ -117,9 +131,11 @@ class Admission:
     limit: int = LIMIT_CONCURRENCY
     per_client: int = LIMIT_PER_CLIENT
     health_limit: int = HEALTH_CONNECTIONS
+    handshakes_per_client: int = HANDSHAKES_PER_CLIENT
     clock: Callable[[], float] = time.monotonic
     held: Counter[str] = field(default_factory=Counter)  # per kind
     per_key: Counter[str] = field(default_factory=Counter)  # client listeners only
+    handshaking: Counter[str] = field(default_factory=Counter)  # per client, in progress
     refused: Counter[str] = field(default_factory=Counter)  # per reason, since start
     client_peak: int = 0  # the most connections one client has held at once, since start
     last_global_refusal: float = float("-inf")
@@ -136,13 +152,21 @@ class Admission:
             key = client_key(address)
             if self.per_key[key] >= self.per_client:
                 return self._refuse("client at its limit")
+            if self.handshaking[key] >= self.handshakes_per_client:
+                return self._refuse("client at its handshake limit")
             if self.held[CLIENT] >= self.limit:
                 self.last_global_refusal = self.clock()
                 return self._refuse("site at its limit")
             self.per_key[key] += 1
+            self.handshaking[key] += 1
             self.client_peak = max(self.client_peak, self.per_key[key])
         self.held[kind] += 1
         return Slot(self, kind, key)
+
+    def _handshake_done(self, slot: Slot) -> None:
+        self.handshaking[slot.key] -= 1
+        if self.handshaking[slot.key] <= 0:
+            del self.handshaking[slot.key]
 
     def _release(self, slot: Slot) -> None:
         self.held[slot.kind] -= 1
@@ -259,6 +283,8 @@ class Acceptor:
             slot.release()
             conn.close()
             raise
+        else:
+            slot.handshake_done()
 
     def close(self) -> None:
         if self.task is not None:
