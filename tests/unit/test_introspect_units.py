@@ -687,35 +687,37 @@ def test_admission_limits_per_client_per_site_and_keeps_health_apart() -> None:
     assert adm.client_peak == 2  # the most one client held, kept after it let go
 
 
-def test_one_client_has_a_bounded_number_of_handshakes_in_progress() -> None:
+def test_one_client_has_a_bounded_number_of_handshakes_in_progress_the_rest_wait() -> None:
     adm = guard.Admission(limit=10, per_client=5, handshakes_per_client=2)
-    a1, a2 = adm.admit(guard.CLIENT, "192.0.2.1"), adm.admit(guard.CLIENT, "192.0.2.1")
-    assert a1 is not None and a2 is not None
-    assert adm.admit(guard.CLIENT, "192.0.2.1") is None  # two handshakes in progress
-    b1 = adm.admit(guard.CLIENT, "192.0.2.2")
-    assert b1 is not None  # another client's handshakes are its own
+    started: list[guard.Slot] = []
+
+    def begin(address: str, kind: str = guard.CLIENT) -> guard.Slot:
+        slot = adm.admit(kind, address)
+        assert slot is not None
+        adm.begin_handshake(slot, lambda: started.append(slot))
+        return slot
+
+    a1, a2, a3, a4 = (begin("192.0.2.1") for _ in range(4))
+    assert started == [a1, a2]  # two handshakes in progress; a3 and a4 wait their turn
+    b1 = begin("192.0.2.2")
+    assert started[-1] is b1  # another client's turns are its own
+    a3.release()  # given up while it waited: skipped when its turn comes
     a1.handshake_done()
+    assert started[-1] is a4 and adm.handshaking["192.0.2.1"] == 2
     a1.handshake_done()  # once only
-    a3 = adm.admit(guard.CLIENT, "192.0.2.1")
-    assert a3 is not None and adm.handshaking["192.0.2.1"] == 2
+    assert adm.handshaking["192.0.2.1"] == 2
     a2.release()  # a connection that ends in its handshake ends that handshake too
-    assert adm.handshaking["192.0.2.1"] == 1 and adm.per_key["192.0.2.1"] == 2
-    a3.handshake_done()
+    assert adm.handshaking["192.0.2.1"] == 1 and adm.per_key["192.0.2.1"] == 2  # a1, a4
+    a4.handshake_done()
     b1.release()
-    assert not adm.handshaking
-    assert adm.refused == {"client at its handshake limit": 1}
-    assert not adm.saturated  # one client at its limit does not saturate the site
-    health = adm.admit(guard.HEALTH, "127.0.0.1")
-    assert health is not None and not adm.handshaking  # health handshakes are not counted
-    health.handshake_done()
-    assert not adm.handshaking
+    assert not adm.handshaking and not adm.waiting
+    assert not adm.refused and not adm.saturated  # waiting is neither refused nor saturated
+    health = begin("127.0.0.1", guard.HEALTH)
+    assert started[-1] is health and not adm.handshaking  # health handshakes are not counted
 
 
-def test_the_acceptor_resets_a_client_past_its_handshakes_and_serves_another(
-        tmp_path: Path, ca: tuple[bytes, bytes]) -> None:
-    """Real sockets and TLS: a client whose handshakes stall (it connects and sends nothing)
-    gets at most HANDSHAKES_PER_CLIENT of them; its next connection is reset, while
-    another client (another source address) completes its handshake."""
+def _tls_pair(tmp_path: Path, ca: tuple[bytes, bytes]) -> tuple[ssl.SSLContext,
+                                                                ssl.SSLContext]:
     ca_key, ca_cert = ca
     key_pem, cert_pem = pki.issue_server_cert(ca_key, ca_cert, ["introspect.lab"],
                                               ["127.0.0.1"])
@@ -724,14 +726,32 @@ def test_the_acceptor_resets_a_client_past_its_handshakes_and_serves_another(
     (tmp_path / "ca.pem").write_bytes(ca_cert)
     server_tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     server_tls.load_cert_chain(tmp_path / "cert.pem", tmp_path / "key.pem")
-    client_tls = ssl.create_default_context(cafile=str(tmp_path / "ca.pem"))
+    return server_tls, ssl.create_default_context(cafile=str(tmp_path / "ca.pem"))
+
+
+async def _until(condition: Any, timeout: float) -> bool:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not condition():
+        if asyncio.get_running_loop().time() > deadline:
+            return False
+        await asyncio.sleep(0.01)
+    return True
+
+
+def test_a_client_past_its_handshakes_waits_its_turn_and_another_is_served(
+        tmp_path: Path, ca: tuple[bytes, bytes]) -> None:
+    """Real sockets and TLS: a client whose handshakes stall (it connects and sends nothing)
+    has HANDSHAKES_PER_CLIENT of them in progress; its next connection, a real TLS client,
+    waits until one of those ends, then completes; another client (another source
+    address) is served meanwhile. Nothing is refused."""
+    server_tls, client_tls = _tls_pair(tmp_path, ca)
     limit = guard.HANDSHAKES_PER_CLIENT
 
-    async def connect(source: str, port: int) -> tuple[asyncio.StreamReader,
-                                                       asyncio.StreamWriter]:
-        return await asyncio.open_connection("127.0.0.1", port, local_addr=(source, 0))
+    def tls_client(source: str, port: int) -> Any:
+        return asyncio.open_connection("127.0.0.1", port, local_addr=(source, 0),
+                                       ssl=client_tls, server_hostname="introspect.lab")
 
-    async def scenario() -> tuple[int, bool, bool, dict[str, int]]:
+    async def scenario() -> dict[str, Any]:
         admission = guard.Admission()
         listener = socket.create_server(("127.0.0.1", 0))
         listener.setblocking(False)
@@ -739,34 +759,61 @@ def test_the_acceptor_resets_a_client_past_its_handshakes_and_serves_another(
         acceptor = guard.Acceptor(listener, guard.CLIENT, admission, server_tls,
                                   lambda slot: asyncio.Protocol(), handshake_timeout_s=30)
         acceptor.start()
-        stalled = [await connect("127.0.0.1", port) for _ in range(limit)]
-        deadline = asyncio.get_running_loop().time() + 5
-        while (admission.handshaking["127.0.0.1"] < limit
-               and asyncio.get_running_loop().time() < deadline):
-            await asyncio.sleep(0.01)
-        held = admission.handshaking["127.0.0.1"]
-        reader, writer = await connect("127.0.0.1", port)
-        try:
-            reset = await asyncio.wait_for(reader.read(1), 5) == b""
-        except ConnectionResetError:
-            reset = True
-        writer.close()
-        other = await asyncio.wait_for(asyncio.open_connection(
-            "127.0.0.1", port, local_addr=("127.0.0.2", 0), ssl=client_tls,
-            server_hostname="introspect.lab"), 5)
-        served = other[1].get_extra_info("ssl_object") is not None
-        other[1].close()
+        stalled = [await asyncio.open_connection("127.0.0.1", port) for _ in range(limit)]
+        out: dict[str, Any] = {"in_progress": await _until(
+            lambda: admission.handshaking["127.0.0.1"] == limit, 5)}
+        waiter = asyncio.ensure_future(tls_client("127.0.0.1", port))
+        out["waits"] = await _until(lambda: admission.waiting.get("127.0.0.1"), 5)
+        _, other = await asyncio.wait_for(tls_client("127.0.0.2", port), 5)
+        out["other_served"] = other.get_extra_info("ssl_object") is not None
+        out["still_waiting"] = not waiter.done()
+        stalled[0][1].close()  # one of its handshakes ends: the waiting one's turn
+        _, writer = await asyncio.wait_for(waiter, 5)
+        out["served_in_turn"] = writer.get_extra_info("ssl_object") is not None
+        for w in (other, writer, *(w for _, w in stalled[1:])):
+            w.close()
+        out["refused"] = dict(admission.refused)
+        acceptor.close()
+        await acceptor.wait_closed()
+        listener.close()
+        return out
+
+    out = asyncio.run(scenario())
+    assert out == {"in_progress": True, "waits": True, "other_served": True,
+                   "still_waiting": True, "served_in_turn": True, "refused": {}}
+
+
+def test_connections_that_wait_for_a_handshake_turn_keep_the_handshake_timeout(
+        tmp_path: Path, ca: tuple[bytes, bytes]) -> None:
+    """Twice HANDSHAKES_PER_CLIENT stalled connections from one client, handshake timeout
+    1 s: all of them are gone from the service (slots released, sockets reset) within
+    the timeout of their accept, the waiting ones as well as those in progress (a waiting
+    one's handshake gets what is left of its time, not a whole timeout more)."""
+    server_tls, _ = _tls_pair(tmp_path, ca)
+    timeout = 1.0
+
+    async def scenario() -> tuple[bool, bool, dict[str, int]]:
+        admission = guard.Admission()
+        listener = socket.create_server(("127.0.0.1", 0))
+        listener.setblocking(False)
+        port = listener.getsockname()[1]
+        acceptor = guard.Acceptor(listener, guard.CLIENT, admission, server_tls,
+                                  lambda slot: asyncio.Protocol(), handshake_timeout_s=timeout)
+        acceptor.start()
+        stalled = [await asyncio.open_connection("127.0.0.1", port)
+                   for _ in range(2 * guard.HANDSHAKES_PER_CLIENT)]
+        queued = await _until(lambda: len(admission.waiting.get("127.0.0.1", ())) ==
+                              guard.HANDSHAKES_PER_CLIENT, 5)
+        gone = await _until(lambda: admission.held[guard.CLIENT] == 0, 1.5 * timeout)
         for _, w in stalled:
             w.close()
         acceptor.close()
         await acceptor.wait_closed()
         listener.close()
-        return held, reset, served, dict(admission.refused)
+        return queued, gone, dict(admission.handshaking)
 
-    held, reset, served, refused = asyncio.run(scenario())
-    assert held == limit
-    assert reset and refused == {"client at its handshake limit": 1}
-    assert served
+    queued, gone, handshaking = asyncio.run(scenario())
+    assert queued and gone and handshaking == {}
 
 
 def test_admission_metrics_say_what_is_held_the_client_peak_and_each_refusal() -> None:

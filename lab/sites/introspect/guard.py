@@ -10,13 +10,15 @@ connection holds is bounded here, from accept to close:
   included), and one client -- an IPv4 address or an IPv6 /64 -- at most
   ``limit_per_client``. The health listener has ``HEALTH_CONNECTIONS`` of its own, so
   the health daemon's checks are never starved by client connections, yet go through
-  the same event loop, TLS and application code. One client also has at most
-  ``HANDSHAKES_PER_CLIENT`` TLS handshakes in progress at once: a handshake flood
-  otherwise queues hundreds of handshakes' work ahead of every other connection's next
-  step in the one event loop (the health daemon's checks waited up to ~0.25 s of their
-  0.3 s timeout behind three clients' floods). A connection over a limit is reset at
+  the same event loop, TLS and application code. A connection over a limit is reset at
   once (no handshake, no state left behind).
-* **Timeouts.** A TLS handshake must finish within ``TLS_HANDSHAKE_TIMEOUT_S``; a request
+* **Handshakes in turn.** One client has at most ``HANDSHAKES_PER_CLIENT`` TLS handshakes
+  in progress at once; its further admitted connections wait (in accept order) for one of
+  its own to end. A handshake flood otherwise puts hundreds of handshakes' work ahead of
+  every other connection's next step in the one event loop, the health daemon's checks
+  included; a burst from an honest client (a load tester's 50 connections) only waits.
+* **Timeouts.** A TLS handshake must finish within ``TLS_HANDSHAKE_TIMEOUT_S`` of the
+  accept (its wait for its turn included); a request
   (head and body) must be complete within ``REQUEST_TIMEOUT_S`` of the handshake or of
   the previous response, else the connection gets a 408 (or, if nothing of a request
   came, is simply closed); an idle keep-alive connection is closed after
@@ -36,7 +38,7 @@ connection holds is bounded here, from accept to close:
 Bounds, default values: a connection that completes no request is closed within
 3 + 5 = 8 s of its accept; a vanished peer's connection leaves the service within
 8 + 3 = 11 s (TLS shutdown) and the kernel within 11 + 20 = 31 s (user timeout); one
-client holds at most 256 of 512 client connections, at most 16 of them in their TLS
+client holds at most 256 of 512 client connections, at most 16 of them in a TLS
 handshake; the health daemon always has 8.
 
 **Saturated**: the client listeners are at ``limit_concurrency`` now, or refused a
@@ -56,7 +58,7 @@ import socket
 import ssl
 import struct
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from http import HTTPStatus
@@ -88,6 +90,7 @@ SATURATION_HOLD_S = 2.0
 SATURATED_HEADER = b"x-anycast-saturated"
 REFUSAL_LOG_EVERY_S = 10.0
 ACCEPT_RETRY_S = 0.1  # after EMFILE and the like: try again, do not spin
+MIN_HANDSHAKE_S = 0.05  # a handshake whose turn came later than this before its deadline
 # asyncio's TLS transport gives each connection a read buffer of SSLProtocol.max_size,
 # 256 KiB allocated zeroed (so all of it resident). A request here is at most HEAD_LIMIT
 # and a small body, a TLS record at most 16 KiB: 32 KiB a connection is plenty, and a
@@ -109,7 +112,7 @@ class Slot:
     def __init__(self, admission: Admission, kind: str, key: str) -> None:
         self.admission, self.kind, self.key = admission, kind, key
         self.released = False
-        self.handshaking = kind == CLIENT
+        self.handshaking = False  # counted among its client's handshakes in progress
 
     def handshake_done(self) -> None:
         """The TLS handshake ended (done, failed or timed out): no longer in progress."""
@@ -136,6 +139,8 @@ class Admission:
     held: Counter[str] = field(default_factory=Counter)  # per kind
     per_key: Counter[str] = field(default_factory=Counter)  # client listeners only
     handshaking: Counter[str] = field(default_factory=Counter)  # per client, in progress
+    # Per client: admitted connections waiting for a handshake turn, with how to start it.
+    waiting: dict[str, deque[tuple[Slot, Callable[[], None]]]] = field(default_factory=dict)
     refused: Counter[str] = field(default_factory=Counter)  # per reason, since start
     client_peak: int = 0  # the most connections one client has held at once, since start
     last_global_refusal: float = float("-inf")
@@ -152,21 +157,42 @@ class Admission:
             key = client_key(address)
             if self.per_key[key] >= self.per_client:
                 return self._refuse("client at its limit")
-            if self.handshaking[key] >= self.handshakes_per_client:
-                return self._refuse("client at its handshake limit")
             if self.held[CLIENT] >= self.limit:
                 self.last_global_refusal = self.clock()
                 return self._refuse("site at its limit")
             self.per_key[key] += 1
-            self.handshaking[key] += 1
             self.client_peak = max(self.client_peak, self.per_key[key])
         self.held[kind] += 1
         return Slot(self, kind, key)
+
+    def begin_handshake(self, slot: Slot, start: Callable[[], None]) -> None:
+        """Start the slot's TLS handshake now (`start()`) or, if its client has
+        `handshakes_per_client` in progress, once one of them has ended."""
+        if slot.kind != CLIENT:
+            start()
+        elif self.handshaking[slot.key] < self.handshakes_per_client:
+            self._count_handshake(slot)
+            start()
+        else:
+            self.waiting.setdefault(slot.key, deque()).append((slot, start))
+
+    def _count_handshake(self, slot: Slot) -> None:
+        self.handshaking[slot.key] += 1
+        slot.handshaking = True
 
     def _handshake_done(self, slot: Slot) -> None:
         self.handshaking[slot.key] -= 1
         if self.handshaking[slot.key] <= 0:
             del self.handshaking[slot.key]
+        queue = self.waiting.get(slot.key)
+        while queue:
+            nxt, start = queue.popleft()
+            if not nxt.released:  # a connection given up while it waited is skipped
+                self._count_handshake(nxt)
+                start()
+                break
+        if queue is not None and not queue:
+            del self.waiting[slot.key]
 
     def _release(self, slot: Slot) -> None:
         self.held[slot.kind] -= 1
@@ -239,6 +265,7 @@ class Acceptor:
         self.tls, self.protocol_factory = tls, protocol_factory
         self.handshake_timeout_s = handshake_timeout_s
         self.handshakes: set[asyncio.Task[None]] = set()
+        self.waiting: dict[Slot, socket.socket] = {}  # admitted, waiting for a handshake turn
         self.task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -266,17 +293,29 @@ class Acceptor:
                 slot.release()
                 _reset(conn)
                 continue
-            task = loop.create_task(self._handshake(conn, slot))
-            self.handshakes.add(task)
-            task.add_done_callback(self.handshakes.discard)
+            self.waiting[slot] = conn
+            deadline = loop.time() + self.handshake_timeout_s
+            self.admission.begin_handshake(
+                slot, lambda slot=slot, deadline=deadline: self._start(slot, deadline))
 
-    async def _handshake(self, conn: socket.socket, slot: Slot) -> None:
+    def _start(self, slot: Slot, deadline: float) -> None:
+        """The slot's handshake turn has come: run it, within what is left of its time."""
+        conn = self.waiting.pop(slot)
+        task = asyncio.get_running_loop().create_task(self._handshake(conn, slot, deadline))
+        self.handshakes.add(task)
+        task.add_done_callback(self.handshakes.discard)
+
+    async def _handshake(self, conn: socket.socket, slot: Slot, deadline: float) -> None:
         loop = asyncio.get_running_loop()
+        left = deadline - loop.time()
+        if left < MIN_HANDSHAKE_S:  # it waited its whole time for its turn
+            slot.release()
+            _reset(conn)
+            return
         try:
             await loop.connect_accepted_socket(
                 lambda: self.protocol_factory(slot), conn, ssl=self.tls,
-                ssl_handshake_timeout=self.handshake_timeout_s,
-                ssl_shutdown_timeout=TLS_SHUTDOWN_TIMEOUT_S)
+                ssl_handshake_timeout=left, ssl_shutdown_timeout=TLS_SHUTDOWN_TIMEOUT_S)
         except (OSError, ssl.SSLError, EOFError):
             slot.release()  # handshake failed or timed out; asyncio closed the socket
         except asyncio.CancelledError:
@@ -291,6 +330,10 @@ class Acceptor:
             self.task.cancel()
         for task in list(self.handshakes):
             task.cancel()
+        for slot, conn in list(self.waiting.items()):
+            del self.waiting[slot]
+            slot.release()
+            _reset(conn)
 
     async def wait_closed(self) -> None:
         tasks = [t for t in (self.task, *self.handshakes) if t is not None]
