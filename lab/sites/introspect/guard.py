@@ -90,7 +90,7 @@ SATURATION_HOLD_S = 2.0
 SATURATED_HEADER = b"x-anycast-saturated"
 REFUSAL_LOG_EVERY_S = 10.0
 ACCEPT_RETRY_S = 0.1  # after EMFILE and the like: try again, do not spin
-MIN_HANDSHAKE_S = 0.05  # a handshake whose turn came later than this before its deadline
+MIN_HANDSHAKE_S = 0.05  # a handshake turn that comes with less time left is given up (reset)
 # asyncio's TLS transport gives each connection a read buffer of SSLProtocol.max_size,
 # 256 KiB allocated zeroed (so all of it resident). A request here is at most HEAD_LIMIT
 # and a small body, a TLS record at most 16 KiB: 32 KiB a connection is plenty, and a
