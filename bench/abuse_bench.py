@@ -63,17 +63,16 @@ def _site_of(lab: labs.Lab) -> str | None:
     return client_sites(lab.plan, timeout=0.3)[CLIENT]["v4"].site
 
 
-def _ready(lab: labs.Lab, site: str) -> bool:
-    state = _state(lab, site)
-    return (state.get("health") == "up" and state.get("route") == "announced"
-            and site_route_count(lab.plan, lab.journal.dir, site) == 2
-            and _site_of(lab) == site)
-
-
-def _ready_anywhere(lab: labs.Lab, site: str) -> bool:
+def _announced(lab: labs.Lab, site: str) -> bool:
+    """Healthy, announced, and both its routes held by its router."""
     state = _state(lab, site)
     return (state.get("health") == "up" and state.get("route") == "announced"
             and site_route_count(lab.plan, lab.journal.dir, site) == 2)
+
+
+def _ready(lab: labs.Lab, site: str) -> bool:
+    """Announced and answering c-eu again."""
+    return _announced(lab, site) and _site_of(lab) == site
 
 
 def one_round(lab: labs.Lab, connections: int, duration_s: float) -> dict:
@@ -173,7 +172,7 @@ def main() -> None:
         rounds = [one_round(lab, args.connections, args.duration) for _ in range(args.rounds)]
         floods = []
         for _ in range(args.floods):
-            wait_until(lambda: all(_ready_anywhere(lab, s) for s in lab.topology.sites),
+            wait_until(lambda: all(_announced(lab, s) for s in lab.topology.sites),
                        60, 0.1)
             floods.append(one_flood(lab))
     finally:

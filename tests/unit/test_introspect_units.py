@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import datetime as dt
 import ipaddress
 import json
@@ -729,6 +730,25 @@ def _tls_pair(tmp_path: Path, ca: tuple[bytes, bytes]) -> tuple[ssl.SSLContext,
     return server_tls, ssl.create_default_context(cafile=str(tmp_path / "ca.pem"))
 
 
+@contextlib.asynccontextmanager
+async def _acceptor(server_tls: ssl.SSLContext, handshake_timeout_s: float) -> Any:
+    """A client Acceptor on 127.0.0.1 (protocol: a bare asyncio.Protocol): its Admission
+    and port; closed on the way out."""
+    admission = guard.Admission()
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.setblocking(False)
+    acceptor = guard.Acceptor(listener, guard.CLIENT, admission, server_tls,
+                              lambda slot: asyncio.Protocol(),
+                              handshake_timeout_s=handshake_timeout_s)
+    acceptor.start()
+    try:
+        yield admission, listener.getsockname()[1]
+    finally:
+        acceptor.close()
+        await acceptor.wait_closed()
+        listener.close()
+
+
 async def _until(condition: Any, timeout: float) -> bool:
     deadline = asyncio.get_running_loop().time() + timeout
     while not condition():
@@ -752,31 +772,23 @@ def test_a_client_past_its_handshakes_waits_its_turn_and_another_is_served(
                                        ssl=client_tls, server_hostname="introspect.lab")
 
     async def scenario() -> dict[str, Any]:
-        admission = guard.Admission()
-        listener = socket.create_server(("127.0.0.1", 0))
-        listener.setblocking(False)
-        port = listener.getsockname()[1]
-        acceptor = guard.Acceptor(listener, guard.CLIENT, admission, server_tls,
-                                  lambda slot: asyncio.Protocol(), handshake_timeout_s=30)
-        acceptor.start()
-        stalled = [await asyncio.open_connection("127.0.0.1", port) for _ in range(limit)]
-        out: dict[str, Any] = {"in_progress": await _until(
-            lambda: admission.handshaking["127.0.0.1"] == limit, 5)}
-        waiter = asyncio.ensure_future(tls_client("127.0.0.1", port))
-        out["waits"] = await _until(lambda: admission.waiting.get("127.0.0.1"), 5)
-        _, other = await asyncio.wait_for(tls_client("127.0.0.2", port), 5)
-        out["other_served"] = other.get_extra_info("ssl_object") is not None
-        out["still_waiting"] = not waiter.done()
-        stalled[0][1].close()  # one of its handshakes ends: the waiting one's turn
-        _, writer = await asyncio.wait_for(waiter, 5)
-        out["served_in_turn"] = writer.get_extra_info("ssl_object") is not None
-        for w in (other, writer, *(w for _, w in stalled[1:])):
-            w.close()
-        out["refused"] = dict(admission.refused)
-        acceptor.close()
-        await acceptor.wait_closed()
-        listener.close()
-        return out
+        async with _acceptor(server_tls, 30) as (admission, port):
+            stalled = [await asyncio.open_connection("127.0.0.1", port)
+                       for _ in range(limit)]
+            out: dict[str, Any] = {"in_progress": await _until(
+                lambda: admission.handshaking["127.0.0.1"] == limit, 5)}
+            waiter = asyncio.ensure_future(tls_client("127.0.0.1", port))
+            out["waits"] = await _until(lambda: admission.waiting.get("127.0.0.1"), 5)
+            _, other = await asyncio.wait_for(tls_client("127.0.0.2", port), 5)
+            out["other_served"] = other.get_extra_info("ssl_object") is not None
+            out["still_waiting"] = not waiter.done()
+            stalled[0][1].close()  # one of its handshakes ends: the waiting one's turn
+            _, writer = await asyncio.wait_for(waiter, 5)
+            out["served_in_turn"] = writer.get_extra_info("ssl_object") is not None
+            for w in (other, writer, *(w for _, w in stalled[1:])):
+                w.close()
+            out["refused"] = dict(admission.refused)
+            return out
 
     out = asyncio.run(scenario())
     assert out == {"in_progress": True, "waits": True, "other_served": True,
@@ -793,24 +805,15 @@ def test_connections_that_wait_for_a_handshake_turn_keep_the_handshake_timeout(
     timeout = 1.0
 
     async def scenario() -> tuple[bool, bool, dict[str, int]]:
-        admission = guard.Admission()
-        listener = socket.create_server(("127.0.0.1", 0))
-        listener.setblocking(False)
-        port = listener.getsockname()[1]
-        acceptor = guard.Acceptor(listener, guard.CLIENT, admission, server_tls,
-                                  lambda slot: asyncio.Protocol(), handshake_timeout_s=timeout)
-        acceptor.start()
-        stalled = [await asyncio.open_connection("127.0.0.1", port)
-                   for _ in range(2 * guard.HANDSHAKES_PER_CLIENT)]
-        queued = await _until(lambda: len(admission.waiting.get("127.0.0.1", ())) ==
-                              guard.HANDSHAKES_PER_CLIENT, 5)
-        gone = await _until(lambda: admission.held[guard.CLIENT] == 0, 1.5 * timeout)
-        for _, w in stalled:
-            w.close()
-        acceptor.close()
-        await acceptor.wait_closed()
-        listener.close()
-        return queued, gone, dict(admission.handshaking)
+        async with _acceptor(server_tls, timeout) as (admission, port):
+            stalled = [await asyncio.open_connection("127.0.0.1", port)
+                       for _ in range(2 * guard.HANDSHAKES_PER_CLIENT)]
+            queued = await _until(lambda: len(admission.waiting.get("127.0.0.1", ())) ==
+                                  guard.HANDSHAKES_PER_CLIENT, 5)
+            gone = await _until(lambda: admission.held[guard.CLIENT] == 0, 1.5 * timeout)
+            for _, w in stalled:
+                w.close()
+            return queued, gone, dict(admission.handshaking)
 
     queued, gone, handshaking = asyncio.run(scenario())
     assert queued and gone and handshaking == {}
