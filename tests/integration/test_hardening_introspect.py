@@ -240,13 +240,19 @@ def test_connections_orphaned_by_a_withdrawal_are_reaped(lab):
         assert drains.drain(lab, site)
         wait_for(lambda: site_of(lab) == FAILOVER[CLIENT], timeout=10,
                  message=f"{CLIENT} to reach {FAILOVER[CLIENT]} after the drain")
+        # From here the attacker's packets reach the next site: what it still holds
+        # here is orphaned (no FIN or RST will come for it). Some must be, or the
+        # reaping below proves nothing.
+        orphaned = connections_from(lab, site, CLIENT)
+        assert orphaned > 0, f"no connection of {CLIENT} left at {site} once it moved"
         summary = attack.join()
         assert attack.ended is not None
         left = connections_from(lab, site, CLIENT)
         wait_for(lambda: connections_from(lab, site, CLIENT) == 0, timeout=ORPHAN_BOUND_S,
                  interval=0.5, message=f"orphaned connections at {site} reaped within "
                                        f"{ORPHAN_BOUND_S:.0f} s")
-        print(f"orphans: {left} left at {site} when the attack ended, none after "
+        print(f"orphans: {orphaned} when {CLIENT} moved, {left} left at {site} when the "
+              f"attack ended, none after "
               f"{time.monotonic() - attack.ended:.1f} s; attacker {json.dumps(summary)}")
     finally:
         if attack.running:
