@@ -76,14 +76,20 @@ def in_netns(netns: str, argv: Sequence[str], path: str | None = None) -> list[s
     return [nsenter, f"--net={netns_file}", "--", *argv]
 
 
+def _stat_fields(pid: int) -> list[str]:
+    """/proc/PID/stat from field 3 (the state) on. The command name (field 2) is anybody's
+    choice: it may hold spaces, parentheses and bytes that are not UTF-8, so it is read as
+    bytes and skipped up to its last closing parenthesis. OSError if the process is gone."""
+    stat = Path(f"/proc/{pid}/stat").read_bytes()
+    return stat[stat.rfind(b")") + 2:].decode("ascii").split()
+
+
 def _stat(pid: int) -> list[str] | None:
     """/proc/PID/stat from field 3 (the state) on, or None if the process is gone."""
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
+        return _stat_fields(pid)
     except (FileNotFoundError, ProcessLookupError, PermissionError):
         return None
-    # The command name (field 2) may hold spaces; parse after its closing parenthesis.
-    return stat[stat.rfind(")") + 2:].split()
 
 
 def start_time(pid: int) -> int | None:
@@ -107,10 +113,10 @@ def is_running(record: ProcessRecord) -> bool:
 def _all_uids_root(pid: int) -> bool:
     """Real, effective, saved and filesystem UIDs all 0 (a process cannot fake this,
     unlike the owner of /proc/PID, which a non-dumpable process hands to root)."""
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("Uid:"):
-                return all(u == "0" for u in line.split()[1:])
+    try:  # bytes: the Name line is the process's own choice, not always UTF-8
+        for line in Path(f"/proc/{pid}/status").read_bytes().splitlines():
+            if line.startswith(b"Uid:"):
+                return all(u == b"0" for u in line.split()[1:])
     except OSError:
         return False
     return False
@@ -130,8 +136,7 @@ def ancestors() -> set[int]:
     while pid > 0 and pid not in pids:
         pids.add(pid)
         try:
-            stat = Path(f"/proc/{pid}/stat").read_text()
-            pid = int(stat[stat.rfind(")") + 2:].split()[1])
+            pid = int(_stat_fields(pid)[1])
         except (OSError, ValueError, IndexError):
             break
     return pids
