@@ -127,6 +127,15 @@ def _build(topology: Topology, plan: AddressPlan, progress: Progress,
             progress("a previous run of this lab did not finish: removing its leftovers")
         teardown(journal)
     elif lab_namespaces(topology.name) or procs.marked_pids(topology.name):
+        # Namespace names and markers are the machine's, not this run root's: a lab of
+        # this name from another run directory is somebody else's, never removed here.
+        other = journal_elsewhere(topology.name,
+                                  procs.marked_cwds().get(topology.name, ()))
+        if other is not None:
+            raise BadInput(f"a lab named '{topology.name}' is up from another run directory "
+                           f"({other.parent}): choose another name with --name, or take "
+                           f"that one down with `ANYCAST_LAB_RUN_DIR={other.parent} "
+                           f"anycast-lab down --lab {topology.name}`")
         progress("this lab's namespaces or processes are still here without a journal: "
                  "removing them")
         teardown(journal)

@@ -205,6 +205,36 @@ def test_up_on_a_full_run_dir_leaves_nothing(small_run_dir, size_kib: int) -> No
     assert not left["namespaces"] and not left["processes"], left
 
 
+def test_up_leaves_a_lab_of_the_same_name_from_another_run_directory_alone() -> None:
+    """Namespace names and markers are the machine's: `up` from a second run directory,
+    under a name that is up from the first, is refused and changes nothing there."""
+    name = unique_name("twin")
+    first, second = (Path(tempfile.mkdtemp(prefix=f"acl-{n}-", dir="/tmp")) for n in "ab")
+    try:
+        result = _cli(first, "up", str(DEFAULT), "--name", name)
+        assert result.returncode == 0, result.stderr
+        namespaces = leftovers(name, first / name)["namespaces"]
+        daemons = [r for r in Journal(name, first / name).owned().processes
+                   if r.name != "launcher"]  # the launcher ends with the `up` command
+        assert namespaces and daemons and all(procs.is_running(r) for r in daemons)
+        twin = _cli(second, "up", str(DEFAULT), "--name", name)
+        assert twin.returncode == 2, twin.stderr
+        assert "another run directory" in twin.stderr and str(first) in twin.stderr
+        assert "internal error" not in twin.stderr
+        assert leftovers(name, first / name)["namespaces"] == namespaces
+        assert [r for r in daemons if not procs.is_running(r)] == []
+        status = _cli(first, "status", "--lab", name, "--json")
+        assert status.returncode == 0 and json.loads(status.stdout)["ok"], status.stdout
+        assert not (second / name / "journal.jsonl").exists()
+    finally:
+        for run_dir in (second, first):
+            if Journal(name, run_dir / name).exists():
+                lifecycle.teardown(Journal(name, run_dir / name))
+    assert nothing_left(name, first / name)
+    for run_dir in (first, second):
+        shutil.rmtree(run_dir, ignore_errors=True)
+
+
 def test_down_on_a_read_only_run_dir_removes_the_lab(small_run_dir) -> None:
     run_dir = small_run_dir(8192)
     name = unique_name("ro")
