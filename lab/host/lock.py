@@ -104,11 +104,12 @@ def locked(lab: str, command: str, wait_s: float = 0.0,
     """Hold the lab's lock for the block; LabBusy if another command holds it longer
     than `wait_s`. With `required=False` (teardown) a run directory where no lock can be
     made (disk full, read-only) does not stop the command: nobody else can change the
-    lab there either."""
+    lab there either. A run directory that is not ours alone (a symlink, another owner,
+    writable by others) stops every command: what is in it may be forged."""
     try:
         fd = _open(lab)
-    except EnvironmentProblem:
-        if required:
+    except EnvironmentProblem as problem:
+        if required or not safefs.is_machine_error(problem.__cause__):
             raise
         yield
         return

@@ -3,6 +3,7 @@ writes, the per-lab lock. Pure file-system work in a temporary run root; no root
 
 from __future__ import annotations
 
+import errno
 import os
 import subprocess
 import sys
@@ -149,13 +150,27 @@ def test_lock_is_exclusive_and_names_its_holder(run_dir: Path) -> None:
 def test_teardown_lock_is_optional_where_no_lock_can_be_made(
         run_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     def refuse(_lab: str) -> int:
-        raise EnvironmentProblem("cannot write: the file system is read-only")
+        with safefs.machine_errors(run_dir / "lab1.lock", "open"):
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS))
+        raise AssertionError("unreachable")
 
     monkeypatch.setattr(lock, "_open", refuse)
     with lock.locked("lab1", "down", required=False):
         pass
     with pytest.raises(EnvironmentProblem), lock.locked("lab1", "fail"):
         pass
+
+
+def test_teardown_lock_is_not_optional_in_a_run_dir_others_can_write(run_dir: Path) -> None:
+    """What such a directory holds (a journal naming PIDs to stop) may be forged: `down`
+    must refuse it as every other command does, not go on without its lock."""
+    run_dir.mkdir(mode=0o700)
+    os.chmod(run_dir, 0o777)
+    entered = []
+    with pytest.raises(EnvironmentProblem, match="writable by other users"), \
+            lock.locked("lab1", "down", required=False):
+        entered.append(True)
+    assert entered == []
 
 
 def test_failed_run_logs_keep_the_newest_few(run_dir: Path) -> None:
