@@ -6,6 +6,7 @@ each daemon from the moment it has started (`Waiter`), while the others still st
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -101,11 +102,15 @@ class Waiter:
     def add(self, record: ProcessRecord) -> None:
         if daemon_of(record) in NOT_AWAITED_AT_UP:
             return
+        # The deadline counts from now, not from when a worker is free: with more daemons
+        # than workers, the last ones would otherwise wait out the deadlines before them.
+        deadline = time.monotonic() + self.timeout_s
         with self._lock:
-            self._waits.append((record, self._pool.submit(self._wait, record)))
+            self._waits.append((record, self._pool.submit(self._wait, record, deadline)))
 
-    def _wait(self, record: ProcessRecord) -> Readiness:
-        return wait_until(lambda: check(self.plan, self.lab_dir, record), self.timeout_s,
+    def _wait(self, record: ProcessRecord, deadline: float) -> Readiness:
+        return wait_until(lambda: check(self.plan, self.lab_dir, record),
+                          max(0.0, deadline - time.monotonic()),
                           interval_s=0.05, stop=lambda r: r.final or self._closed.is_set())
 
     def unready(self) -> list[tuple[ProcessRecord, Readiness]]:

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -109,3 +110,22 @@ def test_up_waits_for_every_daemon_and_names_the_ones_not_ready(plan, tmp_path):
     unready = wait_all_ready(plan, tmp_path, records, timeout_s=2)
     assert [(r.name, w.final) for r, w in unready] == [("unbound@ams", True)]
     assert "exited" in unready[0][1].detail
+
+
+def test_waits_beyond_the_workers_share_the_deadline_of_their_start(plan, tmp_path):
+    """Four times as many never-ready daemons as there are polling workers: each wait's
+    deadline counts from its `add`, so all of them are over about one deadline after the
+    last was added (waiting them out four deadlines in a row would take 4 s here)."""
+    from lab.render.ready import WAIT_WORKERS, Waiter
+
+    me = start_time(os.getpid()) or 0
+    records = [ProcessRecord("healthd@ams", "ams", os.getpid(), me)] * (4 * WAIT_WORKERS)
+    started = time.monotonic()
+    with Waiter(plan, tmp_path, timeout_s=1.0) as waiter:  # no state file: never ready
+        for record in records:
+            waiter.add(record)
+        unready = waiter.unready()
+    took = time.monotonic() - started
+    assert len(unready) == len(records)
+    assert all("no state file" in seen.detail for _, seen in unready)
+    assert took < 2.0, f"{len(records)} waits of 1 s took {took:.1f} s"
