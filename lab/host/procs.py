@@ -298,14 +298,17 @@ class Launcher:
         return int(reply["pid"])
 
     def run(self, target: str, skip: int, argv: Sequence[str], log_path: Path,
-            env: dict[str, str], cwd: Path, timeout_s: float) -> int | None:
-        """Run a short program (a config check) in this namespace to its end; its exit
-        code (None if it ended without one: killed). Its output is in `log_path`."""
+            env: dict[str, str], cwd: Path, timeout_s: float) -> tuple[int | None, bool]:
+        """Run a short program (a config check) in this namespace to its end: its exit
+        code (None if it ended without one: killed), and whether the launcher stopped it
+        at `timeout_s` (it does, as subprocess.run would: nothing is left running). Its
+        output is in `log_path`."""
         reply = self.ask({"target": target, "skip": skip, "argv": list(argv), "netns": None,
                           "log_path": str(log_path), "env": env, "cwd": str(cwd),
-                          "wait": True}, timeout_s)
+                          "wait": True, "timeout_s": timeout_s},
+                         timeout_s + LAUNCHER_TIMEOUT_S)
         code = reply.get("exit")
-        return code if isinstance(code, int) else None
+        return (code if isinstance(code, int) else None), reply.get("killed") == "timeout"
 
     def ask(self, request: dict, timeout_s: float) -> dict:
         """Send one request and wait for its answer (RuntimeError: no pid in it)."""
@@ -361,11 +364,13 @@ def run_check(journal: Journal, argv: Sequence[str], env: dict[str, str] | None,
     os.close(fd)
     out = Path(name)
     try:
-        code = Launcher.of(journal).run(*launched, argv, out, child_env, journal.dir,
-                                        timeout_s)
+        code, stopped = Launcher.of(journal).run(*launched, argv, out, child_env,
+                                                 journal.dir, timeout_s)
         text = out.read_text(errors="replace")
     finally:
         out.unlink(missing_ok=True)
+    if stopped:
+        text += f"\nstopped after {timeout_s:g} s: the check did not finish\n"
     return subprocess.CompletedProcess(list(argv), 1 if code is None else code, text, "")
 
 

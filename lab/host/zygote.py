@@ -19,7 +19,10 @@ for a core). Children are in a new session, with stdin on /dev/null and stdout/s
 their log file; they are reaped by the kernel (SIGCHLD ignored here) and outlive the
 launcher. A request with `wait` (a config check: `exabgp validate`, `--check-config`)
 is answered once its program has ended, with its exit code (`exit`); its output is in
-its log file.
+its log file. With `timeout_s`, a program still running by then is killed (SIGKILL,
+through a pidfd) and answered with `killed: "timeout"`, as subprocess.run would stop it;
+the launcher stays until it has ended. When nobody reads the answers any more (the
+runner died), the launcher still waits for the children that are getting ready.
 
 Run as: python -m lab.host.zygote TARGET=PRELOAD[,PRELOAD...]...: a TARGET is a module it
 may run as `python -m MODULE`, or the path of a Python console script (ExaBGP's `exabgp`);
@@ -41,11 +44,13 @@ import gc
 import importlib
 import importlib.util
 import json
+import math
 import os
 import runpy
 import select
 import signal
 import sys
+import time
 from typing import Any
 
 import setproctitle
@@ -102,7 +107,8 @@ def _child(request: dict[str, Any], ready: int) -> None:
         setproctitle.setproctitle(" ".join(request["argv"]))
         os.environ.clear()
         os.environ.update(request["env"])
-        os.write(ready, b"ok")
+        with contextlib.suppress(OSError):  # the launcher is gone: nobody to tell
+            os.write(ready, b"ok")
         started = True
         if not request.get("wait"):
             os.close(ready)
@@ -157,10 +163,37 @@ def _preload(pairs: list[str]) -> set[str]:
 
 
 class _Pending:
-    """A forked child that has not reported yet: its PID, the request's id, what it said."""
+    """A forked child that has not reported yet: its PID, the request's id, what it said;
+    for a `wait` request with a `timeout_s`, when it is stopped and a handle to stop it
+    by (a pidfd: the kernel reaps our children at once, so their PIDs may be reused)."""
 
-    def __init__(self, pid: int, rid: Any, wait: bool) -> None:
+    def __init__(self, pid: int, rid: Any, wait: bool, deadline: float | None = None) -> None:
         self.pid, self.rid, self.wait, self.said = pid, rid, wait, b""
+        self.deadline, self.killed = deadline, False
+        self.pidfd: int | None = None
+        if deadline is not None:
+            with contextlib.suppress(OSError):  # already gone: nothing to stop
+                self.pidfd = os.pidfd_open(pid)
+
+    def stop(self) -> None:
+        """Past its deadline: SIGKILL the program (it is answered when its pipe closes)."""
+        self.killed = True
+        if self.pidfd is not None:
+            with contextlib.suppress(OSError):
+                signal.pidfd_send_signal(self.pidfd, signal.SIGKILL)
+
+    def close(self) -> None:
+        if self.pidfd is not None:
+            os.close(self.pidfd)
+            self.pidfd = None
+
+
+def _timeout(request: dict[str, Any]) -> float | None:
+    """A `wait` request's own limit in seconds, if it gives a sound one."""
+    limit = request.get("timeout_s")
+    if not request.get("wait") or isinstance(limit, bool) or not isinstance(limit, int | float):
+        return None
+    return float(limit) if 0 < limit < 3600 else None
 
 
 def serve(pairs: list[str]) -> int:
@@ -175,34 +208,64 @@ def serve(pairs: list[str]) -> int:
     buffer = b""
     reading = True
 
+    listening = True  # somebody reads the answers
+
     def answer(rid: Any, **what: Any) -> None:
-        out.write(json.dumps({"id": rid, **what}) + "\n")
-        out.flush()
+        # Once nobody reads them (the runner died), the children still starting are
+        # waited for as before; only their answers are dropped.
+        nonlocal listening
+        if not listening:
+            return
+        try:
+            out.write(json.dumps({"id": rid, **what}) + "\n")
+            out.flush()
+        except (OSError, ValueError):
+            listening = False
 
     def fork(line: bytes) -> None:
         rid = None
         try:
             request = json.loads(line)
+            if not isinstance(request, dict):
+                raise ValueError("a request is a JSON object")
             rid = request.get("id")
-            if request.get("target") not in targets:
-                raise ValueError(f"{request.get('target')!r} is not preloaded here")
+            target = request.get("target")
+            if not isinstance(target, str) or target not in targets:
+                raise ValueError(f"{target!r} is not preloaded here")
             read_end, write_end = os.pipe()
-            pid = os.fork()
         except (ValueError, OSError) as failed:
-            answer(rid, error=str(failed))
+            answer(rid if isinstance(rid, str | int) else None, error=str(failed))
+            return
+        try:
+            pid = os.fork()
+        except OSError as failed:  # e.g. the process limit
+            os.close(read_end)
+            os.close(write_end)
+            answer(rid, error=f"cannot fork: {failed}")
             return
         if pid == 0:
             os.close(read_end)
             _child(request, write_end)
         os.close(write_end)
-        pending[read_end] = _Pending(pid, rid, bool(request.get("wait")))
+        limit = _timeout(request)
+        pending[read_end] = _Pending(pid, rid, bool(request.get("wait")),
+                                     None if limit is None else time.monotonic() + limit)
         poller.register(read_end, select.POLLIN)
+
+    def poll_timeout_ms() -> int | None:
+        """Until the nearest deadline of a running `wait` child (None: no deadline)."""
+        deadlines = [c.deadline for c in pending.values()
+                     if c.deadline is not None and not c.killed]
+        if not deadlines:
+            return None
+        return max(0, math.ceil((min(deadlines) - time.monotonic()) * 1000))
 
     # Once stdin has closed nobody reads the answers: a child that is still getting ready
     # is waited for (it reports in moments), a short run (`wait`) that is still running is
     # left to finish on its own.
-    while reading or any(not child.wait for child in pending.values()):
-        for fd, _event in poller.poll():
+    while reading or any(not child.wait or child.deadline is not None
+                         for child in pending.values()):
+        for fd, _event in poller.poll(poll_timeout_ms()):
             if fd == 0:
                 chunk = os.read(0, 65536)
                 if not chunk:  # the runner is done: answer what is pending, then exit
@@ -226,8 +289,11 @@ def serve(pairs: list[str]) -> int:
             poller.unregister(fd)
             os.close(fd)
             del pending[fd]
+            child.close()
             said = child.said.decode(errors="replace")
-            if said == "ok":
+            if child.killed:
+                answer(child.rid, pid=child.pid, exit=None, killed="timeout")
+            elif said == "ok":
                 answer(child.rid, pid=child.pid)
             elif said.startswith("ok exit "):  # a `wait` request's program has ended
                 answer(child.rid, pid=child.pid, exit=int(said.split()[-1]))
@@ -236,6 +302,10 @@ def serve(pairs: list[str]) -> int:
             else:
                 answer(child.rid,
                        error=f"the daemon failed before it started: {said or 'no word'}")
+        now = time.monotonic()
+        for child in pending.values():
+            if child.deadline is not None and not child.killed and now >= child.deadline:
+                child.stop()
     return 0
 
 

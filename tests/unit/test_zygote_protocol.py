@@ -104,3 +104,60 @@ def test_run_check_runs_the_labs_own_programs_in_the_launcher(tmp_path: Path) ->
         assert not list((tmp_path / "lab").glob(".check-*"))  # its output file is gone
     finally:
         procs.Launcher.close_all()
+
+
+def _gone(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_bytes().rsplit(b")", 1)[1].split()[0]
+    except OSError:
+        return True
+    return state in (b"Z", b"X")
+
+
+def test_a_wait_request_past_its_timeout_is_killed_and_answered(tmp_path: Path) -> None:
+    """As subprocess.run would: a config check still running at its limit is stopped,
+    and nothing of it is left running."""
+    proc = launcher(tmp_path)
+    assert proc.stdin is not None and proc.stdout is not None
+    run = json.loads(request(6, tmp_path))
+    run["argv"] += ["0", "60"]  # exit 0, but only after 60 s
+    run["wait"], run["timeout_s"] = True, 0.5
+    proc.stdin.write(json.dumps(run) + "\n")
+    proc.stdin.flush()
+    answer = json.loads(proc.stdout.readline())
+    assert answer["id"] == 6 and answer["killed"] == "timeout" and answer["exit"] is None
+    assert "ran 6" in (tmp_path / "6.log").read_text()  # it did run until then
+    assert wait_until(lambda: _gone(answer["pid"]), 5, interval_s=0.01)
+    proc.stdin.close()
+    assert proc.wait(timeout=30) == 0
+
+
+def test_malformed_requests_are_answered_and_the_launcher_goes_on(tmp_path: Path) -> None:
+    proc = launcher(tmp_path)
+    assert proc.stdin is not None and proc.stdout is not None
+    proc.stdin.write("[1, 2]\n")  # JSON, but not an object
+    proc.stdin.write(json.dumps({"id": "list", "target": ["not", "hashable"]}) + "\n")
+    proc.stdin.write("{half\n")
+    proc.stdin.write(request(9, tmp_path))  # a good one after them
+    proc.stdin.close()
+    answers = [json.loads(line) for line in proc.stdout]
+    assert proc.wait(timeout=30) == 0, proc.stderr.read() if proc.stderr else ""
+    errors = [a for a in answers if "error" in a]
+    assert len(errors) == 3 and all("pid" not in a for a in errors)
+    assert [a["id"] for a in answers if "pid" in a] == [9]
+
+
+def test_a_runner_that_stops_reading_does_not_take_starting_children_down(
+        tmp_path: Path) -> None:
+    """The runner dies while a daemon is starting: the launcher must neither crash on
+    its answer nor take that child with it."""
+    proc = launcher(tmp_path)
+    assert proc.stdin is not None and proc.stdout is not None
+    proc.stdout.close()  # nobody reads the answers any more
+    proc.stdin.write(request(11, tmp_path))
+    proc.stdin.close()
+    assert proc.wait(timeout=30) == 0, proc.stderr.read() if proc.stderr else ""
+    assert wait_until(lambda: "ran 11" in ((tmp_path / "11.log").read_text()
+                                           if (tmp_path / "11.log").exists() else ""),
+                      10, interval_s=0.01)
+    assert "Traceback" not in (proc.stderr.read() if proc.stderr else "")
