@@ -142,28 +142,34 @@ def ancestors() -> set[int]:
     return pids
 
 
+def marker_of(pid: int) -> str | None:
+    """The lab named by the process's marker, if it carries one (None: gone, unreadable,
+    unmarked)."""
+    prefix = f"{MARKER}=".encode()
+    try:
+        env = Path(f"/proc/{pid}/environ").read_bytes()
+    except OSError:
+        return None
+    if prefix not in env:
+        return None
+    found = next((item[len(prefix):] for item in env.split(b"\0") if item.startswith(prefix)),
+                 None)
+    return None if found is None else found.decode(errors="replace")
+
+
 def _markers() -> Iterator[tuple[int, str]]:
     """(pid, lab) for every live process that is marked as a lab's and can be one of
     ours: run by root (all UIDs 0), outside the host's own network namespace (every lab
     process runs in a lab namespace), a valid lab name in full, and neither this process
     nor one of its ancestors. Anything else carrying the marker is a stranger's."""
-    prefix = f"{MARKER}=".encode()
     host_netns = _netns_inode(1)
     mine = ancestors()
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit():
             continue
         pid = int(entry.name)
-        try:
-            env = Path(entry.path, "environ").read_bytes()
-        except OSError:
-            continue
-        if prefix not in env:
-            continue
-        name = next((item[len(prefix):] for item in env.split(b"\0")
-                     if item.startswith(prefix)), b"")
-        lab = name.decode(errors="replace")
-        if (not valid_lab_name(lab) or pid in mine or not _all_uids_root(pid)
+        lab = marker_of(pid)
+        if (lab is None or not valid_lab_name(lab) or pid in mine or not _all_uids_root(pid)
                 or _netns_inode(pid) in (None, host_netns)):
             continue
         yield pid, lab
@@ -230,6 +236,7 @@ class Launcher:
         self._waiting: dict[int, Future[dict | None]] = {}
         self._ids = itertools.count(1)
         self._gone = False
+        self.lab = journal.lab
         argv = [sys.executable, "-m", "lab.host.zygote",
                 *(f"{target}={preload}" for target, preload in _targets().items())]
         log_path = journal.dir / "launcher.log"
@@ -283,11 +290,24 @@ class Launcher:
                     waiting = self._waiting.pop(reply.get("id"), None)
                 if waiting is not None:
                     waiting.set_result(reply)
+                else:
+                    self._stop_unrecorded(reply)
         with self.lock:
             self._gone = True
             left, self._waiting = list(self._waiting.values()), {}
         for waiting in left:
             waiting.set_result(None)
+
+    def _stop_unrecorded(self, reply: dict) -> None:
+        """A daemon forked for a request that gave up waiting (`ask` timed out) runs
+        without a record: nothing would see or restart it, and a second could be started
+        beside it. It is ours (forked by our launcher, marked with our lab), so stop it."""
+        pid = reply.get("pid")
+        if not isinstance(pid, int) or isinstance(pid, bool) or "exit" in reply or pid <= 1:
+            return
+        if marker_of(pid) == self.lab and _all_uids_root(pid):
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
 
     def fork(self, target: str, skip: int, argv: Sequence[str], netns: str | None,
              log_path: Path, env: dict[str, str], cwd: Path) -> int:

@@ -161,3 +161,30 @@ def test_a_runner_that_stops_reading_does_not_take_starting_children_down(
                                            if (tmp_path / "11.log").exists() else ""),
                       10, interval_s=0.01)
     assert "Traceback" not in (proc.stderr.read() if proc.stderr else "")
+
+
+def test_a_daemon_answered_after_its_request_gave_up_is_stopped() -> None:
+    """An answer nobody waits for any more (the request timed out) names a daemon that
+    runs without a record: the runner stops it if it is its lab's (by marker, run by
+    root); nothing else is touched."""
+    from lab.host import procs
+
+    def marked(lab: str) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(["sleep", "60"], env={**os.environ, procs.MARKER: lab})
+
+    ours, theirs, done = marked("zyg-a"), marked("zyg-b"), marked("zyg-a")
+    try:
+        assert wait_until(lambda: all(procs.marker_of(p.pid) is not None
+                                      for p in (ours, theirs, done)), 5, interval_s=0.01)
+        launcher = object.__new__(procs.Launcher)
+        launcher.lab = "zyg-a"
+        launcher._stop_unrecorded({"id": 1, "pid": ours.pid})
+        launcher._stop_unrecorded({"id": 2, "pid": theirs.pid})
+        launcher._stop_unrecorded({"id": 3, "pid": done.pid, "exit": 0})  # a check's
+        as_root = os.geteuid() == 0  # only root's processes can be the lab's
+        assert (ours.wait(timeout=5) == -9) if as_root else ours.poll() is None
+        assert theirs.poll() is None and done.poll() is None
+    finally:
+        for p in (ours, theirs, done):
+            p.kill()
+            p.wait()
