@@ -55,8 +55,8 @@ def create_namespace(name: str) -> None:
     when the name is taken."""
     home = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
     try:
-        unshare_net()
-        try:
+        try:  # the move inside: an exception raised just after it still moves back
+            unshare_net()
             netns.attach(name, threading.get_native_id())
         finally:
             go_home(home)

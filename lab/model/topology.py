@@ -23,9 +23,12 @@ from lab.model.names import valid_lab_name as valid_lab_name
 # allows 15 bytes) and part of its namespace's name.
 NAME_RE = re.compile(r"[a-z][a-z0-9-]*")
 MAX_NAME = 15
-# Names that would collide with kernel names inside a namespace
-# (/proc/sys/net/ipv4/conf/{all,default,lo}).
-RESERVED_NAMES = frozenset({"lo", "all", "default"})
+# Names that would collide with kernel names inside a namespace: /proc/sys/net/ipv4/conf/
+# {all,default,lo}, and the fallback devices that the tunnel modules (ip_gre, ipip, sit,
+# ip6_tunnel, ip6_gre), once loaded on the host, put into every new namespace: a node of
+# that name could not be a neighbour's interface there.
+RESERVED_NAMES = frozenset({"lo", "all", "default", "gre0", "gretap0", "erspan0", "tunl0",
+                            "sit0", "ip6tnl0", "ip6gre0"})
 
 # One duration syntax for every duration field, like tc's rates: a number and a lowercase
 # unit with no space ('20ms'); '20 ms' is refused with a message naming that form.

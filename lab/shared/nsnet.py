@@ -40,8 +40,8 @@ def entered(netns: str) -> Iterator[None]:
         os.close(target)
         raise
     try:
-        _setns(target)
-        try:
+        try:  # the move inside: an exception raised just after it still moves back
+            _setns(target)
             yield
         finally:
             go_home(home)

@@ -179,3 +179,10 @@ def test_hostile_files_use_little_memory(case: str) -> None:
         tracemalloc.stop()
     assert not report.ok
     assert peak < 32 * 2**20, f"{case}: {peak} bytes at the peak"
+
+
+@pytest.mark.parametrize("name", ["lo", "all", "default", "gre0", "sit0", "tunl0", "ip6tnl0"])
+def test_names_the_kernel_has_in_a_namespace_are_refused_for_nodes(name: str) -> None:
+    text = MINIMAL.replace("s2", name)
+    messages = _messages(text)
+    assert any(f"'{name}' is reserved inside a namespace" in m for m in messages), messages
