@@ -158,6 +158,17 @@ def check_impairments(plan: AddressPlan) -> None:
             "kernel with netem")
 
 
+class NamespaceTaken(LabError):
+    """A namespace of the lab's name appeared while `up` was building it: another lab's,
+    so rolling back must not sweep by name or marker (those would find that lab)."""
+
+    def __init__(self, netns_name: str, lab: str) -> None:
+        super().__init__(f"namespace {netns_name} already exists: a lab named '{lab}' is up "
+                         "or being built, perhaps from another run directory; choose "
+                         f"another name with --name (or, if it is a leftover of a crash, "
+                         f"run `anycast-lab down --lab {lab}` first)")
+
+
 class Fabric:
     """Builds a plan's namespaces and links, recording each in the journal first."""
 
@@ -175,9 +186,11 @@ class Fabric:
             try:
                 create_namespace(node.netns)
             except FileExistsError:
-                raise LabError(f"namespace {node.netns} already exists: lab "
-                               f"'{self.plan.lab}' has leftovers, run `anycast-lab down "
-                               f"--lab {self.plan.lab}` first") from None
+                # Not ours: somebody made it since `up` looked (another `up` of this name,
+                # from another run directory). The record above is taken back, so that
+                # the roll-back removes only what this run made.
+                self.journal.record("netns", op="gone", name=node.netns)
+                raise NamespaceTaken(node.netns, self.plan.lab) from None
         self.progress(f"{len(nodes)} namespaces")
         for node in nodes:
             self.set_sysctls(node)

@@ -27,6 +27,7 @@ import yaml
 from lab.host import env, lock, procs, safefs
 from lab.host.fabric import (
     Fabric,
+    NamespaceTaken,
     check_impairments,
     lab_namespaces,
     namespace_labs,
@@ -216,7 +217,7 @@ def _roll_back(journal: Journal, exc: BaseException, progress: Progress) -> None
         progress(f"could not keep the daemons' logs ({why})")
     finally:
         progress("rolling back" + (f" (daemon logs kept in {kept})" if kept else ""))
-        teardown(journal)
+        teardown(journal, sweep=not isinstance(exc, NamespaceTaken))
     if isinstance(exc, LabError) and kept is not None:
         exc.details.append(f"daemon logs of the failed run: {kept}")
 
@@ -361,9 +362,11 @@ def is_router_daemon(name: str) -> bool:
     return name.startswith("bird@")
 
 
-def teardown(journal: Journal, grace_s: float = 3.0) -> TeardownReport:
+def teardown(journal: Journal, grace_s: float = 3.0, sweep: bool = True) -> TeardownReport:
     """Remove everything the journal (or the lab's markers) says the lab owns. Runs to
-    the end on a full or read-only disk: writes to the journal are best-effort there."""
+    the end on a full or read-only disk: writes to the journal are best-effort there.
+    `sweep=False`: the journal's records only, no namespaces or processes found by the
+    lab's name (when another lab of that name is known to exist: see NamespaceTaken)."""
     started = time.monotonic()
     report = TeardownReport(journal.lab)
     if journal.exists():
@@ -379,7 +382,7 @@ def teardown(journal: Journal, grace_s: float = 3.0) -> TeardownReport:
     # issuer waited its whole grace for connections whose other end was already gone.
     routers = {r.pid: r.start_time for r in records if is_router_daemon(r.name)}
     pids = {r.pid: r.start_time for r in records if r.pid not in routers}
-    for pid in procs.marked_pids(journal.lab):
+    for pid in procs.marked_pids(journal.lab) if sweep else []:
         if pid not in routers and pid not in mine:
             pids.setdefault(pid, procs.start_time(pid) or 0)
     report.processes = procs.stop_many(pids, grace_s) + procs.stop_many(routers, grace_s)
@@ -387,7 +390,7 @@ def teardown(journal: Journal, grace_s: float = 3.0) -> TeardownReport:
         journal.record_best_effort("process", op="gone", pid=record.pid)
     prefix = names.lab_netns_prefix(journal.lab)
     ours = [n for n in owned.namespaces if n.startswith(prefix)]
-    for name in dict.fromkeys([*ours, *lab_namespaces(journal.lab)]):
+    for name in dict.fromkeys([*ours, *(lab_namespaces(journal.lab) if sweep else [])]):
         if remove_namespace(name):
             report.namespaces += 1
         if journal.exists():

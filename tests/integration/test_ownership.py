@@ -19,9 +19,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from pyroute2 import netns
 
 from lab.host import labs, procs
+from lab.host.fabric import Fabric, NamespaceTaken
 from lab.host.journal import Journal
+from lab.model.plan import build_plan
 from lab.ops import lifecycle
 
 from .helpers import DEFAULT, ROOT, lab_cli, leftovers, nothing_left, unique_name, wait_for
@@ -233,6 +236,32 @@ def test_up_leaves_a_lab_of_the_same_name_from_another_run_directory_alone() -> 
     assert nothing_left(name, first / name)
     for run_dir in (first, second):
         shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def test_a_namespace_taken_while_up_builds_is_left_to_its_owner(tmp_path: Path) -> None:
+    """Another `up` of the same name (from another run directory) made one of the lab's
+    namespaces after this one looked: the build stops there, the record of that namespace
+    is taken back, and the roll-back removes only what this run made."""
+    name = unique_name("taken")
+    plan = build_plan(lifecycle.validated(DEFAULT, name))
+    journal = Journal(name, tmp_path / name)
+    journal.open()
+    nodes = list(plan.nodes.values())
+    taken = nodes[2].netns  # two of ours first, then somebody else's
+    subprocess.run(["ip", "netns", "add", taken], check=True)
+    try:
+        with pytest.raises(NamespaceTaken, match="already exists"):
+            Fabric(plan, journal).build()
+        owned = journal.owned().namespaces
+        assert owned == [nodes[0].netns, nodes[1].netns]
+        lifecycle.teardown(journal, sweep=False)  # as the roll-back of this failure does
+        present = netns.listnetns()
+        assert taken in present
+        assert not [n for n in owned if n in present]
+    finally:
+        subprocess.run(["ip", "netns", "del", taken], check=False)
+        lifecycle.teardown(journal)  # whatever a failed assertion above left
+    assert not leftovers(name, tmp_path / name)["namespaces"]
 
 
 def test_down_on_a_read_only_run_dir_removes_the_lab(small_run_dir) -> None:
