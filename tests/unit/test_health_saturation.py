@@ -165,3 +165,28 @@ def test_an_unknown_saturation_policy_is_a_topology_problem() -> None:
     report = _topology("panic")
     assert report.topology is None
     assert any("health.saturation" in str(p) for p in report.problems)
+
+
+def test_another_services_timeouts_count_while_this_one_is_saturated(tmp_path, daemons) -> None:
+    """The introspection service keeps saying it is saturated while DNS has stopped
+    answering: its load says nothing of DNS, whose timeouts take the site out at once."""
+    raw = {
+        "site": "site-a", "shim_socket": str(tmp_path / "speaker.sock"),
+        "drain_file": str(tmp_path / "drain"), "state_file": str(tmp_path / "health-state.json"),
+        "event_log": str(tmp_path / "health-events.jsonl"),
+        "checks": [{"type": "tcp", "name": name, "host": "127.0.0.1", "port": 9,
+                    "rise": 2, "fall": 2} for name in ("introspect", "dns")],
+    }
+    daemon = Daemon(HealthConfig.model_validate(raw))  # absorb
+    daemons.append(daemon)
+    for i in range(2):
+        daemon.record("dns", Result(True, "ok", 0.001, None), i * 0.1)
+    feed(daemon, saturated=True, times=2)
+    assert daemon.site.healthy
+    timeout = Result(False, "timeout", 0.1, None)
+    for i in range(2):
+        feed(daemon, saturated=True, times=1, start=1.0 + i * 0.2)
+        daemon.record("dns", timeout, 1.1 + i * 0.2)
+    assert daemon.site.checks["dns"].state == DOWN
+    assert daemon.site.checks["introspect"].state == UP
+    assert daemon.site.desired(2.0)[0] == WITHDRAW

@@ -476,6 +476,9 @@ class Daemon:
         self.shim_problem: str | None = None  # last reason we could not connect
         self.saturated = False  # as the latest result that said anything about it
         self.saturated_at = -math.inf  # when the service last said it is saturated
+        # The checks whose answers say whether their service is saturated (those of the
+        # introspection service): only their timeouts can be put down to it.
+        self.saturation_checks: set[str] = set()
         self.next_routes_poll = 0.0  # keep-last: when to ask the shim for its routes next
         self.others_seen: dict[str, Any] = {}  # keep-last: the shim's latest answer
         self.kept_last = False  # keep-last: the latest decision kept us as the last site
@@ -643,9 +646,11 @@ class Daemon:
 
     def record(self, name: str, result: Result, now: float) -> None:
         saturation_changed = self.note_saturation(name, result)
+        if result.saturated is not None:
+            self.saturation_checks.add(name)
         if result.saturated:
             self.saturated_at = now
-        if self.absorbed(result, now):
+        if self.absorbed(name, result, now):
             self.metrics.results.labels(name, "absorbed").inc()
             log.info("%s: %s while the service is saturated: no verdict (absorb)", name,
                      result.reason)
@@ -662,11 +667,14 @@ class Daemon:
         if changes or saturation_changed:
             self.write_state()
 
-    def absorbed(self, result: Result, now: float) -> bool:
-        """A timeout shortly after the service said it is saturated, under absorb: slow
-        because busy, so no verdict (see `saturation_grace_ms`)."""
+    def absorbed(self, name: str, result: Result, now: float) -> bool:
+        """A timeout shortly after the service said it is saturated, under absorb, of a
+        check whose own answers say so (one of that service's): slow because busy, so no
+        verdict (see `saturation_grace_ms`). Another service's timeouts (DNS) always
+        count: the introspection service's load says nothing of them."""
         slow = result.reason.startswith(("timeout", "hung"))
         return (not result.ok and slow and self.cfg.saturation == "absorb"
+                and name in self.saturation_checks
                 and now - self.saturated_at <= self.cfg.saturation_grace_ms / 1000)
 
     def note_saturation(self, name: str, result: Result) -> bool:
