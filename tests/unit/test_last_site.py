@@ -104,6 +104,31 @@ def test_a_starting_site_never_announces_as_the_last_one() -> None:
     assert site.next_action(0.0).action is None and site.route == "withdrawn"
 
 
+def test_a_site_failing_before_it_was_ever_healthy_is_not_kept_as_the_last_one() -> None:
+    """At start, BGP not converged (no other route seen yet), a check that fails before it
+    was ever up must not put a broken site on the air as the last one standing."""
+    site = Site([CheckTracker("dns", rise=3, fall=2)], hold_down=0.0, keep_last=True)
+    site.set_others(healthy=False, any_route=False)
+    site.observe("dns", False, "refused", 0.0)
+    site.observe("dns", False, "refused", 0.1)
+    assert site.health == "down"
+    assert site.next_action(0.1).action is None and site.route == "withdrawn"
+
+
+def test_a_drained_site_is_not_kept_as_the_last_one() -> None:
+    """Drained and withdrawn, then failing with no other route seen: the operator took
+    it out, and it stays out (as it would while healthy)."""
+    site, _ = announced_site()
+    site.set_drained(True, 1.0)
+    site.applied(site.next_action(1.0).action, True, 1.0)  # GRACEFUL_SHUTDOWN first
+    site.applied(site.next_action(4.0).action, True, 4.0)  # then withdrawn
+    assert site.route == "withdrawn"
+    site.set_others(healthy=False, any_route=False)
+    fail(site, 5.0)
+    decision = site.next_action(5.0)
+    assert decision.action is None and site.route == "withdrawn", decision
+
+
 def test_received_routes_from_exabgp_text_lines() -> None:
     r = Received()
     peer = "neighbor 100.64.0.6"

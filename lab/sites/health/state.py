@@ -137,6 +137,7 @@ class Site:
         self.failed_action: str | None = None
         self.drained_since: float | None = None
         self.health = UNKNOWN  # up / down / unknown, from the required checks
+        self.been_healthy = False  # up at least once since start
         self.health_reason = "starting"
         self.health_since: float | None = None
         self.flaps = 0
@@ -179,6 +180,7 @@ class Site:
         if old != UNKNOWN:
             self.flaps += 1
         self.health, self.health_reason, self.health_since = new, why, now
+        self.been_healthy = self.been_healthy or new == UP
         return Transition("site", old, new, why, now)
 
     def set_drained(self, drained: bool, now: float) -> bool:
@@ -193,8 +195,11 @@ class Site:
         self.others = (healthy, any_route)
 
     def last_site_reason(self, now: float) -> str | None:
-        """Why a failing site stays announced as the last site (None: it does not)."""
-        if not self.keep_last or self.health != DOWN or self.others is None:
+        """Why a failing site stays announced as the last site (None: it does not). Never
+        a drained site (the operator took it out), nor one that has not been healthy since
+        it started (its checks failing before they were ever up, BGP not converged yet)."""
+        if (not self.keep_last or self.health != DOWN or self.others is None or self.drained
+                or not self.been_healthy):
             return None
         healthy_other, any_other = self.others
         if healthy_other or (self.route == "withdrawn" and any_other):
