@@ -83,6 +83,7 @@ def with_check(**changes: Any) -> dict[str, Any]:
     ({**EXAMPLE, "checks": []}, "checks: List should have at least 1 item"),
     ({**EXAMPLE, "metrics_listen": "9273"}, "expected ADDRESS:PORT"),
     ({**EXAMPLE, "hold_down_max_ms": 100}, "hold_down_max_ms must be at least hold_down_ms"),
+    ({**EXAMPLE, "hold_down_ms": 0, "hold_down_max_ms": 1000}, "0 never grows"),
     ({k: v for k, v in EXAMPLE.items() if k != "shim_socket"}, "shim_socket: Field required"),
 ])
 def test_invalid_configs_name_the_field(tmp_path: Path, doc: Any, message: str) -> None:

@@ -235,6 +235,9 @@ class HealthConfig(_Model):
             raise ValueError("at least one check must be required (else health means nothing)")
         if self.hold_down_max_ms is not None and self.hold_down_max_ms < self.hold_down_ms:
             raise ValueError("hold_down_max_ms must be at least hold_down_ms")
+        if self.hold_down_ms == 0 and self.hold_down_max_ms:
+            raise ValueError("hold_down_max_ms needs hold_down_ms above 0: the hold-down "
+                             "doubles from it, and 0 never grows")
         return self
 
     @property
