@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import base64
 import functools
+import math
 import re
 import secrets
 import time
@@ -181,8 +182,10 @@ def kid_of_token(token: object) -> str | None:
 
 
 def _is_number(value: object) -> bool:
-    # bool is an int subclass; "exp": true is not a time.
-    return isinstance(value, int | float) and not isinstance(value, bool)
+    # bool is an int subclass; "exp": true is not a time. JSON parsers accept NaN and
+    # Infinity: a NaN "exp" compares false with every time, so it would never expire.
+    return (isinstance(value, int | float) and not isinstance(value, bool)
+            and math.isfinite(value))
 
 
 def _times_ok(claims: dict[str, Any], now: float, leeway_s: float) -> bool:

@@ -249,6 +249,9 @@ def test_verify_token_rejects(signing_key: bytes) -> None:
         ("client_id", None),
         ("jti", ""),
         ("exp", True),
+        ("exp", float("nan")),  # JSON parsers read NaN and Infinity: never expiring
+        ("exp", float("inf")),
+        ("nbf", float("-inf")),
         ("iat", "now"),
         ("aud", []),
         ("token_type", 5),

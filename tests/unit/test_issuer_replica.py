@@ -87,10 +87,12 @@ def replica(issuer: dict[str, Any], site: Path, interval_s: float = 0.1,
 
 
 def test_only_an_admin_may_issue_revoke_or_list(issuer: dict[str, Any]) -> None:
-    assert call(issuer, "POST", "/tokens", {"client_id": "c", "ttl_s": 60}, who=None).status \
-        == 401
-    assert call(issuer, "POST", "/revoke", {"jti": "x"}, who=("other", SECRET)).status == 401
-    assert call(issuer, "GET", "/tokens", who=(ADMIN, "wrong")).status == 401
+    refused = [call(issuer, "POST", "/tokens", {"client_id": "c", "ttl_s": 60}, who=None),
+               call(issuer, "POST", "/revoke", {"jti": "x"}, who=("other", SECRET)),
+               call(issuer, "GET", "/tokens", who=(ADMIN, "wrong"))]
+    assert [a.status for a in refused] == [401, 401, 401]
+    # Every 401 says which scheme it wants (RFC 7235).
+    assert all(a.headers.get("www-authenticate", "").startswith("Basic ") for a in refused)
     assert call(issuer, "POST", "/tokens", {"client_id": "c", "ttl_s": 0}).status == 400
 
 

@@ -53,6 +53,8 @@ from lab.sites.introspect.server import ServerConfig
 log = logging.getLogger(__name__)
 
 MAX_BODY = 4096
+# Every 401 names the scheme it wants (RFC 7235 section 3.1).
+CHALLENGE = {"WWW-Authenticate": 'Basic realm="anycast-lab issuer"'}
 MAX_TTL_S = 365 * 24 * 3600
 FEED_EVERY_MS = (50, 60_000)  # the bounds of a follower's heartbeat period
 # A site follows one feed; a reconnect can overlap the old stream until TCP gives up on
@@ -229,8 +231,7 @@ class Issuer:
 
     async def issue(self, request: Request) -> Response:
         if not await self._admin(request):
-            return _json(401, {"error": "invalid_client"},
-                         {"WWW-Authenticate": 'Basic realm="anycast-lab issuer"'})
+            return _json(401, {"error": "invalid_client"}, CHALLENGE)
         doc = await self._body(request)
         if doc is None:
             return _json(400, {"error": "invalid_request"})
@@ -252,7 +253,7 @@ class Issuer:
 
     async def revoke(self, request: Request) -> Response:
         if not await self._admin(request):
-            return _json(401, {"error": "invalid_client"})
+            return _json(401, {"error": "invalid_client"}, CHALLENGE)
         doc = await self._body(request)
         jti = doc.get("jti") if doc else None
         if not isinstance(jti, str) or not jti or len(jti) > 256:
@@ -270,7 +271,7 @@ class Issuer:
 
     async def listing(self, request: Request) -> Response:
         if not await self._admin(request):
-            return _json(401, {"error": "invalid_client"})
+            return _json(401, {"error": "invalid_client"}, CHALLENGE)
         out = []
         try:
             lines = self.config.tokens_path.read_text().splitlines()
