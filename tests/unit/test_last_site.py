@@ -4,6 +4,7 @@ routers', speakers' and health daemons' configs."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import yaml
@@ -150,6 +151,38 @@ def test_received_routes_from_exabgp_text_lines() -> None:
     assert not r.feed("done") and not r.feed("error")  # acks are not ours
 
 
+def test_a_new_api_process_knows_no_session_until_exabgp_says() -> None:
+    """ExaBGP tells a respawned API process neither of a session already up nor of the
+    routes received before: its empty list says nothing, and is reported as unknown."""
+    r = Received()
+    assert r.report()["session"] == "unknown" and r.routes == {}
+    r.feed("neighbor 100.64.0.6 up")
+    assert r.report()["session"] == "up"
+
+
+def test_graceful_shutdown_is_a_whole_community_not_part_of_a_large_one() -> None:
+    r = Received()
+    r.feed("neighbor 100.64.0.6 up")
+    r.feed("neighbor 100.64.0.6 receive update announced 203.0.113.53/32 next-hop 100.64.0.6 "
+           "origin igp as-path [ 65010 65100 ] large-community [ 65535:0:1 ]")
+    assert r.routes["203.0.113.53/32"]["gshut"] is False
+
+
+def test_exabgp_shutdown_line_with_its_pids_closes_the_channel() -> None:
+    from lab.sites.speaker.api import ExaBGPChannel
+
+    rfd, wfd = os.pipe()
+    out_r, out_w = os.pipe()
+    try:
+        channel = ExaBGPChannel(rfd, out_w)
+        os.write(wfd, b"shutdown 4242 4241\n")
+        channel._fill()
+        assert channel.closed
+    finally:
+        for fd in (rfd, wfd, out_r, out_w):
+            os.close(fd)
+
+
 def policy_topology(policy: str):
     data = yaml.safe_load(DEFAULT.read_text())
     data["health"] = {"last_site": policy}
@@ -197,3 +230,36 @@ def test_policies_need_healthd_and_pools_outside_the_backup_prefix() -> None:
     report = load_text(yaml.safe_dump(data))
     assert any(p.path == "pools.links4" and "backup route" in p.message
                for p in report.problems), [str(p) for p in report.problems]
+
+
+class _Shim:
+    """The health daemon's link to the speaker, answering `routes` as given."""
+
+    connected = True
+
+    def __init__(self, reply: dict) -> None:
+        self.reply = reply
+
+    def command(self, line: str, timeout_s: float) -> dict:
+        assert line == "routes"
+        return self.reply
+
+
+def test_routes_of_a_session_not_seen_up_leave_the_other_sites_unknown(tmp_path) -> None:
+    from lab.sites.health.config import HealthConfig
+    from lab.sites.health.daemon import Daemon
+
+    daemon = Daemon(HealthConfig.model_validate({
+        "site": "site-a", "shim_socket": str(tmp_path / "speaker.sock"),
+        "drain_file": str(tmp_path / "drain"), "state_file": str(tmp_path / "state.json"),
+        "event_log": str(tmp_path / "events.jsonl"), "last_site": "keep-last",
+        "checks": [{"type": "tcp", "name": "dns", "host": "127.0.0.1", "port": 9}]}))
+    try:
+        daemon.link = _Shim({"ok": True, "routes": {}, "session": "up"})  # type: ignore
+        daemon.poll_routes(1.0)
+        assert daemon.site.others == (False, False)  # seen: nobody else
+        daemon.link = _Shim({"ok": True, "routes": {}, "session": "unknown"})  # type: ignore
+        daemon.poll_routes(2.0)
+        assert daemon.site.others is None  # a respawned shim's empty list says nothing
+    finally:
+        daemon.events.close()

@@ -734,7 +734,10 @@ class Daemon:
             return
         routes = reply.get("routes") if isinstance(reply.get("routes"), dict) else {}
         healthy = any(isinstance(r, dict) and not r.get("gshut") for r in routes.values())
-        self.site.set_others(healthy, bool(routes))
+        if reply.get("session") == "up":
+            self.site.set_others(healthy, bool(routes))
+        else:  # no session, or one the shim has not seen come up: routes unknown
+            self.site.others = None
         if routes != self.others_seen:
             self.others_seen = routes
             self.events.write("other-routes", routes=routes, healthy=healthy)

@@ -134,7 +134,10 @@ class Received:
 
     def __init__(self) -> None:
         self.routes: dict[str, dict[str, object]] = {}
-        self.session = "down"
+        # Unknown until ExaBGP says: a respawned API process is told neither of a session
+        # that is already up nor of the routes received before it started, so an empty
+        # list then says nothing (the health daemon keeps no last site on it).
+        self.session = "unknown"
         self.changed_at = time.time()
 
     def feed(self, line: str) -> bool:
@@ -152,7 +155,8 @@ class Received:
         elif event == "receive" and len(words) >= 6 and words[3] == "update":
             what, prefix = words[4], words[5]
             if what == "announced":
-                self.routes[prefix] = {"gshut": GRACEFUL_SHUTDOWN in line,
+                # A whole word: "65535:0" inside a large community (65535:0:1) is not it.
+                self.routes[prefix] = {"gshut": GRACEFUL_SHUTDOWN in words,
                                        "as_path": _as_path(words)}
                 self.changed_at = time.time()
             elif what == "withdrawn":
@@ -208,7 +212,7 @@ class ExaBGPChannel:
         *complete, self._buffer = self._buffer.split(b"\n")
         for raw in complete:
             line = raw.decode(errors="replace").strip()
-            if line == "shutdown":
+            if line.split()[:1] == ["shutdown"]:  # ExaBGP writes "shutdown PID PPID"
                 self.closed = True
             elif line and not self.received.feed(line):
                 self._lines.append(line)
@@ -389,7 +393,13 @@ class Server:
         except FileNotFoundError:
             pass
         self.listener = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
-        self.listener.bind(control)
+        # Only root may connect (connect needs write permission on the socket), whatever
+        # umask this process was started with; set before bind, so never looser.
+        umask = os.umask(0o177)
+        try:
+            self.listener.bind(control)
+        finally:
+            os.umask(umask)
         self.listener.listen(8)
         self.poll = select.poll()
         self.poll.register(self.listener.fileno(), READABLE)
