@@ -5,6 +5,7 @@ modules (TOPICS)."""
 
 from __future__ import annotations
 
+import errno
 import os
 import sys
 from pathlib import Path
@@ -46,6 +47,10 @@ def default_topology() -> Path:
     return Path(env) if env else DEFAULT_TOPOLOGY
 
 
+# Errors that a path itself causes, whichever command met it: the user's input.
+PATH_ERRNOS = frozenset({errno.ENAMETOOLONG, errno.ENOTDIR, errno.ELOOP, errno.EISDIR})
+
+
 def main() -> None:
     _register()
     try:
@@ -61,6 +66,8 @@ def main() -> None:
     except OSError as exc:
         from lab.host.safefs import is_machine_error, machine_problem
 
+        if exc.errno in PATH_ERRNOS and exc.filename is not None:  # a path given to us
+            _fail(f"'{exc.filename}': {exc.strerror}: check the path", 2)
         if not is_machine_error(exc):
             _internal(exc)
         problem = machine_problem(exc, exc.filename or "the run directory")

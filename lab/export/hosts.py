@@ -12,9 +12,11 @@ from typing import Any
 import yaml
 
 from lab.export.model import Host
+from lab.model import Problem
 from lab.model.errors import BadInput
+from lab.model.load import read_bounded
 from lab.model.plan import AddressPlan
-from lab.model.safeyaml import safe_load
+from lab.model.safeyaml import MAX_FILE_BYTES, safe_load
 
 ONE_HOST = "host1"
 # Placeholders for `--hosts N` (TEST-NET-2, RFC 5737): to be replaced by the hosts' real
@@ -43,10 +45,11 @@ def by_count(plan: AddressPlan, count: int) -> tuple[list[Host], dict[str, str]]
 def from_file(plan: AddressPlan, path: Path) -> tuple[list[Host], dict[str, str]]:
     """A split file: `hosts: {NAME: {address: IP, nodes: [NODE, ...]}}`; every router on
     exactly one host; sites and clients not named go with their router."""
+    text = read_bounded(path, f"larger than {MAX_FILE_BYTES // 1024} KiB", "a split file")
+    if isinstance(text, Problem):
+        raise BadInput(f"the split file: {text.message}")
     try:
-        doc = safe_load(path.read_text())
-    except OSError as exc:
-        raise BadInput(f"cannot read the split file {path}: {exc.strerror or exc}") from None
+        doc = safe_load(text)
     except yaml.YAMLError as exc:
         raise BadInput(f"{path}: not a YAML split file ({exc})") from None
     hosts_doc = doc.get("hosts") if isinstance(doc, dict) else None

@@ -27,7 +27,9 @@ from __future__ import annotations
 
 import copy
 import io
+import os
 import re
+import stat
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -657,24 +659,36 @@ def compose(text: str) -> tuple[yaml.Node | None, Problem | None]:
         return None, yaml_problem(exc, text)
 
 
-def read_bounded(path: Path, too_large: str) -> str | Problem:
+def read_bounded(path: Path, too_large: str, what: str = "a topology file") -> str | Problem:
     """The text of a file of at most MAX_FILE_BYTES (reading at most one byte more,
     whatever the file is), or the problem that it is missing, unreadable, not UTF-8 or
     larger (`too_large`: the end of "file 'F' is ...")."""
     try:
-        with path.open("rb") as f:
-            raw = f.read(safeyaml.MAX_FILE_BYTES + 1)
+        # Non-blocking: opening a FIFO for reading would wait for a writer forever.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except FileNotFoundError:
         return Problem("", f"file '{path}' does not exist")
-    except OSError as exc:
-        return Problem("", f"cannot read '{path}': {exc}")
+    except (OSError, ValueError) as exc:  # ValueError: a NUL byte in the name
+        return Problem("", f"cannot read '{path}': {getattr(exc, 'strerror', None) or exc}"
+                           f": give the path of {what}")
+    kind = os.fstat(fd).st_mode
+    if not (stat.S_ISREG(kind) or stat.S_ISCHR(kind)):  # /dev/zero is bounded below
+        os.close(fd)
+        kind_of = "a directory" if stat.S_ISDIR(kind) else "not a regular file"
+        return Problem("", f"'{path}' is {kind_of}: give the path of {what}")
+    with os.fdopen(fd, "rb") as f:
+        try:
+            raw = f.read(safeyaml.MAX_FILE_BYTES + 1)
+        except OSError as exc:
+            return Problem("", f"cannot read '{path}': {exc.strerror or exc}")
     if len(raw) > safeyaml.MAX_FILE_BYTES:
         return Problem("", f"file '{path}' is {too_large}")
     try:
         # Text mode's universal newlines, as Path.read_text reads.
         return io.TextIOWrapper(io.BytesIO(raw), encoding="utf-8").read()
     except UnicodeDecodeError as exc:
-        return Problem("", f"cannot read '{path}': {exc}")
+        return Problem("", f"'{path}' is not UTF-8 text (byte {exc.start}): save it as "
+                           "UTF-8")
 
 
 def load_file(path: str | Path, host_networks: list[Network] | None = None) -> Report:

@@ -9,9 +9,9 @@ from __future__ import annotations
 import ipaddress
 import re
 from dataclasses import dataclass
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 # The lab-name rule lives with the names (pure); here for the models' checks and callers.
 from lab.model.names import LAB_NAME_RE as LAB_NAME_RE
@@ -95,8 +95,33 @@ Asn = Annotated[int, Field(strict=True, ge=0, le=4294967295,
                            description="BGP AS number (1-4294967294, not reserved)")]
 
 
+_NUMBERS = (int, float, int | None, float | None)
+_BOOLS = (bool, bool | None)
+
+
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _as_written(cls, value: Any, info: ValidationInfo) -> Any:
+        """A number is a number and a switch is true or false, as written: YAML's `yes` is
+        not 1, nor "2" a count, nor 1 a switch (a mistake to name, not to convert)."""
+        field = cls.model_fields.get(info.field_name or "")
+        if field is None or any(getattr(m, "strict", False) for m in field.metadata):
+            return value  # a strict field says it in its own words
+        kind = field.annotation
+        if kind in _NUMBERS and isinstance(value, bool | str):
+            raise ValueError(f"expected a number, not {_written(value)}")
+        if kind in _BOOLS and value is not None and not isinstance(value, bool):
+            raise ValueError(f"expected true or false, not {_written(value)}")
+        return value
+
+
+def _written(value: Any) -> str:
+    if isinstance(value, bool):
+        return "a boolean (YAML reads yes/no/on/off as booleans)"
+    return f"the string {value!r}" if isinstance(value, str) else repr(value)
 
 
 class Anycast(Strict):

@@ -79,7 +79,7 @@ def load_text(text: str, source: str = "<text>", base: Path | None = None) -> Sc
 
 def load_file(path: str | Path) -> ScenarioReport:
     p = Path(path)
-    text = read_bounded(p, f"larger than {safeyaml.MAX_FILE_BYTES // 1024} KiB")
+    text = read_bounded(p, f"larger than {safeyaml.MAX_FILE_BYTES // 1024} KiB", "a scenario file")
     if isinstance(text, Problem):
         return ScenarioReport(str(p), problems=[text])
     return load_text(text, str(p), p.resolve().parent)

@@ -186,3 +186,20 @@ def test_names_the_kernel_has_in_a_namespace_are_refused_for_nodes(name: str) ->
     text = MINIMAL.replace("s2", name)
     messages = _messages(text)
     assert any(f"'{name}' is reserved inside a namespace" in m for m in messages), messages
+
+
+@pytest.mark.parametrize(("extra", "words"), [
+    ("bgp: {keepalive_time: yes}", "not a boolean"),
+    ("bgp: {hold_time: \"9\"}", "not the string '9'"),
+    ("bgp: {ecmp: 1}", "expected true or false"),
+])
+def test_numbers_and_switches_are_taken_as_written(extra: str, words: str) -> None:
+    messages = _messages(MINIMAL + extra + "\n")
+    assert any(words in m for m in messages), messages
+
+
+def test_a_loss_of_yes_is_not_one_percent() -> None:
+    text = MINIMAL.replace("  - endpoints: [r1, r2]",
+                           "  - endpoints: [r1, r2]\n    impair: {loss: yes}")
+    assert any("links[0].impair.loss: expected a number, not a boolean" in m
+               for m in _messages(text)), _messages(text)
