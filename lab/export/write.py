@@ -98,9 +98,13 @@ def _prepare(directory: Path) -> None:
 
 
 def _earlier_export(directory: Path) -> list[str] | None:
-    try:
-        fd = os.open(directory / MARKER, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:  # non-blocking: a FIFO planted there would wait for a writer forever
+        fd = os.open(directory / MARKER,
+                     os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
     except OSError:
+        return None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
         return None
     with os.fdopen(fd, "rb") as f:
         try:

@@ -456,6 +456,11 @@ def test_the_writer_refuses_what_is_not_an_earlier_export(tmp_path: Path) -> Non
         write_export(export_of("default"), link)
     with pytest.raises(BadInput, match="parent"):
         write_export(export_of("default"), tmp_path / "no" / "such")
+    fifo = tmp_path / "fifo"
+    fifo.mkdir()
+    os.mkfifo(fifo / MARKER)  # read, it would wait for a writer forever
+    with pytest.raises(BadInput, match="not empty"):
+        write_export(export_of("default"), fifo)
 
 
 def test_the_writer_never_follows_a_planted_symlink(tmp_path: Path) -> None:
