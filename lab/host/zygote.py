@@ -261,8 +261,8 @@ def serve(pairs: list[str]) -> int:
         return max(0, math.ceil((min(deadlines) - time.monotonic()) * 1000))
 
     # Once stdin has closed nobody reads the answers: a child that is still getting ready
-    # is waited for (it reports in moments), a short run (`wait`) that is still running is
-    # left to finish on its own.
+    # is waited for (it reports in moments), and so is a short run (`wait`) with a
+    # deadline (it ends by then at the latest); one without is left to finish on its own.
     while reading or any(not child.wait or child.deadline is not None
                          for child in pending.values()):
         for fd, _event in poller.poll(poll_timeout_ms()):

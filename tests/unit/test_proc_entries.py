@@ -4,14 +4,15 @@ nothing in it (spaces, parentheses, bytes that are not UTF-8) may break `down` o
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from lab.host import procs
+from lab.shared.wait import wait_until
 
 # A name with a space, a closing parenthesis and a byte that is not UTF-8: the kernel keeps
 # the first 15 bytes of what PR_SET_NAME is given.
@@ -44,11 +45,8 @@ def _start_time_by_hand(pid: int) -> int:
 def test_a_hostile_command_name_does_not_hide_the_start_time(renamed) -> None:
     assert procs.start_time(renamed.pid) == _start_time_by_hand(renamed.pid)
     assert procs.is_stopped(renamed.pid) is False
-    os.kill(renamed.pid, 19)  # SIGSTOP
-    deadline = time.monotonic() + 5
-    while not procs.is_stopped(renamed.pid) and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert procs.is_stopped(renamed.pid)
+    os.kill(renamed.pid, signal.SIGSTOP)
+    assert wait_until(lambda: procs.is_stopped(renamed.pid), 5, interval_s=0.01)
 
 
 def test_a_hostile_command_name_does_not_break_the_owner_check(renamed) -> None:

@@ -737,7 +737,7 @@ class Daemon:
         if reply.get("session") == "up":
             self.site.set_others(healthy, bool(routes))
         else:  # no session, or one the shim has not seen come up: routes unknown
-            self.site.others = None
+            self.site.others_unknown()
         if routes != self.others_seen:
             self.others_seen = routes
             self.events.write("other-routes", routes=routes, healthy=healthy)

@@ -194,6 +194,10 @@ class Site:
         """What the router sends us: a healthy other site's route, any other route."""
         self.others = (healthy, any_route)
 
+    def others_unknown(self) -> None:
+        """What the router sends us cannot be known (no session seen up)."""
+        self.others = None
+
     def last_site_reason(self, now: float) -> str | None:
         """Why a failing site stays announced as the last site (None: it does not). Never
         a drained site (the operator took it out), nor one that has not been healthy since
